@@ -1,0 +1,186 @@
+"""Reading weights safely: checkpoint files, foreign key names, and open_clip tags offline.
+
+Files are read with safetensors or ``torch.load(weights_only=True)``, never with a full
+unpickler. Every failure is a one-line :class:`~densevlm.errors.DenseVLMError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from densevlm.errors import DenseVLMError
+
+__all__ = [
+    "CHECKPOINT_SUFFIXES",
+    "read_checkpoint",
+    "unwrap_state_dict",
+    "is_eva_fork_state_dict",
+    "convert_eva_fork_state_dict",
+    "cached_tag_file",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+HEADER_KEY = "densevlm"
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+    """Read a weights file.
+
+    Returns:
+        ``(state_dict, header)``: the tensors, and the densevlm header (architecture spec and
+        metadata) when the file was written by densevlm, else None.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DenseVLMError(f"{path}: checkpoint file not found")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist()):
+                raise DenseVLMError(
+                    f"{path}: a TorchScript archive (like the original OpenAI release), which cannot be read "
+                    "safely; load the same weights by tag instead (e.g. --pretrained openai)"
+                )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or unsafe files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DenseVLMError(f"{path}: not a readable weights file ({first[:200]})") from None
+    if not isinstance(obj, dict):
+        raise DenseVLMError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    header = obj.get(HEADER_KEY) if isinstance(obj.get(HEADER_KEY), dict) else None
+    return unwrap_state_dict(obj, str(path)), header
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DenseVLMError(f"{path}: not a readable safetensors file ({str(e)[:200]})") from None
+    header = json.loads(meta[HEADER_KEY]) if HEADER_KEY in meta else None
+    return unwrap_state_dict(tensors, str(path)), header
+
+
+def unwrap_state_dict(obj: dict[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Find the tensors in common checkpoint layouts and strip DDP's ``module.`` prefix.
+
+    Accepts a plain state dict, ``{"state_dict": ...}``, ``{"model": ...}`` and
+    ``{"module": ...}`` wrappers, and keys prefixed with ``module.``.
+    """
+    for key in ("state_dict", "model", "module"):
+        inner = obj.get(key)
+        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            obj = inner
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise DenseVLMError(f"{source}: no tensors found (expected a state dict)")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def is_eva_fork_state_dict(state_dict: dict[str, torch.Tensor]) -> bool:
+    """True for EVA-CLIP fork names (``visual.blocks.0.attn.q_bias`` ...), as in the checkpoints
+    published with DenseVLM and CLIPSelf, rather than open_clip's ``visual.trunk.*``."""
+    return "visual.pos_embed" in state_dict and not any(k.startswith("visual.trunk.") for k in state_dict)
+
+
+def convert_eva_fork_state_dict(state_dict: dict[str, torch.Tensor], trunk: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Map an EVA-CLIP fork state dict onto open_clip's ``EVA02-*`` model names.
+
+    timm's ``checkpoint_filter_fn`` converts the image tower (``q_bias``/``v_bias``,
+    ``inner_attn_ln``, ``ffn_ln``, ``w1``/``w2``/``w3``, RoPE buffers dropped, position
+    embeddings resampled to ``trunk``'s grid); what it lacks is open_clip's ``visual.trunk.``
+    prefix and the text tower, whose fork names already match open_clip's.
+    """
+    from timm.models.eva import checkpoint_filter_fn
+
+    visual = {k: v for k, v in state_dict.items() if k.startswith("visual.")}
+    converted = checkpoint_filter_fn(visual, trunk)
+    out = {"visual.trunk." + k: v for k, v in converted.items() if k != "rope.freqs"}
+    out.update({k: v for k, v in state_dict.items() if not k.startswith("visual.")})
+    return out
+
+
+def _offline() -> bool:
+    flags = ("HF_HUB_OFFLINE", "DENSEVLM_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(f, "").strip().lower() in ("1", "true", "yes") for f in flags)
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def cached_tag_file(name: str, tag: str, cache_dir: Optional[str] = None) -> Optional[str]:
+    """Check, without downloading, whether open_clip's weights for ``(name, tag)`` are on disk.
+
+    Returns:
+        The cached file path, or None when the weights are missing but this machine can
+        reach the hub (open_clip will download them).
+
+    Raises:
+        DenseVLMError: unknown tag, or weights missing on an offline machine (within a second).
+    """
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name, tag)
+    if not cfg:
+        from densevlm.errors import nearest_names
+
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        hint = nearest_names(tag, tags)
+        raise DenseVLMError(
+            f"'{tag}' is neither a weights file nor a known open_clip tag for {name}"
+            + (f"; did you mean {hint}?" if hint else f"; tags: {', '.join(tags) or 'none'}")
+        )
+    looked: list[str] = []
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo_id, filename = os.path.split(hub)
+        candidates = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth")):
+            candidates.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
+        for fname in candidates:
+            found = try_to_load_from_cache(repo_id, fname, cache_dir=cache_dir)
+            if isinstance(found, str):
+                return found
+        looked.append(f"{cache_dir or constants.HF_HUB_CACHE} ({repo_id})")
+    url = cfg.get("url", "")
+    if url:
+        local = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if local.is_file():
+            return str(local)
+        looked.append(str(local))
+    if _offline() or not _hub_reachable():
+        raise DenseVLMError(
+            f"weights for {name} (pretrained='{tag}') are not on this machine and it is offline; "
+            f"looked in {' and '.join(looked)}; download them on a connected machine with "
+            f"`python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\"` and copy the "
+            "cache folder over, or pass the weights file itself: --pretrained /path/to/weights.safetensors"
+        )
+    return None

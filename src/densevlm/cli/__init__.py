@@ -1,0 +1,1 @@
+"""The ``densevlm`` command line (see :mod:`densevlm.cli.main`)."""

@@ -1,0 +1,141 @@
+"""Image decoding and the letterbox size policy shared by every model.
+
+Images are read as RGB whatever is on disk (grayscale, palette, RGBA, CMYK, 16-bit), with the
+EXIF orientation applied. The letterbox policy resizes the longest side to ``size`` and pads
+right and bottom up to a multiple of the patch size (or to a square), so that input pixels map
+to original pixels by a single scale factor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from densevlm.errors import DenseVLMError
+
+__all__ = ["IMAGE_SUFFIXES", "open_image", "to_rgb", "Letterbox", "letterbox", "normalize"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+# Decompression-bomb guard: allow large factory photos (e.g. 100 MP) but not absurd ones.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (16-bit and float images are scaled by their range)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        hi = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Read an image file as RGB with its EXIF orientation applied.
+
+    Raises:
+        DenseVLMError: the file is missing, not an image, truncated or too large.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return to_rgb(im)
+    except FileNotFoundError:
+        raise DenseVLMError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DenseVLMError(f"{path}: not a readable image ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DenseVLMError(f"{path}: image is too large (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an original image maps into a model input.
+
+    Attributes:
+        scale: input pixels per original pixel (``x_input = x_original * scale``).
+        width, height: size of the resized image content inside the input, in input pixels.
+        input_width, input_height: size of the padded input.
+        original_width, original_height: size of the original image.
+    """
+
+    scale: float
+    width: int
+    height: int
+    input_width: int
+    input_height: int
+    original_width: int
+    original_height: int
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return ((x + multiple - 1) // multiple) * multiple
+
+
+def plan_letterbox(width: int, height: int, size: int, multiple: int, square: bool = False) -> Letterbox:
+    """Compute the letterbox geometry for an image of ``width`` x ``height`` pixels."""
+    scale = size / max(width, height)
+    w = max(1, round(width * scale))
+    h = max(1, round(height * scale))
+    if square:
+        side = _round_up(size, multiple)
+        iw = ih = side
+    else:
+        iw, ih = _round_up(w, multiple), _round_up(h, multiple)
+    return Letterbox(scale, w, h, iw, ih, width, height)
+
+
+def normalize(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 RGB -> ``[3, H, W]`` float tensor normalised with ``mean`` / ``std``."""
+    t = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (t - m) / s
+
+
+def letterbox(
+    image: Image.Image,
+    size: int,
+    multiple: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    square: bool = False,
+) -> tuple[torch.Tensor, Letterbox]:
+    """Resize the longest side to ``size`` (bicubic), normalise, pad right/bottom with zeros.
+
+    Args:
+        image: any PIL image (converted to RGB).
+        size: target length of the longest side, in pixels.
+        multiple: pad each side up to a multiple of this (the patch size).
+        square: pad to ``size x size`` (rounded up to ``multiple``) instead.
+
+    Returns:
+        ``([3, H, W] tensor, Letterbox)``; padding is 0 after normalisation (the mean colour).
+    """
+    if size <= 0 or multiple <= 0:
+        raise DenseVLMError(f"letterbox size {size} and multiple {multiple} must be positive")
+    image = to_rgb(image)
+    plan = plan_letterbox(image.width, image.height, size, multiple, square)
+    if (plan.width, plan.height) != image.size:
+        image = image.resize((plan.width, plan.height), Image.BICUBIC)
+    content = normalize(np.asarray(image), mean, std)
+    out = torch.zeros(3, plan.input_height, plan.input_width)
+    out[:, : plan.height, : plan.width] = content
+    return out, plan

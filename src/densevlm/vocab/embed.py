@@ -1,0 +1,94 @@
+"""Class text embeddings: prompt ensemble per class, cached on disk.
+
+The cache key covers the text encoder's weights (hash), the vocabulary (names, synonyms,
+sections) and the templates, so a changed model or vocabulary never reads a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from densevlm.backbones.base import Backbone
+from densevlm.vocab.prompts import fill_template, get_templates
+from densevlm.vocab.vocabulary import Vocabulary
+
+__all__ = ["class_embeddings", "default_cache_dir", "encode_texts"]
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """``$DENSEVLM_CACHE/text`` or ``~/.cache/densevlm/text``."""
+    root = os.environ.get("DENSEVLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "densevlm")
+    return Path(root) / "text"
+
+
+def encode_texts(backbone: Backbone, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """``[N, C]`` unit-norm embeddings of ``texts`` (batched, on the backbone's device)."""
+    device = next(backbone.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        tokens = backbone.tokenize(list(texts[start : start + batch_size])).to(device)
+        out.append(F.normalize(backbone.encode_text_tokens(tokens).float(), dim=-1))
+    if not out:
+        return torch.zeros(0, backbone.embed_dim, device=device)
+    return torch.cat(out, dim=0)
+
+
+def class_embeddings(
+    backbone: Backbone,
+    vocab: Vocabulary,
+    templates: Optional[str] = None,
+    cache_dir: Optional[Path] = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """``[K, C]`` unit-norm class embeddings, in vocabulary order.
+
+    Each class embedding is the mean over its (synonym x template) sentences of the unit-norm
+    sentence embeddings, normalised again.
+
+    Args:
+        templates: template set name; default the model's own (``spec.templates``).
+        cache_dir: where cached tables live (default :func:`default_cache_dir`).
+        use_cache: read and write the on-disk cache.
+    """
+    template_name = templates or backbone.spec.templates
+    template_list = get_templates(template_name)
+    key = hashlib.sha256(
+        "|".join([backbone.text_fingerprint(), vocab.fingerprint(), *template_list]).encode("utf-8")
+    ).hexdigest()[:32]
+    path = (cache_dir or default_cache_dir()) / f"{key}.pt"
+    if use_cache and path.is_file():
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if cached.shape[0] == len(vocab):
+                return cached.to(next(backbone.parameters()).device).clone()
+        except Exception as e:  # a corrupt cache entry is rebuilt, never fatal
+            log.warning("ignoring unreadable text-embedding cache %s (%s)", path, e)
+    sentences: list[str] = []
+    owner: list[int] = []
+    for k, synonyms in enumerate(vocab.synonyms):
+        for name in synonyms:
+            for t in template_list:
+                sentences.append(fill_template(t, name))
+                owner.append(k)
+    with torch.no_grad():
+        emb = encode_texts(backbone, sentences)
+    index = torch.tensor(owner, device=emb.device)
+    sums = torch.zeros(len(vocab), emb.shape[1], device=emb.device).index_add_(0, index, emb)
+    table = F.normalize(sums, dim=-1)
+    if use_cache:
+        from densevlm.fileio import atomic_torch_save
+
+        try:
+            atomic_torch_save(table.cpu(), path)
+        except OSError as e:
+            log.warning("could not write text-embedding cache %s (%s)", path, e)
+    return table

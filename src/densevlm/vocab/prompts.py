@@ -1,0 +1,111 @@
+"""Prompt templates that turn a class name into sentences for the text encoder.
+
+A class embedding is the mean of the normalised embeddings of every (template, synonym)
+sentence, normalised again (the reference code forgets the second normalisation, which leaves
+norms of 0.89-0.96 and a per-class temperature; we do not).
+"""
+
+from __future__ import annotations
+
+from densevlm.errors import DenseVLMError, nearest_names
+
+__all__ = ["TEMPLATE_SETS", "get_templates", "fill_template"]
+
+# Hand-crafted templates in the style of ViLD's ensemble (63 sentences, as used for the paper's
+# text embeddings). "{article}" becomes "a" or "an"; "{}" is the class name.
+_VILD_STYLE = (
+    "There is {article} {} in the scene.",
+    "There is the {} in the scene.",
+    "a photo of {article} {} in the scene.",
+    "a photo of the {} in the scene.",
+    "a photo of one {} in the scene.",
+    "itap of {article} {}.",
+    "itap of my {}.",
+    "itap of the {}.",
+    "a photo of {article} {}.",
+    "a photo of my {}.",
+    "a photo of the {}.",
+    "a photo of one {}.",
+    "a photo of many {}.",
+    "a good photo of {article} {}.",
+    "a good photo of the {}.",
+    "a bad photo of {article} {}.",
+    "a bad photo of the {}.",
+    "a photo of a nice {}.",
+    "a photo of the nice {}.",
+    "a photo of a cool {}.",
+    "a photo of the cool {}.",
+    "a photo of a weird {}.",
+    "a photo of the weird {}.",
+    "a photo of a small {}.",
+    "a photo of the small {}.",
+    "a photo of a large {}.",
+    "a photo of the large {}.",
+    "a photo of a clean {}.",
+    "a photo of the clean {}.",
+    "a photo of a dirty {}.",
+    "a photo of the dirty {}.",
+    "a bright photo of {article} {}.",
+    "a bright photo of the {}.",
+    "a dark photo of {article} {}.",
+    "a dark photo of the {}.",
+    "a photo of a hard to see {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of {article} {}.",
+    "a low resolution photo of the {}.",
+    "a cropped photo of {article} {}.",
+    "a cropped photo of the {}.",
+    "a close-up photo of {article} {}.",
+    "a close-up photo of the {}.",
+    "a jpeg corrupted photo of {article} {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a blurry photo of {article} {}.",
+    "a blurry photo of the {}.",
+    "a pixelated photo of {article} {}.",
+    "a pixelated photo of the {}.",
+    "a black and white photo of the {}.",
+    "a black and white photo of {article} {}.",
+    "a plastic {}.",
+    "the plastic {}.",
+    "a toy {}.",
+    "the toy {}.",
+    "a plushie {}.",
+    "the plushie {}.",
+    "a cartoon {}.",
+    "the cartoon {}.",
+    "an embroidered {}.",
+    "the embroidered {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+)
+
+# For the embedded world's tiny models: the phrasings their captions were trained on.
+_TINY = (
+    "{article} {}",
+    "a photo of {article} {}",
+    "close up of {article} {}",
+)
+
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "vild": _VILD_STYLE,
+    "tiny": _TINY,
+    "single": ("a photo of {article} {}.",),
+    "name": ("{}",),
+}
+
+
+def get_templates(name: str) -> tuple[str, ...]:
+    """The template set called ``name`` (see :data:`TEMPLATE_SETS`)."""
+    try:
+        return TEMPLATE_SETS[name]
+    except KeyError:
+        hint = nearest_names(name, TEMPLATE_SETS)
+        raise DenseVLMError(
+            f"unknown prompt template set '{name}'" + (f"; did you mean {hint}?" if hint else f"; choose from {', '.join(TEMPLATE_SETS)}")
+        ) from None
+
+
+def fill_template(template: str, name: str) -> str:
+    """``fill_template("a photo of {article} {}.", "apple") == "a photo of an apple."``"""
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    return template.replace("{article}", article).replace("{}", name)

@@ -1,0 +1,176 @@
+"""The vocabulary: class names split into things (parts, defects) and stuff (belts, floors).
+
+The file format is written by hand by a plant engineer::
+
+    # comments start with '#'
+    [things]
+    bolt
+    scratch, scuff          # synonyms after the first name are averaged in
+    [stuff]
+    conveyor belt
+    steel plate
+
+Each non-empty line is one class; its first comma-separated name is the class name and the
+others are synonyms whose prompt embeddings are averaged into the class embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from densevlm.errors import DenseVLMError
+
+__all__ = ["Vocabulary", "load_vocabulary"]
+
+_SECTIONS = {"things": True, "thing": True, "stuff": False}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Classes in a fixed order: all things first, then all stuff.
+
+    Attributes:
+        names: ``[K]`` display names (the first name of each class).
+        synonyms: ``[K]`` tuples of every name of a class, the display name first.
+        is_thing: ``[K]`` True for things, False for stuff.
+    """
+
+    names: tuple[str, ...]
+    synonyms: tuple[tuple[str, ...], ...]
+    is_thing: tuple[bool, ...]
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise DenseVLMError("vocabulary is empty: give at least one class under [things] or [stuff]")
+        if not (len(self.names) == len(self.synonyms) == len(self.is_thing)):
+            raise DenseVLMError("vocabulary: names, synonyms and is_thing differ in length")
+        seen: dict[str, str] = {}
+        for name, syns in zip(self.names, self.synonyms):
+            for s in syns:
+                key = s.lower()
+                if key in seen:
+                    raise DenseVLMError(f"vocabulary: name '{s}' appears twice (classes '{seen[key]}' and '{name}')")
+                seen[key] = name
+
+    @classmethod
+    def from_lists(cls, things: Sequence[str | Sequence[str]], stuff: Sequence[str | Sequence[str]]) -> "Vocabulary":
+        """Build from Python lists; an entry is a name or a list of synonyms (display name first)."""
+        entries = [(_as_synonyms(e), True) for e in things] + [(_as_synonyms(e), False) for e in stuff]
+        return cls(
+            names=tuple(s[0] for s, _ in entries),
+            synonyms=tuple(s for s, _ in entries),
+            is_thing=tuple(t for _, t in entries),
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def thing_indices(self) -> list[int]:
+        """Indices of thing classes (vocabulary section membership, not an index cut-off)."""
+        return [i for i, t in enumerate(self.is_thing) if t]
+
+    @property
+    def stuff_indices(self) -> list[int]:
+        """Indices of stuff classes."""
+        return [i for i, t in enumerate(self.is_thing) if not t]
+
+    @property
+    def num_things(self) -> int:
+        return sum(self.is_thing)
+
+    def index(self, name: str) -> int:
+        """Index of the class that has ``name`` (any synonym, case-insensitive)."""
+        key = name.strip().lower()
+        for i, syns in enumerate(self.synonyms):
+            if key in (s.lower() for s in syns):
+                return i
+        raise KeyError(name)
+
+    def fingerprint(self) -> str:
+        """A stable content hash (order, names, synonyms and sections)."""
+        payload = json.dumps([self.synonyms, self.is_thing], ensure_ascii=False).encode("utf-8")
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+    def extended(self, name: str, thing: bool) -> "Vocabulary":
+        """A copy with one more class, placed at the end of its section."""
+        things = [s for s, t in zip(self.synonyms, self.is_thing) if t]
+        stuff = [s for s, t in zip(self.synonyms, self.is_thing) if not t]
+        (things if thing else stuff).append((name,))
+        return Vocabulary.from_lists(things, stuff)
+
+    def to_text(self) -> str:
+        """The vocabulary in the file format (round-trips through :func:`load_vocabulary`)."""
+        lines = ["[things]"]
+        lines += [", ".join(s) for s, t in zip(self.synonyms, self.is_thing) if t]
+        lines += ["[stuff]"]
+        lines += [", ".join(s) for s, t in zip(self.synonyms, self.is_thing) if not t]
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_text(), encoding="utf-8")
+
+
+def _as_synonyms(entry: str | Sequence[str]) -> tuple[str, ...]:
+    names = [entry] if isinstance(entry, str) else list(entry)
+    names = [" ".join(n.split()) for n in names]
+    if not names or any(not n for n in names):
+        raise DenseVLMError(f"vocabulary: empty class name in {entry!r}")
+    return tuple(names)
+
+
+def parse_vocabulary(text: str, source: str = "<string>") -> Vocabulary:
+    """Parse the vocabulary file format; errors name ``source`` and the line number."""
+    things: list[tuple[str, ...]] = []
+    stuff: list[tuple[str, ...]] = []
+    section: bool | None = None
+    first_line: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("["):
+            key = line.strip("[]").strip().lower()
+            if not line.endswith("]") or key not in _SECTIONS:
+                raise DenseVLMError(f"{source}:{lineno}: unknown section header '{line}'; use [things] or [stuff]")
+            section = _SECTIONS[key]
+            continue
+        if section is None:
+            raise DenseVLMError(f"{source}:{lineno}: class '{line}' comes before any section header; start with [things] or [stuff]")
+        names = tuple(" ".join(n.split()) for n in line.split(","))
+        if any(not n for n in names):
+            raise DenseVLMError(f"{source}:{lineno}: empty name in '{line}'")
+        for n in names:
+            key = n.lower()
+            if key in first_line:
+                where = "in both sections" if _section_of(key, things, stuff) != section else "twice"
+                raise DenseVLMError(f"{source}:{lineno}: class '{n}' appears {where} (first on line {first_line[key]})")
+            first_line[key] = lineno
+        (things if section else stuff).append(names)
+    if not things and not stuff:
+        raise DenseVLMError(f"{source}: vocabulary is empty; list classes under [things] and [stuff]")
+    return Vocabulary.from_lists(things, stuff)
+
+
+def _section_of(key: str, things: list[tuple[str, ...]], stuff: list[tuple[str, ...]]) -> bool:
+    return any(key in (n.lower() for n in syns) for syns in things)
+
+
+def load_vocabulary(path: str | Path) -> Vocabulary:
+    """Read a vocabulary file (UTF-8)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DenseVLMError(f"{path}: vocabulary file not found") from None
+    except OSError as e:
+        raise DenseVLMError(f"{path}: cannot read vocabulary file ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DenseVLMError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    return parse_vocabulary(text, source=str(path))
