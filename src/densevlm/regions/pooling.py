@@ -15,7 +15,7 @@ from torchvision.ops import roi_align
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["roi_pool", "mask_pool", "crop_boxes", "boxes_to_rois"]
+__all__ = ["roi_pool", "mask_pool", "weighted_pool", "mask_token_weights", "crop_boxes", "boxes_to_rois"]
 
 
 def boxes_to_rois(boxes: Sequence[torch.Tensor], stride: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -55,16 +55,46 @@ def roi_pool(dense: torch.Tensor, boxes: Sequence[torch.Tensor], stride: int) ->
         raise DenseVLMError(f"got boxes for {len(boxes)} images but {dense.shape[0]} images")
     rois = boxes_to_rois(boxes, stride, dense.dtype, dense.device)
     if rois.shape[0] == 0:
-        return dense.new_zeros(0, dense.shape[1])
+        return dense.new_zeros(0, dense.shape[1]) + 0.0 * dense.sum()
     pooled = roi_align(dense, rois, output_size=1, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return F.normalize(pooled.flatten(1), dim=-1)
+
+
+def mask_token_weights(masks: torch.Tensor, stride: int) -> torch.Tensor:
+    """Area-average ``[N, H, W]`` masks (bool or float in [0, 1]) onto the token grid.
+
+    The weight of a token is the fraction of its ``stride x stride`` cell the mask covers.
+
+    Returns:
+        ``[N, H / stride, W / stride]`` float weights.
+    """
+    n, h, w = masks.shape
+    if h % stride or w % stride:
+        raise DenseVLMError(f"mask size {h}x{w} is not a multiple of the stride {stride}")
+    return F.avg_pool2d(masks.reshape(n, 1, h, w).float(), stride).reshape(n, h // stride, w // stride)
+
+
+def weighted_pool(dense: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of one image's dense map, then L2-normalise.
+
+    Args:
+        dense: ``[C, h, w]``.
+        weights: ``[N, h, w]`` non-negative token weights.
+
+    Returns:
+        ``[N, C]`` unit-norm features (all-zero where a weight map is all zero).
+    """
+    w = weights.to(dense.dtype).flatten(1)
+    feats = w @ dense.flatten(1).transpose(0, 1)
+    feats = feats / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return F.normalize(feats, dim=-1)
 
 
 def mask_pool(dense: torch.Tensor, masks: Sequence[torch.Tensor], stride: int) -> torch.Tensor:
     """Weighted mean of the dense map under each mask, then L2-normalise.
 
-    Each mask is area-averaged onto the token grid (the weight of a token is the fraction of
-    its ``stride x stride`` cell that the mask covers), so a full mask gives the plain mean.
+    Each mask is area-averaged onto the token grid (:func:`mask_token_weights`), so a full
+    mask gives the plain mean of the map.
 
     Args:
         dense: ``[B, C, h, w]``.
@@ -86,13 +116,10 @@ def mask_pool(dense: torch.Tensor, masks: Sequence[torch.Tensor], stride: int) -
             raise DenseVLMError(
                 f"mask size {tuple(m.shape[-2:])} does not match the input size {(h * stride, w * stride)}"
             )
-        weights = F.avg_pool2d(m.reshape(-1, 1, h * stride, w * stride).to(dense.dtype), stride).flatten(1)
-        feats = weights @ dense[i].flatten(1).transpose(0, 1)
-        feats = feats / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        out.append(feats)
+        out.append(weighted_pool(dense[i], mask_token_weights(m.reshape(-1, h * stride, w * stride), stride)))
     if not out:
         return dense.new_zeros(0, c)
-    return F.normalize(torch.cat(out, dim=0), dim=-1)
+    return torch.cat(out, dim=0)
 
 
 def crop_boxes(image: torch.Tensor, boxes: torch.Tensor, size: int, context: float = 1.0) -> torch.Tensor:

@@ -1,0 +1,50 @@
+"""Pieces shared by several commands: model flags, device choice, distributed start-up, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+
+def add_model_arguments(p: argparse.ArgumentParser, flag: str = "--model", default: Optional[str] = "tiny-student",
+                        what: str = "model") -> None:
+    """``--model NAME_OR_CKPT`` and its ``--pretrained TAG_OR_FILE`` companion."""
+    dest = flag.lstrip("-").replace("-", "_")
+    p.add_argument(flag, dest=dest, default=default, required=default is None,
+                   help=f"{what}: tiny-student, tiny-teacher, a checkpoint file, or an open_clip name such as "
+                        f"ViT-B-16 / EVA02-B-16" + (f" (default: {default})" if default else ""))
+    is_model = flag == "--model"
+    p.add_argument("--pretrained" if is_model else f"{flag}-pretrained",
+                   dest="pretrained" if is_model else f"{dest}_pretrained", default=None, help=f"weights for an open_clip {what} name: a tag (e.g. openai) or a file")
+
+
+def default_device(requested: Optional[str] = None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def init_distributed(device: str = "cpu") -> tuple[int, int]:
+    """Start torch.distributed when launched by torchrun; ``(rank, world)``."""
+    from densevlm.training.distributed import init_distributed as _init
+
+    return _init(device)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    from densevlm.fileio import atomic_write_json
+
+    atomic_write_json(path, json.loads(json.dumps(obj, default=str)))
+
+
+def load_model_arg(name: str, pretrained: Optional[str], device: str, input_size: Optional[int] = None):
+    from densevlm.model import load_model
+
+    return load_model(name, pretrained=pretrained, device=device, input_size=input_size)

@@ -1,0 +1,115 @@
+"""Adapt a student VLM to your unlabeled images with DenseVLM's decoupled region-language alignment.
+
+A frozen teacher (a stronger VLM) names the regions of each image from the vocabulary;
+regions it is unsure about (top probability <= --threshold) are dropped; thing regions are
+aligned over thing classes only and stuff regions over all classes, so background stops being
+pulled towards objects. Baselines: --method clipself | nodecouple | stuffonly.
+
+--batch-size is per process; run on several GPUs or nodes with
+  torchrun --nproc_per_node 4 -m densevlm train ...
+Settings may come from --config file.yaml (flags given on the command line win).
+
+Examples:
+  densevlm train --images world/unlabeled --out runs/densevlm
+  densevlm train --student EVA02-B-16 --student-pretrained merged2b_s8b_b131k \\
+      --teacher EVA02-L-14-336 --teacher-pretrained clipself_l14.pt --retrieval-features dense \\
+      --images /data/plant_photos --vocab plant.txt --size 512 --out runs/plant
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from densevlm.cli._common import add_model_arguments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = argparse.SUPPRESS  # unset flags fall back to --config, then to TrainConfig's defaults
+    p.add_argument("--config", default=None, help="YAML file of settings (flags override it)")
+    add_model_arguments(p, "--student", default=d, what="student (the model to adapt; default tiny-student)")
+    add_model_arguments(p, "--teacher", default=d, what="teacher (frozen, names the regions; default tiny-teacher)")
+    p.add_argument("--images", default=d, help="unlabeled images: folder, world dir, COCO JSON or tar shards")
+    p.add_argument("--vocab", default=d, help="vocabulary file (default: the embedded world's)")
+    p.add_argument("--method", default=d, help="densevlm (default), clipself, nodecouple or stuffonly")
+    p.add_argument("--out", default=d, help="run directory (last.pt, state.pt, metrics.jsonl ...)")
+    p.add_argument("--steps", type=int, default=d, help="optimisation steps (default: 200)")
+    p.add_argument("--batch-size", type=int, default=d, help="images per step per process (default: 32)")
+    p.add_argument("--lr", type=float, default=d, help="peak learning rate (default: 2e-4; the paper uses 1e-5 for EVA02-B)")
+    p.add_argument("--weight-decay", type=float, default=d, help="AdamW weight decay (default: 0.1)")
+    p.add_argument("--warmup-steps", type=int, default=d, help="linear warm-up steps (default: 20)")
+    p.add_argument("--seed", type=int, default=d, help="seed of data order and regions (default: 0)")
+    p.add_argument("--size", type=int, default=d, help="longest input side (default: the student's native size)")
+    p.add_argument("--regions", default=d, help="grid (the paper's, default), segments (colour superpixels) or mixed")
+    p.add_argument("--max-boxes", type=int, default=d, help="regions per image (default: 8)")
+    p.add_argument("--retrieval-features", default=d, help="teacher region features: crop (default), dense or mean")
+    p.add_argument("--tau", type=float, default=d, help="softmax temperature (default: the teacher's logit scale)")
+    p.add_argument("--threshold", type=float, default=d, help="teacher confidence threshold (default: 0.3)")
+    p.add_argument("--thing-weight", type=float, default=d, help="weight of the thing term (default: 1)")
+    p.add_argument("--alpha", type=float, default=d, help="saved = alpha*tuned + (1-alpha)*original (default: 0.9)")
+    p.add_argument("--unlocked-blocks", type=int, default=d, help="image blocks trained from the top (default: -1 = all)")
+    p.add_argument("--train-embed", action="store_true", default=d, help="also train patch/position embeddings")
+    p.add_argument("--train-head", action="store_true", default=d, help="also train the final norm and projection")
+    p.add_argument("--amp", default=d, help="auto (default), off, bf16 or fp16")
+    p.add_argument("--no-cache-teacher", dest="cache_teacher", action="store_false", default=d,
+                   help="redraw regions every step instead of caching each image's teacher targets")
+    p.add_argument("--workers", type=int, default=d, help="image decoding processes (default: 0)")
+    p.add_argument("--log-every", type=int, default=d, help="steps between log lines (default: 10)")
+    p.add_argument("--save-every", type=int, default=d, help="steps between checkpoints (default: 50)")
+    p.add_argument("--val-data", default=d, help="panoptic data to validate on with the eval protocol")
+    p.add_argument("--val-every", type=int, default=d, help="steps between validations (default: only at the end)")
+    p.add_argument("--val-limit", type=int, default=d, help="validate on the first N images only")
+    p.add_argument("--reviewed", default=d, help="review database: expert verdicts replace teacher targets")
+    p.add_argument("--reviewed-weight", type=float, default=d, help="loss weight of a reviewed region (default: 1)")
+    p.add_argument("--device", default=d, help="cpu, cuda ... (default: cuda if available)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt exactly where it stopped")
+
+
+def build_config(args: argparse.Namespace):
+    from densevlm.training.config import TrainConfig, load_config_file
+
+    values = load_config_file(args.config) if args.config else {}
+    names = {f.name for f in fields(TrainConfig)}
+    for name in names:
+        if name in vars(args):
+            values[name] = getattr(args, name)
+    if "betas" in values:
+        values["betas"] = tuple(values["betas"])
+    return TrainConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from densevlm.training.trainer import train
+
+    cfg = build_config(args)
+    validate = None
+    if cfg.val_data:
+        validate = make_validator(cfg.val_data, cfg.vocab, cfg.val_limit)
+    result = train(cfg, resume=args.resume, validate=validate)
+    from densevlm.training.distributed import rank_and_world
+
+    if rank_and_world()[0] == 0:
+        r = result.retrieval
+        print(f"{result.steps} steps in {result.wall_s:.0f} s, final loss {result.final_loss:.4f}, "
+              f"{result.skipped_images} images skipped")
+        if r.get("regions"):
+            print(f"teacher kept {100 * r['kept_frac']:.1f}% of {r['regions']} regions, {100 * r['thing_frac']:.1f}% "
+                  f"things; top: {', '.join(n for n, _ in r['top_categories'][:5])}")
+        print(result.out / "last.pt")
+    return 0
+
+
+def make_validator(val_data: str, vocab_path, limit):
+    """The eval protocol (box and mask, no crops) as a callback for the trainer."""
+    from densevlm.data.panoptic import PanopticDataset
+    from densevlm.evaluation import EvalConfig, evaluate
+    from densevlm.vocab import load_vocabulary
+
+    dataset = PanopticDataset(val_data, limit=limit)
+    vocab = load_vocabulary(vocab_path) if vocab_path else None
+
+    def validate(model) -> dict:
+        result = evaluate(model, dataset, vocab, EvalConfig(crops=False, segmentation=False), progress=False)
+        return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+
+    return validate

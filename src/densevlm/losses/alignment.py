@@ -1,0 +1,99 @@
+"""Region-language alignment losses: DenseVLM's decoupled KL, its ablations, and CLIPSelf.
+
+All KL terms are ``KL(teacher || student)`` summed over classes and averaged over the regions
+of a group (``F.kl_div(log_softmax(student), softmax(teacher), reduction="batchmean")``), with
+logits already multiplied by the temperature. Group means can be taken over a *global*
+region count (passed by the trainer under DDP), so that N processes with batch B compute the
+same gradient as one process with batch N*B.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["METHODS", "kl_to_teacher", "decoupled_alignment_loss", "clipself_loss"]
+
+METHODS = ("densevlm", "nodecouple", "stuffonly", "clipself")
+
+
+def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Per-region ``KL(softmax(teacher) || softmax(student))`` over the given columns.
+
+    Args:
+        student_logits, teacher_logits: ``[N, K']`` scaled logits over the same classes.
+
+    Returns:
+        ``[N]`` non-negative KL values (nats).
+    """
+    log_q = F.log_softmax(student_logits.float(), dim=-1)
+    log_p = F.log_softmax(teacher_logits.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+def decoupled_alignment_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    region_is_thing: torch.Tensor,
+    class_is_thing: torch.Tensor,
+    variant: str = "densevlm",
+    counts: Optional[tuple[float, float]] = None,
+    weights: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """DenseVLM's decoupled loss and its ablations.
+
+    * ``densevlm``: thing regions -> KL over thing classes only; stuff regions -> KL over all
+      classes; the two group means are added.
+    * ``stuffonly``: as densevlm, but stuff regions use the stuff classes only.
+    * ``nodecouple``: every region -> KL over all classes (a single mean).
+
+    Args:
+        student_logits, teacher_logits: ``[N, K]`` scaled logits of the kept regions (each
+            model against its own text embeddings of the same vocabulary).
+        region_is_thing: ``[N]`` bool, the teacher's thing/stuff decision per region.
+        class_is_thing: ``[K]`` bool, vocabulary section membership.
+        counts: global ``(n_thing, n_stuff)`` (or ``(n_all, 0)`` for nodecouple) to divide by
+            instead of this batch's counts.
+        weights: ``[N]`` per-region weights (e.g. reviewed regions count more); default 1.
+
+    Returns:
+        A scalar; exactly 0 (with a gradient path) when a group is empty, never NaN.
+    """
+    if variant not in ("densevlm", "nodecouple", "stuffonly"):
+        raise ValueError(f"unknown variant {variant!r}")
+    w = torch.ones(student_logits.shape[0], device=student_logits.device) if weights is None else weights.float()
+    zero = student_logits.sum() * 0.0
+    if variant == "nodecouple":
+        n = counts[0] if counts is not None else float(w.sum())
+        if n <= 0:
+            return zero
+        return (w * kl_to_teacher(student_logits, teacher_logits)).sum() / n + zero
+    things = class_is_thing.to(student_logits.device)
+    t_rows = region_is_thing.to(student_logits.device)
+    s_rows = ~t_rows
+    stuff_cols = ~things if variant == "stuffonly" else torch.ones_like(things)
+    n_thing = counts[0] if counts is not None else float(w[t_rows].sum())
+    n_stuff = counts[1] if counts is not None else float(w[s_rows].sum())
+    loss = zero
+    if bool(t_rows.any()) and n_thing > 0:
+        kl = kl_to_teacher(student_logits[t_rows][:, things], teacher_logits[t_rows][:, things])
+        loss = loss + (w[t_rows] * kl).sum() / n_thing
+    if bool(s_rows.any()) and n_stuff > 0:
+        kl = kl_to_teacher(student_logits[s_rows][:, stuff_cols], teacher_logits[s_rows][:, stuff_cols])
+        loss = loss + (w[s_rows] * kl).sum() / n_stuff
+    return loss
+
+
+def clipself_loss(student: torch.Tensor, target: torch.Tensor, count: Optional[float] = None) -> torch.Tensor:
+    """CLIPSelf: mean of ``1 - cos(student RoI feature, frozen model's crop embedding)``.
+
+    Args:
+        student, target: ``[N, C]`` features (normalised inside).
+        count: global region count to divide by (default ``N``).
+    """
+    if student.shape[0] == 0:
+        return student.sum() * 0.0
+    cos = (F.normalize(student.float(), dim=-1) * F.normalize(target.float(), dim=-1)).sum(dim=-1)
+    return (1.0 - cos).sum() / (count if count is not None else student.shape[0])

@@ -1,0 +1,169 @@
+"""Category retrieval with a frozen teacher VLM (the paper's P-VLM).
+
+The teacher describes each region (dense RoI feature, or the global embedding of the region's
+crop, or the mean of both logits) and classifies it against its *own* text embeddings of the
+vocabulary: ``softmax(tau * cos)``. A region is kept when its top probability exceeds the
+threshold (0.3); whether it is a thing or stuff is decided by the vocabulary section of its
+top class -- membership, not an index cut-off (the reference code's cut-off is off by one).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from densevlm.errors import DenseVLMError
+from densevlm.regions.pooling import crop_boxes, roi_pool
+
+__all__ = ["RetrievalConfig", "Retrieval", "RetrievalStats", "teacher_region_features", "classify_regions", "FEATURE_KINDS"]
+
+FEATURE_KINDS = ("crop", "dense", "mean")
+
+
+@dataclass
+class RetrievalConfig:
+    """How the teacher labels regions.
+
+    Attributes:
+        features: ``crop`` (global embedding of each box's crop), ``dense`` (RoI feature of
+            the teacher's dense map, the paper's choice), or ``mean`` (average of both logits).
+        tau: softmax temperature; None = the teacher's learned logit scale (100 for real
+            CLIPs; the reference code hard-codes 100).
+        threshold: keep a region when its top probability is above this.
+        context: enlarge crop boxes by this factor about their centre.
+        top_k: candidates reported per region.
+    """
+
+    features: str = "crop"
+    tau: Optional[float] = None
+    threshold: float = 0.3
+    context: float = 1.0
+    top_k: int = 5
+
+    def check(self) -> None:
+        if self.features not in FEATURE_KINDS:
+            raise DenseVLMError(f"retrieval features '{self.features}': choose {', '.join(FEATURE_KINDS)}")
+        if not 0.0 <= self.threshold < 1.0:
+            raise DenseVLMError(f"confidence threshold {self.threshold} must be in [0, 1)")
+        if self.tau is not None and self.tau <= 0:
+            raise DenseVLMError(f"temperature tau {self.tau} must be positive")
+
+
+@dataclass
+class Retrieval:
+    """The teacher's verdict on N regions.
+
+    Attributes:
+        logits: ``[N, K]`` ``tau * cos(region, class)``.
+        probs: ``[N, K]`` softmax of ``logits``.
+        confidence: ``[N]`` top probability.
+        label: ``[N]`` top class index.
+        is_thing: ``[N]`` bool, the top class is in the vocabulary's things section.
+        kept: ``[N]`` bool, ``confidence > threshold``.
+    """
+
+    logits: torch.Tensor
+    probs: torch.Tensor
+    confidence: torch.Tensor
+    label: torch.Tensor
+    is_thing: torch.Tensor
+    kept: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.logits.shape[0]
+
+    def select(self, index: torch.Tensor) -> "Retrieval":
+        return Retrieval(*(t[index] for t in (self.logits, self.probs, self.confidence, self.label, self.is_thing, self.kept)))
+
+    @staticmethod
+    def cat(parts: Sequence["Retrieval"]) -> "Retrieval":
+        fields = ("logits", "probs", "confidence", "label", "is_thing", "kept")
+        return Retrieval(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+
+
+def teacher_region_features(
+    teacher,
+    images: torch.Tensor,
+    boxes: Sequence[torch.Tensor],
+    kind: str,
+    context: float = 1.0,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Region features of a frozen teacher.
+
+    Args:
+        teacher: a :class:`~densevlm.model.DenseModel`.
+        images: ``[B, 3, H, W]`` inputs prepared for the teacher.
+        boxes: B tensors ``[N_i, 4]``, XYXY input pixels.
+        kind: ``crop``, ``dense`` or ``mean`` (returns both, dense first).
+
+    Returns:
+        ``[sum N_i, C]`` unit-norm features (a pair for ``mean``).
+    """
+    dense = crops = None
+    if kind in ("dense", "mean"):
+        dense = roi_pool(teacher.encode_dense(images), boxes, teacher.patch_size)
+    if kind in ("crop", "mean"):
+        side = teacher.image_size
+        cut = [crop_boxes(images[i], b, side, context) for i, b in enumerate(boxes) if b.shape[0]]
+        crops = teacher.encode_image(torch.cat(cut)) if cut else images.new_zeros(0, teacher.embed_dim)
+    if kind == "mean":
+        return dense, crops
+    return dense if kind == "dense" else crops
+
+
+def classify_regions(
+    features: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    text: torch.Tensor,
+    class_is_thing: torch.Tensor,
+    tau: float,
+    threshold: float,
+) -> Retrieval:
+    """Classify region features against class embeddings.
+
+    Args:
+        features: ``[N, C]`` unit-norm region features, or a pair whose logits are averaged.
+        text: ``[K, C]`` unit-norm class embeddings of the same model.
+        class_is_thing: ``[K]`` bool.
+        tau: temperature multiplying the cosine similarities.
+    """
+    if isinstance(features, tuple):
+        logits = 0.5 * tau * (features[0].float() @ text.t() + features[1].float() @ text.t())
+    else:
+        logits = tau * features.float() @ text.t()
+    probs = F.softmax(logits, dim=-1)
+    confidence, label = probs.max(dim=-1)
+    is_thing = class_is_thing.to(label.device)[label]
+    return Retrieval(logits, probs, confidence, label, is_thing, confidence > threshold)
+
+
+@dataclass
+class RetrievalStats:
+    """Running statistics of the teacher's retrieval (kept share, thing share, top categories)."""
+
+    names: Sequence[str]
+    total: int = 0
+    kept: int = 0
+    things: int = 0
+    categories: Counter = field(default_factory=Counter)
+
+    def update(self, r: Retrieval) -> dict[str, float]:
+        """Add a batch; returns the batch's own kept and thing fractions."""
+        n, k = len(r), int(r.kept.sum())
+        t = int((r.kept & r.is_thing).sum())
+        self.total += n
+        self.kept += k
+        self.things += t
+        self.categories.update(self.names[i] for i in r.label[r.kept].tolist())
+        return {"kept_frac": k / n if n else 0.0, "thing_frac": t / k if k else 0.0}
+
+    def summary(self, top: int = 8) -> dict:
+        return {
+            "regions": self.total,
+            "kept_frac": self.kept / self.total if self.total else 0.0,
+            "thing_frac": self.things / self.kept if self.kept else 0.0,
+            "top_categories": [[name, count] for name, count in self.categories.most_common(top)],
+        }

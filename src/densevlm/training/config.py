@@ -1,0 +1,136 @@
+"""The training configuration: one frozen-after-checks dataclass, readable from YAML, written beside every run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from densevlm.errors import DenseVLMError, nearest_names
+from densevlm.losses.alignment import METHODS
+
+__all__ = ["TrainConfig", "load_config_file"]
+
+REGION_SOURCES = ("grid", "segments", "mixed")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a DenseVLM (or baseline) fine-tuning run.
+
+    Attributes:
+        student, teacher: model names or checkpoint files (``*_pretrained``: tag or file for
+            open_clip names). The teacher is unused by ``clipself`` (its target is a frozen copy
+            of the student).
+        images: unlabeled images (folder, world dir, COCO JSON or tar shards).
+        vocab: vocabulary file; None = the embedded world's.
+        method: ``densevlm``, ``clipself``, ``nodecouple`` or ``stuffonly``.
+        out: run directory (``last.pt``, ``state.pt``, ``metrics.jsonl``, ``config.yaml``).
+        steps, batch_size: optimisation steps and images per step *per process*.
+        lr, weight_decay, betas, warmup_steps: AdamW with linear warm-up then cosine decay.
+        size: longest input side (default: the student's native size).
+        regions: ``grid`` (the paper's 17 splits), ``segments`` (colour superpixels) or ``mixed``.
+        max_boxes: regions per image (a random subset of the cells).
+        retrieval_features, tau, threshold: the teacher's region features (``crop``, ``dense``,
+            ``mean``), softmax temperature (None = the teacher's logit scale) and confidence
+            threshold.
+        thing_weight: multiplier of the thing term of the decoupled loss.
+        alpha: weight-space ensemble on save: ``alpha * tuned + (1 - alpha) * original``.
+        unlocked_blocks: image blocks trained, counted from the top (-1 = all).
+        train_embed, train_head: also train patch/position embeddings, final norm + projection.
+        amp: ``auto`` (bf16 on GPUs that support it, fp16 + GradScaler on other GPUs, off on
+            CPU), ``off``, ``bf16`` or ``fp16``.
+        cache_teacher: draw each image's regions once and keep the teacher's targets for later
+            epochs (the regions of an image then stay fixed).
+        val_data, val_every, val_limit: validation with the evaluation protocol.
+        reviewed: a review database whose expert verdicts replace teacher targets.
+        reviewed_weight: loss weight of a reviewed region.
+    """
+
+    student: str = "tiny-student"
+    teacher: str = "tiny-teacher"
+    images: str = ""
+    out: str = ""
+    student_pretrained: Optional[str] = None
+    teacher_pretrained: Optional[str] = None
+    vocab: Optional[str] = None
+    method: str = "densevlm"
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 2e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 20
+    seed: int = 0
+    size: Optional[int] = None
+    regions: str = "grid"
+    max_boxes: Optional[int] = 8
+    retrieval_features: str = "crop"
+    tau: Optional[float] = None
+    threshold: float = 0.3
+    thing_weight: float = 1.0
+    alpha: float = 0.9
+    unlocked_blocks: int = -1
+    train_embed: bool = False
+    train_head: bool = False
+    amp: str = "auto"
+    cache_teacher: bool = True
+    workers: int = 0
+    log_every: int = 10
+    save_every: int = 50
+    val_data: Optional[str] = None
+    val_every: int = 0
+    val_limit: Optional[int] = None
+    reviewed: Optional[str] = None
+    reviewed_weight: float = 1.0
+    device: Optional[str] = None
+
+    def check(self) -> None:
+        """Raise a one-line error for any out-of-range setting."""
+        if not self.images:
+            raise DenseVLMError("--images is required (a folder, a world directory, a COCO JSON or tar shards)")
+        if not self.out:
+            raise DenseVLMError("--out is required (the run directory)")
+        if self.method not in METHODS:
+            hint = nearest_names(self.method, METHODS)
+            raise DenseVLMError(f"--method {self.method}: choose {', '.join(METHODS)}" + (f" (did you mean {hint}?)" if hint else ""))
+        if self.regions not in REGION_SOURCES:
+            raise DenseVLMError(f"--regions {self.regions}: choose {', '.join(REGION_SOURCES)}")
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise DenseVLMError(f"--steps and --batch-size must be positive (got {self.steps}, {self.batch_size})")
+        if not 0.0 < self.lr < 1.0:
+            raise DenseVLMError(f"--lr {self.lr} is outside (0, 1)")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise DenseVLMError(f"--alpha {self.alpha} is outside [0, 1]")
+        if not 0.0 <= self.threshold < 1.0:
+            raise DenseVLMError(f"--threshold {self.threshold} is outside [0, 1)")
+        if self.tau is not None and self.tau <= 0:
+            raise DenseVLMError(f"--tau {self.tau} must be positive")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise DenseVLMError(f"--amp {self.amp}: choose auto, off, bf16 or fp16")
+        if self.max_boxes is not None and self.max_boxes <= 0:
+            raise DenseVLMError(f"--max-boxes {self.max_boxes} must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) file of :class:`TrainConfig` fields; unknown keys are errors."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise DenseVLMError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise DenseVLMError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DenseVLMError(f"{path}: expected a mapping of settings")
+    known = {f.name for f in fields(TrainConfig)}
+    for key in data:
+        if key.replace("-", "_") not in known:
+            hint = nearest_names(key, known)
+            raise DenseVLMError(f"{path}: unknown setting '{key}'" + (f"; did you mean {hint}?" if hint else ""))
+    return {k.replace("-", "_"): v for k, v in data.items()}

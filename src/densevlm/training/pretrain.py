@@ -1,0 +1,215 @@
+"""Contrastive CLIP pretraining on (image, caption) pairs, for the tiny models and any open_clip model.
+
+Symmetric InfoNCE with the model's learnable temperature; identical captions in a batch share
+their targets (no false negatives from duplicates). AdamW, linear warm-up then cosine decay,
+all in *steps* so a run is reproducible and resumable bit for bit: batch ``t`` depends only
+on ``(seed, t)`` and the resume file holds the model, optimizer and schedule at step ``t``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from densevlm.data.captions import JsonlCaptionSource, open_caption_source
+from densevlm.errors import DenseVLMError
+from densevlm.fileio import atomic_torch_save, atomic_write_json
+from densevlm.model import DenseModel, load_model, pad_batch
+
+__all__ = ["PretrainConfig", "pretrain", "contrastive_loss", "param_groups", "warmup_cosine"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of one pretraining run (saved beside the result).
+
+    Attributes:
+        data: a panoptic directory (captions regenerated from ground truth) or a folder with
+            ``captions.jsonl``.
+        out: the final checkpoint (``.pt`` or ``.safetensors``); ``OUT.resume.pt`` holds the
+            resumable state and ``OUT.json`` the config and metrics.
+        arch: a tiny architecture (``tiny-vit``) or any name :func:`densevlm.load_model` takes.
+        pretrained: initial weights for ``arch`` (tag or file); None for random init.
+        steps, batch_size, lr, weight_decay: the optimisation; ``warmup`` is a fraction of ``steps``.
+        p_stuff: how often captions with things also name the background.
+        crop_prob, crop_area: region-aware samples (random crops with their own captions).
+        save_every: steps between resumable checkpoints.
+        half: store the final weights in fp16 (safetensors only).
+        amp: ``"bf16"`` autocast, or ``"off"``.
+    """
+
+    data: str
+    out: str
+    arch: str = "tiny-vit"
+    pretrained: Optional[str] = None
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: float = 0.05
+    p_stuff: float = 0.15
+    crop_prob: float = 0.0
+    crop_area: tuple[float, float] = (0.08, 0.5)
+    seed: int = 0
+    save_every: int = 100
+    half: bool = False
+    amp: str = "off"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 1:
+            raise DenseVLMError(f"--steps must be > 0 and --batch-size > 1 (got {self.steps}, {self.batch_size})")
+        if not 0 <= self.p_stuff <= 1 or not 0 <= self.crop_prob <= 1:
+            raise DenseVLMError("--p-stuff and --crop-prob must be in [0, 1]")
+        if not 0 < self.crop_area[0] <= self.crop_area[1] <= 1:
+            raise DenseVLMError(f"--crop-area {self.crop_area} must satisfy 0 < min <= max <= 1")
+        if self.amp not in ("off", "bf16"):
+            raise DenseVLMError(f"--amp {self.amp}: choose off or bf16")
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """Symmetric InfoNCE.
+
+    Args:
+        image: ``[B, C]`` unit-norm image embeddings.
+        text: ``[B, C]`` unit-norm text embeddings of ``captions``.
+        scale: the temperature ``exp(logit_scale)``.
+        captions: the B captions; equal captions are all positives for each other.
+    """
+    logits = scale * image @ text.t()
+    same = torch.tensor([[a == b for b in captions] for a in captions], dtype=logits.dtype, device=logits.device)
+    targets = same / same.sum(dim=1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on matrices only; none on biases, norms, scales and embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith(("cls_token", "pos_embed"))
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear from 0 over ``warmup`` steps, then cosine from 1 to 0 at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _build_model(cfg: PretrainConfig, source) -> DenseModel:
+    from densevlm.backbones import TINY_ARCHS
+
+    if cfg.arch in TINY_ARCHS and isinstance(source, JsonlCaptionSource):
+        from densevlm.backbones.base import BackboneSpec
+        from densevlm.backbones.factory import build_backbone
+        from densevlm.backbones.tiny import tiny_config
+
+        config = tiny_config(cfg.arch, source.words()[:4000])
+        spec = BackboneSpec("vit", cfg.arch, config["vision"]["image_size"], config["vision"]["patch_size"],
+                            templates="tiny", config=config)
+        return DenseModel(build_backbone(spec))
+    return load_model(cfg.arch, pretrained=cfg.pretrained)
+
+
+def _resume_path(out: Path) -> Path:
+    return out.with_name(out.name + ".resume.pt")
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) pretraining; returns a summary with the final loss and throughput."""
+    cfg.check()
+    torch.manual_seed(cfg.seed)
+    source = open_caption_source(
+        cfg.data, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed
+    )
+    model = _build_model(cfg, source)
+    model.train()
+    backbone = model.backbone
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    warmup = int(round(cfg.warmup * cfg.steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.steps, warmup))
+    out = Path(cfg.out)
+    start_step, history = 0, []
+    resume_file = _resume_path(out)
+    if resume and resume_file.is_file():
+        state = torch.load(resume_file, map_location="cpu", weights_only=True)
+        model.backbone.clip.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_step, history = int(state["step"]), json.loads(state["history"])
+        log.info("resumed %s at step %d", resume_file, start_step)
+    from tqdm import tqdm
+
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="pretrain", disable=not progress)
+    seen, started = 0, time.perf_counter()
+    loss_value = float("nan")
+    for step in bar:
+        pils, captions = source.batch(step, cfg.batch_size)
+        images = pad_batch([model.transform(p) for p in pils])
+        tokens = backbone.tokenize(captions)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+            image_emb = F.normalize(backbone.forward_image(images, pooled=True, dense=False).pooled.float(), dim=-1)
+            text_emb = F.normalize(backbone.encode_text_tokens(tokens).float(), dim=-1)
+        scale = backbone.clip.logit_scale.exp().clamp(max=100.0)
+        loss = contrastive_loss(image_emb, text_emb, scale, captions)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            backbone.clip.logit_scale.clamp_(0, math.log(100.0))
+        seen += len(pils)
+        loss_value = float(loss)
+        if step % 10 == 0 or step == cfg.steps - 1:
+            rate = seen / max(1e-9, time.perf_counter() - started)
+            bar.set_postfix(loss=f"{loss_value:.3f}", scale=f"{float(scale):.1f}", img_s=f"{rate:.0f}")
+            history.append({"step": step, "loss": loss_value, "scale": float(scale)})
+        done = step + 1
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            atomic_torch_save(
+                {"model": model.backbone.clip.state_dict(), "optimizer": optimizer.state_dict(),
+                 "schedule": schedule.state_dict(), "step": done, "history": json.dumps(history)},
+                resume_file,
+            )
+    bar.close()
+    elapsed = time.perf_counter() - started
+    meta = {"pretrain": {k: v for k, v in asdict(cfg).items() if k != "extra"}, "final_loss": loss_value}
+    model.eval()
+    save_model(model, out, meta, half=cfg.half)
+    summary = {"steps": cfg.steps, "final_loss": loss_value, "images_per_s": seen / max(elapsed, 1e-9),
+               "wall_s": elapsed, "logit_scale": model.logit_scale, "out": str(out), "history": history}
+    atomic_write_json(out.with_name(out.name + ".json"), {"config": asdict(cfg), "summary": summary})
+    return summary
+
+
+def save_model(model: DenseModel, path: Path, meta: dict[str, Any], half: bool = False) -> Path:
+    """Write ``model`` as a densevlm checkpoint: ``.safetensors`` (optionally fp16) or ``.pt``."""
+    if path.suffix != ".safetensors":
+        return model.save(path, meta)
+    from safetensors.torch import save_file
+
+    from densevlm.fileio import atomic_write
+
+    ckpt = model.checkpoint(meta)
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in ckpt["state_dict"].items()}
+    header = json.dumps(ckpt["densevlm"], sort_keys=True)
+
+    def write(tmp: str) -> None:
+        save_file(tensors, tmp, metadata={"densevlm": header})
+
+    return atomic_write(path, write)

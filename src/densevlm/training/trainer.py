@@ -1,0 +1,427 @@
+"""Fine-tune a student VLM on unlabeled images with DenseVLM's decoupled alignment (or a baseline).
+
+One step: draw this process's images (:mod:`densevlm.training.data`), cut regions (grid cells
+or colour segments), get targets from the frozen teacher (category retrieval) or, for
+CLIPSelf, from a frozen copy of the student (crop embeddings), run the student's dense path
+*through the DDP wrapper* (so gradients really are averaged across processes), and take an
+AdamW step. Group means in the loss use counts summed over processes, so N processes with
+batch B compute the gradient of one process with batch N*B.
+
+Outputs in ``cfg.out``: ``last.pt`` (weight-space ensemble ``alpha * tuned + (1 - alpha) *
+original``, loadable by :func:`densevlm.load_model`), ``state.pt`` (resumable state),
+``metrics.jsonl``, ``retrieval.json``, ``config.yaml`` and TensorBoard events in ``tb/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from densevlm.data.images import open_image_source
+from densevlm.errors import DenseVLMError
+from densevlm.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from densevlm.losses.alignment import clipself_loss, decoupled_alignment_loss
+from densevlm.model import DenseModel, load_model
+from densevlm.regions.sources import region_boxes
+from densevlm.retrieval.teacher import Retrieval, RetrievalStats, classify_regions, teacher_region_features
+from densevlm.training.config import TrainConfig
+from densevlm.training.data import StepBatchSampler, make_loader, normalise_content
+from densevlm.training.distributed import all_reduce_sum, barrier, init_distributed
+from densevlm.training.pretrain import param_groups, warmup_cosine
+from densevlm.vocab import Vocabulary, load_vocabulary
+
+__all__ = ["train", "apply_freezing", "ensemble_state", "default_vocabulary", "TrainResult"]
+
+log = logging.getLogger(__name__)
+
+
+def default_vocabulary() -> Vocabulary:
+    """The embedded world's vocabulary (10 things, 6 stuff)."""
+    from densevlm.data.synth.writer import world_vocabulary_text
+    from densevlm.vocab import parse_vocabulary
+
+    return parse_vocabulary(world_vocabulary_text(), source="embedded world")
+
+
+def apply_freezing(model: DenseModel, unlocked_blocks: int = -1, train_embed: bool = False, train_head: bool = False) -> list[str]:
+    """Freeze everything but the top ``unlocked_blocks`` image blocks (all when -1), optionally
+    the embeddings and the head; then freeze what cannot reach the dense path (e.g. the last
+    EVA block's query/key projections), so DDP sees no unused parameters.
+
+    Returns:
+        Names of the trainable parameters.
+    """
+    for p in model.parameters():
+        p.requires_grad_(False)
+    groups = model.backbone.image_groups()
+
+    def enable(items) -> None:
+        for item in items:
+            params = [item] if isinstance(item, torch.nn.Parameter) else list(item.parameters())
+            for p in params:
+                p.requires_grad_(True)
+
+    blocks = groups["blocks"]
+    n = len(blocks) if unlocked_blocks < 0 else min(unlocked_blocks, len(blocks))
+    enable(blocks[len(blocks) - n:])
+    if train_embed:
+        enable(groups["embed"])
+    if train_head:
+        enable(groups["head"])
+    probe = torch.zeros(1, 3, model.patch_size * 2, model.patch_size * 2, device=model.device)
+    probe.normal_(generator=torch.Generator(device=model.device).manual_seed(0))
+    was_training = model.training
+    model.train()
+    model.encode_dense(probe).sum().backward()
+    model.train(was_training)
+    names = []
+    for name, p in model.named_parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+        elif p.requires_grad:
+            names.append(name)
+        p.grad = None
+    if not names:
+        raise DenseVLMError("no trainable parameters: raise --unlocked-blocks or use --train-embed / --train-head")
+    return names
+
+
+def ensemble_state(tuned: dict[str, torch.Tensor], original: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """Weight-space ensemble: ``alpha * tuned + (1 - alpha) * original`` for floating tensors."""
+    out = {}
+    for k, v in tuned.items():
+        if v.is_floating_point():
+            out[k] = (alpha * v.float() + (1.0 - alpha) * original[k].float()).to(v.dtype)
+        else:
+            out[k] = v
+    return out
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    out: Path
+    steps: int
+    final_loss: float
+    wall_s: float
+    skipped_images: int
+    retrieval: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Targets:
+    """Per-image training targets, kept in the teacher cache."""
+
+    boxes: torch.Tensor  # [N, 4] content pixels
+    retrieval: Optional[Retrieval] = None  # densevlm family
+    crop_emb: Optional[torch.Tensor] = None  # clipself
+
+
+def _resolve_amp(amp: str, device: torch.device) -> tuple[bool, Optional[torch.dtype]]:
+    if amp == "off" or (amp == "auto" and device.type == "cpu"):
+        return False, None
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return True, torch.bfloat16
+    if device.type != "cuda":
+        raise DenseVLMError("--amp fp16 needs a GPU; use bf16 or off on the CPU")
+    return True, torch.float16
+
+
+class _Run:
+    """State of one training run (kept small: everything else is derived)."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool, progress: bool, validate: Optional[Callable] = None) -> None:
+        cfg.check()
+        self.cfg = cfg
+        device_name = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.rank, self.world = init_distributed(device_name)
+        if device_name == "cuda" and self.world > 1:
+            import os
+
+            device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        self.device = torch.device(device_name)
+        self.progress = progress and self.rank == 0
+        self.validate = validate
+        self.out = Path(cfg.out)
+        if self.rank == 0:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DenseVLMError(f"{self.out}: cannot create the run directory ({e.strerror})") from None
+        torch.manual_seed(cfg.seed)
+        self.vocab = load_vocabulary(cfg.vocab) if cfg.vocab else default_vocabulary()
+        self.class_is_thing = torch.tensor(self.vocab.is_thing)
+        self.student = load_model(cfg.student, cfg.student_pretrained, self.device, input_size=cfg.size)
+        self.size = cfg.size or self.student.input_size
+        self.original = {k: v.detach().clone() for k, v in self.student.backbone.clip.state_dict().items()}
+        if cfg.method == "clipself":
+            self.teacher = copy.deepcopy(self.student).eval()
+        else:
+            self.teacher = load_model(cfg.teacher, cfg.teacher_pretrained, self.device)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            self.text_student = self.student.embed_vocabulary(self.vocab).float().to(self.device)
+            self.text_teacher = self.teacher.embed_vocabulary(self.vocab).float().to(self.device)
+        self.tau = float(cfg.tau or self.teacher.logit_scale)
+        self.trainable = apply_freezing(self.student, cfg.unlocked_blocks, cfg.train_embed, cfg.train_head)
+        self.student.train()
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.student, device_ids=ids, broadcast_buffers=False)
+        else:
+            self.forward = self.student
+        self.optimizer = torch.optim.AdamW(param_groups(self.student, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps)
+        )
+        self.amp, self.amp_dtype = _resolve_amp(cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.source = open_image_source(cfg.images)
+        self.cache: dict[int, _Targets] = {}
+        self.stats = RetrievalStats(self.vocab.names)
+        self.epoch_stats: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []
+        self.skipped = 0
+        self.step = 0
+        if resume:
+            self._load_state()
+
+    # ---- persistence ----------------------------------------------------------------------
+    def _load_state(self) -> None:
+        path = self.out / "state.pt"
+        if not path.is_file():
+            log.info("no %s yet: starting from step 0", path)
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.student.backbone.clip.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if "scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.skipped = int(state["skipped"])
+        self.history = json.loads(state["history"])
+        log.info("resumed %s at step %d", path, self.step)
+
+    def save(self, final: bool = False) -> None:
+        if self.rank != 0:
+            return
+        clip_state = {k: v.detach().cpu() for k, v in self.student.backbone.clip.state_dict().items()}
+        state = {
+            "model": clip_state,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "step": self.step,
+            "skipped": self.skipped,
+            "history": json.dumps(self.history),
+        }
+        atomic_torch_save(state, self.out / "state.pt")
+        self.export_model(self.out / "last.pt")
+        if final:
+            atomic_write_json(self.out / "retrieval.json", {"overall": self.stats.summary(), "epochs": self.epoch_stats})
+
+    def ensembled_model(self) -> DenseModel:
+        tuned = {k: v.detach().cpu() for k, v in self.student.backbone.clip.state_dict().items()}
+        model = copy.deepcopy(self.student).cpu().eval()
+        model.backbone.clip.load_state_dict(ensemble_state(tuned, {k: v.cpu() for k, v in self.original.items()}, self.cfg.alpha))
+        return model
+
+    def export_model(self, path: Path) -> None:
+        meta = {"train": self.cfg.to_dict(), "step": self.step, "alpha": self.cfg.alpha}
+        self.ensembled_model().save(path, meta)
+
+    # ---- targets ----------------------------------------------------------------------------
+    def _regions(self, index: int, step: int, content: torch.Tensor) -> torch.Tensor:
+        key = [self.cfg.seed, index] if self.cfg.cache_teacher else [self.cfg.seed, step, index]
+        rng = np.random.default_rng(key)
+        return region_boxes(self.cfg.regions, content.float() / 255.0, rng, self.cfg.max_boxes)
+
+    def _teacher_input(self, contents: list[torch.Tensor]) -> torch.Tensor:
+        t = self.teacher
+        return torch.stack([normalise_content(c, t.spec.mean, t.spec.std, self.size, t.patch_size) for c in contents]).to(self.device)
+
+    def targets(self, items: list[dict[str, Any]], step: int) -> list[_Targets]:
+        """Targets of each image, from the cache or computed with the frozen teacher."""
+        missing = [it for it in items if not (self.cfg.cache_teacher and it["index"] in self.cache)]
+        if missing:
+            boxes = [self._regions(it["index"], step, it["content"]) for it in missing]
+            images = self._teacher_input([it["content"] for it in missing])
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
+                on_device = [b.to(self.device) for b in boxes]
+                if self.cfg.method == "clipself":
+                    emb = teacher_region_features(self.teacher, images, on_device, "crop").float().cpu()
+                    splits = emb.split([b.shape[0] for b in boxes])
+                    computed = [_Targets(b, crop_emb=e) for b, e in zip(boxes, splits)]
+                else:
+                    feats = teacher_region_features(self.teacher, images, on_device, self.cfg.retrieval_features)
+                    feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
+                    r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.tau, self.cfg.threshold)
+                    computed, start = [], 0
+                    for b in boxes:
+                        sel = torch.arange(start, start + b.shape[0])
+                        computed.append(_Targets(b, retrieval=r.select(sel.to(r.logits.device))))
+                        start += b.shape[0]
+            for it, t in zip(missing, computed):
+                if t.retrieval is not None:
+                    t.retrieval = Retrieval(*(x.detach().cpu() for x in (t.retrieval.logits, t.retrieval.probs, t.retrieval.confidence, t.retrieval.label, t.retrieval.is_thing, t.retrieval.kept)))
+                if self.cfg.cache_teacher:
+                    self.cache[it["index"]] = t
+                else:
+                    it["_targets"] = t
+        return [self.cache[it["index"]] if self.cfg.cache_teacher else it.pop("_targets") for it in items]
+
+    # ---- the step ---------------------------------------------------------------------------
+    def train_step(self, items: list[dict[str, Any]]) -> dict[str, float]:
+        cfg = self.cfg
+        targets = self.targets(items, self.step)
+        s = self.student
+        images = torch.stack([normalise_content(it["content"], s.spec.mean, s.spec.std, self.size, s.patch_size) for it in items]).to(self.device)
+        if cfg.method == "clipself":
+            boxes = [t.boxes for t in targets]
+            target_emb = torch.cat([t.crop_emb for t in targets]).to(self.device)
+            (n_all,) = all_reduce_sum([float(target_emb.shape[0])])
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
+                feats = self.forward(images, [b.to(self.device) for b in boxes])
+            loss = clipself_loss(feats, target_emb, count=n_all)
+            stats = {"kept_frac": 1.0, "thing_frac": float("nan")}
+            n_regions = int(target_emb.shape[0])
+        else:
+            r = Retrieval.cat([t.retrieval for t in targets])
+            batch_stats = self.stats.update(r)
+            boxes = [t.boxes[t.retrieval.kept] for t in targets]
+            kept = r.select(r.kept)
+            thing = kept.is_thing
+            counts = all_reduce_sum([float(thing.sum()), float((~thing).sum())])
+            if counts[0] + counts[1] == 0:
+                self.schedule.step()
+                return {"loss": float("nan"), "regions": 0.0, **batch_stats}
+            if cfg.method == "nodecouple":
+                counts = [counts[0] + counts[1], 0.0]
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
+                feats = self.forward(images, [b.to(self.device) for b in boxes])
+            student_logits = self.tau * feats.float() @ self.text_student.t()
+            weights = torch.where(thing, cfg.thing_weight, 1.0).to(self.device) if cfg.thing_weight != 1.0 else None
+            loss = decoupled_alignment_loss(
+                student_logits, kept.logits.to(self.device), thing, self.class_is_thing, cfg.method, tuple(counts), weights
+            )
+            stats = batch_stats
+            n_regions = int(r.kept.sum())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss * self.world).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        (global_loss, global_regions) = all_reduce_sum([float(loss.detach()), float(n_regions)])
+        return {"loss": global_loss, "regions": global_regions, **stats}
+
+    def run(self) -> TrainResult:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        if self.rank == 0:
+            import yaml
+
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+        writer = _tensorboard(self.out / "tb") if self.rank == 0 else None
+        sampler = StepBatchSampler(len(self.source), cfg.batch_size, cfg.steps, cfg.seed, self.rank, self.world, self.step)
+        loader = make_loader(self.source, self.size, sampler, cfg.workers)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.method}", disable=not self.progress)
+        started = time.perf_counter()
+        window_regions, window_start = 0.0, time.perf_counter()
+        epoch_size = max(1, math.ceil(len(self.source) / (cfg.batch_size * self.world)))
+        last_loss = float("nan")
+        for batch in loader:
+            items = [it for it in batch if "error" not in it]
+            for bad in (it for it in batch if "error" in it):
+                self.skipped += 1
+                log.warning("skipped image: %s", bad["error"])
+            if not items:
+                raise DenseVLMError(f"every image of step {self.step} was unreadable ({batch[0]['error']})")
+            out = self.train_step(items)
+            self.step += 1
+            last_loss = out["loss"]
+            window_regions += out["regions"]
+            bar.update()
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                rate = window_regions / max(1e-9, time.perf_counter() - window_start)
+                window_regions, window_start = 0.0, time.perf_counter()
+                row = {"step": self.step, "loss": last_loss, "lr": self.schedule.get_last_lr()[0], "regions_per_s": rate,
+                       "kept_frac": out["kept_frac"], "thing_frac": out["thing_frac"], "skipped": self.skipped}
+                self.history.append(row)
+                bar.set_postfix(loss=f"{last_loss:.4f}", reg_s=f"{rate:.0f}", kept=f"{out['kept_frac']:.2f}")
+                if self.rank == 0:
+                    _append_jsonl(self.out / "metrics.jsonl", row)
+                    if writer is not None:
+                        for k, v in row.items():
+                            if k != "step" and isinstance(v, (int, float)) and not math.isnan(v):
+                                writer.add_scalar(f"train/{k}", v, self.step)
+            if cfg.method != "clipself" and self.step % epoch_size == 0:
+                self.epoch_stats.append({"step": self.step, **self.stats.summary()})
+            if self.validate is not None and cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
+                self._validate(writer)
+            if self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                self.save()
+        bar.close()
+        self.save(final=True)
+        if self.validate is not None:
+            self._validate(writer)
+        barrier()
+        if writer is not None:
+            writer.close()
+        return TrainResult(self.out, self.step, last_loss, time.perf_counter() - started, self.skipped,
+                           self.stats.summary(), self.history)
+
+    def _validate(self, writer) -> None:
+        if self.rank == 0:
+            metrics = self.validate(self.ensembled_model())
+            _append_jsonl(self.out / "metrics.jsonl", {"step": self.step, "val": metrics})
+            if writer is not None:
+                for k, v in metrics.items():
+                    if isinstance(v, float) and not math.isnan(v):
+                        writer.add_scalar(f"val/{k}", v, self.step)
+        barrier()
+
+
+def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=float) + "\n")
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path))
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    validate: Optional[Callable[[DenseModel], dict[str, Any]]] = None,
+) -> TrainResult:
+    """Run (or resume) a training run; see the module docstring.
+
+    Args:
+        validate: called with the ensembled model every ``cfg.val_every`` steps and at the
+            end (rank 0 only); returns metrics logged to ``metrics.jsonl`` and TensorBoard.
+    """
+    return _Run(cfg, resume, progress, validate).run()
