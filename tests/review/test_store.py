@@ -246,3 +246,15 @@ def test_rle_decoder_matches_pycocotools():
         assert pos == mask.size
         np.testing.assert_array_equal(flat.reshape(shape[::-1]).T, mask)
         assert rle_area({"size": list(shape), "counts": rle["counts"].decode("ascii")}) == int(mask.sum())
+
+
+def test_image_file_stays_inside_its_root(imported):
+    outside = imported.root / "candidates.jsonl"
+    with ReviewStore(imported.db) as store:
+        assert store.image_file(1) == imported.images.resolve() / "a.png"
+        with store.transaction() as conn:
+            root = conn.execute("SELECT root FROM images WHERE id = 1").fetchone()[0]
+            conn.execute("INSERT INTO images (id, root, file_name, width, height) VALUES (50, ?, '../candidates.jsonl', 1, 1)", (root,))
+            conn.execute("INSERT INTO images (id, root, file_name, width, height) VALUES (51, ?, ?, 1, 1)", (root, str(outside)))
+        assert outside.is_file()
+        assert store.image_file(50) is None and store.image_file(51) is None and store.image_file(52) is None

@@ -33,7 +33,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -41,7 +41,10 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from pydantic import BaseModel, Field
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.store import RegionNotFound, ReviewStore
+from densevlm.review.store import RegionNotFound, ReviewStore, clean_reviewer
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["create_app", "make_server", "page_url", "TOKEN_COOKIE"]
 
@@ -194,6 +197,7 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
         exclude: str = Query(default="", max_length=20000),
         store: ReviewStore = Depends(get_store),
     ) -> dict:
+        reviewer = clean_reviewer(reviewer)
         skipped = {int(part) for part in exclude.split(",") if _ID.fullmatch(part.strip())}
         held = claims.held_by_others(reviewer)
         filters = dict(category=category or None, min_conf=min_conf, max_conf=max_conf, order=order)
@@ -259,7 +263,7 @@ def make_server(
     port: int = 8765,
     token: Optional[str] = None,
     log_level: str = "warning",
-) -> tuple["Any", socket.socket]:
+) -> tuple["uvicorn.Server", socket.socket]:
     """A ``uvicorn.Server`` for the app and its bound listening socket (``port`` 0 picks a free port).
 
     Run it with ``server.run(sockets=[sock])`` (blocks) or in a thread; ``sock.getsockname()[1]``

@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 from densevlm.errors import DenseVLMError, nearest_names
@@ -734,6 +735,7 @@ class ReviewStore:
         is that class; ``min_conf``/``max_conf`` bound the confidence (inclusive); ``exclude``
         skips database region ids.
         """
+        reviewer = clean_reviewer(reviewer)
         where = ["NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.region_id = r.id AND v.reviewer = ? AND v.undone_at IS NULL)"]
         params: list[Any] = [reviewer]
         if category:
@@ -780,9 +782,10 @@ class ReviewStore:
                 (region_id,),
             ).fetchall()
             mine = None
-            if reviewer:
+            if reviewer and reviewer.strip():
                 mine = conn.execute(
-                    "SELECT * FROM current_verdicts WHERE region_id = ? AND reviewer = ?", (region_id, reviewer)
+                    "SELECT * FROM current_verdicts WHERE region_id = ? AND reviewer = ?",
+                    (region_id, clean_reviewer(reviewer)),
                 ).fetchone()
                 mine = self._verdict_dict(conn, mine) if mine is not None else None
             count = conn.execute("SELECT COUNT(*) FROM current_verdicts WHERE region_id = ?", (region_id,)).fetchone()[0]
@@ -807,12 +810,16 @@ class ReviewStore:
         }
 
     def image_file(self, image_id: int) -> Optional[Path]:
-        """The file of an imported image, or None when the id is unknown or the file left its root."""
+        """The file of an imported image (by database id), or None when unknown or missing.
+
+        The path is the imported root joined with the file name checked at import (relative,
+        no '..'); symlinks inside the images directory are followed.
+        """
         row = self.conn.execute("SELECT root, file_name FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None:
             return None
-        root = Path(row["root"]).resolve()
-        path = (root / row["file_name"]).resolve()
+        root = Path(row["root"])
+        path = Path(os.path.normpath(root / row["file_name"]))
         if root not in path.parents or not path.is_file():
             return None
         return path
@@ -1052,29 +1059,31 @@ class ReviewStore:
         return out
 
 
-def _outcome(row: sqlite3.Row) -> str:
-    return row["category"] if row["class_id"] is not None else row["status"]
+def _outcome(row: sqlite3.Row) -> tuple[str, int]:
+    """What a verdict says: ('class', class id) or (status, 0), so that a class named 'unsure' stays a class."""
+    if row["class_id"] is not None:
+        return ("class", row["class_id"])
+    return (row["status"], 0)
 
 
 def _resolve(votes: Sequence[sqlite3.Row]) -> dict:
     """Majority of current verdicts; ties broken by the most recent verdict (votes are in time order)."""
-    tally: dict[str, int] = {}
-    latest: dict[str, int] = {}
+    tally: dict[tuple[str, int], int] = {}
+    latest: dict[tuple[str, int], int] = {}
     for position, row in enumerate(votes):
         outcome = _outcome(row)
         tally[outcome] = tally.get(outcome, 0) + 1
         latest[outcome] = position
     best = max(tally, key=lambda o: (tally[o], latest[o]))
     deciding = votes[latest[best]]
-    agreeing = sorted({row["reviewer"] for row in votes if _outcome(row) == best})
     has_class = deciding["class_id"] is not None
     return {
         "status": deciding["status"],
         "category": deciding["category"] if has_class else None,
         "thing": bool(deciding["class_thing"]) if has_class else None,
         "reviewer": deciding["reviewer"],
-        "reviewers": agreeing,
-        "votes": {row["reviewer"]: _outcome(row) for row in votes},
+        "reviewers": sorted({row["reviewer"] for row in votes if _outcome(row) == best}),
+        "votes": {row["reviewer"]: row["category"] or row["status"] for row in votes},
         "reviewed_at": deciding["created_at"],
     }
 
@@ -1112,8 +1121,8 @@ def _check_images(path: Path, root: Path, regions: Sequence[_Region]) -> dict[st
     sizes: dict[str, tuple[int, int]] = {}
     for region in regions:
         if region.image not in sizes:
-            file = (root / region.image).resolve()
-            if root not in file.parents or not file.is_file():
+            file = root / region.image
+            if not file.is_file():
                 raise DenseVLMError(f"{path}:{region.line}: image '{region.image}' not found in {root}")
             try:
                 with Image.open(file) as im:

@@ -160,6 +160,7 @@
       const button = document.createElement("button");
       button.type = "button";
       button.dataset.index = String(i);
+      button.dataset.category = cand.category;
       const key = document.createElement("kbd");
       key.textContent = String(i + 1);
       const name = document.createElement("span");
@@ -263,6 +264,7 @@
     const [x1, y1, x2, y2] = region.box;
     outline(ctx, x1 * scale, y1 * scale, (x2 - x1) * scale, (y2 - y1) * scale);
     drawZoom(region, img, mask);
+    $("stage").dataset.region = region.key; // which region the canvases show
   }
 
   function drawZoom(region, img, mask) {
