@@ -113,6 +113,7 @@ def _token_ok(supplied: Optional[str], token: str) -> bool:
 def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
     """The review app over an existing review database; with ``token``, every request must carry it."""
     db_path = Path(db_path)
+    token = token or None
     ReviewStore(db_path).close()  # a one-line error now rather than on the first request
     app = FastAPI(title="densevlm review", docs_url=None, redoc_url=None, openapi_url=None)
     claims = _Claims()

@@ -241,6 +241,7 @@
     const h = region.height;
     let scale = Math.min(MAX_STAGE_W / w, MAX_STAGE_H / h);
     if (scale >= 1) scale = Math.floor(scale); // whole pixels for small images
+    $("stage").classList.toggle("upscaled", scale >= 1);
     const cssW = Math.round(w * scale);
     const cssH = Math.round(h * scale);
     img.style.width = cssW + "px";
