@@ -101,3 +101,15 @@ def test_text_embedding_cache_hits_and_invalidates(tmp_path):
         changed = class_embeddings(model.backbone, vocab, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.pt"))) == 3
     assert not torch.allclose(changed, first)
+
+
+def test_shipped_dataset_vocabularies():
+    from importlib import resources
+
+    root = resources.files("densevlm") / "resources" / "vocab"
+    coco = load_vocabulary(str(root / "coco_panoptic.txt"))
+    ade = load_vocabulary(str(root / "ade20k_panoptic.txt"))
+    assert (len(coco), coco.num_things) == (133, 80)
+    assert (len(ade), ade.num_things) == (150, 100)
+    assert coco.names[0] == "person" and coco.names[80] == "banner"
+    assert ade.synonyms[ade.index("conveyor belt")][0] == "conveyer belt"

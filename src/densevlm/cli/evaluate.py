@@ -6,7 +6,8 @@ over classes, separately for things and stuff. fg_bias is the share of stuff seg
 top-1 is a thing class (bg_bias the mirror). Runs under torchrun with identical results.
 
 --data: a directory from `densevlm synth`, coco:ROOT (COCO panoptic val2017), ade:ROOT
-(ADE20K panoptic val) or json=FILE,images=DIR,panoptic=DIR.
+(ADE20K panoptic val), json=FILE,images=DIR,panoptic=DIR, or a review database
+(review.sqlite): the regions experts accepted or corrected become a labelled held-out set.
 
 Examples:
   densevlm eval --model tiny-student --data world/val --json student.json
@@ -61,11 +62,14 @@ def run(args: argparse.Namespace) -> int:
     rank, world = init_distributed(device)
     model = load_model_arg(args.model, args.pretrained, device)
     size = args.size or (model.input_size if model.spec.config is not None else 512)
-    dataset = PanopticDataset(args.data, limit=args.limit)
-    vocab = load_vocabulary(args.vocab) if args.vocab else builtin_vocab_for(args.data)
     cfg = EvalConfig(size=size, crops=not args.no_crops, segmentation=not args.no_seg, batch_size=args.batch_size,
                      workers=args.workers, skip_bad=args.skip_bad, templates=args.templates)
-    result = evaluate(model, dataset, vocab, cfg, progress=rank == 0)
+    if args.data.endswith((".sqlite", ".db", ".sqlite3")):
+        result = evaluate_reviewed(model, args.data, cfg)
+    else:
+        dataset = PanopticDataset(args.data, limit=args.limit)
+        vocab = load_vocabulary(args.vocab) if args.vocab else builtin_vocab_for(args.data)
+        result = evaluate(model, dataset, vocab, cfg, progress=rank == 0)
     if rank == 0:
         print(format_table(result.metrics, title=f"{args.model} on {args.data} ({size} px)"))
         if result.skipped:
@@ -75,3 +79,17 @@ def run(args: argparse.Namespace) -> int:
         if args.per_class:
             write_per_class_csv(args.per_class, result.per_class)
     return 0
+
+
+def evaluate_reviewed(model, db_path: str, cfg):
+    """The protocol on the accepted or corrected regions of a review database."""
+    from densevlm.evaluation import LabelledRegion, evaluate_regions
+    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
+
+    vocab = reviewed_vocabulary(db_path)
+    regions = [
+        LabelledRegion(r.image_path, tuple(r.box), vocab.index(r.category), r.mask_rle)
+        for r in load_reviewed_regions(db_path)
+        if r.status in ("accepted", "corrected") and r.category
+    ]
+    return evaluate_regions(model, regions, vocab, cfg)

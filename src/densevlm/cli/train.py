@@ -84,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     validate = None
     if cfg.val_data:
+        from densevlm.evaluation import make_validator
+
         validate = make_validator(cfg.val_data, cfg.vocab, cfg.val_limit)
-    result = train(cfg, resume=args.resume, validate=validate)
+    reviewed = load_reviewed(cfg.reviewed) if cfg.reviewed else None
+    result = train(cfg, resume=args.resume, validate=validate, reviewed=reviewed)
     from densevlm.training.distributed import rank_and_world
 
     if rank_and_world()[0] == 0:
@@ -99,17 +102,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_validator(val_data: str, vocab_path, limit):
-    """The eval protocol (box and mask, no crops) as a callback for the trainer."""
-    from densevlm.data.panoptic import PanopticDataset
-    from densevlm.evaluation import EvalConfig, evaluate
-    from densevlm.vocab import load_vocabulary
+def load_reviewed(db_path: str):
+    """Expert verdicts from a review database, as training targets."""
+    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
+    from densevlm.training.trainer import ReviewedSet, ReviewedTarget
 
-    dataset = PanopticDataset(val_data, limit=limit)
-    vocab = load_vocabulary(vocab_path) if vocab_path else None
-
-    def validate(model) -> dict:
-        result = evaluate(model, dataset, vocab, EvalConfig(crops=False, segmentation=False), progress=False)
-        return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
-
-    return validate
+    vocab = reviewed_vocabulary(db_path)
+    targets = []
+    for r in load_reviewed_regions(db_path):
+        label = vocab.index(r.category) if r.category else None
+        targets.append(ReviewedTarget(r.image_path, r.width, r.height, tuple(r.box), label, rejected=r.status == "rejected"))
+    return ReviewedSet(vocab, targets)

@@ -1,7 +1,8 @@
 """Region classification (box / mask / crop mAcc), foreground bias and mIoU."""
 
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter, mean_class_accuracy
-from densevlm.evaluation.protocol import EvalConfig, EvalResult, dataset_vocabulary, evaluate, map_categories
+from densevlm.evaluation.protocol import EvalConfig, EvalResult, dataset_vocabulary, evaluate, make_validator, map_categories
+from densevlm.evaluation.regions import LabelledRegion, evaluate_regions
 from densevlm.evaluation.table import format_table, write_per_class_csv
 
 __all__ = [
@@ -11,7 +12,10 @@ __all__ = [
     "SegmentationCounter",
     "dataset_vocabulary",
     "evaluate",
+    "evaluate_regions",
+    "LabelledRegion",
     "format_table",
+    "make_validator",
     "map_categories",
     "mean_class_accuracy",
     "write_per_class_csv",

@@ -31,7 +31,7 @@ from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
 from densevlm.regions.pooling import roi_pool, weighted_pool
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate", "map_categories", "dataset_vocabulary"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "map_categories", "dataset_vocabulary", "make_validator"]
 
 log = logging.getLogger(__name__)
 
@@ -308,12 +308,12 @@ def evaluate(
         "model": model.spec.source,
         "data": str(dataset.json_path),
     })
-    per_class = _per_class(vocab, counters, seg_counter, cfg)
+    per_class = per_class_rows(vocab, counters, seg_counter, cfg)
     confusion = {name: c.confusion.tolist() for name, c in counters.items() if name != "crop" or cfg.crops}
     return EvalResult(metrics, per_class, confusion, list(vocab.names), list(vocab.is_thing), skipped)
 
 
-def _per_class(vocab: Vocabulary, counters: dict[str, RegionCounter], seg: SegmentationCounter, cfg: EvalConfig) -> list[dict[str, Any]]:
+def per_class_rows(vocab: Vocabulary, counters: dict[str, RegionCounter], seg: SegmentationCounter, cfg: EvalConfig) -> list[dict[str, Any]]:
     """One row per class: segment count, box/mask/crop accuracies, share predicted as thing, IoU."""
     rows = []
     iou = seg.iou() if cfg.segmentation else None
@@ -363,3 +363,17 @@ def _crop_logits(model, item, cfg: EvalConfig, text: torch.Tensor) -> torch.Tens
         if sel.numel():
             feats[sel] = model.encode_crops(image, boxes[sel], context=context).float()
     return feats @ text.t()
+
+
+def make_validator(data: str, vocab_path: Optional[str] = None, limit: Optional[int] = None,
+                   cfg: Optional[EvalConfig] = None):
+    """The protocol as a callback ``model -> evaluation JSON`` (what the trainer validates with)."""
+    from densevlm.vocab import load_vocabulary
+
+    dataset = PanopticDataset(data, limit=limit)
+    vocab = load_vocabulary(vocab_path) if vocab_path else None
+
+    def validate(model) -> dict[str, Any]:
+        return evaluate(model, dataset, vocab, cfg or EvalConfig(), progress=False).to_json()
+
+    return validate

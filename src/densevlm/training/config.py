@@ -43,6 +43,7 @@ class TrainConfig:
         cache_teacher: draw each image's regions once and keep the teacher's targets for later
             epochs (the regions of an image then stay fixed).
         val_data, val_every, val_limit: validation with the evaluation protocol.
+        val_before: also evaluate the student before training (``eval_before.json``).
         reviewed: a review database whose expert verdicts replace teacher targets.
         reviewed_weight: loss weight of a reviewed region.
     """
@@ -81,6 +82,7 @@ class TrainConfig:
     val_data: Optional[str] = None
     val_every: int = 0
     val_limit: Optional[int] = None
+    val_before: bool = True
     reviewed: Optional[str] = None
     reviewed_weight: float = 1.0
     device: Optional[str] = None

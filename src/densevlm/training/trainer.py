@@ -39,7 +39,7 @@ from densevlm.training.distributed import all_reduce_sum, barrier, init_distribu
 from densevlm.training.pretrain import param_groups, warmup_cosine
 from densevlm.vocab import Vocabulary, load_vocabulary
 
-__all__ = ["train", "apply_freezing", "ensemble_state", "default_vocabulary", "TrainResult"]
+__all__ = ["train", "apply_freezing", "ensemble_state", "default_vocabulary", "TrainResult", "ReviewedSet", "ReviewedTarget"]
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,43 @@ class TrainResult:
 
 
 @dataclass
+class ReviewedTarget:
+    """An expert verdict on one region of a training image.
+
+    Attributes:
+        image_path: the image file (matched against the training source's files).
+        width, height: the image's original size in pixels.
+        box: XYXY in original pixels.
+        label: vocabulary index of the accepted or corrected category; None for ``unsure``
+            (the teacher decides) and for ``rejected``.
+        rejected: the expert said this is not a region: it is dropped.
+    """
+
+    image_path: str
+    width: int
+    height: int
+    box: tuple[float, float, float, float]
+    label: Optional[int]
+    rejected: bool = False
+
+
+@dataclass
+class ReviewedSet:
+    """Expert verdicts and the vocabulary they refer to (which may extend the original one)."""
+
+    vocab: Vocabulary
+    targets: list[ReviewedTarget]
+    smoothing: float = 0.05
+
+
+@dataclass
 class _Targets:
     """Per-image training targets, kept in the teacher cache."""
 
     boxes: torch.Tensor  # [N, 4] content pixels
     retrieval: Optional[Retrieval] = None  # densevlm family
     crop_emb: Optional[torch.Tensor] = None  # clipself
+    weights: Optional[torch.Tensor] = None  # [N] loss weights (reviewed regions)
 
 
 def _resolve_amp(amp: str, device: torch.device) -> tuple[bool, Optional[torch.dtype]]:
@@ -141,7 +172,8 @@ def _resolve_amp(amp: str, device: torch.device) -> tuple[bool, Optional[torch.d
 class _Run:
     """State of one training run (kept small: everything else is derived)."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool, progress: bool, validate: Optional[Callable] = None) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool, progress: bool, validate: Optional[Callable] = None,
+                 reviewed: Optional[ReviewedSet] = None) -> None:
         cfg.check()
         self.cfg = cfg
         device_name = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,6 +193,8 @@ class _Run:
                 raise DenseVLMError(f"{self.out}: cannot create the run directory ({e.strerror})") from None
         torch.manual_seed(cfg.seed)
         self.vocab = load_vocabulary(cfg.vocab) if cfg.vocab else default_vocabulary()
+        if reviewed is not None:
+            self.vocab = reviewed.vocab
         self.class_is_thing = torch.tensor(self.vocab.is_thing)
         self.student = load_model(cfg.student, cfg.student_pretrained, self.device, input_size=cfg.size)
         self.size = cfg.size or self.student.input_size
@@ -191,6 +225,8 @@ class _Run:
         self.amp, self.amp_dtype = _resolve_amp(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.source = open_image_source(cfg.images)
+        self.reviewed = _match_reviewed(reviewed, self.source) if reviewed is not None else {}
+        self.smoothing = reviewed.smoothing if reviewed is not None else 0.0
         self.cache: dict[int, _Targets] = {}
         self.stats = RetrievalStats(self.vocab.names)
         self.epoch_stats: list[dict[str, Any]] = []
@@ -261,7 +297,8 @@ class _Run:
         """Targets of each image, from the cache or computed with the frozen teacher."""
         missing = [it for it in items if not (self.cfg.cache_teacher and it["index"] in self.cache)]
         if missing:
-            boxes = [self._regions(it["index"], step, it["content"]) for it in missing]
+            boxes = [self._reviewed_boxes(it) if it["index"] in self.reviewed else self._regions(it["index"], step, it["content"])
+                     for it in missing]
             images = self._teacher_input([it["content"] for it in missing])
             with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
                 on_device = [b.to(self.device) for b in boxes]
@@ -281,11 +318,39 @@ class _Run:
             for it, t in zip(missing, computed):
                 if t.retrieval is not None:
                     t.retrieval = Retrieval(*(x.detach().cpu() for x in (t.retrieval.logits, t.retrieval.probs, t.retrieval.confidence, t.retrieval.label, t.retrieval.is_thing, t.retrieval.kept)))
+                if t.retrieval is not None and it["index"] in self.reviewed:
+                    self._apply_verdicts(t, self.reviewed[it["index"]])
                 if self.cfg.cache_teacher:
                     self.cache[it["index"]] = t
                 else:
                     it["_targets"] = t
         return [self.cache[it["index"]] if self.cfg.cache_teacher else it.pop("_targets") for it in items]
+
+    def _reviewed_boxes(self, item: dict[str, Any]) -> torch.Tensor:
+        verdicts = self.reviewed[item["index"]]
+        scale = item["content"].shape[-1] / verdicts[0].width
+        return torch.tensor([v.box for v in verdicts], dtype=torch.float32).reshape(-1, 4) * scale
+
+    def _apply_verdicts(self, targets: _Targets, verdicts: list[ReviewedTarget]) -> None:
+        """Expert labels replace the teacher's: a near one-hot target, the section of the
+        category decides thing/stuff, rejected regions are dropped, unsure ones keep the teacher's."""
+        r = targets.retrieval
+        k = len(self.vocab)
+        weights = torch.ones(len(verdicts))
+        for j, v in enumerate(verdicts):
+            if v.rejected:
+                r.kept[j] = False
+            elif v.label is not None:
+                probs = torch.full((k,), self.smoothing / max(1, k - 1))
+                probs[v.label] = 1.0 - self.smoothing if k > 1 else 1.0
+                r.probs[j] = probs
+                r.logits[j] = probs.clamp_min(1e-8).log()
+                r.label[j] = v.label
+                r.confidence[j] = probs[v.label]
+                r.is_thing[j] = bool(self.class_is_thing[v.label])
+                r.kept[j] = True
+                weights[j] = self.cfg.reviewed_weight
+        targets.weights = weights
 
     # ---- the step ---------------------------------------------------------------------------
     def train_step(self, items: list[dict[str, Any]]) -> dict[str, float]:
@@ -306,9 +371,13 @@ class _Run:
             r = Retrieval.cat([t.retrieval for t in targets])
             batch_stats = self.stats.update(r)
             boxes = [t.boxes[t.retrieval.kept] for t in targets]
+            region_weights = torch.cat([t.weights if t.weights is not None else torch.ones(len(t.retrieval)) for t in targets])
             kept = r.select(r.kept)
+            kept_weights = region_weights[r.kept]
             thing = kept.is_thing
-            counts = all_reduce_sum([float(thing.sum()), float((~thing).sum())])
+            if cfg.thing_weight != 1.0:
+                kept_weights = kept_weights * torch.where(thing, cfg.thing_weight, 1.0)
+            counts = all_reduce_sum([float(kept_weights[thing].sum()), float(kept_weights[~thing].sum())])
             if counts[0] + counts[1] == 0:
                 self.schedule.step()
                 return {"loss": float("nan"), "regions": 0.0, **batch_stats}
@@ -317,9 +386,9 @@ class _Run:
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
                 feats = self.forward(images, [b.to(self.device) for b in boxes])
             student_logits = self.tau * feats.float() @ self.text_student.t()
-            weights = torch.where(thing, cfg.thing_weight, 1.0).to(self.device) if cfg.thing_weight != 1.0 else None
             loss = decoupled_alignment_loss(
-                student_logits, kept.logits.to(self.device), thing, self.class_is_thing, cfg.method, tuple(counts), weights
+                student_logits, kept.logits.to(self.device), thing, self.class_is_thing, cfg.method, tuple(counts),
+                kept_weights.to(self.device),
             )
             stats = batch_stats
             n_regions = int(r.kept.sum())
@@ -343,6 +412,8 @@ class _Run:
         sampler = StepBatchSampler(len(self.source), cfg.batch_size, cfg.steps, cfg.seed, self.rank, self.world, self.step)
         loader = make_loader(self.source, self.size, sampler, cfg.workers)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.method}", disable=not self.progress)
+        if self.validate is not None and self.step == 0 and cfg.val_before:
+            self._validate(writer, before=True)
         started = time.perf_counter()
         window_regions, window_start = 0.0, time.perf_counter()
         epoch_size = max(1, math.ceil(len(self.source) / (cfg.batch_size * self.world)))
@@ -381,22 +452,47 @@ class _Run:
         bar.close()
         self.save(final=True)
         if self.validate is not None:
-            self._validate(writer)
+            self._validate(writer, final=True)
         barrier()
         if writer is not None:
             writer.close()
         return TrainResult(self.out, self.step, last_loss, time.perf_counter() - started, self.skipped,
                            self.stats.summary(), self.history)
 
-    def _validate(self, writer) -> None:
+    def _validate(self, writer, before: bool = False, final: bool = False) -> None:
         if self.rank == 0:
-            metrics = self.validate(self.ensembled_model())
+            model = copy.deepcopy(self.student).cpu().eval() if before else self.ensembled_model()
+            full = self.validate(model)
+            if before or final:
+                atomic_write_json(self.out / ("eval_before.json" if before else "eval.json"), full)
+            metrics = {k: v for k, v in full.items() if isinstance(v, (int, float))}
             _append_jsonl(self.out / "metrics.jsonl", {"step": self.step, "val": metrics})
             if writer is not None:
                 for k, v in metrics.items():
                     if isinstance(v, float) and not math.isnan(v):
                         writer.add_scalar(f"val/{k}", v, self.step)
         barrier()
+
+
+def _match_reviewed(reviewed: ReviewedSet, source) -> dict[int, list[ReviewedTarget]]:
+    """Group verdicts by the index of their image in the training source (by resolved path)."""
+    from densevlm.data.images import FileListSource
+
+    if not isinstance(source, FileListSource):
+        raise DenseVLMError("--reviewed needs --images to be a folder (the reviewed images are files)")
+    index = {str(Path(p).resolve()): i for i, p in enumerate(source.files)}
+    out: dict[int, list[ReviewedTarget]] = {}
+    unmatched = 0
+    for t in reviewed.targets:
+        i = index.get(str(Path(t.image_path).resolve()))
+        if i is None:
+            unmatched += 1
+        else:
+            out.setdefault(i, []).append(t)
+    if unmatched:
+        log.warning("%d reviewed regions are on images outside --images; they are not used", unmatched)
+    log.info("%d reviewed regions on %d training images", sum(len(v) for v in out.values()), len(out))
+    return out
 
 
 def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
@@ -417,11 +513,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     validate: Optional[Callable[[DenseModel], dict[str, Any]]] = None,
+    reviewed: Optional[ReviewedSet] = None,
 ) -> TrainResult:
     """Run (or resume) a training run; see the module docstring.
 
     Args:
-        validate: called with the ensembled model every ``cfg.val_every`` steps and at the
-            end (rank 0 only); returns metrics logged to ``metrics.jsonl`` and TensorBoard.
+        validate: called with a model (rank 0 only) before training (``eval_before.json``),
+            every ``cfg.val_every`` steps and at the end (``eval.json``, the ensembled model);
+            returns evaluation JSON whose numbers go to ``metrics.jsonl`` and TensorBoard.
+        reviewed: expert verdicts; their regions replace the sampled regions of their images.
     """
-    return _Run(cfg, resume, progress, validate).run()
+    return _Run(cfg, resume, progress, validate, reviewed).run()

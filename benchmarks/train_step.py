@@ -1,0 +1,132 @@
+"""Regions/s of one DenseVLM training step (student forward + backward + teacher), against a
+plain reference step written the simplest way (per-image loops, fp32, no caching), in one run.
+
+* tiny pair (tiny-student <- tiny-teacher, 64 px, batch 32, 8 grid cells per image): the
+  trainer's step with the teacher cache cold (first epoch) and warm (later epochs), and the
+  reference step;
+* ViT-B-16 student <- ViT-L-14 teacher at 224 px (random weights, batch 2): the trainer's
+  step (fp32 and bf16 autocast) and the reference step.
+
+    python benchmarks/train_step.py [--threads 2] [--repeats 3] [--skip-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def reference_step(student, teacher, optimizer, contents, boxes, text_s, text_t, class_is_thing, tau) -> int:
+    """The simplest correct DenseVLM step: one image and one crop at a time, no batching, no cache."""
+    from densevlm.losses.alignment import decoupled_alignment_loss
+    from densevlm.regions.pooling import crop_boxes, roi_pool
+    from densevlm.training.data import normalise_content
+
+    optimizer.zero_grad()
+    regions = 0
+    per_image = []
+    for content, b in zip(contents, boxes):
+        x_t = normalise_content(content, teacher.spec.mean, teacher.spec.std, content.shape[-1], teacher.patch_size)
+        with torch.no_grad():
+            crops = [teacher.encode_image(crop_boxes(x_t, b[j : j + 1], teacher.image_size)) for j in range(b.shape[0])]
+            t_logits = tau * torch.cat(crops) @ text_t.t()
+        conf, label = F.softmax(t_logits, -1).max(-1)
+        keep = conf > 0.3
+        x_s = normalise_content(content, student.spec.mean, student.spec.std, content.shape[-1], student.patch_size)
+        feats = roi_pool(student.encode_dense(x_s[None]), [b[keep]], student.patch_size)
+        s_logits = tau * feats @ text_s.t()
+        thing = class_is_thing[label[keep]]
+        per_image.append(decoupled_alignment_loss(s_logits, t_logits[keep], thing, class_is_thing))
+        regions += int(keep.sum())
+    loss = torch.stack(per_image).mean()
+    loss.backward()
+    optimizer.step()
+    return regions
+
+
+def time_it(fn, repeats: int) -> tuple[float, int]:
+    fn()  # warm-up
+    times, regions = [], 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        regions = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), regions
+
+
+def bench_pair(student_name, teacher_name, size, batch, repeats, tmp, label, amps=("off",)) -> list[tuple]:
+    from densevlm.data.synth import write_world
+    from densevlm.training.config import TrainConfig
+    from densevlm.training.trainer import _Run
+
+    world = f"{tmp}/world{size}"
+    if not os.path.isdir(world):
+        write_world(world, 64, seed=17, size=64, progress=False)
+    rows = []
+    for amp in amps:
+        cfg = TrainConfig(student=student_name, teacher=teacher_name, images=world, out=f"{tmp}/run-{label}-{amp}",
+                          steps=1000, batch_size=batch, size=size, tau=100.0, amp=amp, max_boxes=8, lr=1e-5)
+        run = _Run(cfg, resume=False, progress=False)
+        from densevlm.training.data import ContentDataset
+
+        data = ContentDataset(run.source, size)
+        items = [data[i] for i in range(batch)]
+
+        def cold():
+            run.cache.clear()
+            return int(run.train_step([dict(it) for it in items])["regions"])
+
+        def warm():
+            return int(run.train_step([dict(it) for it in items])["regions"])
+
+        t, n = time_it(cold, repeats)
+        rows.append((label, f"trainer, teacher cold, amp {amp}", t, n))
+        t, n = time_it(warm, repeats)
+        rows.append((label, f"trainer, teacher cached, amp {amp}", t, n))
+    rng = np.random.default_rng(0)
+    from densevlm.regions.sources import grid_boxes
+
+    boxes = [grid_boxes(it["content"].shape[-1], it["content"].shape[-2], rng, 8) for it in items]
+    contents = [it["content"] for it in items]
+    student, teacher = run.student, run.teacher
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
+    t, n = time_it(lambda: reference_step(student, teacher, optimizer, contents, boxes, run.text_student,
+                                          run.text_teacher, run.class_is_thing, 100.0), repeats)
+    rows.append((label, "reference (per image, fp32, no cache)", t, n))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-large", action="store_true", help="only the tiny pair")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows += bench_pair("tiny-student", "tiny-teacher", 64, 32, args.repeats, tmp, "tiny pair 64 px b32")
+        if not args.skip_large:
+            rows += bench_pair("ViT-B-16", "ViT-L-14", 224, 2, max(1, args.repeats - 1), tmp,
+                               "B-16 <- L-14 224 px b2", amps=("off", "bf16"))
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats}")
+    print(f"{'pair':24} {'step':42} {'s/step':>8} {'regions':>8} {'regions/s':>10} {'vs ref':>7}")
+    for label in dict.fromkeys(r[0] for r in rows):
+        group = [r for r in rows if r[0] == label]
+        ref = next(r for r in group if r[1].startswith("reference"))
+        ref_rate = ref[3] / ref[2]
+        for _, name, t, n in group:
+            print(f"{label:24} {name:42} {t:8.3f} {n:8d} {n / t:10.1f} {n / t / ref_rate:6.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Let a strong frozen VLM (the teacher) propose categories for the regions of your images.
+
+Each image is cut into regions (the paper's grid cells, or colour segments), each region is
+classified by the teacher against your vocabulary (softmax with temperature --tau, default
+the teacher's own logit scale), and its top-k candidates are written to a JSONL file that
+`densevlm review init` imports for an expert to confirm or correct. Regions whose top
+probability is at most --threshold are marked kept=false (training ignores them).
+
+Example:
+  densevlm retrieve --teacher tiny-teacher --images world/unlabeled --out candidates.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from densevlm.cli._common import add_model_arguments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p, "--teacher", default="tiny-teacher", what="teacher")
+    p.add_argument("--images", required=True, help="image folder (or world directory) to label")
+    p.add_argument("--vocab", default=None, help="vocabulary file (default: the embedded world's)")
+    p.add_argument("--out", required=True, help="candidates JSONL to write")
+    p.add_argument("--regions", choices=["grid", "segments"], default="grid", help="region source (default: grid)")
+    p.add_argument("--max-boxes", type=int, default=None, help="regions per image (default: every grid cell)")
+    p.add_argument("--features", choices=["crop", "dense", "mean"], default="crop",
+                   help="teacher region features (default: crop)")
+    p.add_argument("--tau", type=float, default=None, help="softmax temperature (default: the teacher's logit scale)")
+    p.add_argument("--threshold", type=float, default=0.3, help="confidence threshold for kept regions (default: 0.3)")
+    p.add_argument("--top-k", type=int, default=5, help="candidates per region (default: 5)")
+    p.add_argument("--size", type=int, default=None, help="longest side the teacher sees (default: its input size)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the grid splits (default: 0)")
+    p.add_argument("--full-logits", action="store_true", help="store the full logit vector even for large vocabularies")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from densevlm.cli._common import default_device, load_model_arg
+    from densevlm.data.images import open_image_source
+    from densevlm.retrieval.candidates import write_candidates
+    from densevlm.retrieval.teacher import RetrievalConfig
+    from densevlm.training.trainer import default_vocabulary
+    from densevlm.vocab import load_vocabulary
+
+    teacher = load_model_arg(args.teacher, args.teacher_pretrained, default_device(args.device))
+    vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
+    cfg = RetrievalConfig(features=args.features, tau=args.tau, threshold=args.threshold, top_k=args.top_k)
+    summary = write_candidates(teacher, open_image_source(args.images), vocab, args.out, cfg, region_source=args.regions,
+                               max_boxes=args.max_boxes, size=args.size, seed=args.seed, limit=args.limit,
+                               full_logits=args.full_logits)
+    top = ", ".join(f"{n} ({c})" for n, c in summary["top_categories"][:5])
+    print(f"{summary['images']} images, {summary['regions']} regions (tau {summary['tau']:.1f}): "
+          f"kept {100 * summary['kept_frac']:.1f}%, things {100 * summary['thing_frac']:.1f}% of kept; top: {top}")
+    if summary["skipped"]:
+        print(f"skipped {summary['skipped']} unreadable images")
+    print(summary["out"])
+    return 0

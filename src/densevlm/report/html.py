@@ -1,0 +1,229 @@
+"""One self-contained HTML report from training run directories (images embedded, no network).
+
+A run directory is what ``densevlm train --out DIR --val-data ...`` writes: ``config.yaml``,
+``eval_before.json`` (the student before adaptation), ``eval.json`` (after), ``metrics.jsonl``,
+``retrieval.json`` and optionally ``samples/*.overlay.png``. The report reads these *files*
+only; it never imports the training or evaluation code.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from densevlm.errors import DenseVLMError
+from densevlm.fileio import atomic_write_text
+from densevlm.report import plots
+
+__all__ = ["RunRecord", "load_run", "build_report", "write_report", "verdict"]
+
+COLUMNS = [
+    ("box.thing.macc1", "things (box)"),
+    ("box.stuff.macc1", "stuff (box)"),
+    ("mask.thing.macc1", "things (mask)"),
+    ("mask.stuff.macc1", "stuff (mask)"),
+    ("box.fg_bias", "background called a part (box)"),
+    ("mask.fg_bias", "background called a part (mask)"),
+    ("miou", "mIoU"),
+]
+
+
+@dataclass
+class RunRecord:
+    """The files of one run directory, parsed."""
+
+    path: Path
+    name: str
+    method: str
+    config: dict[str, Any]
+    before: Optional[dict[str, Any]]
+    after: Optional[dict[str, Any]]
+    history: list[dict[str, Any]]
+    retrieval: Optional[dict[str, Any]]
+    samples: list[Path] = field(default_factory=list)
+
+
+def _read_json(path: Path) -> Optional[dict[str, Any]]:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DenseVLMError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_run(path: str | Path) -> RunRecord:
+    """Read a run directory; missing optional files are simply absent from the report."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DenseVLMError(f"{path}: run directory not found")
+    config_file = path / "config.yaml"
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    after = _read_json(path / "eval.json")
+    if after is None and _read_json(path / "eval_before.json") is None:
+        raise DenseVLMError(f"{path}: no eval.json or eval_before.json (train with --val-data to evaluate)")
+    history = []
+    metrics = path / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                history.append(json.loads(line))
+    retrieval = _read_json(path / "retrieval.json")
+    samples = sorted((path / "samples").glob("*.overlay.png")) if (path / "samples").is_dir() else []
+    return RunRecord(path, path.name, str(config.get("method", path.name)), config, _read_json(path / "eval_before.json"),
+                     after, history, retrieval, samples)
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "&ndash;"
+    return f"{value:.1f}"
+
+
+def _img(data: bytes, alt: str, css: str = "") -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" class="{css}" src="data:image/png;base64,{encoded}">'
+
+
+def verdict(base: dict[str, Any], runs: list[RunRecord]) -> str:
+    """One paragraph a manager can read: the foreground bias before and after, and the cost."""
+    dense = next((r for r in runs if r.method == "densevlm" and r.after), None) or next((r for r in runs if r.after), None)
+    if dense is None:
+        return "No adapted model was evaluated yet."
+    a = dense.after
+    parts = [
+        f"Background misread as parts: <b>{base['box.fg_bias']:.0f}&nbsp;% &rarr; {a['box.fg_bias']:.0f}&nbsp;%</b> "
+        f"of background regions after {html.escape(dense.method)} adaptation.",
+        f"Surfaces named correctly (stuff, mean over classes): {base['box.stuff.macc1']:.0f}&nbsp;% &rarr; "
+        f"{a['box.stuff.macc1']:.0f}&nbsp;%.",
+        f"Parts and defects named correctly (things): {base['box.thing.macc1']:.0f}&nbsp;% &rarr; {a['box.thing.macc1']:.0f}&nbsp;%",
+    ]
+    clipself = next((r for r in runs if r.method == "clipself" and r.after), None)
+    if clipself is not None and clipself is not dense:
+        c = clipself.after
+        parts[-1] += (f" (the CLIPSelf baseline: things {c['box.thing.macc1']:.0f}&nbsp;%, background misread as parts "
+                      f"{c['box.fg_bias']:.0f}&nbsp;%)")
+    parts[-1] += "."
+    return " ".join(parts)
+
+
+def _group_confusion(ev: dict[str, Any], kind: str = "box") -> np.ndarray:
+    conf = np.asarray(ev["confusion"][kind], dtype=np.int64)
+    thing = np.asarray(ev["is_thing"], dtype=bool)
+    out = np.zeros((2, 2), dtype=np.int64)
+    for gi, gmask in enumerate((thing, ~thing)):
+        for pj, pmask in enumerate((thing, ~thing)):
+            out[gi, pj] = conf[np.ix_(gmask, pmask)].sum()
+    return out
+
+
+def build_report(runs: list[RunRecord], title: str = "densevlm report", review: Optional[dict[str, Any]] = None,
+                 base_samples: Optional[list[Path]] = None, commands: Optional[list[str]] = None) -> str:
+    """The HTML text of the report."""
+    if not runs:
+        raise DenseVLMError("no run directories given")
+    base = next((r.before for r in runs if r.before), None)
+    rows = ([("student before adaptation", base)] if base else []) + [(r.name, r.after) for r in runs if r.after]
+    ref = rows[0][1]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    body.append(f"<p class='meta'>Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from "
+                f"{', '.join(html.escape(str(r.path)) for r in runs)}; evaluated on "
+                f"{ref.get('n_images', '?')} held-out images, {ref.get('n_segments', '?')} regions.</p>")
+    if base:
+        body.append(f"<p class='verdict'>{verdict(base, runs)}</p>")
+    body.append("<h2>Before and after</h2><table><tr><th>model</th>"
+                + "".join(f"<th>{html.escape(label)}</th>" for _, label in COLUMNS) + "</tr>")
+    for name, ev in rows:
+        body.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_pct(ev.get(k))}</td>" for k, _ in COLUMNS) + "</tr>")
+    body.append("</table><p class='note'>Percentages. Accuracies are top-1 means over classes (the DenseVLM paper's "
+                "protocol); 'background called a part' is the share of stuff regions whose top-1 class is a thing.</p>")
+    names = ref["class_names"]
+    is_thing = ref["is_thing"]
+    series = {name: [row.get("box_acc1", float("nan")) for row in ev["per_class"]] for name, ev in rows}
+    body.append("<h2>Per class</h2>" + _img(plots.per_class_bars(names, series, is_thing, "box region accuracy per class"), "per-class accuracy"))
+    panels = {name: _group_confusion(ev) for name, ev in rows}
+    body.append("<h2>Things versus stuff</h2><p>Rows: what the region is; columns: what the model said. "
+                "The lower-left cell is the foreground bias.</p>" + _img(plots.group_confusion(panels), "thing/stuff confusion"))
+    retrieval = [(r.name, r.retrieval["overall"]) for r in runs if r.retrieval and r.retrieval.get("overall", {}).get("regions")]
+    if retrieval:
+        body.append("<h2>What the teacher retrieved</h2>")
+        for name, stats in retrieval:
+            body.append(f"<p><b>{html.escape(name)}</b>: {stats['regions']} regions, kept {100 * stats['kept_frac']:.1f}&nbsp;% "
+                        f"(confidence above the threshold), {100 * stats['thing_frac']:.1f}&nbsp;% of kept regions are things.</p>")
+            if stats.get("top_categories"):
+                body.append(_img(plots.retrieval_bars(stats["top_categories"], f"{name}: most retrieved categories"), "retrieval"))
+    curves = {r.name: [h for h in r.history if "loss" in h] for r in runs if r.history}
+    if any(curves.values()):
+        body.append("<h2>Training</h2>" + _img(plots.training_curves(curves), "training loss"))
+    sample_sets = ([("before", base_samples)] if base_samples else []) + [(r.name, r.samples) for r in runs if r.samples]
+    if sample_sets:
+        body.append("<h2>Samples</h2><div class='samples'>")
+        for name, paths in sample_sets:
+            body.append(f"<div class='col'><h3>{html.escape(name)}</h3>")
+            for p in paths:
+                body.append(_img(p.read_bytes(), f"{name} {p.name}", "sample"))
+            body.append("</div>")
+        body.append("</div>")
+    if review:
+        body.append("<h2>Expert review</h2>" + _review_section(review))
+    body.append("<h2>How this was made</h2>")
+    for cmd in commands or []:
+        body.append(f"<pre>{html.escape(cmd)}</pre>")
+    for r in runs:
+        import yaml
+
+        body.append(f"<details><summary>{html.escape(r.name)} configuration</summary><pre>"
+                    f"{html.escape(yaml.safe_dump(r.config, sort_keys=True))}</pre></details>")
+    return _PAGE.format(title=html.escape(title), body="\n".join(body))
+
+
+def _review_section(stats: dict[str, Any]) -> str:
+    overall = stats.get("overall", stats)
+    items = []
+    for key in ("reviewed", "agreement", "trusted_threshold"):
+        if key in overall:
+            items.append(f"<li>{html.escape(key.replace('_', ' '))}: {html.escape(str(overall[key]))}</li>")
+    return "<ul>" + "".join(items) + "</ul><details><summary>all statistics</summary><pre>" + html.escape(
+        json.dumps(stats, indent=2, default=str)) + "</pre></details>"
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "densevlm report",
+                 review_db: Optional[str] = None, base_samples: Optional[str | Path] = None,
+                 commands: Optional[list[str]] = None) -> Path:
+    """Read the run directories and write the report atomically; returns its path."""
+    runs = [load_run(d) for d in run_dirs]
+    review = None
+    if review_db:
+        from densevlm.review.stats import review_stats
+
+        review = review_stats(review_db)
+    samples = sorted(Path(base_samples).glob("*.overlay.png")) if base_samples and Path(base_samples).is_dir() else None
+    return atomic_write_text(out, build_report(runs, title, review, samples, commands))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; padding: 0 1rem; }}
+h1 {{ font-size: 1.6rem; }} h2 {{ margin-top: 2rem; border-bottom: 1px solid #ddd; }}
+.verdict {{ font-size: 1.15rem; background: #eef6f1; border-left: 4px solid #1b7f5f; padding: .8rem 1rem; }}
+.meta, .note {{ color: #666; font-size: .85rem; }}
+table {{ border-collapse: collapse; font-size: .9rem; }} td, th {{ border: 1px solid #ccc; padding: .3rem .5rem; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+img {{ max-width: 100%; }} .samples {{ display: flex; gap: 1rem; flex-wrap: wrap; }}
+.col {{ flex: 1 1 200px; }} img.sample {{ width: 100%; margin-bottom: .5rem; image-rendering: pixelated; }}
+pre {{ background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: .8rem; }}
+</style></head><body>
+{body}
+</body></html>
+"""

@@ -1,0 +1,146 @@
+"""Run the teacher over an image collection and write its candidates as JSONL.
+
+The file feeds the review page (``densevlm review init``). Line 1 is a header, then one line
+per region::
+
+    {"kind": "header", "version": 1, "teacher": ..., "images": "/abs/dir", "vocabulary":
+     {"things": [["bolt"], ["scratch", "scuff"]], "stuff": [...]}, "tau": 14.3,
+     "threshold": 0.3, "region_source": "grid", "features": "crop"}
+    {"kind": "region", "id": "000012.png#3", "image": "000012.png", "width": 64, "height": 64,
+     "box": [x1, y1, x2, y2], "mask": null | {"size": [h, w], "counts": "..."},
+     "candidates": [{"category": "bolt", "prob": 0.81, "thing": true}, ...],
+     "confidence": 0.81, "thing": true, "kept": true, "logits": [...]}
+
+Boxes are XYXY in original image pixels. ``logits`` (``tau * cos`` over the whole vocabulary)
+is written when the vocabulary has at most ``max_logits`` classes, or always with ``full_logits``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from densevlm.data.images import FileListSource, ImageSource
+from densevlm.imaging import plan_letterbox
+from densevlm.regions.sources import grid_boxes, segment_regions
+from densevlm.retrieval.teacher import RetrievalConfig, RetrievalStats, classify_regions, teacher_region_features
+from densevlm.vocab.vocabulary import Vocabulary
+
+__all__ = ["write_candidates", "header_record"]
+
+log = logging.getLogger(__name__)
+
+
+def header_record(teacher, vocab: Vocabulary, images_root: Optional[str], cfg: RetrievalConfig, tau: float,
+                  region_source: str) -> dict[str, Any]:
+    things = [list(s) for s, t in zip(vocab.synonyms, vocab.is_thing) if t]
+    stuff = [list(s) for s, t in zip(vocab.synonyms, vocab.is_thing) if not t]
+    return {
+        "kind": "header", "version": 1, "teacher": teacher.spec.source, "images": images_root,
+        "vocabulary": {"things": things, "stuff": stuff}, "tau": tau, "threshold": cfg.threshold,
+        "region_source": region_source, "features": cfg.features,
+    }
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def write_candidates(
+    teacher,
+    source: ImageSource,
+    vocab: Vocabulary,
+    out: str | Path,
+    cfg: RetrievalConfig,
+    region_source: str = "grid",
+    max_boxes: Optional[int] = None,
+    size: Optional[int] = None,
+    seed: int = 0,
+    limit: Optional[int] = None,
+    full_logits: bool = False,
+    max_logits: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Label the regions of every image with the teacher; returns the retrieval statistics.
+
+    Args:
+        teacher: a frozen :class:`~densevlm.model.DenseModel`.
+        source: the images (a folder-like source, so the review page can show them).
+        region_source: ``grid`` or ``segments`` (segments also get RLE masks).
+        size: longest side the teacher sees (default its input size).
+    """
+    from tqdm import tqdm
+
+    cfg.check()
+    size = size or teacher.input_size
+    tau = float(cfg.tau or teacher.logit_scale)
+    class_is_thing = torch.tensor(vocab.is_thing)
+    text = teacher.embed_vocabulary(vocab).float()
+    stats = RetrievalStats(vocab.names)
+    root = str(Path(source.root).resolve()) if isinstance(source, FileListSource) else None
+    n = len(source) if limit is None else min(limit, len(source))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    skipped = 0
+    started = time.perf_counter()
+    with open(tmp, "w", encoding="utf-8") as f, torch.inference_mode():
+        f.write(json.dumps(header_record(teacher, vocab, root, cfg, tau, region_source)) + "\n")
+        for index in tqdm(range(n), desc="retrieve", unit="img", disable=not progress):
+            try:
+                image = source.load(index)
+            except Exception as e:  # unreadable images are reported and skipped
+                log.warning("skipped %s: %s", source.name(index), e)
+                skipped += 1
+                continue
+            x, plan = teacher.prepare(image, size=size, square=True)
+            content = x[:, : plan.height, : plan.width]
+            rng = np.random.default_rng([seed, index])
+            masks = None
+            if region_source == "segments":
+                raw = torch.from_numpy(np.asarray(image.resize((plan.width, plan.height)), dtype=np.float32) / 255.0).permute(2, 0, 1)
+                boxes, masks = segment_regions(raw)
+                if max_boxes is not None:
+                    boxes, masks = boxes[:max_boxes], masks[:max_boxes]
+            else:
+                boxes = grid_boxes(content.shape[-1], content.shape[-2], rng, max_boxes)
+            feats = teacher_region_features(teacher, x[None].to(teacher.device), [boxes.to(teacher.device)], cfg.features, cfg.context)
+            r = classify_regions(feats, text, class_is_thing, tau, cfg.threshold)
+            stats.update(r)
+            name = source.name(index)
+            top = r.probs.topk(min(cfg.top_k, len(vocab)), dim=-1)
+            for j in range(boxes.shape[0]):
+                box = (boxes[j] / plan.scale).tolist()
+                box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
+                record = {
+                    "kind": "region", "id": f"{name}#{j}", "image": name, "width": image.width, "height": image.height,
+                    "box": [round(v, 2) for v in box],
+                    "mask": None,
+                    "candidates": [
+                        {"category": vocab.names[int(k)], "prob": round(float(p), 4), "thing": bool(vocab.is_thing[int(k)])}
+                        for p, k in zip(top.values[j], top.indices[j])
+                    ],
+                    "confidence": round(float(r.confidence[j]), 4),
+                    "thing": bool(r.is_thing[j]),
+                    "kept": bool(r.kept[j]),
+                }
+                if masks is not None:
+                    full = torch.nn.functional.interpolate(masks[j][None, None].float(), size=(image.height, image.width), mode="nearest")
+                    record["mask"] = _rle(full[0, 0].numpy() > 0.5)
+                if full_logits or len(vocab) <= max_logits:
+                    record["logits"] = [round(float(v), 3) for v in r.logits[j]]
+                f.write(json.dumps(record) + "\n")
+    os.replace(tmp, out)
+    summary = {**stats.summary(), "images": n - skipped, "skipped": skipped, "wall_s": time.perf_counter() - started,
+               "tau": tau, "out": str(out)}
+    return summary

@@ -1,0 +1,136 @@
+"""The trainer: freezing, ensemble, DDP equivalence, kill-and-resume, bad images."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from densevlm.data.synth import write_world
+from densevlm.model import load_model
+from densevlm.training.config import TrainConfig
+from densevlm.training.trainer import apply_freezing, ensemble_state, train
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_world(root / "images", 24, seed=31, progress=False)
+    student = load_model("tiny-vit")
+    teacher = load_model("tiny-vit")
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return {
+        "images": str(root / "images"),
+        "student": str(student.save(root / "student.pt")),
+        "teacher": str(teacher.save(root / "teacher.pt")),
+    }
+
+
+def _args(world, out, *extra) -> list[str]:
+    return ["train", "--student", world["student"], "--teacher", world["teacher"], "--images", world["images"],
+            "--out", str(out), "--tau", "100", "--max-boxes", "4", "--log-every", "1", "-q", *extra]
+
+
+def _state(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "state.pt", map_location="cpu", weights_only=True)["model"]
+
+
+def test_freezing_policy_keeps_text_embeddings_and_head_frozen():
+    model = load_model("tiny-vit")
+    names = apply_freezing(model, unlocked_blocks=2)
+    assert names and all(".transformer.resblocks.2." in n or ".transformer.resblocks.3." in n for n in names)
+    assert not any("token_embedding" in n or "positional_embedding" in n or n.endswith(".proj") for n in names)
+    everything = apply_freezing(model, unlocked_blocks=-1, train_embed=True, train_head=True)
+    assert any("conv1" in n for n in everything) and any(n.endswith("visual.proj") for n in everything)
+    assert not any(".transformer.resblocks" in n and "visual" not in n for n in everything)  # text tower frozen
+
+
+def test_ensemble_is_a_convex_mix():
+    tuned = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor([7])}
+    original = {"w": torch.tensor([0.0, 1.0]), "n": torch.tensor([5])}
+    out = ensemble_state(tuned, original, 0.9)
+    assert torch.allclose(out["w"], torch.tensor([0.9, 2.8])) and out["n"].item() == 7
+
+
+def test_train_writes_a_loadable_ensembled_checkpoint(world, tmp_path):
+    cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"], out=str(tmp_path / "run"),
+                      steps=3, batch_size=4, tau=100.0, max_boxes=4, alpha=0.5, log_every=1)
+    result = train(cfg, progress=False)
+    assert result.steps == 3 and np.isfinite(result.final_loss)
+    tuned = _state(tmp_path / "run")
+    original = load_model(world["student"]).backbone.clip.state_dict()
+    saved = load_model(str(tmp_path / "run" / "last.pt")).backbone.clip.state_dict()
+    key = "visual.transformer.resblocks.0.mlp.c_fc.weight"
+    assert not torch.equal(tuned[key], original[key])  # training moved it
+    assert torch.allclose(saved[key], 0.5 * tuned[key] + 0.5 * original[key], atol=1e-6)
+    assert torch.equal(saved["token_embedding.weight"], original["token_embedding.weight"])  # text frozen
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and (tmp_path / "run" / "retrieval.json").is_file()
+
+
+def test_two_processes_equal_one_process_with_double_batch(world, tmp_path):
+    one = subprocess.run([sys.executable, "-m", "densevlm", *_args(world, tmp_path / "one", "--steps", "3", "--batch-size", "8")],
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([TORCHRUN, "--nproc_per_node", "2", "--master_port", "29531", "-m", "densevlm",
+                          *_args(world, tmp_path / "two", "--steps", "3", "--batch-size", "4")], capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr
+    a, b = _state(tmp_path / "one"), _state(tmp_path / "two")
+    start = load_model(world["student"]).backbone.clip.state_dict()
+    key = "visual.transformer.resblocks.3.mlp.c_proj.weight"
+    assert (a[key] - start[key]).abs().max() > 1e-4  # the weights did move
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(world, tmp_path):
+    common = ["--steps", "30", "--batch-size", "4", "--save-every", "2"]
+    straight = subprocess.run([sys.executable, "-m", "densevlm", *_args(world, tmp_path / "straight", *common)],
+                              capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "densevlm", *_args(world, out, *common)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(out / "state.pt", map_location="cpu", weights_only=True)["step"]
+    assert 0 < killed_at < 30, "the kill must land mid-run for this test to mean anything"
+    resumed = subprocess.run([sys.executable, "-m", "densevlm", *_args(world, out, *common), "--resume"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _state(tmp_path / "straight"), _state(out)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_bad_images_are_skipped_and_counted(world, tmp_path):
+    folder = tmp_path / "messy"
+    (folder / "sub").mkdir(parents=True)
+    good = sorted(Path(world["images"], "images").glob("*.png"))[:6]
+    for i, p in enumerate(good):
+        Image.open(p).save(folder / f"good{i}.jpg")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    Image.new("CMYK", (80, 50), (0, 120, 200, 10)).save(folder / "sub" / "cmyk.jpg")
+    Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)).save(folder / "sixteen.png")
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(folder / "dot.png")
+    cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=str(folder), out=str(tmp_path / "run"),
+                      steps=4, batch_size=5, tau=100.0, max_boxes=4)
+    result = train(cfg, progress=False)
+    assert result.steps == 4
+    assert result.skipped_images >= 1  # the corrupt file, every time it is drawn
+    assert np.isfinite(result.final_loss)
