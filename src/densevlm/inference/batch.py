@@ -14,6 +14,7 @@ is shared rather than pickled; elsewhere it is pickled into each worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import time
@@ -50,7 +51,7 @@ class RunConfig:
         workers: decoding processes (0: decode in the main process).
         overwrite: redo images whose outputs exist.
         overlay_max_side: longest side of the drawn image in the overlay.
-        progress: show a progress bar.
+        progress: show a progress bar (and route log lines through it).
         model_name: written to each JSON.
     """
 
@@ -61,7 +62,7 @@ class RunConfig:
     workers: int = 2
     overwrite: bool = False
     overlay_max_side: int = 2048
-    progress: bool = True
+    progress: bool = False
     model_name: str = ""
 
 
@@ -187,7 +188,11 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
     )
     temperature = float(model.logit_scale)
     patch = int(model.patch_size)
-    with torch.inference_mode(), logging_redirect_tqdm(loggers=[logging.getLogger("densevlm")]):
+    # with a bar on screen, log lines go through tqdm so they do not break it
+    redirect = contextlib.nullcontext()
+    if config.progress:
+        redirect = logging_redirect_tqdm(loggers=[logging.getLogger("densevlm")])
+    with torch.inference_mode(), redirect:
         text = model.embed_vocabulary(vocab)
         device = text.device
         bar = tqdm(total=len(images), desc="segment", unit="img", disable=not config.progress)
@@ -257,7 +262,8 @@ def _finish(dense: torch.Tensor, text: torch.Tensor, item: dict[str, Any], image
         reason = str(DenseVLMError(f"{image.path}: {e}"))
         log.warning("skipped %s", reason)
         return _error_row(image, reason, shared_seconds + time.perf_counter() - started)
+    seconds = shared_seconds + time.perf_counter() - started
     return {
         "file": str(image.path), "name": image.name, "status": "ok", "reason": "", "segments": len(segments),
-        "top_classes": _top_classes(result.class_areas()), "seconds": round(shared_seconds + time.perf_counter() - started, 3),
+        "top_classes": _top_classes(result.class_areas()), "seconds": round(seconds, 3),
     }

@@ -28,6 +28,7 @@ _BASE_COLOURS = (
 )
 _STUFF_ALPHA = 0.45
 _MAX_LABELS = 40
+_MAX_LEGEND = 12
 _MIN_SIDE = 512
 
 
@@ -143,8 +144,8 @@ def render_overlay(
     for seg in segments:
         if seg.source == "box":
             x1, y1, x2, y2 = (v * scale for v in seg.bbox)
-            draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=tuple(int(c) for c in colours[seg.category_index]),
-                           width=thickness)
+            colour = tuple(int(c) for c in colours[seg.category_index])
+            draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=thickness)
     placed: list[tuple[int, int, int, int]] = []
     for seg in sorted(segments, key=lambda s: -s.area)[:_MAX_LABELS]:
         colour = tuple(int(c) for c in colours[seg.category_index])
@@ -181,12 +182,14 @@ def _with_legend(drawing: Image.Image, lab: np.ndarray, vocab: Vocabulary, colou
     measure = ImageDraw.Draw(drawing)
     text_width = max([measure.textlength(text, font=font) for _, text in entries] + [measure.textlength("legend", font=font)])
     panel_width = int(pad * 3 + font_size + text_width)
-    fit = max(1, (drawing.height - pad * 2) // row - 1)
+    # a short, wide image gets a taller canvas so that the legend still lists _MAX_LEGEND classes
+    height = max(drawing.height, pad * 2 + row * (min(len(entries), _MAX_LEGEND) + 1))
+    fit = max(1, (height - pad * 2) // row - 1)
     hidden = 0
     if len(entries) > fit:
         hidden = len(entries) - (fit - 1)
         entries = entries[: fit - 1]
-    canvas = Image.new("RGB", (drawing.width + panel_width, drawing.height), (255, 255, 255))
+    canvas = Image.new("RGB", (drawing.width + panel_width, height), (255, 255, 255))
     canvas.paste(drawing, (0, 0))
     draw = ImageDraw.Draw(canvas)
     x0 = drawing.width + pad
