@@ -1,0 +1,155 @@
+"""Label every pixel and every region of your images with the classes of your vocabulary.
+
+INPUT: image files, folders (searched recursively) or globs ('photos/**/*.jpg'); any size,
+RGB, grayscale, RGBA or 16-bit, EXIF orientation applied. For each image, --out DIR gets:
+
+  NAME.overlay.png  the image with stuff tinted, things outlined, labels and a legend
+                    (small images are upscaled, large ones drawn at most --overlay-max-side px)
+  NAME.labels.png   class index per original pixel (8-bit PNG for fewer than 256 classes, else
+                    16-bit); the index is the position in the JSON's vocabulary.names
+  NAME.json         {schema, file, name, width, height, model, input_size, mode (regions|boxes),
+                    min_area, vocabulary: {names, isthing}, class_areas: [{category, share}],
+                    outputs: {overlay, labels}, segments: [{id, category, category_index,
+                    isthing, score, topk: [{category, prob}], bbox: [x1, y1, x2, y2] in original
+                    pixels, area in pixels, mask: COCO RLE {size: [H, W], counts}, source}]}
+
+and DIR/summary.csv has one row per image: file, name, status (ok/skipped/error), reason,
+segments, top_classes (by area), seconds. NAME is the path relative to the input folder with
+'/' replaced by '__' (line1/0001.jpg -> line1__0001.jpg).
+
+A pixel's class is the argmax of its dense feature against the class embeddings, its score the
+softmax probability of that class. Segments are the 8-connected regions of each class; regions
+under --min-area pixels are dropped as specks (default: half a model token, e.g. 0.5 * (16 px /
+scale)^2 for a patch-16 model). A segment's score is the mean pixel score, its topk the
+classification of the features pooled under its mask. With --boxes, each given box is
+classified (RoI features) and becomes a segment instead: COCO JSON ({"images": [{"id",
+"file_name"}], "annotations": [{"image_id", "bbox": [x, y, w, h]}]}) or a list
+[{"image": "a.jpg", "box": [x1, y1, x2, y2]}], in original pixels.
+
+Images whose three outputs exist are skipped (--overwrite redoes them); unreadable files are
+reported in one warning line each and in summary.csv, and the run goes on.
+
+Without --model, ./densevlm-demo/densevlm/last.pt (the model `densevlm demo` tuned) is used
+when it exists, else tiny-student. Without --vocab, the embedded world's vocabulary.
+
+Examples:
+  densevlm segment photos/ --vocab parts.txt --out seg
+  densevlm segment 'line1/**/*.jpg' --vocab parts.txt --model ViT-B-16 --pretrained openai
+  densevlm segment photos/ --vocab parts.txt --boxes boxes.json --out seg-boxes
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEMO_CHECKPOINT = Path("densevlm-demo") / "densevlm" / "last.pt"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("--vocab", metavar="FILE", default=None,
+                   help="vocabulary file ([things] / [stuff] sections; default: the embedded world's)")
+    p.add_argument("--model", default=None,
+                   help="tiny-student, tiny-teacher, a checkpoint file, an open_clip name such as ViT-B-16, or an "
+                        ".onnx file with --engine onnx (default: ./densevlm-demo/densevlm/last.pt if present, "
+                        "else tiny-student)")
+    p.add_argument("--pretrained", default=None, help="weights for an open_clip model name: a tag (e.g. openai) or a file")
+    p.add_argument("--out", metavar="DIR", default="densevlm-segment", help="output folder (default: densevlm-segment)")
+    p.add_argument("--size", type=_positive, default=None,
+                   help="input side in pixels; images are letterboxed to a square (default: native for tiny models, else 448)")
+    p.add_argument("--top-k", type=_positive, default=5, help="candidates kept per segment (default: 5)")
+    p.add_argument("--boxes", metavar="FILE", default=None, help="classify these boxes instead of the regions (see above)")
+    p.add_argument("--min-area", type=_non_negative, default=None, metavar="PIXELS",
+                   help="drop regions smaller than this many original pixels (default: half a model token; 0 keeps all)")
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                   help="torch (default) or onnx (runs an exported .onnx model given as --model)")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    p.add_argument("--workers", type=_non_negative, default=2, help="image-decoding processes (default: 2)")
+    p.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default: 8)")
+    p.add_argument("--overlay-max-side", type=_positive, default=2048,
+                   help="longest side of the image drawn in the overlay (default: 2048)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def _load_model(args: argparse.Namespace):
+    """``(model, name for the JSON)`` from --engine / --model / --pretrained."""
+    from densevlm.errors import DenseVLMError
+
+    if args.engine == "onnx":
+        if args.model is None:
+            raise DenseVLMError("--engine onnx needs --model FILE.onnx (written by `densevlm export`)")
+        if args.pretrained is not None:
+            raise DenseVLMError("--pretrained applies to --engine torch only")
+        try:
+            from densevlm.export.runtime import load_onnx_model
+        except ImportError as e:
+            raise DenseVLMError(f"--engine onnx is not available in this installation ({e})") from None
+        return load_onnx_model(args.model), str(args.model)
+    from densevlm.cli._common import default_device, load_model_arg
+
+    name = args.model
+    if name is None:
+        if DEMO_CHECKPOINT.is_file():
+            name = str(DEMO_CHECKPOINT)
+            log.info("using the model tuned by `densevlm demo`: %s (pass --model to choose another)", name)
+        else:
+            name = "tiny-student"
+    return load_model_arg(name, args.pretrained, default_device(args.device)), name
+
+
+def run(args: argparse.Namespace) -> int:
+    from densevlm.inference.boxes import assign_boxes, load_boxes
+    from densevlm.inference.io import collect_inputs
+
+    out = Path(args.out)
+    images = collect_inputs(args.inputs, exclude=out)
+    boxes = assign_boxes(load_boxes(args.boxes), images, args.boxes) if args.boxes else None
+
+    from densevlm.inference.batch import RunConfig, segment_files
+    from densevlm.inference.segment import default_size
+    from densevlm.vocab import load_vocabulary
+
+    if args.vocab:
+        vocab = load_vocabulary(args.vocab)
+    else:
+        from densevlm.training.trainer import default_vocabulary
+
+        vocab = default_vocabulary()
+    model, model_name = _load_model(args)
+    size = args.size or default_size(model)
+    config = RunConfig(
+        size=size, top_k=args.top_k, min_area=args.min_area, batch_size=args.batch_size, workers=args.workers,
+        overwrite=args.overwrite, overlay_max_side=args.overlay_max_side,
+        progress=logging.getLogger("densevlm").isEnabledFor(logging.INFO), model_name=model_name,
+    )
+    log.info("segmenting %d images with %s at %d px, %d classes%s", len(images), model_name, size, len(vocab),
+             ", boxes from " + str(args.boxes) if boxes is not None else "")
+    summary = segment_files(model, images, vocab, out, config, boxes=boxes)
+    ok, skipped, errors = summary.count("ok"), summary.count("skipped"), summary.count("error")
+    print(f"segmented {ok} images ({skipped} skipped with existing outputs, {errors} unreadable) in {summary.seconds:.1f} s")
+    print(f"outputs: {out} (summary: {out / 'summary.csv'})")
+    return 1 if errors and not ok and not skipped else 0

@@ -1,0 +1,190 @@
+"""Files of a segment run: finding input images, naming outputs, writing results and the summary.
+
+Output names: ``NAME`` is the image's path relative to its input root (the folder given, the
+folder part of a glob before its first wildcard, or the file's own folder) with ``/`` replaced
+by ``__``, extension kept: ``line1/cam2/0001.jpg`` under ``photos/`` gives
+``line1__cam2__0001.jpg``. When two inputs would still get the same name (same relative path
+under two roots, or ``a/b.png`` next to a file called ``a__b.png``), each of them gets
+``~`` and 8 hex digits of a hash of its absolute path appended, so no output is overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from PIL import Image
+
+from densevlm.errors import DenseVLMError
+from densevlm.fileio import atomic_write, atomic_write_json, atomic_write_text
+from densevlm.imaging import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from densevlm.inference.segment import SegmentResult
+
+__all__ = [
+    "InputImage",
+    "BoxEntry",
+    "collect_inputs",
+    "output_paths",
+    "finished_json",
+    "write_outputs",
+    "SUMMARY_FIELDS",
+    "write_summary",
+]
+
+_GLOB_CHARS = "*?["
+SUMMARY_FIELDS = ("file", "name", "status", "reason", "segments", "top_classes", "seconds")
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One input file: ``path`` as found, ``rel`` (POSIX, relative to its root), output ``name``."""
+
+    path: Path
+    rel: str
+    name: str
+
+
+def _is_glob(spec: str) -> bool:
+    return any(c in spec for c in _GLOB_CHARS) and not Path(spec).exists()
+
+
+def _glob_root(spec: str) -> Path:
+    """The folder part of a glob before its first wildcard component."""
+    parts = Path(spec).parts
+    fixed = []
+    for part in parts[:-1]:
+        if any(c in part for c in _GLOB_CHARS):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _walk(folder: Path, exclude: Optional[Path]) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), skipping hidden entries and ``exclude``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
+        )
+        for f in sorted(filenames):
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                found.append(here / f)
+    return found
+
+
+def _name_for(rel: str) -> str:
+    return rel.replace("/", "__")
+
+
+def collect_inputs(inputs: Sequence[str], exclude: Optional[str | Path] = None) -> list[InputImage]:
+    """Expand files, folders (recursive) and globs into input images, each listed once.
+
+    Args:
+        inputs: as typed on the command line.
+        exclude: a folder never to descend into (the output folder).
+
+    Raises:
+        DenseVLMError: an input that does not exist, a glob that matches nothing, or no images.
+    """
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    found: list[tuple[Path, str]] = []
+    for spec in inputs:
+        path = Path(spec)
+        if _is_glob(spec):
+            root = _glob_root(spec)
+            matches = sorted(glob.glob(spec, recursive=True))
+            if not matches:
+                raise DenseVLMError(f"{spec}: the pattern matches no files")
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    found += [(f, f.relative_to(root).as_posix()) for f in _walk(mp, excluded)]
+                elif mp.is_file():
+                    found.append((mp, mp.relative_to(root).as_posix() if mp.is_relative_to(root) else mp.name))
+        elif path.is_dir():
+            found += [(f, f.relative_to(path).as_posix()) for f in _walk(path, excluded)]
+        elif path.is_file():
+            found.append((path, path.name))
+        else:
+            raise DenseVLMError(f"{spec}: no such file or folder")
+    unique: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    for path, rel in found:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append((path, rel))
+    if not unique:
+        raise DenseVLMError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {' '.join(inputs)}")
+    groups: dict[str, int] = {}
+    for _, rel in unique:
+        groups[_name_for(rel).lower()] = groups.get(_name_for(rel).lower(), 0) + 1
+    images = []
+    for path, rel in unique:
+        name = _name_for(rel)
+        if groups[name.lower()] > 1:
+            name += "~" + hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:8]
+        images.append(InputImage(path, rel, name))
+    return images
+
+
+def output_paths(out_dir: str | Path, name: str) -> dict[str, Path]:
+    """``{"overlay": DIR/NAME.overlay.png, "labels": DIR/NAME.labels.png, "json": DIR/NAME.json}``."""
+    out = Path(out_dir)
+    return {"overlay": out / f"{name}.overlay.png", "labels": out / f"{name}.labels.png", "json": out / f"{name}.json"}
+
+
+def finished_json(out_dir: str | Path, name: str) -> Optional[dict[str, Any]]:
+    """The JSON of a finished image (all three outputs present and the JSON readable), else None."""
+    paths = output_paths(out_dir, name)
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    try:
+        doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    from densevlm.inference.segment import SCHEMA
+
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        return None
+    return doc
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    def write(tmp: str) -> None:
+        image.save(tmp, format="PNG")
+
+    atomic_write(path, write)
+
+
+def write_outputs(result: "SegmentResult", out_dir: str | Path, name: str, overlay_max_side: int = 2048) -> dict[str, Path]:
+    """Write ``NAME.labels.png``, ``NAME.overlay.png`` and, last, ``NAME.json`` (each atomically)."""
+    paths = output_paths(out_dir, name)
+    _save_png(Image.fromarray(result.labels), paths["labels"])
+    _save_png(result.overlay(max_side=overlay_max_side), paths["overlay"])
+    doc = result.to_json()
+    doc["name"] = name
+    doc["outputs"] = {"overlay": paths["overlay"].name, "labels": paths["labels"].name}
+    atomic_write_json(paths["json"], doc)
+    return paths
+
+
+def write_summary(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write the run's ``summary.csv`` (one row per image, columns :data:`SUMMARY_FIELDS`)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return atomic_write_text(path, buffer.getvalue())

@@ -1,0 +1,211 @@
+"""Overlay drawing: stuff tinted, things outlined, labelled segments and a legend panel.
+
+The drawing is made at a display size: images with a longest side over ``max_side`` are
+downscaled, images under ``min_side`` are upscaled by a whole factor (nearest, so pixels stay
+crisp), which keeps the labels of a 64 px image readable. Colours come from a fixed palette
+indexed by class, so a class has the same colour in every overlay of a vocabulary.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from densevlm.vocab import Vocabulary
+
+__all__ = ["palette", "display_size", "display_image", "render_overlay"]
+
+# Twenty distinct colours (Sasha Trubetskoy's list); later classes get golden-ratio hues.
+_BASE_COLOURS = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+)
+_STUFF_ALPHA = 0.45
+_MAX_LABELS = 40
+_MAX_LEGEND = 12
+_MIN_SIDE = 512
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """``[K, 3]`` uint8 RGB colour per class index (deterministic)."""
+    colours = list(_BASE_COLOURS[:num_classes])
+    golden = (math.sqrt(5) - 1) / 2
+    for k in range(len(colours), num_classes):
+        hue = (k * golden) % 1.0
+        saturation = 0.55 + 0.4 * ((k // 7) % 2)
+        value = 0.95 - 0.3 * ((k // 3) % 2)
+        r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
+        colours.append((round(r * 255), round(g * 255), round(b * 255)))
+    return np.array(colours, dtype=np.uint8).reshape(num_classes, 3)
+
+
+def display_size(width: int, height: int, max_side: int = 2048, min_side: int = _MIN_SIDE) -> tuple[int, int]:
+    """``(width, height)`` the overlay draws at (see the module docstring)."""
+    longest = max(width, height)
+    if longest > max_side:
+        scale = max_side / longest
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    if longest < min_side:
+        factor = math.ceil(min_side / longest)
+        return width * factor, height * factor
+    return width, height
+
+
+def display_image(image: Image.Image, max_side: int = 2048, min_side: int = _MIN_SIDE) -> Image.Image:
+    """``image`` resized to its :func:`display_size` (nearest when upscaling, else bilinear)."""
+    size = display_size(image.width, image.height, max_side, min_side)
+    if size == image.size:
+        return image
+    if size[0] > image.width:
+        return image.resize(size, Image.NEAREST)
+    return image.resize(size, Image.BILINEAR, reducing_gap=2.0)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _text_colour(rgb: Sequence[int]) -> tuple[int, int, int]:
+    luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    return (0, 0, 0) if luminance > 140 else (255, 255, 255)
+
+
+def _resize_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resize of a label map to ``[height, width]``."""
+    if labels.shape == (height, width):
+        return labels
+    rows = np.minimum(((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64), labels.shape[1] - 1)
+    return labels[rows][:, cols]
+
+
+def _inner_edges(labels: np.ndarray, thickness: int) -> np.ndarray:
+    """``[H, W]`` True where a pixel is within ``thickness`` px of a pixel of another class."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    for d in range(1, thickness + 1):
+        edge[d:, :] |= labels[d:, :] != labels[:-d, :]
+        edge[:-d, :] |= labels[:-d, :] != labels[d:, :]
+        edge[:, d:] |= labels[:, d:] != labels[:, :-d]
+        edge[:, :-d] |= labels[:, :-d] != labels[:, d:]
+    return edge
+
+
+def _overlaps(box: tuple[int, int, int, int], placed: list[tuple[int, int, int, int]]) -> bool:
+    return any(box[0] < p[2] and p[0] < box[2] and box[1] < p[3] and p[1] < box[3] for p in placed)
+
+
+def render_overlay(
+    image: Image.Image,
+    labels: np.ndarray,
+    segments: Sequence,
+    vocab: Vocabulary,
+    max_side: int = 2048,
+    min_side: int = _MIN_SIDE,
+) -> Image.Image:
+    """Draw predictions over ``image``.
+
+    Args:
+        image: RGB image (any size: it is resized to the display size of ``labels``).
+        labels: ``[H, W]`` class index map at the original size.
+        segments: :class:`~densevlm.inference.segment.Segment` list (labels are drawn for the
+            largest ones; box segments also get their rectangle).
+        vocab: the vocabulary of ``labels``.
+
+    Returns:
+        An RGB image: the display-size drawing with a legend panel on the right.
+    """
+    height, width = labels.shape
+    dw, dh = display_size(width, height, max_side, min_side)
+    if image.size != (dw, dh):
+        image = image.resize((dw, dh), Image.NEAREST if dw > image.width else Image.BILINEAR)
+    colours = palette(len(vocab))
+    lab = _resize_labels(labels, dw, dh).astype(np.int64)
+    is_thing = np.array(vocab.is_thing, dtype=bool)
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
+    stuff = ~is_thing[lab]
+    pixels[stuff] = (1 - _STUFF_ALPHA) * pixels[stuff] + _STUFF_ALPHA * colours[lab[stuff]]
+    scale = dw / width
+    font_size = int(min(28, max(12, max(dw, dh) / 40)))
+    thickness = max(2, font_size // 7)
+    outline = _inner_edges(lab, thickness) & is_thing[lab]
+    pixels[outline] = colours[lab[outline]]
+    drawing = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(drawing)
+    font = _font(font_size)
+    for seg in segments:
+        if seg.source == "box":
+            x1, y1, x2, y2 = (v * scale for v in seg.bbox)
+            colour = tuple(int(c) for c in colours[seg.category_index])
+            draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=thickness)
+    placed: list[tuple[int, int, int, int]] = []
+    for seg in sorted(segments, key=lambda s: -s.area)[:_MAX_LABELS]:
+        colour = tuple(int(c) for c in colours[seg.category_index])
+        text = f"{seg.category} {seg.score:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 6, bottom - top + 4
+        ax = int(seg.anchor[0] * scale)
+        ay = int(seg.anchor[1] * scale)
+        if seg.source == "region":
+            ax, ay = ax - tw // 2, ay - th // 2
+        x = min(max(0, ax), max(0, dw - tw))
+        y = min(max(0, ay), max(0, dh - th))
+        box = (x, y, x + tw, y + th)
+        if _overlaps(box, placed):
+            continue
+        placed.append(box)
+        draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=colour, outline=(0, 0, 0))
+        draw.text((x + 3 - left, y + 2 - top), text, fill=_text_colour(colour), font=font)
+    return _with_legend(drawing, lab, vocab, colours, font, font_size)
+
+
+def _with_legend(drawing: Image.Image, lab: np.ndarray, vocab: Vocabulary, colours: np.ndarray,
+                 font, font_size: int) -> Image.Image:
+    """Append a panel listing the classes present (swatch, name, thing/stuff, share of pixels)."""
+    counts = np.bincount(lab.ravel(), minlength=len(vocab))
+    order = [int(k) for k in np.argsort(-counts, kind="stable") if counts[k] > 0]
+    total = max(1, int(counts.sum()))
+    row = font_size + max(4, font_size // 2)
+    pad = max(6, font_size // 2)
+    entries = [
+        (k, f"{vocab.names[k]} ({'thing' if vocab.is_thing[k] else 'stuff'}) {100.0 * counts[k] / total:.1f}%")
+        for k in order
+    ]
+    measure = ImageDraw.Draw(drawing)
+    text_width = max([measure.textlength(text, font=font) for _, text in entries] + [measure.textlength("legend", font=font)])
+    panel_width = int(pad * 3 + font_size + text_width)
+    # a short, wide image gets a taller canvas so that the legend still lists _MAX_LEGEND classes
+    height = max(drawing.height, pad * 2 + row * (min(len(entries), _MAX_LEGEND) + 1))
+    fit = max(1, (height - pad * 2) // row - 1)
+    hidden = 0
+    if len(entries) > fit:
+        hidden = len(entries) - (fit - 1)
+        entries = entries[: fit - 1]
+    canvas = Image.new("RGB", (drawing.width + panel_width, height), (255, 255, 255))
+    canvas.paste(drawing, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    x0 = drawing.width + pad
+    y = pad
+    draw.text((x0, y), "legend", fill=(0, 0, 0), font=font)
+    y += row
+    for k, text in entries:
+        colour = tuple(int(c) for c in colours[k])
+        swatch = [x0, y + 1, x0 + font_size, y + font_size]
+        if vocab.is_thing[k]:
+            draw.rectangle(swatch, outline=colour, width=max(2, font_size // 6))
+        else:
+            draw.rectangle(swatch, fill=colour)
+        draw.text((x0 + font_size + pad, y), text, fill=(0, 0, 0), font=font)
+        y += row
+    if hidden:
+        draw.text((x0, y), f"+{hidden} more", fill=(80, 80, 80), font=font)
+    return canvas
+
