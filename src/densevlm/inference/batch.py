@@ -30,6 +30,7 @@ from densevlm.imaging import open_image
 from densevlm.inference.io import InputImage, finished_json, write_outputs, write_summary
 from densevlm.inference.overlay import display_image
 from densevlm.inference.segment import SegmentResult, predict
+from densevlm.regions.pooling import roi_pool
 from densevlm.vocab import Vocabulary
 
 __all__ = ["RunConfig", "RunSummary", "segment_files"]
@@ -209,7 +210,7 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
             if good:
                 x = torch.stack([item["input"] for item in good]).to(device)
                 dense = model.encode_dense(x)
-                box_features = _box_features(model, x, good, images, boxes, int(dense.shape[1]))
+                box_features = _box_features(model, dense, good, images, boxes)
                 shared = (time.perf_counter() - waited) / len(good)
                 for j, item in enumerate(good):
                     image = images[item["index"]]
@@ -222,19 +223,20 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
         bar.close()
 
 
-def _box_features(model: Any, x: torch.Tensor, good: list[dict[str, Any]], images: list[InputImage],
-                  boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]], dim: int) -> Optional[list[torch.Tensor]]:
-    """Per image of the batch, ``[N_i, C]`` RoI features of its boxes (None without a boxes file)."""
+def _box_features(model: Any, dense: torch.Tensor, good: list[dict[str, Any]], images: list[InputImage],
+                  boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]]) -> Optional[list[torch.Tensor]]:
+    """Per image of the batch, ``[N_i, C]`` RoI features of its boxes on the already computed
+    ``[B, C, h, w]`` dense map (None without a boxes file)."""
     if boxes is None:
         return None
     scaled = []
     for item in good:
         given = boxes.get(images[item["index"]].name, (np.zeros((0, 4)), []))[0]
-        scaled.append(torch.as_tensor(given * item["plan"].scale, dtype=torch.float32, device=x.device))
+        scaled.append(torch.as_tensor(given * item["plan"].scale, dtype=torch.float32, device=dense.device))
     counts = [int(b.shape[0]) for b in scaled]
     if sum(counts) == 0:
-        return [x.new_zeros(0, dim) for _ in good]
-    return list(torch.split(model.encode_boxes(x, scaled), counts))
+        return [dense.new_zeros(0, dense.shape[1]) for _ in good]
+    return list(torch.split(roi_pool(dense, scaled, int(model.patch_size)), counts))
 
 
 def _finish(dense: torch.Tensor, text: torch.Tensor, item: dict[str, Any], image: InputImage, vocab: Vocabulary,

@@ -24,13 +24,12 @@ original pixels, where ``scale`` is input pixels per original pixel). A region's
 (``topk``) come from the dense map mean-pooled under the region (token weights = the share of
 the region's pixels in each token cell), so they may rank another class above the region's
 pixel-wise class. With ``boxes``, each given box is classified from its RoI feature
-(``model.encode_boxes``) instead, and becomes one segment whose mask is the box's pixels.
+(RoI-align on the same dense map) instead, and becomes one segment whose mask is the box's pixels.
 
 The model interface used here (a DenseModel, or an ONNX runtime model with the same members)::
 
     model.prepare(pil, size, square=True) -> ([3, S, S] tensor, Letterbox)
     model.encode_dense(x [B, 3, S, S]) -> [B, C, S/p, S/p], unit norm per token
-    model.encode_boxes(x [B, 3, S, S], [[N_i, 4] XYXY input pixels]) -> [sum N_i, C]
     model.embed_vocabulary(vocab) -> [K, C] unit norm (its device is where inputs are sent)
     model.patch_size, model.input_size, model.logit_scale, model.spec (.config, .arch)
 
@@ -53,7 +52,7 @@ from PIL import Image
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
-from densevlm.regions.pooling import weighted_pool
+from densevlm.regions.pooling import roi_pool, weighted_pool
 from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = [
@@ -569,7 +568,7 @@ def segment(
         box_features = None
         if box_array is not None:
             scaled = torch.as_tensor(box_array * plan.scale, dtype=torch.float32, device=text.device)
-            box_features = model.encode_boxes(x, [scaled])
+            box_features = roi_pool(dense[None], [scaled], int(model.patch_size))
         labels, scores, segments, used_min_area = predict(
             dense, text, plan, vocab, temperature=float(model.logit_scale), patch_size=int(model.patch_size),
             top_k=top_k, min_area=min_area, box_features=box_features, boxes=box_array,
