@@ -253,12 +253,16 @@ def no_dynamo(monkeypatch):
 
 def test_legacy_fallback_is_recorded_and_checked(model, tmp_path, no_dynamo):
     vocab = default_vocabulary()
-    fixed = export_onnx(model, tmp_path / "fixed", vocab, threads=1, parity_images=1, regions=False)
+    fixed = export_onnx(model, tmp_path, vocab, threads=1, parity_images=1)
     assert fixed["export"]["exporter"] == "legacy"
     assert "simulated torch.export failure" in fixed["export"]["fallback_reason"]
     assert fixed["parity"]["passed"], fixed["parity"]["failures"]
+    assert fixed["parity"]["regions"]["top1_agreement"] == 1.0
     # The legacy exporter bakes the token count into nn.MultiheadAttention's reshapes: a dynamic
-    # export only works at the traced size, and the check at a second size says so.
-    dynamic = export_onnx(model, tmp_path / "dynamic", vocab, dynamic=True, threads=1, parity_images=2, regions=False)
+    # export only works at the traced size, and the check at a second size says so. Exporting
+    # again into the same directory without regions removes the earlier region graph.
+    dynamic = export_onnx(model, tmp_path, vocab, dynamic=True, threads=1, parity_images=2, regions=False)
     assert dynamic["parity"]["passed"] is False
     assert any(f.startswith("ONNX Runtime could not run 64x64") for f in dynamic["parity"]["failures"])
+    assert not (tmp_path / REGION_FILE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ENCODER_FILE, EMBEDDINGS_FILE, MANIFEST_FILE])

@@ -173,11 +173,16 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _move_into(staging: Path, out: Path) -> list[str]:
-    """Rename every file of ``staging`` into ``out`` (same file system: atomic per file)."""
+    """Rename every file of ``staging`` into ``out`` (same file system: atomic per file), and
+    remove graph files of an earlier export that this one did not write (e.g. a region graph
+    after ``--no-regions``), so the directory holds what the manifest lists."""
     names = []
     for item in sorted(staging.iterdir()):
         item.replace(out / item.name)
         names.append(item.name)
+    for stale in [*out.glob(ENCODER_FILE + "*"), *out.glob(REGION_FILE + "*")]:
+        if stale.name not in names:
+            stale.unlink()
     return names
 
 
@@ -329,7 +334,7 @@ def export_onnx(
     atomic_write_json(out / MANIFEST_FILE, manifest)
     if parity:
         note(f"checking parity on {parity_images} synthetic scenes")
-        onnx_model = load_onnx_model(out, threads=threads)
+        onnx_model = load_onnx_model(out, threads=threads, verify=False)  # files hashed just above
         groups, boxes = parity_inputs(onnx_model, count=parity_images)
         manifest["parity"] = check_parity(model, onnx_model, groups, boxes)
         atomic_write_json(out / MANIFEST_FILE, manifest)

@@ -279,9 +279,10 @@ class OnnxDenseModel:
         mine = self.vocabulary
         if (vocab.names, vocab.synonyms, vocab.is_thing) != (mine.names, mine.synonyms, mine.is_thing):
             shown = ", ".join(mine.names[:4]) + (", ..." if len(mine) > 4 else "")
+            loaded_as = (self.manifest["model"].get("load") or {}).get("model") or self._spec.arch
             raise DenseVLMError(
                 f"{self.directory} was exported for another vocabulary ({len(mine)} classes: {shown}; given "
-                f"{len(vocab)} classes); re-export with `densevlm export --model {self._spec.source} --vocab FILE "
+                f"{len(vocab)} classes); re-export with `densevlm export --model {loaded_as} --vocab FILE "
                 f"--out DIR` for this one"
             )
         if templates is not None and templates != self._spec.templates:
