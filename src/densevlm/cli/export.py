@@ -1,0 +1,147 @@
+"""Export an image encoder's dense path and a vocabulary's text embeddings to ONNX, then check
+that ONNX Runtime (CPU) reproduces PyTorch on synthetic factory scenes.
+
+Writes to --out DIR:
+  image_encoder.onnx       images float32 [B, 3, H, W] (normalised) -> dense [B, C, H/p, W/p],
+                           unit norm per token; fixed SIZE x SIZE, or any multiple of the
+                           patch with --dynamic (B is always dynamic)
+  text_embeddings.npy      [K, C] class embeddings (float32; float16 with --fp16-embeddings)
+  region_classifier.onnx   (dense, boxes [K, 5]) -> logits [K, T] (skip with --no-regions)
+  densevlm_export.json     model, preprocessing, vocabulary, sha256 of every file, parity
+
+Parity passes when the dense maps differ by at most 1e-4 (max abs), 1e-4 (relative L2), every
+token cosine is at least 0.9999 and at least 99.9 % of per-token labels agree; the exit status
+is 1 when it fails (the files are kept). Load an export with
+densevlm.export.load_onnx_model(DIR).
+
+Examples:
+  densevlm export --model tiny-student --out export/
+  densevlm export --model ViT-B-16 --pretrained openai --vocab vocab.txt --size 448 --dynamic --out vitb16/
+  densevlm export --check vitb16/
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="model: tiny-student, tiny-teacher, a checkpoint file, or an open_clip name such as ViT-B-16 / "
+                        "EVA02-B-16 (default: tiny-student; with --check, the model recorded in the export)")
+    p.add_argument("--pretrained", default=None,
+                   help="weights for an open_clip model name: a tag (e.g. openai) or a file")
+    p.add_argument("--vocab", default=None, help="vocabulary file (default: the embedded world's 16 classes)")
+    p.add_argument("--size", type=int, default=None,
+                   help="input side in pixels, a multiple of the patch (default: the model's native size)")
+    p.add_argument("--out", default=None, help="export directory to write (required unless --check)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    p.add_argument("--dynamic", action="store_true", help="accept any batch, height and width (multiples of the patch)")
+    p.add_argument("--fp16-embeddings", action="store_true", help="store the text embeddings as float16")
+    p.add_argument("--no-regions", action="store_true", help="do not export region_classifier.onnx")
+    p.add_argument("--skip-parity", action="store_true", help="do not run the parity check after exporting")
+    p.add_argument("--check", metavar="DIR", default=None, help="re-run the parity check of an existing export")
+    p.add_argument("--images", type=int, default=4, help="synthetic scenes for the parity check (default: 4)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
+    p.add_argument("--json", default=None, help="also write the parity result to this JSON file")
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _portable_name(name: str | None) -> str | None:
+    """A model or weights argument as ``--check`` can reload it later: files as absolute paths."""
+    if name is not None and Path(name).is_file():
+        return str(Path(name).resolve())
+    return name
+
+
+def _check(args: argparse.Namespace) -> int:
+    from densevlm.cli._common import load_model_arg, write_json
+    from densevlm.errors import DenseVLMError
+    from densevlm.export import check_export, format_parity, read_manifest
+
+    manifest = read_manifest(args.check)
+    model_name, pretrained = args.model, args.pretrained
+    if model_name is None:
+        recorded = manifest["model"].get("load") or {}
+        model_name, pretrained = recorded.get("model"), recorded.get("pretrained")
+        if model_name is None:
+            raise DenseVLMError(f"{args.check}: the export does not record how to load its model; pass --model")
+    model = load_model_arg(model_name, pretrained, "cpu")
+    result = check_export(model, args.check, count=args.images, threads=args.threads)
+    print(format_parity(result))
+    if args.json:
+        write_json(args.json, result)
+    return 0 if result["passed"] else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    from densevlm.errors import DenseVLMError
+
+    if args.images < 1:
+        raise DenseVLMError(f"--images {args.images}: give at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise DenseVLMError(f"--threads {args.threads}: give at least 1")
+    from densevlm.export import require_packages
+
+    require_packages("onnx", "onnxruntime", "onnxscript")
+    if args.check:
+        if args.out:
+            raise DenseVLMError("--check DIR re-checks an existing export; drop --out (or drop --check to export)")
+        return _check(args)
+    if not args.out:
+        raise DenseVLMError("--out DIR is required: where to write the export")
+
+    import torch
+
+    from densevlm.cli._common import load_model_arg, write_json
+    from densevlm.export import export_onnx, format_parity
+    from densevlm.training.trainer import default_vocabulary
+    from densevlm.vocab import load_vocabulary
+
+    model_name = args.model or "tiny-student"
+    vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
+    model = load_model_arg(model_name, args.pretrained, "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    manifest = export_onnx(
+        model,
+        args.out,
+        vocab,
+        size=args.size,
+        opset=args.opset,
+        dynamic=args.dynamic,
+        fp16_embeddings=args.fp16_embeddings,
+        regions=not args.no_regions,
+        parity=not args.skip_parity,
+        parity_images=args.images,
+        threads=args.threads,
+        load_args={"model": _portable_name(model_name), "pretrained": _portable_name(args.pretrained)},
+        progress=print,
+    )
+    info = manifest["export"]
+    shape = "dynamic B/H/W" if info["dynamic"] else f"{info['size']}x{info['size']}, dynamic B"
+    print(f"exported {manifest['model']['arch']} ({manifest['model']['source']}) to {args.out}: "
+          f"{info['exporter']} exporter, opset {info['opset']}, {shape}, {info['seconds']:.1f} s")
+    if info["fallback_reason"]:
+        print(f"  (the new exporter failed: {info['fallback_reason']})")
+    for name, record in manifest["files"].items():
+        print(f"  {name:<28} {_human_bytes(record['bytes']):>9}  sha256 {record['sha256'][:16]}")
+    emb = manifest["embeddings"]
+    print(f"  text embeddings: {emb['shape'][0]} classes x {emb['shape'][1]}, {emb['dtype']}")
+    parity = manifest["parity"]
+    if parity is None:
+        print("parity: skipped (--skip-parity); run `densevlm export --check DIR` later")
+        return 0
+    print(format_parity(parity))
+    if args.json:
+        write_json(args.json, parity)
+    return 0 if parity["passed"] else 1

@@ -1,0 +1,326 @@
+"""Run an export with ONNX Runtime on the CPU, behind the small interface of :class:`DenseModel`.
+
+    >>> model = load_onnx_model("export/")                 # checks the sha256 of every file
+    >>> x, plan = model.prepare(pil_image)                 # [3, H, W], letterbox geometry
+    >>> dense = model.encode_dense(x[None])                # [1, C, H/p, W/p], unit norm per token
+    >>> text = model.embed_vocabulary(vocab)               # [K, C], the exported embeddings
+
+Anything that uses only ``prepare``, ``transform``, ``encode_dense``, ``encode_boxes``,
+``embed_vocabulary`` and the size/scale properties (the ``segment`` command does) runs on either.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from densevlm.errors import DenseVLMError
+from densevlm.export.manifest import (
+    EMBEDDINGS_FILE,
+    ENCODER_FILE,
+    MANIFEST_FILE,
+    REGION_FILE,
+    read_manifest,
+    verify_files,
+)
+from densevlm.imaging import Letterbox, letterbox
+from densevlm.regions.pooling import boxes_to_rois, roi_pool
+from densevlm.vocab import Vocabulary
+
+__all__ = ["ExportSpec", "OnnxDenseModel", "load_onnx_model", "require_packages"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What an export says about the model it came from (the fields of ``BackboneSpec`` it keeps).
+
+    Attributes:
+        family, arch, source: model family (``vit``/``eva``), architecture name, weights origin.
+        image_size: native input side in pixels; patch_size: pixels per token side.
+        mean, std: RGB normalisation applied by :meth:`OnnxDenseModel.prepare`.
+        templates: prompt template set the text embeddings were made with.
+        config: always None (the text tower is not exported).
+    """
+
+    family: str
+    arch: str
+    source: str
+    image_size: int
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    templates: str
+    config: None = None
+
+
+def require_packages(*names: str) -> None:
+    """Raise a one-line error naming the install command unless every module in ``names`` is importable."""
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        raise DenseVLMError(
+            f"ONNX export needs {', '.join(missing)}; install them with: pip install 'densevlm[export]'"
+        )
+
+
+def _session(path: Path, threads: Optional[int]) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or 0)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise DenseVLMError(f"{path}: ONNX Runtime cannot load this graph ({reason}); re-export") from None
+
+
+class OnnxDenseModel:
+    """An exported image encoder plus its vocabulary's text embeddings, run by ONNX Runtime.
+
+    Build it with :func:`load_onnx_model`. Tensors go in and come out as CPU ``torch.Tensor``s.
+
+    Attributes:
+        directory: the export directory.
+        manifest: the parsed ``densevlm_export.json``.
+        vocabulary: the :class:`Vocabulary` the embeddings were made for.
+        dynamic: True when the graph accepts any H, W that are multiples of the patch.
+    """
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], threads: Optional[int] = None) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        model = manifest["model"]
+        pre = manifest["preprocess"]
+        self._spec = ExportSpec(
+            family=str(model["family"]),
+            arch=str(model["arch"]),
+            source=str(model["source"]),
+            image_size=int(model["image_size"]),
+            patch_size=int(model["patch_size"]),
+            mean=tuple(float(v) for v in pre["mean"]),
+            std=tuple(float(v) for v in pre["std"]),
+            templates=str(manifest["vocabulary"]["templates"]),
+        )
+        self.dynamic = bool(manifest["export"]["dynamic"])
+        self._input_size = int(manifest["export"]["size"])
+        self._logit_scale = float(model["logit_scale"])
+        voc = manifest["vocabulary"]
+        self.vocabulary = Vocabulary(
+            names=tuple(voc["names"]),
+            synonyms=tuple(tuple(s) for s in voc["synonyms"]),
+            is_thing=tuple(bool(t) for t in voc["is_thing"]),
+        )
+        self._embeddings = self._read_embeddings(directory / EMBEDDINGS_FILE)
+        self._encoder = _session(directory / ENCODER_FILE, threads)
+        self._encoder_input = self._encoder.get_inputs()[0].name
+        self._region = _session(directory / REGION_FILE, threads) if REGION_FILE in manifest["files"] else None
+
+    def _read_embeddings(self, path: Path) -> torch.Tensor:
+        try:
+            table = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DenseVLMError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]}); re-export") from None
+        if table.ndim != 2 or table.shape[0] != len(self.vocabulary) or table.dtype not in (np.float32, np.float16):
+            raise DenseVLMError(
+                f"{path}: expected a [{len(self.vocabulary)}, C] float32/float16 table, got {table.dtype} "
+                f"{list(table.shape)}; re-export"
+            )
+        return torch.from_numpy(table.astype(np.float32))
+
+    # ---- properties (as on DenseModel) -------------------------------------------------------
+    @property
+    def spec(self) -> ExportSpec:
+        return self._spec
+
+    @property
+    def patch_size(self) -> int:
+        return self._spec.patch_size
+
+    @property
+    def image_size(self) -> int:
+        """Native input side the position embeddings were learned at."""
+        return self._spec.image_size
+
+    @property
+    def input_size(self) -> int:
+        """Default longest side for :meth:`transform`: the size the graph was exported at."""
+        return self._input_size
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self._embeddings.shape[1])
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's temperature ``exp(logit_scale)``, capped at 100, as recorded at export."""
+        return self._logit_scale
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def has_region_classifier(self) -> bool:
+        return self._region is not None
+
+    # ---- preprocessing -----------------------------------------------------------------------
+    def prepare(
+        self, image: Image.Image, size: Optional[int] = None, square: bool = False
+    ) -> tuple[torch.Tensor, Letterbox]:
+        """Letterbox ``image`` for this export: ``([3, H, W], geometry)``.
+
+        A dynamic export pads to multiples of the patch (or a square) like
+        :meth:`DenseModel.prepare`; a fixed-size export always gives ``input_size`` squared.
+
+        Raises:
+            DenseVLMError: a fixed-size export is asked for another size.
+        """
+        if not self.dynamic:
+            if size is not None and size != self._input_size:
+                raise DenseVLMError(
+                    f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
+                    "re-export with --dynamic or --size"
+                )
+            size, square = self._input_size, True
+        return letterbox(image, size or self._input_size, self.patch_size, self._spec.mean, self._spec.std, square)
+
+    def transform(self, image: Image.Image, size: Optional[int] = None) -> torch.Tensor:
+        """``[3, H, W]`` normalised input for a PIL image (see :meth:`prepare`)."""
+        return self.prepare(image, size)[0]
+
+    # ---- encoders ----------------------------------------------------------------------------
+    def _check_images(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise DenseVLMError(f"images must be a [B, 3, H, W] tensor, got shape {tuple(images.shape)}")
+        h, w = int(images.shape[-2]), int(images.shape[-1])
+        p = self.patch_size
+        if h == 0 or w == 0 or h % p or w % p:
+            raise DenseVLMError(
+                f"image size {h}x{w} is not a multiple of the patch size {p}; use transform(), which pads"
+            )
+        if not self.dynamic and (h, w) != (self._input_size, self._input_size):
+            raise DenseVLMError(
+                f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, got {h}x{w}; "
+                "use transform(), or re-export with --dynamic"
+            )
+
+    def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H/p, W/p]`` dense map, unit norm per token, computed by ONNX Runtime.
+
+        Args:
+            images: ``[B, 3, H, W]`` normalised (any device and float dtype; run as float32 on CPU).
+        """
+        self._check_images(images)
+        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        try:
+            (dense,) = self._encoder.run(None, {self._encoder_input: array})
+        except Exception as e:  # onnxruntime's own error types: a graph that cannot take this input
+            raise DenseVLMError(
+                f"{self.directory / ENCODER_FILE}: ONNX Runtime failed on input {list(array.shape)} "
+                f"({str(e).strip().splitlines()[0][:200]}); re-export with the new exporter"
+            ) from None
+        return torch.from_numpy(dense)
+
+    def encode_boxes(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """RoI features ``[sum N_i, C]`` (unit norm, box order) pooled in torch from the ONNX map.
+
+        Args:
+            images: ``[B, 3, H, W]``.
+            boxes: B tensors ``[N_i, 4]``, XYXY in input pixels.
+        """
+        return roi_pool(self.encode_dense(images), boxes, self.patch_size)
+
+    def classify_boxes(self, dense: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``[sum N_i, K]`` box logits (``logit_scale`` x cosine) from the exported region classifier.
+
+        Args:
+            dense: ``[B, C, h, w]`` from :meth:`encode_dense`.
+            boxes: B tensors ``[N_i, 4]``, XYXY in input pixels.
+
+        Raises:
+            DenseVLMError: the export has no region classifier.
+        """
+        if self._region is None:
+            raise DenseVLMError(f"{self.directory}: this export has no {REGION_FILE}; re-export without --no-regions")
+        if len(boxes) != dense.shape[0]:
+            raise DenseVLMError(f"got boxes for {len(boxes)} images but {dense.shape[0]} images")
+        rois = boxes_to_rois(boxes, 1, torch.float32, torch.device("cpu"))
+        if rois.shape[0] == 0:
+            return torch.zeros(0, len(self.vocabulary))
+        feeds = {"dense": dense.detach().to("cpu", torch.float32).contiguous().numpy(), "boxes": rois.numpy()}
+        (logits,) = self._region.run(None, feeds)
+        return torch.from_numpy(logits)
+
+    def embed_vocabulary(
+        self, vocab: Vocabulary, templates: Optional[str] = None, use_cache: bool = True
+    ) -> torch.Tensor:
+        """``[K, C]`` float32 unit-norm class embeddings: the ones stored at export.
+
+        Args:
+            vocab: must equal the exported vocabulary (names, synonyms, sections, order).
+            templates: None or the template set used at export.
+            use_cache: ignored (kept for interface compatibility with :class:`DenseModel`).
+
+        Raises:
+            DenseVLMError: ``vocab`` or ``templates`` differ from the exported ones.
+        """
+        mine = self.vocabulary
+        if (vocab.names, vocab.synonyms, vocab.is_thing) != (mine.names, mine.synonyms, mine.is_thing):
+            shown = ", ".join(mine.names[:4]) + (", ..." if len(mine) > 4 else "")
+            loaded_as = (self.manifest["model"].get("load") or {}).get("model") or self._spec.arch
+            raise DenseVLMError(
+                f"{self.directory} was exported for another vocabulary ({len(mine)} classes: {shown}; given "
+                f"{len(vocab)} classes); re-export with `densevlm export --model {loaded_as} --vocab FILE "
+                f"--out DIR` for this one"
+            )
+        if templates is not None and templates != self._spec.templates:
+            raise DenseVLMError(
+                f"{self.directory} was exported with the '{self._spec.templates}' prompt templates, "
+                f"not '{templates}'; re-export"
+            )
+        return self._embeddings.clone()
+
+    def __repr__(self) -> str:
+        kind = "dynamic" if self.dynamic else f"{self._input_size}x{self._input_size}"
+        return f"OnnxDenseModel({self.directory}, {self._spec.arch}, {kind}, {len(self.vocabulary)} classes)"
+
+
+def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True) -> OnnxDenseModel:
+    """Open an export made by ``densevlm export``.
+
+    Args:
+        path_or_dir: the export directory, or any file inside it (e.g. its ``image_encoder.onnx``).
+        threads: ONNX Runtime intra-op threads (None: ONNX Runtime's default, one per core).
+        verify: check the size and sha256 of every file against the manifest first.
+
+    Raises:
+        DenseVLMError: one line naming the missing, changed or unreadable file.
+    """
+    require_packages("onnxruntime")
+    path = Path(path_or_dir)
+    directory = path.parent if path.is_file() or path.suffix in (".onnx", ".json", ".npy") else path
+    manifest = read_manifest(directory)
+    if verify:
+        verify_files(directory, manifest)
+    if manifest.get("parity") and not manifest["parity"].get("passed", True):
+        log.warning("%s: the parity check at export time FAILED; see %s", directory, MANIFEST_FILE)
+    try:
+        model = OnnxDenseModel(directory, manifest, threads=threads)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DenseVLMError(
+            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
+        ) from None
+    log.info("loaded ONNX export %s (%s, %s exporter)", directory, model.spec.arch, manifest["export"].get("exporter"))
+    return model
