@@ -266,3 +266,16 @@ def test_legacy_fallback_is_recorded_and_checked(model, tmp_path, no_dynamo):
     assert any(f.startswith("ONNX Runtime could not run 64x64") for f in dynamic["parity"]["failures"])
     assert not (tmp_path / REGION_FILE).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ENCODER_FILE, EMBEDDINGS_FILE, MANIFEST_FILE])
+
+
+def test_segment_with_the_onnx_engine_matches_torch(model, onnx_model):
+    """`densevlm segment --engine onnx` and the PyTorch model give the same label map."""
+    from densevlm.data.synth import generate_scene
+
+    image = Image.fromarray(generate_scene(5, 0, 64).image)
+    vocab = default_vocabulary()
+    a = densevlm.segment(model, image, vocab)
+    b = densevlm.segment(onnx_model, image, vocab)
+    assert a.labels.shape == b.labels.shape == (64, 64)
+    assert (a.labels == b.labels).mean() > 0.999
+    assert [s.category for s in a.segments] == [s.category for s in b.segments]

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.training.trainer import default_vocabulary, train
 
     out = Path(args.out)
-    n_val, n_pool, steps = (200, 800, 100) if args.fast else (500, 2000, 200)
+    n_val, n_pool, steps = (200, 800, 120) if args.fast else (500, 2000, 300)
     stage = _Stages(7)
     vocab = default_vocabulary()
     val_dir, pool_dir = out / "data" / "heldout", out / "data" / "unlabeled"

@@ -40,9 +40,15 @@ def _build_parser(command: Optional[str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")
+    # the same two flags are accepted after the command too (`densevlm train ... -q`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="print debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="print warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
+        p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".",
+                           parents=[common])
         if name == command:
             module = importlib.import_module(f"densevlm.cli.{module_name}")
             if module.__doc__:

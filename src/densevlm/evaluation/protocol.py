@@ -267,7 +267,7 @@ def evaluate(
     started = time.perf_counter()
     with torch.inference_mode():
         text = model.embed_vocabulary(vocab, templates=cfg.templates).float()
-        bar = tqdm(loader, desc="eval", unit="batch", disable=not progress)
+        bar = tqdm(loader, desc="eval", unit="batch", disable=None if progress else True)
         for batch in bar:
             good = []
             for item in batch:

@@ -63,7 +63,7 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
     n_images = 0
     with torch.inference_mode():
         text = model.embed_vocabulary(vocab, templates=cfg.templates).float()
-        for path, items in tqdm(by_image.items(), desc="eval", unit="img", disable=not progress):
+        for path, items in tqdm(by_image.items(), desc="eval", unit="img", disable=None if progress else True):
             try:
                 image = open_image(path)
             except DenseVLMError as e:

@@ -196,7 +196,7 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
     with torch.inference_mode(), redirect:
         text = model.embed_vocabulary(vocab)
         device = text.device
-        bar = tqdm(total=len(images), desc="segment", unit="img", disable=not config.progress)
+        bar = tqdm(total=len(images), desc="segment", unit="img", disable=None if config.progress else True)
         waited = time.perf_counter()
         for batch in loader:
             good = []

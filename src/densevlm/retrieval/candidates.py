@@ -96,7 +96,7 @@ def write_candidates(
     started = time.perf_counter()
     with open(tmp, "w", encoding="utf-8") as f, torch.inference_mode():
         f.write(json.dumps(header_record(teacher, vocab, root, cfg, tau, region_source)) + "\n")
-        for index in tqdm(range(n), desc="retrieve", unit="img", disable=not progress):
+        for index in tqdm(range(n), desc="retrieve", unit="img", disable=None if progress else True):
             try:
                 image = source.load(index)
             except Exception as e:  # unreadable images are reported and skipped

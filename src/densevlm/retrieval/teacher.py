@@ -29,8 +29,9 @@ class RetrievalConfig:
     """How the teacher labels regions.
 
     Attributes:
-        features: ``crop`` (global embedding of each box's crop), ``dense`` (RoI feature of
-            the teacher's dense map, the paper's choice), or ``mean`` (average of both logits).
+        features: ``dense`` (RoI feature of the teacher's dense map, the paper's choice and the
+            default), ``crop`` (global embedding of each box's crop) or ``mean`` (average of
+            both logits).
         tau: softmax temperature; None = the teacher's learned logit scale (100 for real
             CLIPs; the reference code hard-codes 100).
         threshold: keep a region when its top probability is above this.
@@ -38,7 +39,7 @@ class RetrievalConfig:
         top_k: candidates reported per region.
     """
 
-    features: str = "crop"
+    features: str = "dense"
     tau: Optional[float] = None
     threshold: float = 0.3
     context: float = 1.0
@@ -76,13 +77,22 @@ class Retrieval:
     def __len__(self) -> int:
         return self.logits.shape[0]
 
+    def _fields(self) -> tuple[torch.Tensor, ...]:
+        return (self.logits, self.probs, self.confidence, self.label, self.is_thing, self.kept)
+
     def select(self, index: torch.Tensor) -> "Retrieval":
-        return Retrieval(*(t[index] for t in (self.logits, self.probs, self.confidence, self.label, self.is_thing, self.kept)))
+        """The regions at ``index`` (a bool mask or integer indices)."""
+        return Retrieval(*(t[index] for t in self._fields()))
+
+    def cpu(self) -> "Retrieval":
+        """A detached copy on the CPU (what the teacher cache keeps)."""
+        return Retrieval(*(t.detach().cpu() for t in self._fields()))
 
     @staticmethod
     def cat(parts: Sequence["Retrieval"]) -> "Retrieval":
-        fields = ("logits", "probs", "confidence", "label", "is_thing", "kept")
-        return Retrieval(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+        """All regions of ``parts``, in order."""
+        columns = zip(*(p._fields() for p in parts))
+        return Retrieval(*(torch.cat(list(column)) for column in columns))
 
 
 def teacher_region_features(

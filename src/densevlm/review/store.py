@@ -221,11 +221,12 @@ def clean_name(name: str) -> str:
 
 
 def _parse_header_vocabulary(vocab: Any, where: str) -> tuple[_HeaderClass, ...]:
+    from densevlm.vocab.vocabulary import Vocabulary
+
     if not isinstance(vocab, dict):
         raise DenseVLMError(f"{where}: header 'vocabulary' must be an object with 'things' and 'stuff' lists")
-    classes: list[_HeaderClass] = []
-    seen: dict[str, str] = {}
-    for section, thing in (("things", True), ("stuff", False)):
+    sections = []
+    for section in ("things", "stuff"):
         entries = vocab.get(section, [])
         if not isinstance(entries, list):
             raise DenseVLMError(f"{where}: header vocabulary '{section}' must be a list, got {_short(entries)}")
@@ -235,19 +236,12 @@ def _parse_header_vocabulary(vocab: Any, where: str) -> tuple[_HeaderClass, ...]
                 raise DenseVLMError(
                     f"{where}: header vocabulary '{section}' entry {_short(entry)} must be a name or a list of names"
                 )
-            synonyms = tuple(clean_name(n) for n in names)
-            if any(not n for n in synonyms):
-                raise DenseVLMError(f"{where}: header vocabulary has an empty class name in {_short(entry)}")
-            for n in synonyms:
-                if n.lower() in seen:
-                    raise DenseVLMError(
-                        f"{where}: header vocabulary name '{n}' appears twice (classes '{seen[n.lower()]}' and '{synonyms[0]}')"
-                    )
-                seen[n.lower()] = synonyms[0]
-            classes.append(_HeaderClass(synonyms, thing))
-    if not classes:
-        raise DenseVLMError(f"{where}: header vocabulary is empty; it needs 'things' and/or 'stuff' classes")
-    return tuple(classes)
+        sections.append(entries)
+    try:
+        parsed = Vocabulary.from_lists(*sections)
+    except DenseVLMError as e:
+        raise DenseVLMError(f"{where}: header {e}") from None
+    return tuple(_HeaderClass(syn, thing) for syn, thing in zip(parsed.synonyms, parsed.is_thing))
 
 
 def _parse_header(obj: Any, where: str) -> _Header:

@@ -205,6 +205,11 @@ class _Run:
             self.teacher = load_model(cfg.teacher, cfg.teacher_pretrained, self.device)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        self.frozen = None  # frozen copy of the student, for a CLIPSelf term beside the KL
+        if cfg.method != "clipself" and cfg.clipself_weight > 0:
+            self.frozen = copy.deepcopy(self.student).eval()
+            for p in self.frozen.parameters():
+                p.requires_grad_(False)
         with torch.no_grad():
             self.text_student = self.student.embed_vocabulary(self.vocab).float().to(self.device)
             self.text_teacher = self.teacher.embed_vocabulary(self.vocab).float().to(self.device)
@@ -289,42 +294,49 @@ class _Run:
         rng = np.random.default_rng(key)
         return region_boxes(self.cfg.regions, content.float() / 255.0, rng, self.cfg.max_boxes)
 
-    def _teacher_input(self, contents: list[torch.Tensor]) -> torch.Tensor:
-        t = self.teacher
-        return torch.stack([normalise_content(c, t.spec.mean, t.spec.std, self.size, t.patch_size) for c in contents]).to(self.device)
+    def _model_input(self, model: DenseModel, contents: list[torch.Tensor]) -> torch.Tensor:
+        """uint8 contents -> ``[B, 3, S, S]`` normalised and padded for ``model``."""
+        m, sd, p = model.spec.mean, model.spec.std, model.patch_size
+        return torch.stack([normalise_content(c, m, sd, self.size, p) for c in contents]).to(self.device)
 
     def targets(self, items: list[dict[str, Any]], step: int) -> list[_Targets]:
         """Targets of each image, from the cache or computed with the frozen teacher."""
-        missing = [it for it in items if not (self.cfg.cache_teacher and it["index"] in self.cache)]
+        if not self.cfg.cache_teacher:
+            return self._compute_targets(items, step)
+        missing = [it for it in items if it["index"] not in self.cache]
         if missing:
-            boxes = [self._reviewed_boxes(it) if it["index"] in self.reviewed else self._regions(it["index"], step, it["content"])
-                     for it in missing]
-            images = self._teacher_input([it["content"] for it in missing])
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
-                on_device = [b.to(self.device) for b in boxes]
-                if self.cfg.method == "clipself":
-                    emb = teacher_region_features(self.teacher, images, on_device, "crop").float().cpu()
-                    splits = emb.split([b.shape[0] for b in boxes])
-                    computed = [_Targets(b, crop_emb=e) for b, e in zip(boxes, splits)]
-                else:
-                    feats = teacher_region_features(self.teacher, images, on_device, self.cfg.retrieval_features)
-                    feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
-                    r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.tau, self.cfg.threshold)
-                    computed, start = [], 0
-                    for b in boxes:
-                        sel = torch.arange(start, start + b.shape[0])
-                        computed.append(_Targets(b, retrieval=r.select(sel.to(r.logits.device))))
-                        start += b.shape[0]
-            for it, t in zip(missing, computed):
-                if t.retrieval is not None:
-                    t.retrieval = Retrieval(*(x.detach().cpu() for x in (t.retrieval.logits, t.retrieval.probs, t.retrieval.confidence, t.retrieval.label, t.retrieval.is_thing, t.retrieval.kept)))
-                if t.retrieval is not None and it["index"] in self.reviewed:
-                    self._apply_verdicts(t, self.reviewed[it["index"]])
-                if self.cfg.cache_teacher:
-                    self.cache[it["index"]] = t
-                else:
-                    it["_targets"] = t
-        return [self.cache[it["index"]] if self.cfg.cache_teacher else it.pop("_targets") for it in items]
+            for it, t in zip(missing, self._compute_targets(missing, step)):
+                self.cache[it["index"]] = t
+        return [self.cache[it["index"]] for it in items]
+
+    def _compute_targets(self, items: list[dict[str, Any]], step: int) -> list[_Targets]:
+        """Regions of each image and the frozen models' verdicts on them (on the CPU)."""
+        contents = [it["content"] for it in items]
+        boxes = [self._reviewed_boxes(it) if it["index"] in self.reviewed else self._regions(it["index"], step, it["content"])
+                 for it in items]
+        counts = [b.shape[0] for b in boxes]
+        on_device = [b.to(self.device) for b in boxes]
+        images = self._model_input(self.teacher, contents)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
+            if self.cfg.method == "clipself":
+                emb = teacher_region_features(self.teacher, images, on_device, "crop").float().cpu()
+                return [_Targets(b, crop_emb=e) for b, e in zip(boxes, emb.split(counts))]
+            feats = teacher_region_features(self.teacher, images, on_device, self.cfg.retrieval_features)
+            feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
+            r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.tau, self.cfg.threshold).cpu()
+            crops = None
+            if self.frozen is not None:
+                own = self._model_input(self.frozen, contents)
+                crops = teacher_region_features(self.frozen, own, on_device, "crop").float().cpu().split(counts)
+        targets, start = [], 0
+        for i, (it, b) in enumerate(zip(items, boxes)):
+            t = _Targets(b, retrieval=r.select(torch.arange(start, start + counts[i])),
+                         crop_emb=crops[i] if crops is not None else None)
+            if it["index"] in self.reviewed:
+                self._apply_verdicts(t, self.reviewed[it["index"]])
+            targets.append(t)
+            start += counts[i]
+        return targets
 
     def _reviewed_boxes(self, item: dict[str, Any]) -> torch.Tensor:
         verdicts = self.reviewed[item["index"]]
@@ -357,7 +369,7 @@ class _Run:
         cfg = self.cfg
         targets = self.targets(items, self.step)
         s = self.student
-        images = torch.stack([normalise_content(it["content"], s.spec.mean, s.spec.std, self.size, s.patch_size) for it in items]).to(self.device)
+        images = self._model_input(s, [it["content"] for it in items])
         if cfg.method == "clipself":
             boxes = [t.boxes for t in targets]
             target_emb = torch.cat([t.crop_emb for t in targets]).to(self.device)
@@ -365,7 +377,7 @@ class _Run:
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
                 feats = self.forward(images, [b.to(self.device) for b in boxes])
             loss = clipself_loss(feats, target_emb, count=n_all)
-            stats = {"kept_frac": 1.0, "thing_frac": float("nan")}
+            stats = {"kept_frac": 1.0, "thing_frac": None}
             n_regions = int(target_emb.shape[0])
         else:
             r = Retrieval.cat([t.retrieval for t in targets])
@@ -390,6 +402,12 @@ class _Run:
                 student_logits, kept.logits.to(self.device), thing, self.class_is_thing, cfg.method, tuple(counts),
                 kept_weights.to(self.device),
             )
+            if self.frozen is not None:
+                crops = torch.cat([t.crop_emb[t.retrieval.kept] for t in targets]).to(self.device)
+                on_things = thing.to(self.device)
+                (n_thing,) = all_reduce_sum([float(on_things.sum())])
+                if n_thing > 0:
+                    loss = loss + cfg.clipself_weight * clipself_loss(feats[on_things], crops[on_things], count=n_thing)
             stats = batch_stats
             n_regions = int(r.kept.sum())
         self.optimizer.zero_grad(set_to_none=True)
@@ -411,7 +429,7 @@ class _Run:
         writer = _tensorboard(self.out / "tb") if self.rank == 0 else None
         sampler = StepBatchSampler(len(self.source), cfg.batch_size, cfg.steps, cfg.seed, self.rank, self.world, self.step)
         loader = make_loader(self.source, self.size, sampler, cfg.workers)
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.method}", disable=not self.progress)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.method}", disable=None if self.progress else True)
         if self.validate is not None and self.step == 0 and cfg.val_before:
             self._validate(writer, before=True)
         started = time.perf_counter()

@@ -110,7 +110,7 @@ def write_world(
     from tqdm import tqdm
 
     jobs = _jobs(out, n, seed, size, p_stuff, start)
-    bar = tqdm(total=n, desc="synth", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=n, desc="synth", unit="img", disable=None if progress else True, leave=False)
     records: list[dict[str, Any]] = []
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
