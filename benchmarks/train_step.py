@@ -1,5 +1,6 @@
 """Regions/s of one DenseVLM training step (student forward + backward + teacher), against a
-plain reference step written the simplest way (per-image loops, fp32, no caching), in one run.
+plain reference step written the simplest way (a loop over images, a backward over their
+mean loss, fp32, no caching), in one run. Both use the teacher's dense RoI features (the default).
 
 * tiny pair (tiny-student <- tiny-teacher, 64 px, batch 32, 8 grid cells per image): the
   trainer's step with the teacher cache cold (first epoch) and warm (later epochs), and the
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 def reference_step(student, teacher, optimizer, contents, boxes, text_s, text_t, class_is_thing, tau) -> int:
     """The simplest correct DenseVLM step: one image and one crop at a time, no batching, no cache."""
     from densevlm.losses.alignment import decoupled_alignment_loss
-    from densevlm.regions.pooling import crop_boxes, roi_pool
+    from densevlm.regions.pooling import roi_pool
     from densevlm.training.data import normalise_content
 
     optimizer.zero_grad()
@@ -37,8 +38,7 @@ def reference_step(student, teacher, optimizer, contents, boxes, text_s, text_t,
     for content, b in zip(contents, boxes):
         x_t = normalise_content(content, teacher.spec.mean, teacher.spec.std, content.shape[-1], teacher.patch_size)
         with torch.no_grad():
-            crops = [teacher.encode_image(crop_boxes(x_t, b[j : j + 1], teacher.image_size)) for j in range(b.shape[0])]
-            t_logits = tau * torch.cat(crops) @ text_t.t()
+            t_logits = tau * roi_pool(teacher.encode_dense(x_t[None]), [b], teacher.patch_size) @ text_t.t()
         conf, label = F.softmax(t_logits, -1).max(-1)
         keep = conf > 0.3
         x_s = normalise_content(content, student.spec.mean, student.spec.std, content.shape[-1], student.patch_size)

@@ -130,8 +130,15 @@ def _resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume.pt")
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) pretraining; returns a summary with the final loss and throughput."""
+def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
+             stop_after: Optional[int] = None) -> dict[str, Any]:
+    """Run (or resume) pretraining; returns a summary with the final loss and throughput.
+
+    Args:
+        resume: continue from ``OUT.resume.pt`` when it exists.
+        stop_after: stop (with the resumable state saved) once this many steps are done, as a
+            time-limited job would; the final checkpoint is then not written.
+    """
     cfg.check()
     torch.manual_seed(cfg.seed)
     source = open_caption_source(
@@ -183,12 +190,15 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                 log.info("pretrain step %d/%d: loss %.4f, logit scale %.1f, %.0f images/s", step, cfg.steps,
                          loss_value, float(scale), rate)
         done = step + 1
-        if done % cfg.save_every == 0 or done == cfg.steps:
+        if done % cfg.save_every == 0 or done == cfg.steps or done == stop_after:
             atomic_torch_save(
                 {"model": model.backbone.clip.state_dict(), "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict(), "step": done, "history": json.dumps(history)},
                 resume_file,
             )
+        if done == stop_after:
+            bar.close()
+            return {"steps": done, "stopped": True, "final_loss": loss_value, "history": history}
     bar.close()
     elapsed = time.perf_counter() - started
     meta = {"pretrain": {k: v for k, v in asdict(cfg).items() if k != "extra"}, "final_loss": loss_value}

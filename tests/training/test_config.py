@@ -1,0 +1,54 @@
+"""`densevlm train --config file.yaml`: flags override the file; bad settings are one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from densevlm.cli import train as train_cli
+from densevlm.errors import DenseVLMError
+from densevlm.training.config import TrainConfig
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_flags_override_the_file_and_defaults_fill_the_rest(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("images: /data/photos\nsteps: 50\nlr: 0.0005\nmethod: nodecouple\nbetas: [0.9, 0.98]\n")
+    cfg = train_cli.build_config(_parse("--config", str(config), "--steps", "70", "--out", "runs/x"))
+    assert (cfg.images, cfg.steps, cfg.lr, cfg.method, cfg.out) == ("/data/photos", 70, 0.0005, "nodecouple", "runs/x")
+    assert cfg.betas == (0.9, 0.98)
+    assert cfg.batch_size == TrainConfig().batch_size  # untouched settings keep their defaults
+
+
+def test_unknown_setting_in_file_suggests_the_name(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("learning_rate: 0.1\nbatch_sise: 4\n")
+    with pytest.raises(DenseVLMError, match="unknown setting 'learning_rate'"):
+        train_cli.build_config(_parse("--config", str(config)))
+    config.write_text("batch_sise: 4\n")
+    with pytest.raises(DenseVLMError, match="did you mean batch_size"):
+        train_cli.build_config(_parse("--config", str(config)))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"method": "densevml"}, "did you mean densevlm"),
+        ({"regions": "boxes"}, "--regions boxes: choose grid, segments, mixed"),
+        ({"lr": 2.0}, "--lr 2.0 is outside"),
+        ({"alpha": 1.5}, "--alpha 1.5 is outside"),
+        ({"images": ""}, "--images is required"),
+    ],
+)
+def test_range_checks(changes, message):
+    cfg = TrainConfig(images="x", out="y", **{k: v for k, v in changes.items() if k != "images"})
+    if "images" in changes:
+        cfg.images = ""
+    with pytest.raises(DenseVLMError, match=message):
+        cfg.check()
