@@ -23,7 +23,8 @@ def perturb_(module: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torc
 
     Random inits give nearly identical tokens (cosine ~0.999), so tests that compare features
     would pass for wrong code. Noise on every 1-d parameter (biases, norms, scales), larger
-    position embeddings and sharper query/key projections fix that.
+    position embeddings and sharper query/key projections fix that. Matrices initialised near
+    zero (timm's EVA head, std 2e-5) are redrawn at std 0.02 so the bias noise cannot swamp them.
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -37,4 +38,6 @@ def perturb_(module: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torc
                 p.add_(noise * scale)
             elif name.endswith(("in_proj_weight", "q_proj.weight", "k_proj.weight")):
                 p.mul_(3.0)
+            elif p.ndim == 2 and float(p.std()) < 1e-3:
+                p.copy_(noise * 0.02)
     return module

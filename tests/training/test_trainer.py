@@ -92,7 +92,13 @@ def test_two_processes_equal_one_process_with_double_batch(world, tmp_path):
     key = "visual.transformer.resblocks.3.mlp.c_proj.weight"
     assert (a[key] - start[key]).abs().max() > 1e-4  # the weights did move
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
+        x, y = a[k], b[k]
+        if k.endswith("attn.in_proj_bias"):
+            # The key bias cannot change a softmax, so its true gradient is zero; AdamW turns the
+            # float noise left in its place into steps of +-lr that differ between the two runs.
+            third = x.numel() // 3
+            x, y = torch.cat([x[:third], x[2 * third:]]), torch.cat([y[:third], y[2 * third:]])
+        assert torch.allclose(x, y, atol=1e-5), k
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(world, tmp_path):

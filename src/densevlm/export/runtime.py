@@ -49,6 +49,7 @@ class ExportSpec:
         mean, std: RGB normalisation applied by :meth:`OnnxDenseModel.prepare`.
         templates: prompt template set the text embeddings were made with.
         config: always None (the text tower is not exported).
+        exported: always True: inference defaults to the size the graph was exported at.
     """
 
     family: str
@@ -60,6 +61,7 @@ class ExportSpec:
     std: tuple[float, float, float]
     templates: str
     config: None = None
+    exported: bool = True
 
 
 def require_packages(*names: str) -> None:

@@ -205,8 +205,9 @@ class SegmentResult:
 
 
 def default_size(model: Any) -> int:
-    """Input side used when none is given: native for tiny models, else 448 px."""
-    if model.spec.config is not None:
+    """Input side used when none is given: native for tiny models, the export size for ONNX
+    exports, else 448 px."""
+    if model.spec.config is not None or getattr(model.spec, "exported", False):
         return int(model.input_size)
     return _OPEN_CLIP_SIZE
 
