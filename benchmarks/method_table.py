@@ -3,7 +3,8 @@
 Fine-tunes the shipped student with each method on an unlabeled pool (no ground truth used),
 over several fine-tuning seeds and both temperatures (tau = the teacher's logit scale, and
 tau = 100 as in the paper's code), evaluates box and mask region classification on a held-out
-set, and prints mean +- std with each run's wall time. ``--markdown FILE`` also writes the
+set, and prints mean +- std with each run's wall time. Finished runs leave ``heldout.json`` in
+their run directory and are not repeated when the benchmark is started again. ``--markdown FILE`` also writes the
 table (the numbers in BENCHMARKS.md come from here). Extra configurations can be compared
 with ``--variant NAME:key=value,key=value`` (e.g. ``seg:regions=segments``).
 
@@ -101,11 +102,18 @@ def main() -> None:
             fields = {"student": args.student, "teacher": args.teacher, "images": str(pool), "out": str(out), "seed": seed}
             if args.steps:
                 fields["steps"] = args.steps
-            cfg = TrainConfig(**{**fields, **overrides})
-            start = time.perf_counter()
-            train(cfg, progress=False)
-            times.append(time.perf_counter() - start)
-            results.append(score(load_model(str(out / "last.pt"))))
+            done = out / "heldout.json"
+            if done.is_file():  # finished by an earlier, interrupted invocation
+                record = json.loads(done.read_text(encoding="utf-8"))
+            else:
+                cfg = TrainConfig(**{**fields, **overrides})
+                start = time.perf_counter()
+                train(cfg, progress=False)
+                wall = time.perf_counter() - start
+                record = {"wall_s": wall, "metrics": score(load_model(str(out / "last.pt")))}
+                done.write_text(json.dumps(record), encoding="utf-8")
+            times.append(record["wall_s"])
+            results.append(record["metrics"])
             print(f"  {label} seed {seed}: " + ", ".join(f"{name} {results[-1][k]:.1f}" for k, name in KEYS)
                   + f"  ({times[-1]:.0f} s)", flush=True)
         rows.append((label, results, times))

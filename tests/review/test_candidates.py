@@ -7,7 +7,8 @@ import json
 import pytest
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.store import import_candidates, read_candidates
+from densevlm.review.candidates import read_candidates
+from densevlm.review.store import import_candidates
 
 from .conftest import header, region
 

@@ -9,14 +9,8 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.store import (
-    ReviewStore,
-    import_candidates,
-    load_reviewed_regions,
-    reviewed_vocabulary,
-    rle_area,
-    rle_counts,
-)
+from densevlm.review.candidates import rle_area, rle_counts
+from densevlm.review.store import ReviewStore, import_candidates, load_reviewed_regions, reviewed_vocabulary
 
 from .conftest import header, region, write_candidates
 

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="candidates JSONL to write")
     p.add_argument("--regions", choices=["grid", "segments"], default="grid", help="region source (default: grid)")
     p.add_argument("--max-boxes", type=int, default=None, help="regions per image (default: every grid cell)")
-    p.add_argument("--features", choices=["dense", "crop", "mean"], default="dense",
+    p.add_argument("--features", choices=["dense", "crop", "mean", "split"], default="dense",
                    help="teacher region features (default: dense, the paper's RoI features)")
     p.add_argument("--tau", type=float, default=None, help="softmax temperature (default: the teacher's logit scale)")
     p.add_argument("--threshold", type=float, default=0.3, help="confidence threshold for kept regions (default: 0.3)")

@@ -115,7 +115,7 @@ def write_candidates(
             else:
                 boxes = grid_boxes(content.shape[-1], content.shape[-2], rng, max_boxes)
             feats = teacher_region_features(teacher, x[None].to(teacher.device), [boxes.to(teacher.device)], cfg.features, cfg.context)
-            r = classify_regions(feats, text, class_is_thing, tau, cfg.threshold)
+            r = classify_regions(feats, text, class_is_thing, tau, cfg.threshold, cfg.features)
             stats.update(r)
             name = source.name(index)
             top = r.probs.topk(min(cfg.top_k, len(vocab)), dim=-1)

@@ -1,7 +1,8 @@
 """Category retrieval with a frozen teacher VLM (the paper's P-VLM).
 
 The teacher describes each region (dense RoI feature, or the global embedding of the region's
-crop, or the mean of both logits) and classifies it against its *own* text embeddings of the
+crop, or the mean of both logits, or a split of the two: the dense feature decides thing or
+stuff, the crop names the thing) and classifies it against its *own* text embeddings of the
 vocabulary: ``softmax(tau * cos)``. A region is kept when its top probability exceeds the
 threshold (0.3); whether it is a thing or stuff is decided by the vocabulary section of its
 top class -- membership, not an index cut-off (the reference code's cut-off is off by one).
@@ -21,7 +22,7 @@ from densevlm.regions.pooling import crop_boxes, roi_pool
 
 __all__ = ["RetrievalConfig", "Retrieval", "RetrievalStats", "teacher_region_features", "classify_regions", "FEATURE_KINDS"]
 
-FEATURE_KINDS = ("crop", "dense", "mean")
+FEATURE_KINDS = ("crop", "dense", "mean", "split")
 
 
 @dataclass
@@ -30,8 +31,10 @@ class RetrievalConfig:
 
     Attributes:
         features: ``dense`` (RoI feature of the teacher's dense map, the paper's choice and the
-            default), ``crop`` (global embedding of each box's crop) or ``mean`` (average of
-            both logits).
+            default), ``crop`` (global embedding of each box's crop), ``mean`` (average of
+            both logits) or ``split`` (the dense verdict decides kept and thing/stuff and gives
+            stuff regions their distribution; thing regions take the crop's logits, which the
+            decoupled loss reads over thing classes only).
         tau: softmax temperature; None = the teacher's learned logit scale (100 for real
             CLIPs; the reference code hard-codes 100).
         threshold: keep a region when its top probability is above this.
@@ -108,19 +111,19 @@ def teacher_region_features(
         teacher: a :class:`~densevlm.model.DenseModel`.
         images: ``[B, 3, H, W]`` inputs prepared for the teacher.
         boxes: B tensors ``[N_i, 4]``, XYXY input pixels.
-        kind: ``crop``, ``dense`` or ``mean`` (returns both, dense first).
+        kind: ``crop``, ``dense``, or ``mean`` / ``split`` (both, dense first).
 
     Returns:
         ``[sum N_i, C]`` unit-norm features (a pair for ``mean``).
     """
     dense = crops = None
-    if kind in ("dense", "mean"):
+    if kind != "crop":
         dense = roi_pool(teacher.encode_dense(images), boxes, teacher.patch_size)
-    if kind in ("crop", "mean"):
+    if kind != "dense":
         side = teacher.image_size
         cut = [crop_boxes(images[i], b, side, context) for i, b in enumerate(boxes) if b.shape[0]]
         crops = teacher.encode_image(torch.cat(cut)) if cut else images.new_zeros(0, teacher.embed_dim)
-    if kind == "mean":
+    if kind in ("mean", "split"):
         return dense, crops
     return dense if kind == "dense" else crops
 
@@ -131,23 +134,37 @@ def classify_regions(
     class_is_thing: torch.Tensor,
     tau: float,
     threshold: float,
+    kind: str = "mean",
 ) -> Retrieval:
     """Classify region features against class embeddings.
 
     Args:
-        features: ``[N, C]`` unit-norm region features, or a pair whose logits are averaged.
+        features: ``[N, C]`` unit-norm region features, or a (dense, crop) pair.
         text: ``[K, C]`` unit-norm class embeddings of the same model.
         class_is_thing: ``[K]`` bool.
         tau: temperature multiplying the cosine similarities.
+        kind: the :data:`FEATURE_KINDS` entry that produced ``features``. For a pair, ``mean``
+            averages the two logits; ``split`` lets the dense logits decide confidence, kept and
+            thing/stuff, and gives thing regions the crop's logits and best thing class.
     """
-    if isinstance(features, tuple):
-        logits = 0.5 * tau * (features[0].float() @ text.t() + features[1].float() @ text.t())
-    else:
+    if not isinstance(features, tuple):
         logits = tau * features.float() @ text.t()
-    probs = F.softmax(logits, dim=-1)
-    confidence, label = probs.max(dim=-1)
-    is_thing = class_is_thing.to(label.device)[label]
-    return Retrieval(logits, probs, confidence, label, is_thing, confidence > threshold)
+        probs = F.softmax(logits, dim=-1)
+        confidence, label = probs.max(dim=-1)
+        is_thing = class_is_thing.to(label.device)[label]
+        return Retrieval(logits, probs, confidence, label, is_thing, confidence > threshold)
+    if kind == "mean":  # the logits are linear in the feature: average the features
+        return classify_regions(0.5 * (features[0].float() + features[1].float()), text, class_is_thing, tau, threshold)
+    if kind != "split":
+        raise DenseVLMError(f"a (dense, crop) feature pair needs kind mean or split, not '{kind}'")
+    dense = tau * features[0].float() @ text.t()
+    crop = tau * features[1].float() @ text.t()
+    things = class_is_thing.to(dense.device)
+    confidence, label = F.softmax(dense, dim=-1).max(dim=-1)
+    is_thing = things[label]
+    logits = torch.where(is_thing[:, None], crop, dense)
+    label = torch.where(is_thing, crop.masked_fill(~things, float("-inf")).argmax(dim=-1), label)
+    return Retrieval(logits, F.softmax(logits, dim=-1), confidence, label, is_thing, confidence > threshold)
 
 
 @dataclass

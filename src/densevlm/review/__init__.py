@@ -2,6 +2,7 @@
 
 Nothing here needs torch. The public surface::
 
+    densevlm.review.candidates.read_candidates(path) -> (header, regions)
     densevlm.review.store.import_candidates(db_path, candidates_path, images_dir=None) -> ImportSummary
     densevlm.review.store.load_reviewed_regions(db_path) -> list[ReviewedRegion]
     densevlm.review.store.reviewed_vocabulary(db_path) -> Vocabulary

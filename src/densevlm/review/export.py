@@ -25,7 +25,8 @@ from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.store import ReviewStore, rle_area
+from densevlm.review.candidates import rle_area
+from densevlm.review.store import ReviewStore
 
 __all__ = [
     "FORMATS",

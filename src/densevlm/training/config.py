@@ -34,7 +34,7 @@ class TrainConfig:
         regions: ``grid`` (the paper's 17 splits), ``segments`` (colour superpixels) or ``mixed``.
         max_boxes: regions per image (a random subset of the cells).
         retrieval_features, tau, threshold: the teacher's region features (``crop``, ``dense``,
-            ``mean``), softmax temperature (None = the teacher's logit scale) and confidence
+            ``mean``, ``split``), softmax temperature (None = the teacher's logit scale) and confidence
             threshold.
         thing_weight: multiplier of the thing term of the decoupled loss.
         clipself_weight: add this times a CLIPSelf term on the regions the teacher calls things
@@ -104,6 +104,10 @@ class TrainConfig:
             raise DenseVLMError(f"--method {self.method}: choose {', '.join(METHODS)}" + (f" (did you mean {hint}?)" if hint else ""))
         if self.regions not in REGION_SOURCES:
             raise DenseVLMError(f"--regions {self.regions}: choose {', '.join(REGION_SOURCES)}")
+        from densevlm.retrieval.teacher import FEATURE_KINDS
+
+        if self.retrieval_features not in FEATURE_KINDS:
+            raise DenseVLMError(f"--retrieval-features {self.retrieval_features}: choose {', '.join(FEATURE_KINDS)}")
         if self.steps <= 0 or self.batch_size <= 0:
             raise DenseVLMError(f"--steps and --batch-size must be positive (got {self.steps}, {self.batch_size})")
         if not 0.0 < self.lr < 1.0:

@@ -323,7 +323,8 @@ class _Run:
                 return [_Targets(b, crop_emb=e) for b, e in zip(boxes, emb.split(counts))]
             feats = teacher_region_features(self.teacher, images, on_device, self.cfg.retrieval_features)
             feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
-            r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.tau, self.cfg.threshold).cpu()
+            r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.tau, self.cfg.threshold,
+                                 self.cfg.retrieval_features).cpu()
             crops = None
             if self.frozen is not None:
                 own = self._model_input(self.frozen, contents)
