@@ -68,6 +68,19 @@ def test_weights_scale_regions():
     assert float(got) == pytest.approx(expected, abs=1e-6)
 
 
+
+def test_thing_weight_scales_the_thing_mean_not_the_normalisation():
+    # A weight that entered both numerator and group count would cancel out (an earlier bug).
+    t, s = TEACHER.numpy(), STUDENT.numpy()
+    thing_term = _kl(t[0, :2], s[0, :2])
+    stuff_term = (_kl(t[1], s[1]) + _kl(t[2], s[2])) / 2
+    got = decoupled_alignment_loss(STUDENT, TEACHER, REGION_IS_THING, CLASS_IS_THING, "densevlm", thing_weight=3.0)
+    assert float(got) == pytest.approx(3 * thing_term + stuff_term, abs=1e-6)
+    plain = (3 * _kl(t[0], s[0]) + _kl(t[1], s[1]) + _kl(t[2], s[2])) / 3
+    got = decoupled_alignment_loss(STUDENT, TEACHER, REGION_IS_THING, CLASS_IS_THING, "nodecouple", thing_weight=3.0)
+    assert float(got) == pytest.approx(plain, abs=1e-6)
+
+
 @pytest.mark.parametrize("variant", ["densevlm", "stuffonly", "nodecouple"])
 def test_empty_groups_give_zero_not_nan(variant):
     s = STUDENT.clone().requires_grad_(True)

@@ -41,6 +41,7 @@ def decoupled_alignment_loss(
     variant: str = "densevlm",
     counts: Optional[tuple[float, float]] = None,
     weights: Optional[torch.Tensor] = None,
+    thing_weight: float = 1.0,
 ) -> torch.Tensor:
     """DenseVLM's decoupled loss and its ablations.
 
@@ -57,6 +58,8 @@ def decoupled_alignment_loss(
         counts: global ``(n_thing, n_stuff)`` (or ``(n_all, 0)`` for nodecouple) to divide by
             instead of this batch's counts.
         weights: ``[N]`` per-region weights (e.g. reviewed regions count more); default 1.
+        thing_weight: multiplier of the thing group's mean (for ``nodecouple``, of the thing
+            regions' terms in the single mean; ``counts`` stay unweighted).
 
     Returns:
         A scalar; exactly 0 (with a gradient path) when a group is empty, never NaN.
@@ -65,21 +68,22 @@ def decoupled_alignment_loss(
         raise ValueError(f"unknown variant {variant!r}")
     w = torch.ones(student_logits.shape[0], device=student_logits.device) if weights is None else weights.float()
     zero = student_logits.sum() * 0.0
+    things = class_is_thing.to(student_logits.device)
+    t_rows = region_is_thing.to(student_logits.device)
+    s_rows = ~t_rows
     if variant == "nodecouple":
         n = counts[0] if counts is not None else float(w.sum())
         if n <= 0:
             return zero
-        return (w * kl_to_teacher(student_logits, teacher_logits)).sum() / n + zero
-    things = class_is_thing.to(student_logits.device)
-    t_rows = region_is_thing.to(student_logits.device)
-    s_rows = ~t_rows
+        scaled = w * torch.where(t_rows, thing_weight, 1.0)
+        return (scaled * kl_to_teacher(student_logits, teacher_logits)).sum() / n + zero
     stuff_cols = ~things if variant == "stuffonly" else torch.ones_like(things)
     n_thing = counts[0] if counts is not None else float(w[t_rows].sum())
     n_stuff = counts[1] if counts is not None else float(w[s_rows].sum())
     loss = zero
     if bool(t_rows.any()) and n_thing > 0:
         kl = kl_to_teacher(student_logits[t_rows][:, things], teacher_logits[t_rows][:, things])
-        loss = loss + (w[t_rows] * kl).sum() / n_thing
+        loss = loss + thing_weight * (w[t_rows] * kl).sum() / n_thing
     if bool(s_rows.any()) and n_stuff > 0:
         kl = kl_to_teacher(student_logits[s_rows][:, stuff_cols], teacher_logits[s_rows][:, stuff_cols])
         loss = loss + (w[s_rows] * kl).sum() / n_stuff

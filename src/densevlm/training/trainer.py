@@ -388,8 +388,6 @@ class _Run:
             kept = r.select(r.kept)
             kept_weights = region_weights[r.kept]
             thing = kept.is_thing
-            if cfg.thing_weight != 1.0:
-                kept_weights = kept_weights * torch.where(thing, cfg.thing_weight, 1.0)
             counts = all_reduce_sum([float(kept_weights[thing].sum()), float(kept_weights[~thing].sum())])
             if counts[0] + counts[1] == 0:
                 self.schedule.step()
@@ -401,7 +399,7 @@ class _Run:
             student_logits = self.tau * feats.float() @ self.text_student.t()
             loss = decoupled_alignment_loss(
                 student_logits, kept.logits.to(self.device), thing, self.class_is_thing, cfg.method, tuple(counts),
-                kept_weights.to(self.device),
+                kept_weights.to(self.device), cfg.thing_weight,
             )
             if self.frozen is not None:
                 crops = torch.cat([t.crop_emb[t.retrieval.kept] for t in targets]).to(self.device)
