@@ -114,7 +114,7 @@ def teacher_region_features(
         kind: ``crop``, ``dense``, or ``mean`` / ``split`` (both, dense first).
 
     Returns:
-        ``[sum N_i, C]`` unit-norm features (a pair for ``mean``).
+        ``[sum N_i, C]`` unit-norm features (a pair for ``mean`` and ``split``).
     """
     dense = crops = None
     if kind != "crop":

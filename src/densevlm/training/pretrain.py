@@ -181,14 +181,14 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
         with torch.no_grad():
             backbone.clip.logit_scale.clamp_(0, math.log(100.0))
         seen += len(pils)
-        loss_value = float(loss.detach())
+        loss_value, scale_value = float(loss.detach()), float(scale.detach())
         if step % 10 == 0 or step == cfg.steps - 1:
             rate = seen / max(1e-9, time.perf_counter() - started)
-            bar.set_postfix(loss=f"{loss_value:.3f}", scale=f"{float(scale):.1f}", img_s=f"{rate:.0f}")
-            history.append({"step": step, "loss": loss_value, "scale": float(scale)})
+            bar.set_postfix(loss=f"{loss_value:.3f}", scale=f"{scale_value:.1f}", img_s=f"{rate:.0f}")
+            history.append({"step": step, "loss": loss_value, "scale": scale_value})
             if bar.disable and step % 100 == 0:
                 log.info("pretrain step %d/%d: loss %.4f, logit scale %.1f, %.0f images/s", step, cfg.steps,
-                         loss_value, float(scale), rate)
+                         loss_value, scale_value, rate)
         done = step + 1
         if done % cfg.save_every == 0 or done == cfg.steps or done == stop_after:
             atomic_torch_save(
