@@ -23,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from _worlds import standard_worlds
 
 KEYS = [("box.thing.macc1", "box thing"), ("box.stuff.macc1", "box stuff"), ("box.fg_bias", "box fg_bias"),
         ("mask.thing.macc1", "mask thing"), ("mask.stuff.macc1", "mask stuff"), ("mask.fg_bias", "mask fg_bias")]
@@ -62,18 +63,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from densevlm.data.panoptic import PanopticDataset
-    from densevlm.data.synth import write_world
     from densevlm.evaluation import EvalConfig, evaluate
     from densevlm.model import load_model
     from densevlm.training.config import TrainConfig
     from densevlm.training.trainer import default_vocabulary, train
 
     work = Path(args.work)
-    pool, heldout = work / "unlabeled", work / "heldout"
-    if not (pool / "panoptic.json").is_file():
-        write_world(pool, 2000, seed=1_000_000, workers=2, progress=False)
-    if not (heldout / "panoptic.json").is_file():
-        write_world(heldout, 500, seed=2_000_000, workers=2, progress=False)
+    pool, heldout = standard_worlds(work)
     dataset = PanopticDataset(heldout)
     vocab = default_vocabulary()
     eval_cfg = EvalConfig(crops=False, segmentation=False)
