@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -94,7 +95,7 @@ def main() -> None:
     for label, overrides in configs:
         results, times = [], []
         for seed in args.seeds:
-            out = work / "runs" / f"{label.replace(' ', '_').replace(',', '').replace('=', '')}-s{seed}"
+            out = work / "runs" / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', label)}-s{seed}"
             fields = {"student": args.student, "teacher": args.teacher, "images": str(pool), "out": str(out), "seed": seed}
             if args.steps:
                 fields["steps"] = args.steps
