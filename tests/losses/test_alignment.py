@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from densevlm.losses.alignment import clipself_loss, decoupled_alignment_loss, kl_to_teacher
+from densevlm.losses.alignment import clipself_loss, decoupled_alignment_loss, kl_to_teacher, thing_mass_loss
 
 
 def _kl(p_logits, q_logits) -> float:
@@ -99,6 +99,31 @@ def test_gradient_of_thing_region_ignores_stuff_columns():
     decoupled_alignment_loss(s, TEACHER, REGION_IS_THING, CLASS_IS_THING, "densevlm").backward()
     assert torch.all(s.grad[0, 2:] == 0)  # a thing region is never pushed along stuff classes
     assert torch.all(s.grad[1] != 0)  # a stuff region is contrasted against every class
+
+
+def test_thing_mass_is_minus_log_of_the_thing_sections_probability():
+    # row 0: softmax([1, 2, 1.5, 0]) puts (e + e^2) / (e + e^2 + e^1.5 + 1) on the two things
+    e = math.e
+    p0 = (e + e**2) / (e + e**2 + e**1.5 + 1)
+    p1 = (e + 1) / (e + 1 + 2 * e**0.5)
+    assert float(thing_mass_loss(STUDENT[:1], CLASS_IS_THING)) == pytest.approx(-math.log(p0), abs=1e-6)
+    both = thing_mass_loss(STUDENT[:2], CLASS_IS_THING, weights=torch.tensor([1.0, 3.0]))
+    assert float(both) == pytest.approx((-math.log(p0) - 3 * math.log(p1)) / 4, abs=1e-6)
+    assert float(thing_mass_loss(STUDENT[:2], CLASS_IS_THING, count=10.0)) == pytest.approx(
+        (-math.log(p0) - math.log(p1)) / 10, abs=1e-6)
+
+
+def test_thing_mass_moves_mass_between_sections_not_within_things():
+    s = STUDENT[:1].clone().requires_grad_(True)
+    thing_mass_loss(s, CLASS_IS_THING).backward()
+    assert torch.all(s.grad[0, :2] < 0) and torch.all(s.grad[0, 2:] > 0)  # descent raises things, lowers stuff
+    # within the thing section the gradient follows the student's own shares: relative ranking untouched
+    probs = torch.softmax(STUDENT[0, :2], dim=0)
+    assert torch.allclose(s.grad[0, :2] / s.grad[0, :2].sum(), probs, atol=1e-6)
+    empty = STUDENT[:0].clone().requires_grad_(True)
+    value = thing_mass_loss(empty, CLASS_IS_THING)
+    value.backward()
+    assert float(value.detach()) == 0.0 and torch.isfinite(value)
 
 
 def test_clipself_is_one_minus_cosine():

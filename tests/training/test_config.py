@@ -43,6 +43,7 @@ def test_unknown_setting_in_file_suggests_the_name(tmp_path):
         ({"regions": "boxes"}, "--regions boxes: choose grid, segments, mixed"),
         ({"lr": 2.0}, "--lr 2.0 is outside"),
         ({"alpha": 1.5}, "--alpha 1.5 is outside"),
+        ({"thing_mass_weight": -1.0}, "--thing-mass-weight must be >= 0"),
         ({"images": ""}, "--images is required"),
     ],
 )

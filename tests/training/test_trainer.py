@@ -80,6 +80,20 @@ def test_train_writes_a_loadable_ensembled_checkpoint(world, tmp_path):
     assert len(lines) == 3 and (tmp_path / "run" / "retrieval.json").is_file()
 
 
+def test_thing_mass_term_enters_the_loss_scaled_by_its_weight(world, tmp_path):
+    first = {}
+    for weight in (0.0, 1.0, 2.0):
+        cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"],
+                          out=str(tmp_path / f"w{weight}"), steps=1, batch_size=4, tau=100.0, max_boxes=4,
+                          thing_mass_weight=weight, log_every=1, val_before=False)
+        result = train(cfg, progress=False)
+        assert result.retrieval["thing_frac"] > 0  # the random teacher calls some regions things
+        first[weight] = result.final_loss  # the loss of step 1, before any update
+    term = first[1.0] - first[0.0]
+    assert term > 0
+    assert first[2.0] - first[0.0] == pytest.approx(2 * term, rel=1e-4)
+
+
 def test_two_processes_equal_one_process_with_double_batch(world, tmp_path):
     one = subprocess.run([sys.executable, "-m", "densevlm", *_args(world, tmp_path / "one", "--steps", "3", "--batch-size", "8")],
                          capture_output=True, text=True)

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau", type=float, default=d, help="softmax temperature (default: the teacher's logit scale)")
     p.add_argument("--threshold", type=float, default=d, help="teacher confidence threshold (default: 0.3)")
     p.add_argument("--thing-weight", type=float, default=d, help="weight of the thing term (default: 1)")
+    p.add_argument("--thing-mass-weight", type=float, default=d,
+                   help="add -log P(thing section) on regions the teacher calls things (default: 0)")
     p.add_argument("--clipself-weight", type=float, default=d,
                    help="add a CLIPSelf term (RoI feature vs the frozen student's crop embedding) on thing regions")
     p.add_argument("--alpha", type=float, default=d, help="saved = alpha*tuned + (1-alpha)*original (default: 0.9)")

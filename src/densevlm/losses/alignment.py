@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["METHODS", "kl_to_teacher", "decoupled_alignment_loss", "clipself_loss"]
+__all__ = ["METHODS", "kl_to_teacher", "decoupled_alignment_loss", "thing_mass_loss", "clipself_loss"]
 
 METHODS = ("densevlm", "nodecouple", "stuffonly", "clipself")
 
@@ -88,6 +88,38 @@ def decoupled_alignment_loss(
         kl = kl_to_teacher(student_logits[s_rows][:, stuff_cols], teacher_logits[s_rows][:, stuff_cols])
         loss = loss + (w[s_rows] * kl).sum() / n_stuff
     return loss
+
+
+def thing_mass_loss(
+    student_logits: torch.Tensor,
+    class_is_thing: torch.Tensor,
+    count: Optional[float] = None,
+    weights: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Mean of ``-log P_student(thing section)`` over regions the teacher calls things.
+
+    The decoupled loss reads thing regions over thing classes only, so it never tells the
+    student that such a region *is* a part rather than a surface; its thing-vs-stuff sense
+    then comes from stuff regions alone and drifts towards stuff. This term supplies the
+    missing half: the student's total probability on the thing section should be high.
+
+    Args:
+        student_logits: ``[N, K]`` scaled logits of thing regions over the whole vocabulary.
+        class_is_thing: ``[K]`` bool, vocabulary section membership.
+        count: global region count (or weight sum) to divide by (default: this batch's).
+        weights: ``[N]`` per-region weights; default 1.
+
+    Returns:
+        A scalar in nats; 0 (with a gradient path) when ``N`` is 0.
+    """
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    logits = student_logits.float()
+    things = class_is_thing.to(logits.device)
+    nll = torch.logsumexp(logits, dim=-1) - torch.logsumexp(logits[:, things], dim=-1)
+    w = torch.ones_like(nll) if weights is None else weights.float()
+    n = count if count is not None else float(w.sum())
+    return (w * nll).sum() / n
 
 
 def clipself_loss(student: torch.Tensor, target: torch.Tensor, count: Optional[float] = None) -> torch.Tensor:

@@ -37,6 +37,9 @@ class TrainConfig:
             ``mean``, ``split``), softmax temperature (None = the teacher's logit scale) and confidence
             threshold.
         thing_weight: multiplier of the thing term of the decoupled loss.
+        thing_mass_weight: add this times ``-log P(thing section)`` of the student on regions
+            the teacher calls things (:func:`~densevlm.losses.alignment.thing_mass_loss`):
+            the decoupled loss alone never says such a region is a part and not a surface.
         clipself_weight: add this times a CLIPSelf term on the regions the teacher calls things
             (the student's RoI feature against a frozen copy's crop embedding): the student keeps
             what its own global embedding knows about parts, beyond the teacher's knowledge.
@@ -75,6 +78,7 @@ class TrainConfig:
     tau: Optional[float] = None
     threshold: float = 0.3
     thing_weight: float = 1.0
+    thing_mass_weight: float = 0.0
     clipself_weight: float = 0.0
     alpha: float = 0.9
     unlocked_blocks: int = -1
@@ -120,8 +124,8 @@ class TrainConfig:
             raise DenseVLMError(f"--tau {self.tau} must be positive")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise DenseVLMError(f"--amp {self.amp}: choose auto, off, bf16 or fp16")
-        if self.clipself_weight < 0 or self.thing_weight <= 0:
-            raise DenseVLMError("--clipself-weight must be >= 0 and --thing-weight > 0")
+        if self.clipself_weight < 0 or self.thing_mass_weight < 0 or self.thing_weight <= 0:
+            raise DenseVLMError("--clipself-weight and --thing-mass-weight must be >= 0 and --thing-weight > 0")
         if self.max_boxes is not None and self.max_boxes <= 0:
             raise DenseVLMError(f"--max-boxes {self.max_boxes} must be positive")
 

@@ -29,7 +29,7 @@ import torch
 from densevlm.data.images import open_image_source
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
-from densevlm.losses.alignment import clipself_loss, decoupled_alignment_loss
+from densevlm.losses.alignment import clipself_loss, decoupled_alignment_loss, thing_mass_loss
 from densevlm.model import DenseModel, load_model
 from densevlm.regions.sources import region_boxes
 from densevlm.retrieval.teacher import Retrieval, RetrievalStats, classify_regions, teacher_region_features
@@ -401,6 +401,10 @@ class _Run:
                 student_logits, kept.logits.to(self.device), thing, self.class_is_thing, cfg.method, tuple(counts),
                 kept_weights.to(self.device), cfg.thing_weight,
             )
+            if cfg.thing_mass_weight > 0 and counts[0] > 0:
+                on_things = thing.to(self.device)
+                loss = loss + cfg.thing_mass_weight * thing_mass_loss(
+                    student_logits[on_things], self.class_is_thing, counts[0], kept_weights[thing].to(self.device))
             if self.frozen is not None:
                 crops = torch.cat([t.crop_emb[t.retrieval.kept] for t in targets]).to(self.device)
                 on_things = thing.to(self.device)
