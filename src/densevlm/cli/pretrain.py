@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of region-aware samples: random crops captioned from their own ground truth (default: 0)")
     p.add_argument("--crop-area", type=float, nargs=2, default=(0.08, 0.5), metavar=("MIN", "MAX"),
                    help="crop area as a fraction of the image (default: 0.08 0.5)")
+    p.add_argument("--part-crop-prob", type=float, default=0.0,
+                   help="share of part-centred boxes captioned with their parts only, never the background (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches and the init (default: 0)")
     p.add_argument("--save-every", type=int, default=100, help="steps between resumable checkpoints (default: 100)")
     p.add_argument("--half", action="store_true", help="store fp16 weights (safetensors output)")
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, arch=args.arch, pretrained=args.pretrained, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
         p_stuff=args.p_stuff, crop_prob=args.crop_prob, crop_area=tuple(args.crop_area), seed=args.seed,
-        save_every=args.save_every, half=args.half, amp=args.amp,
+        part_crop_prob=args.part_crop_prob, save_every=args.save_every, half=args.half, amp=args.amp,
     )
     summary = pretrain(cfg, resume=args.resume)
     print(f"final loss {summary['final_loss']:.4f}, logit scale {summary['logit_scale']:.1f}, "

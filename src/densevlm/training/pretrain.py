@@ -43,6 +43,7 @@ class PretrainConfig:
         steps, batch_size, lr, weight_decay: the optimisation; ``warmup`` is a fraction of ``steps``.
         p_stuff: how often captions with things also name the background.
         crop_prob, crop_area: region-aware samples (random crops with their own captions).
+        part_crop_prob: share of part-centred boxes captioned with their parts only.
         save_every: steps between resumable checkpoints.
         half: store the final weights in fp16 (safetensors only).
         amp: ``"bf16"`` autocast, or ``"off"``.
@@ -60,6 +61,7 @@ class PretrainConfig:
     p_stuff: float = 0.15
     crop_prob: float = 0.0
     crop_area: tuple[float, float] = (0.08, 0.5)
+    part_crop_prob: float = 0.0
     seed: int = 0
     save_every: int = 100
     half: bool = False
@@ -69,8 +71,10 @@ class PretrainConfig:
     def check(self) -> None:
         if self.steps <= 0 or self.batch_size <= 1:
             raise DenseVLMError(f"--steps must be > 0 and --batch-size > 1 (got {self.steps}, {self.batch_size})")
-        if not 0 <= self.p_stuff <= 1 or not 0 <= self.crop_prob <= 1:
-            raise DenseVLMError("--p-stuff and --crop-prob must be in [0, 1]")
+        if not 0 <= self.p_stuff <= 1 or not 0 <= self.crop_prob <= 1 or not 0 <= self.part_crop_prob <= 1:
+            raise DenseVLMError("--p-stuff, --crop-prob and --part-crop-prob must be in [0, 1]")
+        if self.crop_prob + self.part_crop_prob > 1:
+            raise DenseVLMError(f"--crop-prob + --part-crop-prob is {self.crop_prob + self.part_crop_prob:g}, above 1")
         if not 0 < self.crop_area[0] <= self.crop_area[1] <= 1:
             raise DenseVLMError(f"--crop-area {self.crop_area} must satisfy 0 < min <= max <= 1")
         if self.amp not in ("off", "bf16"):
@@ -142,7 +146,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
     cfg.check()
     torch.manual_seed(cfg.seed)
     source = open_caption_source(
-        cfg.data, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed
+        cfg.data, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed,
+        part_crop_prob=cfg.part_crop_prob,
     )
     model = _build_model(cfg, source)
     model.train()
