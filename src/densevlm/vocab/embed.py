@@ -79,6 +79,8 @@ def class_embeddings(
             for t in template_list:
                 sentences.append(fill_template(t, name))
                 owner.append(k)
+    log.info("embedding %d classes (%d prompts) with the %s text tower; cached for the next run",
+             len(vocab), len(sentences), backbone.spec.arch)
     with torch.no_grad():
         emb = encode_texts(backbone, sentences)
     index = torch.tensor(owner, device=emb.device)
