@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
+from densevlm.backbones.factory import BUILTIN_MODELS
 from densevlm.cli import train as train_cli
 from densevlm.errors import DenseVLMError
-from densevlm.training.config import TrainConfig
+from densevlm.training.config import TrainConfig, load_config_file
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -53,3 +55,10 @@ def test_range_checks(changes, message):
         cfg.images = ""
     with pytest.raises(DenseVLMError, match=message):
         cfg.check()
+
+
+def test_the_shipped_recipe_file_is_a_valid_config():
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "embedded-parts-teacher.yaml"
+    cfg = TrainConfig(**{**load_config_file(recipe), "images": "x", "out": "y"})
+    cfg.check()
+    assert cfg.teacher in BUILTIN_MODELS and cfg.teacher_parts > 0 and cfg.thing_mass_weight > 0

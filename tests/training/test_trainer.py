@@ -94,6 +94,21 @@ def test_thing_mass_term_enters_the_loss_scaled_by_its_weight(world, tmp_path):
     assert first[2.0] - first[0.0] == pytest.approx(2 * term, rel=1e-4)
 
 
+def test_teacher_parts_add_kept_thing_regions(world, tmp_path):
+    counts = {}
+    for parts in (0, 3):
+        cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"],
+                          out=str(tmp_path / f"p{parts}"), steps=2, batch_size=6, tau=100.0, max_boxes=4,
+                          teacher_parts=parts, log_every=1, val_before=False)
+        summary = train(cfg, progress=False).retrieval
+        kept = round(summary["kept_frac"] * summary["regions"])
+        counts[parts] = (summary["regions"], kept, round(summary["thing_frac"] * kept))
+    added = counts[3][0] - counts[0][0]
+    assert 0 < added <= 3 * 12  # at most 3 blobs for each of the 12 images seen
+    assert counts[3][1] - counts[0][1] == added  # every blob region is kept ...
+    assert counts[3][2] - counts[0][2] == added  # ... and taught as a thing
+
+
 def test_two_processes_equal_one_process_with_double_batch(world, tmp_path):
     one = subprocess.run([sys.executable, "-m", "densevlm", *_args(world, tmp_path / "one", "--steps", "3", "--batch-size", "8")],
                          capture_output=True, text=True)

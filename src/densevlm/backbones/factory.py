@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 BUILTIN_MODELS: dict[str, str] = {
     "tiny-student": "tiny-student.safetensors",
     "tiny-teacher": "tiny-teacher.safetensors",
+    "tiny-teacher-parts": "tiny-teacher-parts.safetensors",
 }
 
 

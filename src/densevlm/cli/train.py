@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=d, help="longest input side (default: the student's native size)")
     p.add_argument("--regions", default=d, help="grid (the paper's, default), segments (colour superpixels) or mixed")
     p.add_argument("--max-boxes", type=int, default=d, help="regions per image (default: 8)")
+    p.add_argument("--teacher-parts", type=int, default=d,
+                   help="add up to N regions per image around the teacher's part blobs, taught as parts (default: 0)")
     p.add_argument("--retrieval-features", default=d, help="teacher region features: dense (RoI, the paper's; default), crop, mean (of both logits) or split (dense decides thing/stuff, crops name the things)")
     p.add_argument("--tau", type=float, default=d, help="softmax temperature (default: the teacher's logit scale)")
     p.add_argument("--threshold", type=float, default=d, help="teacher confidence threshold (default: 0.3)")

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from densevlm.errors import DenseVLMError
 from densevlm.regions.pooling import crop_boxes, roi_pool
 
-__all__ = ["RetrievalConfig", "Retrieval", "RetrievalStats", "teacher_region_features", "classify_regions", "FEATURE_KINDS"]
+__all__ = ["RetrievalConfig", "Retrieval", "RetrievalStats", "teacher_region_features", "classify_regions", "part_blobs",
+           "classify_parts", "FEATURE_KINDS"]
 
 FEATURE_KINDS = ("crop", "dense", "mean", "split")
 
@@ -165,6 +166,70 @@ def classify_regions(
     logits = torch.where(is_thing[:, None], crop, dense)
     label = torch.where(is_thing, crop.masked_fill(~things, float("-inf")).argmax(dim=-1), label)
     return Retrieval(logits, F.softmax(logits, dim=-1), confidence, label, is_thing, confidence > threshold)
+
+
+def part_blobs(
+    dense: torch.Tensor,
+    text: torch.Tensor,
+    class_is_thing: torch.Tensor,
+    valid: Sequence[tuple[int, int]],
+    max_parts: int,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The teacher's part blobs: 4-connected tokens whose top class is a thing.
+
+    A teacher's dense map names single tokens far better than it names boxes that mix a part
+    with its surroundings, so its token verdicts can propose object-shaped regions: a box
+    around each blob, described by the mean of the blob's own tokens (mask pooling).
+
+    Args:
+        dense: ``[B, C, h, w]`` unit-norm token features.
+        text: ``[K, C]`` unit-norm class embeddings of the same model.
+        class_is_thing: ``[K]`` bool, vocabulary section membership.
+        valid: per image, ``(rows, cols)`` of tokens that cover content (the rest is padding).
+        max_parts: at most this many blobs per image, largest first.
+
+    Returns:
+        Per image ``(boxes, features)``: ``[N_i, 4]`` XYXY boxes in token units (multiply by
+        the patch size for input pixels) and ``[N_i, C]`` unit-norm blob features.
+    """
+    from scipy import ndimage
+
+    things = class_is_thing.to(dense.device)
+    top = torch.einsum("bchw,kc->bkhw", dense.float(), text.float().to(dense.device)).argmax(dim=1)
+    out = []
+    for i, (rows, cols) in enumerate(valid):
+        mask = things[top[i, :rows, :cols]].cpu().numpy()
+        labels, n = ndimage.label(mask)
+        found = []
+        for blob in range(1, n + 1):
+            ys, xs = (labels == blob).nonzero()
+            found.append((len(ys), blob, ys, xs))
+        found.sort(key=lambda f: (-f[0], f[1]))
+        boxes, feats = [], []
+        for _, _, ys, xs in found[:max_parts]:
+            boxes.append([float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1])
+            tokens = dense[i, :, torch.as_tensor(ys), torch.as_tensor(xs)]
+            feats.append(F.normalize(tokens.float().mean(dim=1), dim=0))
+        c = dense.shape[1]
+        out.append((torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    torch.stack(feats) if feats else dense.new_zeros(0, c).float()))
+    return out
+
+
+def classify_parts(features: torch.Tensor, text: torch.Tensor, class_is_thing: torch.Tensor, tau: float) -> Retrieval:
+    """Targets for part blobs: thing regions by construction, named by their best thing class.
+
+    Args:
+        features: ``[N, C]`` unit-norm blob features (:func:`part_blobs`).
+    """
+    logits = tau * features.float() @ text.t()
+    things = class_is_thing.to(logits.device)
+    probs = F.softmax(logits, dim=-1)
+    thing_probs = F.softmax(logits.masked_fill(~things, float("-inf")), dim=-1)
+    confidence, label = thing_probs.max(dim=-1)
+    n = logits.shape[0]
+    ones = torch.ones(n, dtype=torch.bool, device=logits.device)
+    return Retrieval(logits, probs, confidence, label, ones, ones.clone())
 
 
 @dataclass

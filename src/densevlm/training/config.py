@@ -33,6 +33,9 @@ class TrainConfig:
         size: longest input side (default: the student's native size).
         regions: ``grid`` (the paper's 17 splits), ``segments`` (colour superpixels) or ``mixed``.
         max_boxes: regions per image (a random subset of the cells).
+        teacher_parts: add up to this many regions per image around the teacher's part blobs
+            (connected tokens of its dense map whose top class is a thing), taught as things
+            with the blob's mask-pooled naming (:func:`~densevlm.retrieval.teacher.part_blobs`).
         retrieval_features, tau, threshold: the teacher's region features (``crop``, ``dense``,
             ``mean``, ``split``), softmax temperature (None = the teacher's logit scale) and confidence
             threshold.
@@ -74,6 +77,7 @@ class TrainConfig:
     size: Optional[int] = None
     regions: str = "grid"
     max_boxes: Optional[int] = 8
+    teacher_parts: int = 0
     retrieval_features: str = "dense"
     tau: Optional[float] = None
     threshold: float = 0.3
@@ -126,6 +130,8 @@ class TrainConfig:
             raise DenseVLMError(f"--amp {self.amp}: choose auto, off, bf16 or fp16")
         if self.clipself_weight < 0 or self.thing_mass_weight < 0 or self.thing_weight <= 0:
             raise DenseVLMError("--clipself-weight and --thing-mass-weight must be >= 0 and --thing-weight > 0")
+        if self.teacher_parts < 0:
+            raise DenseVLMError(f"--teacher-parts {self.teacher_parts} must be >= 0")
         if self.max_boxes is not None and self.max_boxes <= 0:
             raise DenseVLMError(f"--max-boxes {self.max_boxes} must be positive")
 

@@ -1,7 +1,7 @@
 """Fine-tune a student VLM on unlabeled images with DenseVLM's decoupled alignment (or a baseline).
 
 One step: draw this process's images (:mod:`densevlm.training.data`), cut regions (grid cells
-or colour segments), get targets from the frozen teacher (category retrieval) or, for
+or colour segments, optionally plus boxes around the teacher's part blobs), get targets from the frozen teacher (category retrieval) or, for
 CLIPSelf, from a frozen copy of the student (crop embeddings), run the student's dense path
 *through the DDP wrapper* (so gradients really are averaged across processes), and take an
 AdamW step. Group means in the loss use counts summed over processes, so N processes with
@@ -32,7 +32,8 @@ from densevlm.fileio import atomic_torch_save, atomic_write_json, atomic_write_t
 from densevlm.losses.alignment import clipself_loss, decoupled_alignment_loss, thing_mass_loss
 from densevlm.model import DenseModel, load_model
 from densevlm.regions.sources import region_boxes
-from densevlm.retrieval.teacher import Retrieval, RetrievalStats, classify_regions, teacher_region_features
+from densevlm.retrieval.teacher import (Retrieval, RetrievalStats, classify_parts, classify_regions, part_blobs,
+                                       teacher_region_features)
 from densevlm.training.config import TrainConfig
 from densevlm.training.data import StepBatchSampler, make_loader, normalise_content
 from densevlm.training.distributed import all_reduce_sum, barrier, init_distributed
@@ -325,19 +326,47 @@ class _Run:
             feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
             r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.tau, self.cfg.threshold,
                                  self.cfg.retrieval_features).cpu()
+            per_image, start = [], 0
+            for n in counts:
+                per_image.append(r.select(torch.arange(start, start + n)))
+                start += n
+            if self.cfg.teacher_parts > 0:
+                boxes, per_image = self._add_teacher_parts(items, images, boxes, per_image)
+                counts = [b.shape[0] for b in boxes]
+                on_device = [b.to(self.device) for b in boxes]
             crops = None
             if self.frozen is not None:
                 own = self._model_input(self.frozen, contents)
                 crops = teacher_region_features(self.frozen, own, on_device, "crop").float().cpu().split(counts)
-        targets, start = [], 0
+        targets = []
         for i, (it, b) in enumerate(zip(items, boxes)):
-            t = _Targets(b, retrieval=r.select(torch.arange(start, start + counts[i])),
-                         crop_emb=crops[i] if crops is not None else None)
+            t = _Targets(b, retrieval=per_image[i], crop_emb=crops[i] if crops is not None else None)
             if it["index"] in self.reviewed:
                 self._apply_verdicts(t, self.reviewed[it["index"]])
             targets.append(t)
-            start += counts[i]
         return targets
+
+    def _add_teacher_parts(self, items: list[dict[str, Any]], images: torch.Tensor, boxes: list[torch.Tensor],
+                           per_image: list[Retrieval]) -> tuple[list[torch.Tensor], list[Retrieval]]:
+        """Append boxes around the teacher's part blobs (taught as things) to each unreviewed image."""
+        p = self.teacher.patch_size
+        sizes = [it["content"].shape[-2:] for it in items]
+        valid = [((h + p - 1) // p, (w + p - 1) // p) for h, w in sizes]
+        blobs = part_blobs(self.teacher.encode_dense(images), self.text_teacher, self.class_is_thing, valid,
+                           self.cfg.teacher_parts)
+        out_boxes, out_retrieval = [], []
+        for it, b, r, (h, w), (blob_boxes, blob_feats) in zip(items, boxes, per_image, sizes, blobs):
+            if it["index"] in self.reviewed or blob_boxes.shape[0] == 0:
+                out_boxes.append(b)
+                out_retrieval.append(r)
+                continue
+            extra = blob_boxes * p
+            extra[:, 0::2] = extra[:, 0::2].clamp(max=float(w))
+            extra[:, 1::2] = extra[:, 1::2].clamp(max=float(h))
+            parts = classify_parts(blob_feats, self.text_teacher, self.class_is_thing, self.tau).cpu()
+            out_boxes.append(torch.cat([b, extra]))
+            out_retrieval.append(Retrieval.cat([r, parts]))
+        return out_boxes, out_retrieval
 
     def _reviewed_boxes(self, item: dict[str, Any]) -> torch.Tensor:
         verdicts = self.reviewed[item["index"]]
