@@ -192,16 +192,6 @@ class JsonlCaptionSource:
                 seen.setdefault(word, None)
         return list(seen)
 
-    def _part_box(self, rng: np.random.Generator, index: int, h: int, w: int) -> tuple[int, int, int, int]:
-        x0, y0, x1, y1 = self.part_boxes[index][int(rng.integers(len(self.part_boxes[index])))]
-        grow = rng.uniform(*self.part_context)
-        side_w = min(w, max(8.0, (x1 - x0) * grow))
-        side_h = min(h, max(8.0, (y1 - y0) * grow))
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        left = int(round(min(max(cx - side_w / 2, 0.0), w - side_w)))
-        top = int(round(min(max(cy - side_h / 2, 0.0), h - side_h)))
-        return left, top, left + int(round(side_w)), top + int(round(side_h))
-
     def batch(self, step: int, batch_size: int) -> CaptionBatch:
         rng = np.random.default_rng([self.seed, step])
         indices = rng.integers(0, len(self.items), size=batch_size)
