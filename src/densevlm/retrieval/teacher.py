@@ -105,6 +105,7 @@ def teacher_region_features(
     boxes: Sequence[torch.Tensor],
     kind: str,
     context: float = 1.0,
+    dense_map: Optional[torch.Tensor] = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Region features of a frozen teacher.
 
@@ -113,13 +114,16 @@ def teacher_region_features(
         images: ``[B, 3, H, W]`` inputs prepared for the teacher.
         boxes: B tensors ``[N_i, 4]``, XYXY input pixels.
         kind: ``crop``, ``dense``, or ``mean`` / ``split`` (both, dense first).
+        dense_map: ``teacher.encode_dense(images)`` when the caller already has it.
 
     Returns:
         ``[sum N_i, C]`` unit-norm features (a pair for ``mean`` and ``split``).
     """
     dense = crops = None
     if kind != "crop":
-        dense = roi_pool(teacher.encode_dense(images), boxes, teacher.patch_size)
+        if dense_map is None:
+            dense_map = teacher.encode_dense(images)
+        dense = roi_pool(dense_map, boxes, teacher.patch_size)
     if kind != "dense":
         side = teacher.image_size
         cut = [crop_boxes(images[i], b, side, context) for i, b in enumerate(boxes) if b.shape[0]]

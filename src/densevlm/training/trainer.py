@@ -322,7 +322,9 @@ class _Run:
             if self.cfg.method == "clipself":
                 emb = teacher_region_features(self.teacher, images, on_device, "crop").float().cpu()
                 return [_Targets(b, crop_emb=e) for b, e in zip(boxes, emb.split(counts))]
-            feats = teacher_region_features(self.teacher, images, on_device, self.cfg.retrieval_features)
+            dense_map = self.teacher.encode_dense(images) if self.cfg.teacher_parts > 0 else None
+            feats = teacher_region_features(self.teacher, images, on_device, self.cfg.retrieval_features,
+                                            dense_map=dense_map)
             feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
             r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.tau, self.cfg.threshold,
                                  self.cfg.retrieval_features).cpu()
@@ -331,7 +333,7 @@ class _Run:
                 per_image.append(r.select(torch.arange(start, start + n)))
                 start += n
             if self.cfg.teacher_parts > 0:
-                boxes, per_image = self._add_teacher_parts(items, images, boxes, per_image)
+                boxes, per_image = self._add_teacher_parts(items, dense_map, boxes, per_image)
                 counts = [b.shape[0] for b in boxes]
                 on_device = [b.to(self.device) for b in boxes]
             crops = None
@@ -346,14 +348,17 @@ class _Run:
             targets.append(t)
         return targets
 
-    def _add_teacher_parts(self, items: list[dict[str, Any]], images: torch.Tensor, boxes: list[torch.Tensor],
+    def _add_teacher_parts(self, items: list[dict[str, Any]], dense_map: torch.Tensor, boxes: list[torch.Tensor],
                            per_image: list[Retrieval]) -> tuple[list[torch.Tensor], list[Retrieval]]:
-        """Append boxes around the teacher's part blobs (taught as things) to each unreviewed image."""
+        """Append boxes around the teacher's part blobs (taught as things) to each unreviewed image.
+
+        Args:
+            dense_map: the teacher's ``[B, C, h, w]`` dense map of these images.
+        """
         p = self.teacher.patch_size
         sizes = [it["content"].shape[-2:] for it in items]
         valid = [((h + p - 1) // p, (w + p - 1) // p) for h, w in sizes]
-        blobs = part_blobs(self.teacher.encode_dense(images), self.text_teacher, self.class_is_thing, valid,
-                           self.cfg.teacher_parts)
+        blobs = part_blobs(dense_map, self.text_teacher, self.class_is_thing, valid, self.cfg.teacher_parts)
         out_boxes, out_retrieval = [], []
         for it, b, r, (h, w), (blob_boxes, blob_feats) in zip(items, boxes, per_image, sizes, blobs):
             if it["index"] in self.reviewed or blob_boxes.shape[0] == 0:
