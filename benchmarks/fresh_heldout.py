@@ -5,7 +5,7 @@ a recipe picked there is scored optimistically. This generates another 500 scene
 3,000,000 by default) and evaluates the ``last.pt`` of every run of ``benchmarks/method_table.py``
 whose directory name starts with one of the given prefixes, grouped over seeds (mean +- std).
 
-    python benchmarks/fresh_heldout.py --work /tmp/densevlm-methods CLIPSelf DenseVLM_taulogit_scale DenseVLM_parts
+    python benchmarks/fresh_heldout.py --work /tmp/densevlm-methods CLIPSelf-s DenseVLM_taulogit_scale-s DenseVLM_parts
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-
-KEYS = [("box.thing.macc1", "box thing"), ("box.stuff.macc1", "box stuff"), ("box.fg_bias", "box fg_bias")]
+from _worlds import KEYS, ensure_world, mean_std
 
 
 def main() -> None:
@@ -34,15 +32,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from densevlm.data.panoptic import PanopticDataset
-    from densevlm.data.synth import write_world
     from densevlm.evaluation import EvalConfig, evaluate
     from densevlm.model import load_model
     from densevlm.training.trainer import default_vocabulary
 
     work = Path(args.work)
-    fresh = work / f"heldout-{args.seed}"
-    if not (fresh / "panoptic.json").is_file():
-        write_world(fresh, args.n, seed=args.seed, workers=2, progress=False)
+    fresh = ensure_world(work / f"heldout-{args.seed}", args.n, args.seed)
     dataset, vocab = PanopticDataset(fresh), default_vocabulary()
     cfg = EvalConfig(crops=False, segmentation=False)
     print("| runs | " + " | ".join(name for _, name in KEYS) + " | seeds |")
@@ -53,10 +48,7 @@ def main() -> None:
             print(f"| {prefix} | no finished runs |")
             continue
         scores = [evaluate(load_model(str(r / "last.pt")), dataset, vocab, cfg, progress=False).metrics for r in runs]
-        cells = []
-        for key, _ in KEYS:
-            values = [s[key] for s in scores]
-            cells.append(f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}")
+        cells = [mean_std([s[key] for s in scores]) for key, _ in KEYS]
         print(f"| {prefix} | " + " | ".join(cells) + f" | {len(runs)} |", flush=True)
 
 

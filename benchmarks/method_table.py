@@ -17,17 +17,13 @@ import argparse
 import json
 import os
 import re
-import statistics
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _worlds import standard_worlds
-
-KEYS = [("box.thing.macc1", "box thing"), ("box.stuff.macc1", "box stuff"), ("box.fg_bias", "box fg_bias"),
-        ("mask.thing.macc1", "mask thing"), ("mask.stuff.macc1", "mask stuff"), ("mask.fg_bias", "mask fg_bias")]
+from _worlds import KEYS, mean_std, standard_worlds
 
 
 def _parse_variant(text: str) -> tuple[str, dict]:
@@ -40,12 +36,6 @@ def _parse_variant(text: str) -> tuple[str, dict]:
         except json.JSONDecodeError:
             values[key] = raw
     return name, values
-
-
-def _fmt(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def main() -> None:
@@ -117,8 +107,8 @@ def main() -> None:
     header = "| method | " + " | ".join(name for _, name in KEYS) + " | train wall s |"
     lines = [header, "|" + "---|" * (len(KEYS) + 2)]
     for label, results, times in rows:
-        cells = [_fmt([r[k] for r in results]) for k, _ in KEYS]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(times) if times else '-'} |")
+        cells = [mean_std([r[k] for r in results]) for k, _ in KEYS]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean_std(times) if times else '-'} |")
     table = "\n".join(lines)
     print(table)
     if args.markdown:

@@ -26,10 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-from _worlds import standard_worlds
-
-KEYS = [("box.thing.macc1", "box thing"), ("box.stuff.macc1", "box stuff"), ("box.fg_bias", "box fg_bias"),
-        ("mask.thing.macc1", "mask thing"), ("mask.stuff.macc1", "mask stuff"), ("mask.fg_bias", "mask fg_bias")]
+from _worlds import KEYS, standard_worlds
 
 
 def main() -> None:
