@@ -198,7 +198,7 @@ class _Items(torch.utils.data.Dataset):
         return {
             "index": index,
             "input": x,
-            "scale": plan.scale,
+            "plan": plan,
             "content": (plan.height, plan.width),
             "boxes": boxes_t,
             "labels": torch.tensor(labels, dtype=torch.int64),
@@ -339,7 +339,7 @@ def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
     for b, it in enumerate(items):
         labels = it["labels"]
         if labels.numel():
-            box_feats = roi_pool(dense[b : b + 1], [it["boxes"] * it["scale"]], patch)
+            box_feats = roi_pool(dense[b : b + 1], [it["plan"].to_input(it["boxes"])], patch)
             counters["box"].update(box_feats @ text.t(), labels)
             mask_feats = weighted_pool(dense[b], it["weights"].to(dense.device))
             counters["mask"].update(mask_feats @ text.t(), labels)

@@ -76,7 +76,7 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             dense = model.encode_dense(x[None].to(model.device)).float()
             boxes = torch.tensor([r.box for r in items], dtype=torch.float32)
             labels = torch.tensor([r.label for r in items], dtype=torch.int64)
-            counters["box"].update(roi_pool(dense, [boxes * plan.scale], model.patch_size) @ text.t(), labels)
+            counters["box"].update(roi_pool(dense, [plan.to_input(boxes)], model.patch_size) @ text.t(), labels)
             masked = [j for j, r in enumerate(items) if r.mask_rle is not None]
             if masked:
                 weights = []

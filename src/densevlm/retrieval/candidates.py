@@ -120,7 +120,7 @@ def write_candidates(
             name = source.name(index)
             top = r.probs.topk(min(cfg.top_k, len(vocab)), dim=-1)
             for j in range(boxes.shape[0]):
-                box = (boxes[j] / plan.scale).tolist()
+                box = plan.to_original(boxes[j]).tolist()
                 box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
                 record = {
                     "kind": "region", "id": f"{name}#{j}", "image": name, "width": image.width, "height": image.height,
