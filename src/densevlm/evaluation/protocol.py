@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from densevlm.data.panoptic import PanopticDataset
 from densevlm.errors import DenseVLMError
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
-from densevlm.regions.pooling import roi_pool, weighted_pool
+from densevlm.imaging import Letterbox, letterbox
+from densevlm.regions.pooling import mask_token_weights, roi_pool, weighted_pool
 from densevlm.vocab.vocabulary import Vocabulary
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "map_categories", "dataset_vocabulary", "make_validator"]
@@ -164,8 +165,6 @@ class _Items(torch.utils.data.Dataset):
             return {"index": index, "error": str(e)}
 
     def _prepare(self, index: int) -> dict[str, Any]:
-        from densevlm.imaging import letterbox
-
         sample = self.dataset.load(index)
         cfg = self.cfg
         x, plan = letterbox(sample.image, self.size, self.patch, self.mean, self.std, square=cfg.square)
@@ -208,17 +207,13 @@ class _Items(torch.utils.data.Dataset):
             "image": np.asarray(sample.image) if self.cfg.crops else None,
         }
 
-    def _token_weights(self, masks: list[torch.Tensor], plan) -> torch.Tensor:
-        """Area-resize each mask to the input content size, pad, and average onto the token grid."""
+    def _token_weights(self, masks: list[torch.Tensor], plan: Letterbox) -> torch.Tensor:
+        """``[N, h, w]`` token weights of original-size masks, 16 input-size masks at a time."""
         p = self.patch
-        h_tok, w_tok = plan.input_height // p, plan.input_width // p
-        out = torch.zeros(len(masks), h_tok, w_tok)
+        out = torch.zeros(len(masks), plan.input_height // p, plan.input_width // p)
         for start in range(0, len(masks), 16):
-            chunk = torch.stack(masks[start : start + 16]).float()[:, None]
-            resized = F.interpolate(chunk, size=(plan.height, plan.width), mode="area")
-            canvas = torch.zeros(chunk.shape[0], 1, plan.input_height, plan.input_width)
-            canvas[:, :, : plan.height, : plan.width] = resized
-            out[start : start + chunk.shape[0]] = F.avg_pool2d(canvas, p)[:, 0]
+            chunk = torch.stack(masks[start : start + 16])
+            out[start : start + chunk.shape[0]] = mask_token_weights(plan.masks_to_input(chunk), p)
         return out
 
 

@@ -12,15 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from densevlm.errors import DenseVLMError
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
 from densevlm.evaluation.protocol import EvalConfig, EvalResult, per_class_rows
 from densevlm.imaging import open_image
-from densevlm.regions.pooling import roi_pool, weighted_pool
+from densevlm.regions.pooling import mask_token_weights, roi_pool, weighted_pool
 from densevlm.vocab.vocabulary import Vocabulary
 
 __all__ = ["LabelledRegion", "evaluate_regions"]
@@ -79,15 +77,16 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             counters["box"].update(roi_pool(dense, [plan.to_input(boxes)], model.patch_size) @ text.t(), labels)
             masked = [j for j, r in enumerate(items) if r.mask_rle is not None]
             if masked:
-                weights = []
-                for j in masked:
-                    m = torch.from_numpy(mask_utils.decode({"size": items[j].mask_rle["size"],
-                                                            "counts": items[j].mask_rle["counts"].encode("ascii")}).astype(np.float32))
-                    resized = F.interpolate(m[None, None], size=(plan.height, plan.width), mode="area")[0, 0]
-                    canvas = torch.zeros(plan.input_height, plan.input_width)
-                    canvas[: plan.height, : plan.width] = resized
-                    weights.append(F.avg_pool2d(canvas[None, None], model.patch_size)[0, 0])
-                feats = weighted_pool(dense[0], torch.stack(weights).to(dense.device))
+                masks = torch.stack([
+                    torch.from_numpy(mask_utils.decode({"size": items[j].mask_rle["size"],
+                                                        "counts": items[j].mask_rle["counts"].encode("ascii")}))
+                    for j in masked
+                ])
+                try:
+                    weights = mask_token_weights(plan.masks_to_input(masks), model.patch_size)
+                except DenseVLMError as e:
+                    raise DenseVLMError(f"{path}: {e}") from None
+                feats = weighted_pool(dense[0], weights.to(dense.device))
                 counters["mask"].update(feats @ text.t(), labels[masked])
             if cfg.crops:
                 thing = torch.tensor([vocab.is_thing[r.label] for r in items])
