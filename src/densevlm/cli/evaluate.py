@@ -83,12 +83,13 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluate_reviewed(model, db_path: str, cfg):
     """The protocol on the accepted or corrected regions of a review database."""
-    from densevlm.evaluation import LabelledRegion, evaluate_regions
+    from densevlm.evaluation import evaluate_regions
+    from densevlm.regions.labelled import LabelledRegion
     from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
 
     vocab = reviewed_vocabulary(db_path)
     regions = [
-        LabelledRegion(r.image_path, tuple(r.box), vocab.index(r.category), r.mask_rle)
+        LabelledRegion(r.image_path, tuple(r.box), r.category, r.thing, r.mask_rle, r.width, r.height, r.status, r.region_id)
         for r in load_reviewed_regions(db_path)
         if r.status in ("accepted", "corrected") and r.category
     ]
