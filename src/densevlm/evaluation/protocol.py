@@ -7,7 +7,8 @@ under the mask) and the **crop** (the box cut out of the original image -- 1.5x 
 things -- and encoded as a whole image). Accuracy is averaged over classes, separately for
 thing and stuff segments. The foreground-bias rate is the share of stuff segments whose top-1
 class is a thing; its mirror, the background-bias rate, the share of thing segments predicted
-as stuff. Semantic segmentation takes the per-pixel argmax of the dense map (bilinearly
+as stuff. Semantic segmentation takes the label map the ``segment`` command ships
+(:func:`densevlm.inference.segment.pixel_predictions`: per-pixel argmax of the bilinearly
 upsampled logits) at the evaluation resolution.
 
 Images are letterboxed: longest side ``size``, padded to a square (as the reference code does).
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -198,7 +199,6 @@ class _Items(torch.utils.data.Dataset):
             "index": index,
             "input": x,
             "plan": plan,
-            "content": (plan.height, plan.width),
             "boxes": boxes_t,
             "labels": torch.tensor(labels, dtype=torch.int64),
             "thing": torch.tensor(thing_flags, dtype=torch.bool),
@@ -326,6 +326,7 @@ def per_class_rows(vocab: Vocabulary, counters: dict[str, RegionCounter], seg: S
 
 
 def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
+    from densevlm.inference.segment import pixel_predictions
     from densevlm.model import pad_batch
 
     patch = model.patch_size
@@ -341,10 +342,10 @@ def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
             if cfg.crops:
                 counters["crop"].update(_crop_logits(model, it, cfg, text), labels)
         if cfg.segmentation:
-            logits = torch.einsum("chw,kc->khw", dense[b], text)
-            logits = F.interpolate(logits[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
-            h, w = it["content"]
-            seg_counter.update(logits[:, :h, :w].argmax(dim=0).cpu(), it["sem"])
+            # pad_batch padded this input right and bottom to the batch's largest: same content, larger input
+            padded = replace(it["plan"], input_height=x.shape[-2], input_width=x.shape[-1])
+            predicted, _ = pixel_predictions(dense[b], text, 1.0, padded)  # the argmax ignores the temperature
+            seg_counter.update(predicted.cpu(), it["sem"])
 
 
 def _crop_logits(model, item, cfg: EvalConfig, text: torch.Tensor) -> torch.Tensor:
