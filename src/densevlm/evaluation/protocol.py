@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -333,18 +333,19 @@ def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
     x = pad_batch([it["input"] for it in items]).to(model.device)
     dense = model.encode_dense(x).float()
     for b, it in enumerate(items):
+        plan = it["plan"]
+        # this item's own token grid (pad_batch padded its input right and bottom to the batch's largest)
+        own = dense[b, :, : plan.input_height // patch, : plan.input_width // patch]
         labels = it["labels"]
         if labels.numel():
-            box_feats = roi_pool(dense[b : b + 1], [it["plan"].to_input(it["boxes"])], patch)
+            box_feats = roi_pool(own[None], [plan.to_input(it["boxes"])], patch)
             counters["box"].update(box_feats @ text.t(), labels)
-            mask_feats = weighted_pool(dense[b], it["weights"].to(dense.device))
+            mask_feats = weighted_pool(own, it["weights"].to(dense.device))
             counters["mask"].update(mask_feats @ text.t(), labels)
             if cfg.crops:
                 counters["crop"].update(_crop_logits(model, it, cfg, text), labels)
         if cfg.segmentation:
-            # pad_batch padded this input right and bottom to the batch's largest: same content, larger input
-            padded = replace(it["plan"], input_height=x.shape[-2], input_width=x.shape[-1])
-            predicted, _ = pixel_predictions(dense[b], text, 1.0, padded)  # the argmax ignores the temperature
+            predicted, _ = pixel_predictions(own, text, 1.0, plan)  # the argmax ignores the temperature
             seg_counter.update(predicted.cpu(), it["sem"])
 
 
