@@ -39,7 +39,6 @@ Nothing else is called on the model.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -53,6 +52,7 @@ from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
 from densevlm.regions.pooling import roi_pool, weighted_pool
+from densevlm.regions.rle import decode_rle, encode_rle
 from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = [
@@ -106,13 +106,7 @@ class Segment:
 
     def mask(self) -> np.ndarray:
         """``[H, W]`` bool mask decoded from :attr:`rle`."""
-        from pycocotools import mask as mask_utils
-
-        rle = {"size": list(self.rle["size"]), "counts": self.rle["counts"].encode("ascii")}
-        with warnings.catch_warnings():
-            # pycocotools' own numpy-2 copy-keyword notice, not something callers can act on
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return mask_utils.decode(rle).astype(bool)
+        return decode_rle(self.rle)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -278,12 +272,9 @@ def _topk(probs: torch.Tensor, vocab: Vocabulary, top_k: int) -> list[list[tuple
 
 def _encode_rle(mask_crop: np.ndarray, where: tuple[slice, slice], height: int, width: int) -> dict[str, Any]:
     """COCO RLE of a full ``[height, width]`` mask that is ``mask_crop`` at ``where`` and 0 elsewhere."""
-    from pycocotools import mask as mask_utils
-
-    full = np.zeros((height, width), dtype=np.uint8, order="F")
+    full = np.zeros((height, width), dtype=bool)
     full[where] = mask_crop
-    rle = mask_utils.encode(full)
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return encode_rle(full)
 
 
 @dataclass
