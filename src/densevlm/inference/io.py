@@ -18,20 +18,17 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from PIL import Image
 
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_write, atomic_write_json, atomic_write_text
 from densevlm.imaging import IMAGE_SUFFIXES
-
-if TYPE_CHECKING:
-    from densevlm.inference.segment import SegmentResult
+from densevlm.inference.result import SCHEMA, SegmentResult
 
 __all__ = [
     "InputImage",
-    "BoxEntry",
     "collect_inputs",
     "output_paths",
     "finished_json",
@@ -154,8 +151,6 @@ def finished_json(out_dir: str | Path, name: str) -> Optional[dict[str, Any]]:
         doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    from densevlm.inference.segment import SCHEMA
-
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         return None
     return doc
@@ -168,7 +163,7 @@ def _save_png(image: Image.Image, path: Path) -> None:
     atomic_write(path, write)
 
 
-def write_outputs(result: "SegmentResult", out_dir: str | Path, name: str, overlay_max_side: int = 2048) -> dict[str, Path]:
+def write_outputs(result: SegmentResult, out_dir: str | Path, name: str, overlay_max_side: int = 2048) -> dict[str, Path]:
     """Write ``NAME.labels.png``, ``NAME.overlay.png`` and, last, ``NAME.json`` (each atomically)."""
     paths = output_paths(out_dir, name)
     _save_png(Image.fromarray(result.labels), paths["labels"])
