@@ -2,9 +2,8 @@
 
 ``--images`` accepts:
 
-* a folder, an image file or a glob, resolved by :func:`find_images` (the rule every command
-  that takes images follows: folders are searched recursively, hidden files and folders are
-  skipped, ``*?[`` patterns are globs relative to the current directory);
+* a folder, an image file or a glob, as :func:`find_images` resolves it (the rule of every
+  command that takes images: hidden files and folders skipped, globs relative to the cwd);
 * a densevlm world directory (its ``images/`` folder);
 * a COCO instances or panoptic JSON (its ``images[].file_name`` list), as ``FILE.json`` (the
   images are looked up in ``<json dir>/../<split>`` as in the COCO layout, e.g.
@@ -33,7 +32,7 @@ from PIL import Image
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import IMAGE_SUFFIXES, open_image, to_rgb
 
-__all__ = ["ImageSource", "FileListSource", "TarShardSource", "open_image_source", "expand_braces", "find_images", "is_glob"]
+__all__ = ["ImageSource", "FileListSource", "TarShardSource", "open_image_source", "expand_braces", "find_images"]
 
 _GLOB_CHARS = "*?["
 
@@ -171,7 +170,7 @@ def open_image_source(spec: str | Path) -> ImageSource:
     path = Path(text)
     if path.suffix == ".json":
         return _coco_json_source(path, None)
-    if not path.exists() and not is_glob(text):
+    if not path.exists() and not _is_glob(text):
         raise DenseVLMError(f"{path}: image folder not found")
     if (path / "panoptic.json").is_file() and (path / "images").is_dir():
         path = path / "images"
@@ -179,8 +178,7 @@ def open_image_source(spec: str | Path) -> ImageSource:
     return FileListSource(files, root, str(path))
 
 
-def is_glob(spec: str | Path) -> bool:
-    """True when ``spec`` holds ``*``, ``?`` or ``[`` and is not an existing path (which is taken literally)."""
+def _is_glob(spec: str | Path) -> bool:
     return any(c in str(spec) for c in _GLOB_CHARS) and not Path(spec).exists()
 
 
@@ -194,39 +192,29 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
 def _walk(folder: Path, exclude: Optional[Path]) -> list[Path]:
     """Image files under ``folder`` (recursive), skipping hidden entries and the folder ``exclude``."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)]
-        found += [here / f for f in filenames if not f.startswith(".") and _is_image(Path(f))]
+        found += [here / f for f in filenames if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
     return found
 
 
 def find_images(spec: str | Path, exclude: Optional[str | Path] = None) -> tuple[Path, list[Path]]:
-    """The image files one input names, and the root their names are relative to.
+    """``(root, image files)`` of one input: the one rule of ``densevlm segment INPUT`` and ``--images``.
 
-    This is the one rule for image inputs (``densevlm segment INPUT``, ``--images``):
-
-    * an existing file is taken as it is, whatever its suffix; root: its folder;
-    * an existing folder is searched recursively for files whose suffix is in
-      :data:`~densevlm.imaging.IMAGE_SUFFIXES` (any case); root: the folder;
-    * otherwise a spec holding ``*``, ``?`` or ``[`` is a glob relative to the current
-      directory (:func:`glob.glob` with ``recursive=True``, so ``**`` spans folders); matched
-      folders are searched as above and matched files kept when they have an image suffix;
-      root: the pattern's folder part before its first wildcard (``.`` if none);
-    * hidden files and folders (names starting with ``.``) below the spec are skipped; a glob
-      matches them only where the pattern itself starts a name with ``.``;
-    * nothing inside the folder ``exclude`` (e.g. the output folder) is found by a folder
-      search or a glob.
+    An existing file is taken as it is (root: its folder). An existing folder is searched
+    recursively for :data:`~densevlm.imaging.IMAGE_SUFFIXES` files, any case (root: the folder).
+    Anything else holding ``*``, ``?`` or ``[`` is a glob relative to the current directory
+    (``**`` spans folders), whose folders are searched as above and whose files are kept when
+    they are images (root: the pattern's folders before the first wildcard, else ``.``). Hidden
+    files and folders (``.name``) are skipped below the spec; a glob matches them only where its
+    own pattern starts a name with ``.``. Nothing inside the folder ``exclude`` is found.
 
     Returns:
-        ``(root, files)``: the files sorted by path, each once, all under ``root``.
+        ``root`` and the files under it, sorted, each once.
 
     Raises:
         DenseVLMError: a path that does not exist, or a glob that matches nothing.
@@ -237,7 +225,7 @@ def find_images(spec: str | Path, exclude: Optional[str | Path] = None) -> tuple
         return path.parent, [path]
     if path.is_dir():
         return path, sorted(_walk(path, excluded))
-    if not is_glob(spec):
+    if not _is_glob(spec):
         raise DenseVLMError(f"{spec}: no such file or folder")
     matches = [Path(m) for m in glob.glob(str(spec), recursive=True)]
     if not matches:
@@ -248,6 +236,6 @@ def find_images(spec: str | Path, exclude: Optional[str | Path] = None) -> tuple
             continue
         if match.is_dir():
             files.update(_walk(match, excluded))
-        elif _is_image(match):
+        elif match.name.lower().endswith(IMAGE_SUFFIXES):
             files.add(match)
     return _glob_root(str(spec)), sorted(files)

@@ -1,14 +1,9 @@
 """Inference: dense open-vocabulary segmentation of images (``densevlm segment``).
 
-The entry point is ``densevlm.segment(model, image, vocab)`` (defined in
-:mod:`densevlm.inference.segment`; here the name ``segment`` is that module). The names below
-are imported on first use, so the light submodules (``io``, ``boxes``) load without
-torchvision and the text encoders.
-
-Modules: ``result`` (Segment, SegmentResult, the JSON schema), ``maps`` (label and score map per
-pixel), ``components`` (connected regions and their segments), ``segment`` (the API),
-``batch`` (folders of images), ``io`` (input files and outputs), ``boxes`` (boxes files),
-``overlay`` (the overlay picture).
+The entry point is ``densevlm.segment(model, image, vocab)``; here ``segment`` is its module.
+Modules: ``result`` (result types, JSON schema), ``maps`` (pixel maps), ``components``
+(regions and segments), ``segment`` (the API), ``batch``, ``io``, ``boxes``, ``overlay``
+(folder runs). The names below load on first use, so ``io`` and ``boxes`` stay light.
 """
 
 from __future__ import annotations

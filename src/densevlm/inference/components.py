@@ -41,6 +41,11 @@ def _topk(probs: torch.Tensor, vocab: Vocabulary, top_k: int) -> list[list[tuple
     ]
 
 
+def _segment(vocab: Vocabulary, k: int, **fields: Any) -> Segment:
+    """A segment of class ``k`` (id 0 until :func:`~densevlm.inference.segment.predict` numbers them)."""
+    return Segment(id=0, category_index=k, category=vocab.names[k], isthing=bool(vocab.is_thing[k]), **fields)
+
+
 def _placed_rle(mask_crop: np.ndarray, where: tuple[slice, slice], height: int, width: int) -> dict[str, Any]:
     """COCO RLE of a full ``[height, width]`` mask that is ``mask_crop`` at ``where`` and 0 elsewhere."""
     full = np.zeros((height, width), dtype=bool)
@@ -170,16 +175,8 @@ def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:
 
 def region_segments(dense: torch.Tensor, text: torch.Tensor, temperature: float, grid: LabelGrid,
                     scores: np.ndarray, vocab: Vocabulary, top_k: int, min_area: int) -> list[Segment]:
-    """One segment per connected region of at least ``min_area`` original pixels (ids left 0).
-
-    Args:
-        dense: ``[C, h, w]`` dense map of the letterboxed input.
-        text: ``[K, C]`` class embeddings on the same device.
-        temperature: softmax temperature (``model.logit_scale``).
-        grid: the label map's base grid (:meth:`LabelGrid.build`).
-        scores: ``[H0, W0]`` per-pixel score map at the original size.
-        top_k: candidates per segment, from the region's mean-pooled feature.
-    """
+    """A segment per region of ``grid`` of at least ``min_area`` original pixels, from the ``[C, h, w]``
+    dense map, ``[K, C]`` class embeddings and the ``[H0, W0]`` score map (see the module docstring)."""
     regions = _find_regions(grid, min_area)
     if not regions:
         return []
@@ -192,17 +189,10 @@ def region_segments(dense: torch.Tensor, text: torch.Tensor, temperature: float,
     for region, topk in zip(regions, candidates):
         mask, where = grid.original_mask(region.mask, region.where)
         k = region.category_index
-        segments.append(Segment(
-            id=0,
-            category_index=k,
-            category=vocab.names[k],
-            isthing=bool(vocab.is_thing[k]),
-            score=float(scores[where][mask].mean(dtype=np.float64)),
-            topk=topk,
+        segments.append(_segment(
+            vocab, k, score=float(scores[where][mask].mean(dtype=np.float64)), topk=topk,
             bbox=(float(where[1].start), float(where[0].start), float(where[1].stop), float(where[0].stop)),
-            area=region.area,
-            rle=_placed_rle(mask.astype(np.uint8), where, h0, w0),
-            source="region",
+            area=region.area, rle=_placed_rle(mask, where, h0, w0), source="region",
             anchor=_anchor(region, grid),
         ))
     return segments
@@ -210,15 +200,8 @@ def region_segments(dense: torch.Tensor, text: torch.Tensor, temperature: float,
 
 def box_segments(box_features: torch.Tensor, boxes: np.ndarray, text: torch.Tensor, temperature: float,
                  vocab: Vocabulary, top_k: int, height: int, width: int) -> list[Segment]:
-    """One segment per given box, classified from its RoI feature; the mask is the box's pixels (ids left 0).
-
-    Args:
-        box_features: ``[N, C]`` RoI features of ``boxes``.
-        boxes: ``[N, 4]`` XYXY boxes in original pixels, inside the ``height x width`` image.
-        text: ``[K, C]`` class embeddings on the device of ``box_features``.
-        temperature: softmax temperature (``model.logit_scale``).
-        top_k: candidates per segment.
-    """
+    """A segment per ``[N, 4]`` XYXY original-pixel box of the ``height x width`` image, classified
+    from its ``[N, C]`` RoI feature against the ``[K, C]`` class embeddings; its mask is the box."""
     probs = torch.softmax(temperature * box_features.double() @ text.double().t(), dim=1).cpu()
     candidates = _topk(probs, vocab, top_k)
     best = probs.argmax(dim=1).tolist()
@@ -226,18 +209,9 @@ def box_segments(box_features: torch.Tensor, boxes: np.ndarray, text: torch.Tens
     for box, topk, k in zip(boxes, candidates, best):
         x1, y1, x2, y2 = (float(v) for v in box)
         where = (slice(math.floor(y1), math.ceil(y2)), slice(math.floor(x1), math.ceil(x2)))
-        crop = np.ones((where[0].stop - where[0].start, where[1].stop - where[1].start), dtype=np.uint8)
-        segments.append(Segment(
-            id=0,
-            category_index=k,
-            category=vocab.names[k],
-            isthing=bool(vocab.is_thing[k]),
-            score=float(probs[len(segments), k]),
-            topk=topk,
-            bbox=(x1, y1, x2, y2),
-            area=int(crop.size),
-            rle=_placed_rle(crop, where, height, width),
-            source="box",
-            anchor=(where[1].start, where[0].start),
+        crop = np.ones((where[0].stop - where[0].start, where[1].stop - where[1].start), dtype=bool)
+        segments.append(_segment(
+            vocab, k, score=float(probs[len(segments), k]), topk=topk, bbox=(x1, y1, x2, y2), area=int(crop.size),
+            rle=_placed_rle(crop, where, height, width), source="box", anchor=(where[1].start, where[0].start),
         ))
     return segments

@@ -62,16 +62,8 @@ def pixel_predictions(dense: torch.Tensor, text: torch.Tensor, temperature: floa
 
 
 def original_maps(labels: np.ndarray, scores: torch.Tensor, plan: Letterbox) -> tuple[np.ndarray, np.ndarray]:
-    """Content-size maps resized to the original image size: labels nearest, scores bilinear.
-
-    Args:
-        labels: ``[plan.height, plan.width]`` class index per content pixel.
-        scores: same-shape probabilities (any device).
-        plan: the image's letterbox.
-
-    Returns:
-        ``(labels [H0, W0] with the dtype of labels, scores [H0, W0] float32)`` as numpy arrays.
-    """
+    """``[plan.height, plan.width]`` content maps at the original size as numpy arrays: labels
+    (dtype kept) by nearest neighbour, scores (float32) bilinear."""
     h0, w0 = plan.original_height, plan.original_width
     if labels.shape != (h0, w0):
         labels = labels[nearest_index(h0, labels.shape[0])][:, nearest_index(w0, labels.shape[1])]

@@ -1,44 +1,33 @@
 """COCO run-length encoding of binary masks: the package's one encoder and decoder.
 
-A mask ``[H, W]`` is stored as ``{"size": [H, W], "counts": str}``, the compressed RLE of
-pycocotools (``maskApi.c``, ``rleToString`` / ``rleFrString``). The pixels are read in
-column-major (Fortran) order and cut into runs that alternate background/foreground, starting
-with background (a mask whose first pixel is foreground starts with a run of 0). The run
-lengths are written as a string: from the fourth run on, each is replaced by its difference to
-the run two before; each value is cut into 5-bit groups, least significant first, each written
-as ``chr(48 + group)`` with bit ``0x20`` set when another group follows and bit ``0x10`` of the
-last group carrying the sign.
-
-:func:`encode_rle` and :func:`decode_rle` call pycocotools (imported on first use).
-:func:`rle_counts` and :func:`rle_area` are pure Python, so the review server can check and
-measure masks without numpy or pycocotools.
+A mask ``[H, W]`` is ``{"size": [H, W], "counts": str}``, pycocotools' compressed RLE: runs of
+alternating 0/1 pixels in column-major order, starting with 0s; from the fourth run on each is
+stored as the difference to the run two before, in 5-bit groups ``chr(48 + group)`` (bit 0x20:
+more groups follow, bit 0x10 of the last: sign), as in ``rleToString`` of ``maskApi.c``.
+:func:`rle_counts` and :func:`rle_area` are pure Python: reading this module loads neither numpy
+nor pycocotools (the review server checks and measures masks without them).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["encode_rle", "decode_rle", "rle_counts", "rle_area"]
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE of one mask.
-
-    Args:
-        mask: ``[H, W]`` array; nonzero pixels are foreground (bool, or any integer type).
-
-    Returns:
-        ``{"size": [H, W], "counts": str}`` with plain ``int`` sizes and an ASCII ``counts``
-        string, ready for JSON.
+    """``{"size": [H, W], "counts": str}`` (plain ints, ready for JSON) of an ``[H, W]`` mask (nonzero = in).
 
     Raises:
         ValueError: ``mask`` is not two-dimensional.
     """
     if mask.ndim != 2:
         raise ValueError(f"a mask must be [H, W], got shape {tuple(mask.shape)}")
+    import numpy as np
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask != 0, dtype=np.uint8))
@@ -56,11 +45,7 @@ def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
 
 
 def rle_counts(counts: str) -> list[int]:
-    """Run lengths of a compressed RLE ``counts`` string (see the module docstring).
-
-    Runs alternate background/foreground, starting with background, over the pixels in
-    column-major order; a well-formed mask's runs are non-negative and sum to ``H * W`` (the
-    caller checks that against the size).
+    """Run lengths (0s first, column-major) of a ``counts`` string; the caller checks they sum to ``H * W``.
 
     Raises:
         ValueError: a character outside ``0``..``o`` or a string that ends inside a value.
@@ -90,9 +75,5 @@ def rle_counts(counts: str) -> list[int]:
 
 
 def rle_area(rle: Mapping[str, Any]) -> int:
-    """Foreground pixel count of a COCO compressed RLE dict (the sum of its odd runs).
-
-    Raises:
-        ValueError: malformed ``counts`` (see :func:`rle_counts`).
-    """
+    """Foreground pixel count of an RLE dict (the sum of its odd runs); ValueError as :func:`rle_counts`."""
     return sum(rle_counts(rle["counts"])[1::2])
