@@ -8,7 +8,7 @@ things -- and encoded as a whole image). Accuracy is averaged over classes, sepa
 thing and stuff segments. The foreground-bias rate is the share of stuff segments whose top-1
 class is a thing; its mirror, the background-bias rate, the share of thing segments predicted
 as stuff. Semantic segmentation takes the label map the ``segment`` command ships
-(:func:`densevlm.inference.segment.pixel_predictions`: per-pixel argmax of the bilinearly
+(:func:`densevlm.inference.maps.pixel_predictions`: per-pixel argmax of the bilinearly
 upsampled logits) at the evaluation resolution.
 
 Images are letterboxed: longest side ``size``, padded to a square (as the reference code does).
@@ -326,7 +326,7 @@ def per_class_rows(vocab: Vocabulary, counters: dict[str, RegionCounter], seg: S
 
 
 def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
-    from densevlm.inference.segment import pixel_predictions
+    from densevlm.inference.maps import pixel_predictions
     from densevlm.model import pad_batch
 
     patch = model.patch_size

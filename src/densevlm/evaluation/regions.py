@@ -20,6 +20,7 @@ from densevlm.evaluation.protocol import EvalConfig, EvalResult, per_class_rows
 from densevlm.imaging import open_image
 from densevlm.regions.labelled import LabelledRegion
 from densevlm.regions.pooling import mask_token_weights, roi_pool, weighted_pool
+from densevlm.regions.rle import decode_rle
 from densevlm.vocab.vocabulary import Vocabulary
 
 __all__ = ["evaluate_regions"]
@@ -43,7 +44,6 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
     Every region needs a ``category`` of ``vocab`` (its vocabulary index is the label); the
     section (thing or stuff) comes from ``vocab``.
     """
-    from pycocotools import mask as mask_utils
     from tqdm import tqdm
 
     cfg = cfg or EvalConfig()
@@ -77,11 +77,7 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             counters["box"].update(roi_pool(dense, [plan.to_input(boxes)], model.patch_size) @ text.t(), labels)
             masked = [j for j, r in enumerate(items) if r.mask_rle is not None]
             if masked:
-                masks = torch.stack([
-                    torch.from_numpy(mask_utils.decode({"size": items[j].mask_rle["size"],
-                                                        "counts": items[j].mask_rle["counts"].encode("ascii")}))
-                    for j in masked
-                ])
+                masks = torch.stack([torch.from_numpy(decode_rle(items[j].mask_rle)) for j in masked])
                 try:
                     weights = mask_token_weights(plan.masks_to_input(masks), model.patch_size)
                 except DenseVLMError as e:
