@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 def evaluate_reviewed(model, db_path: str, cfg):
     """The protocol on the accepted or corrected regions of a review database."""
     from densevlm.evaluation import LabelledRegion, evaluate_regions
-    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
+    from densevlm.review.reviewed import load_reviewed_regions, reviewed_vocabulary
 
     vocab = reviewed_vocabulary(db_path)
     regions = [

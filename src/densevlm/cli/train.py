@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
 def load_reviewed(db_path: str):
     """Expert verdicts from a review database, as training targets."""
-    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
+    from densevlm.review.reviewed import load_reviewed_regions, reviewed_vocabulary
     from densevlm.training.trainer import ReviewedSet, ReviewedTarget
 
     vocab = reviewed_vocabulary(db_path)
