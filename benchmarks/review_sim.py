@@ -39,7 +39,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from densevlm.cli.train import load_reviewed
     from densevlm.data.images import open_image_source
     from densevlm.data.panoptic import PanopticDataset
     from densevlm.evaluation import EvalConfig, evaluate
@@ -48,6 +47,7 @@ def main() -> None:
     from densevlm.retrieval.teacher import RetrievalConfig
     from densevlm.review import session
     from densevlm.review.importing import import_candidates
+    from densevlm.review.reviewed import load_reviewed
     from densevlm.review.stats import format_stats, review_stats
     from densevlm.review.store import ReviewStore
     from densevlm.training.config import TrainConfig

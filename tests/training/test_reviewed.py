@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from densevlm.cli.evaluate import evaluate_reviewed
-from densevlm.cli.train import load_reviewed
 from densevlm.data.images import open_image_source
 from densevlm.data.synth import write_world
 from densevlm.evaluation import EvalConfig
@@ -17,6 +16,7 @@ from densevlm.retrieval.candidates import write_candidates
 from densevlm.retrieval.teacher import RetrievalConfig
 from densevlm.review import session
 from densevlm.review.importing import import_candidates
+from densevlm.review.reviewed import load_reviewed
 from densevlm.review.store import ReviewStore
 from densevlm.training.config import TrainConfig
 from densevlm.training.trainer import _Run, default_vocabulary

@@ -1,7 +1,8 @@
-"""Expert verdicts for their consumers: resolved regions as records, and the vocabulary they refer to.
+"""Expert verdicts for their consumers: resolved regions as records, training targets, and their vocabulary.
 
 Verdicts are resolved over reviewers as in :mod:`densevlm.review.resolve` (majority of current
-verdicts, ties to the most recent). Boxes are XYXY in original image pixels.
+verdicts, ties to the most recent). Boxes are XYXY in original image pixels. Training reads
+:func:`load_reviewed` (:class:`ReviewedSet`); evaluation reads :func:`load_reviewed_regions`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from densevlm.review.resolve import resolved_regions
 from densevlm.review.store import ReviewStore
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["ReviewedRegion", "load_reviewed_regions", "reviewed_vocabulary"]
+__all__ = ["ReviewedRegion", "ReviewedSet", "ReviewedTarget", "load_reviewed", "load_reviewed_regions", "reviewed_vocabulary"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,36 @@ class ReviewedRegion:
     reviewer: str
     reviewers: tuple[str, ...] = ()
     reviewed_at: float = 0.0
+
+
+@dataclass
+class ReviewedTarget:
+    """An expert verdict on one region of a training image.
+
+    Attributes:
+        image_path: the image file (matched against the training source's files).
+        width, height: the image's original size in pixels.
+        box: XYXY in original pixels.
+        label: vocabulary index of the accepted or corrected category; None for ``unsure``
+            (the teacher decides) and for ``rejected``.
+        rejected: the expert said this is not a region: it is dropped.
+    """
+
+    image_path: str
+    width: int
+    height: int
+    box: tuple[float, float, float, float]
+    label: Optional[int]
+    rejected: bool = False
+
+
+@dataclass
+class ReviewedSet:
+    """Expert verdicts and the vocabulary they refer to (which may extend the original one)."""
+
+    vocab: Vocabulary
+    targets: list[ReviewedTarget]
+    smoothing: float = 0.05
 
 
 def load_reviewed_regions(db_path: str | Path) -> list[ReviewedRegion]:
@@ -79,3 +110,13 @@ def reviewed_vocabulary(db_path: str | Path) -> Vocabulary:
     things = [c["synonyms"] for c in classes if c["thing"]]
     stuff = [c["synonyms"] for c in classes if not c["thing"]]
     return Vocabulary.from_lists(things, stuff)
+
+
+def load_reviewed(db_path: str | Path) -> ReviewedSet:
+    """Expert verdicts as training targets, with labels indexing :func:`reviewed_vocabulary`."""
+    vocab = reviewed_vocabulary(db_path)
+    targets = []
+    for r in load_reviewed_regions(db_path):
+        label = vocab.index(r.category) if r.category else None
+        targets.append(ReviewedTarget(r.image_path, r.width, r.height, tuple(r.box), label, rejected=r.status == "rejected"))
+    return ReviewedSet(vocab, targets)

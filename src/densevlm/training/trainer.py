@@ -34,13 +34,14 @@ from densevlm.model import DenseModel, load_model
 from densevlm.regions.sources import region_boxes
 from densevlm.retrieval.teacher import (Retrieval, RetrievalStats, classify_parts, classify_regions, part_blobs,
                                        teacher_region_features)
+from densevlm.review.reviewed import ReviewedSet, ReviewedTarget
 from densevlm.training.config import TrainConfig
 from densevlm.training.data import StepBatchSampler, make_loader, normalise_content
 from densevlm.training.distributed import all_reduce_sum, barrier, init_distributed
 from densevlm.training.pretrain import param_groups, warmup_cosine
 from densevlm.vocab import Vocabulary, load_vocabulary
 
-__all__ = ["train", "apply_freezing", "ensemble_state", "default_vocabulary", "TrainResult", "ReviewedSet", "ReviewedTarget"]
+__all__ = ["train", "apply_freezing", "ensemble_state", "default_vocabulary", "TrainResult"]
 
 log = logging.getLogger(__name__)
 
@@ -118,36 +119,6 @@ class TrainResult:
     skipped_images: int
     retrieval: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class ReviewedTarget:
-    """An expert verdict on one region of a training image.
-
-    Attributes:
-        image_path: the image file (matched against the training source's files).
-        width, height: the image's original size in pixels.
-        box: XYXY in original pixels.
-        label: vocabulary index of the accepted or corrected category; None for ``unsure``
-            (the teacher decides) and for ``rejected``.
-        rejected: the expert said this is not a region: it is dropped.
-    """
-
-    image_path: str
-    width: int
-    height: int
-    box: tuple[float, float, float, float]
-    label: Optional[int]
-    rejected: bool = False
-
-
-@dataclass
-class ReviewedSet:
-    """Expert verdicts and the vocabulary they refer to (which may extend the original one)."""
-
-    vocab: Vocabulary
-    targets: list[ReviewedTarget]
-    smoothing: float = 0.05
 
 
 @dataclass
