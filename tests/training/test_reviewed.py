@@ -7,10 +7,9 @@ import sqlite3
 import pytest
 import torch
 
-from densevlm.cli.evaluate import evaluate_reviewed
 from densevlm.data.images import open_image_source
 from densevlm.data.synth import write_world
-from densevlm.evaluation import EvalConfig
+from densevlm.evaluation import EvalConfig, evaluate_reviewed
 from densevlm.model import load_model
 from densevlm.retrieval.candidates import write_candidates
 from densevlm.retrieval.teacher import RetrievalConfig
