@@ -7,7 +7,7 @@ import pytest
 from densevlm.errors import DenseVLMError
 from densevlm.review import session
 from densevlm.review.importing import import_candidates
-from densevlm.review.reviewed import load_reviewed_regions
+from densevlm.review.reviewed import load_reviewed
 from densevlm.review.store import ReviewStore
 
 from .conftest import header, region, region_id, row_counts, write_candidates
@@ -84,7 +84,7 @@ def test_images_flag_wins_over_header(dataset, tmp_path):
         import_candidates(dataset.db, path)
     summary = import_candidates(dataset.db, path, images_dir=dataset.images)
     assert summary.regions_added == 8
-    regions = {r.region_id: r for r in load_reviewed_regions(dataset.db)}
+    regions = {r.region_id: r for r in load_reviewed(dataset.db).regions}
     assert regions == {}
     with ReviewStore(dataset.db) as store:
         assert session.image_file(store, 1).parent == dataset.images.resolve()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from densevlm.review import resolve, session
-from densevlm.review.reviewed import load_reviewed_regions
+from densevlm.review.reviewed import load_reviewed
 from densevlm.review.store import ReviewStore
 
 from .conftest import region_id
@@ -24,7 +24,7 @@ def test_conflicts_and_majority(imported):
         conflicts = {item["key"]: item for item in resolve.conflicts(store)}
     assert set(conflicts) == {"a.png#0", "a.png#1"}
     assert {v["reviewer"]: v["category"] for v in conflicts["a.png#0"]["verdicts"]} == {"ann": "bolt", "bob": "nut", "cy": "bolt"}
-    resolved = {r.region_id: r for r in load_reviewed_regions(imported.db)}
+    resolved = {r.region_id: r for r in load_reviewed(imported.db).regions}
     assert set(resolved) == {"a.png#0", "a.png#1", "c.png#0"}
     first = resolved["a.png#0"]
     assert (first.status, first.category, first.thing, first.reviewer, first.reviewers) == (

@@ -1,4 +1,4 @@
-"""Expert verdicts as training targets: labels index the reviewed vocabulary, rejected regions are marked."""
+"""Reviewed regions for consumers: labels index the reviewed vocabulary, rejected regions are marked."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from densevlm.review.store import ReviewStore
 from .conftest import region_id
 
 
-def test_verdicts_become_targets_over_the_reviewed_vocabulary(imported):
+def test_labels_index_the_reviewed_vocabulary(imported):
     with ReviewStore(imported.db) as store:
         session.add_verdict(store, region_id(store, "a.png#0"), "ann", "category", "bolt")
         session.add_verdict(store, region_id(store, "a.png#1"), "ann", "rejected")
@@ -17,8 +17,8 @@ def test_verdicts_become_targets_over_the_reviewed_vocabulary(imported):
         session.add_verdict(store, region_id(store, "c.png#2"), "ann", "category", "washer", thing=True)
     data = load_reviewed(imported.db)
     assert data.vocab.names == ("bolt", "scratch", "nut", "washer", "conveyor belt", "steel plate")
-    by_box = {t.box: t for t in data.targets}
-    assert len(data.targets) == 4 and len(by_box) == 4
+    by_box = {t.box: t for t in data.regions}
+    assert len(data.regions) == 4 and len(by_box) == 4
     bolt, rejected, unsure, washer = (by_box[b] for b in [(4.0, 4.0, 20.0, 20.0), (20.0, 10.0, 44.0, 30.0),
                                                           (2.0, 2.0, 24.0, 30.0), (10.0, 5.0, 20.0, 15.0)])
     assert (bolt.label, bolt.rejected) == (data.vocab.index("bolt"), False)

@@ -6,7 +6,7 @@ import pytest
 
 from densevlm.errors import DenseVLMError
 from densevlm.review import session
-from densevlm.review.reviewed import reviewed_vocabulary
+from densevlm.review.reviewed import load_reviewed
 from densevlm.review.store import ReviewStore
 
 from .conftest import region_id
@@ -31,7 +31,7 @@ def test_verdict_status_and_new_classes(imported):
             session.add_verdict(store, scratch, "  ", "rejected")
         classes = {c["name"]: c for c in store.classes()}
     assert classes["washer"]["source"] == "reviewer" and classes["washer"]["thing"] is True
-    vocab = reviewed_vocabulary(imported.db)
+    vocab = load_reviewed(imported.db).vocab
     assert vocab.names == ("bolt", "scratch", "nut", "washer", "conveyor belt", "steel plate")
     assert vocab.is_thing[vocab.index("washer")] is True
     assert vocab.index("scuff") == vocab.index("scratch")

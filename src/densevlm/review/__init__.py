@@ -9,7 +9,7 @@ imported here. Modules, in the order data flows through them::
     session     what the page does: next region, verdicts, undo, history
     progress    counts of reviewed regions
     resolve     verdicts resolved over reviewers (majority), conflicts
-    reviewed    resolved verdicts as records and a vocabulary, for training and evaluation
+    reviewed    one record per reviewed region, and their vocabulary, for training and evaluation
     export      COCO, Label Studio or JSONL files
     stats       agreement of the teacher with the experts
 """
@@ -19,16 +19,14 @@ from densevlm.review.export import export_reviews, labelstudio_config
 from densevlm.review.importing import ImportSummary, import_candidates
 from densevlm.review.progress import review_progress
 from densevlm.review.resolve import conflicts, resolved_regions
-from densevlm.review.reviewed import (ReviewedRegion, ReviewedSet, ReviewedTarget, load_reviewed, load_reviewed_regions,
-                                      reviewed_vocabulary)
+from densevlm.review.reviewed import ReviewedRegion, ReviewedSet, load_reviewed
 from densevlm.review.session import RegionNotFound, add_verdict, clean_reviewer, history, image_file, next_region, region, undo
 from densevlm.review.stats import format_stats, review_stats, trusted_threshold
 from densevlm.review.store import SCHEMA_VERSION, STATUSES, ReviewStore
 
 __all__ = [
     "SCHEMA_VERSION", "STATUSES", "ImportSummary", "RegionNotFound", "ReviewStore", "ReviewedRegion", "ReviewedSet",
-    "ReviewedTarget", "add_verdict", "clean_reviewer", "conflicts", "export_reviews", "format_stats", "history",
-    "image_file", "import_candidates", "labelstudio_config", "load_reviewed", "load_reviewed_regions", "next_region",
-    "read_candidates", "region", "resolved_regions", "review_progress", "review_stats", "reviewed_vocabulary",
-    "trusted_threshold", "undo"
+    "add_verdict", "clean_reviewer", "conflicts", "export_reviews", "format_stats", "history", "image_file",
+    "import_candidates", "labelstudio_config", "load_reviewed", "next_region", "read_candidates", "region",
+    "resolved_regions", "review_progress", "review_stats", "trusted_threshold", "undo"
 ]

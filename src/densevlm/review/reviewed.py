@@ -1,8 +1,7 @@
-"""Expert verdicts for their consumers: resolved regions as records, training targets, and their vocabulary.
+"""Expert verdicts for their consumers (training targets, a labelled held-out set): one record per reviewed region.
 
 Verdicts are resolved over reviewers as in :mod:`densevlm.review.resolve` (majority of current
-verdicts, ties to the most recent). Boxes are XYXY in original image pixels. Training reads
-:func:`load_reviewed` (:class:`ReviewedSet`); evaluation reads :func:`load_reviewed_regions`.
+verdicts, ties to the most recent). Boxes are XYXY in original image pixels.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from densevlm.review.resolve import resolved_regions
 from densevlm.review.store import ReviewStore
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["ReviewedRegion", "ReviewedSet", "ReviewedTarget", "load_reviewed", "load_reviewed_regions", "reviewed_vocabulary"]
+__all__ = ["ReviewedRegion", "ReviewedSet", "load_reviewed"]
 
 
 @dataclass(frozen=True)
@@ -24,9 +23,10 @@ class ReviewedRegion:
 
     ``box`` is XYXY in original image pixels; ``mask_rle`` a COCO compressed RLE dict
     (``counts`` a str) or None. When several reviewers judged a region, the majority of their
-    current verdicts wins (ties: the most recent verdict). ``category`` and ``thing`` are None
-    for ``rejected`` and ``unsure``. ``reviewer`` is the reviewer of the deciding verdict,
-    ``reviewers`` everyone whose current verdict agrees with it; ``reviewed_at`` is Unix seconds.
+    current verdicts wins (ties: the most recent verdict). ``category``, ``label`` (its index in
+    the :class:`ReviewedSet`'s vocabulary) and ``thing`` are None for ``rejected`` and ``unsure``.
+    ``reviewer`` is the reviewer of the deciding verdict, ``reviewers`` everyone whose current
+    verdict agrees with it; ``reviewed_at`` is Unix seconds.
     """
 
     region_id: str
@@ -37,6 +37,7 @@ class ReviewedRegion:
     mask_rle: Optional[dict]
     status: str
     category: Optional[str]
+    label: Optional[int]
     thing: Optional[bool]
     teacher_top1: str
     teacher_confidence: float
@@ -44,45 +45,33 @@ class ReviewedRegion:
     reviewers: tuple[str, ...] = ()
     reviewed_at: float = 0.0
 
-
-@dataclass
-class ReviewedTarget:
-    """An expert verdict on one region of a training image.
-
-    Attributes:
-        image_path: the image file (matched against the training source's files).
-        width, height: the image's original size in pixels.
-        box: XYXY in original pixels.
-        label: vocabulary index of the accepted or corrected category; None for ``unsure``
-            (the teacher decides) and for ``rejected``.
-        rejected: the expert said this is not a region: it is dropped.
-    """
-
-    image_path: str
-    width: int
-    height: int
-    box: tuple[float, float, float, float]
-    label: Optional[int]
-    rejected: bool = False
+    @property
+    def rejected(self) -> bool:
+        """The experts said this is not a region."""
+        return self.status == "rejected"
 
 
 @dataclass
 class ReviewedSet:
-    """Expert verdicts and the vocabulary they refer to (which may extend the original one)."""
+    """Reviewed regions and the vocabulary their labels index: the header's classes plus those reviewers added."""
 
     vocab: Vocabulary
-    targets: list[ReviewedTarget]
+    regions: list[ReviewedRegion]
     smoothing: float = 0.05
 
 
-def load_reviewed_regions(db_path: str | Path) -> list[ReviewedRegion]:
-    """Every region with at least one current verdict, resolved by majority (ties: most recent).
+def load_reviewed(db_path: str | Path) -> ReviewedSet:
+    """Every region with at least one current verdict, resolved by majority (ties: most recent), and its vocabulary.
 
-    Boxes are XYXY in original image pixels; ``image_path`` is absolute.
+    The vocabulary has every class of the database in its section (things, then stuff), in the
+    order they were added; ``image_path`` is absolute.
     """
     with ReviewStore(db_path) as store:
+        classes = store.classes()
         resolved = resolved_regions(store)
-    return [
+    vocab = Vocabulary.from_lists([c["synonyms"] for c in classes if c["thing"]],
+                                  [c["synonyms"] for c in classes if not c["thing"]])
+    regions = [
         ReviewedRegion(
             region_id=r["key"],
             image_path=r["image_path"],
@@ -92,6 +81,7 @@ def load_reviewed_regions(db_path: str | Path) -> list[ReviewedRegion]:
             mask_rle=r["mask"],
             status=r["status"],
             category=r["category"],
+            label=vocab.index(r["category"]) if r["category"] else None,
             thing=r["thing"],
             teacher_top1=r["teacher_top1"],
             teacher_confidence=r["confidence"],
@@ -101,22 +91,4 @@ def load_reviewed_regions(db_path: str | Path) -> list[ReviewedRegion]:
         )
         for r in resolved
     ]
-
-
-def reviewed_vocabulary(db_path: str | Path) -> Vocabulary:
-    """The header vocabulary plus classes reviewers added, each in its section (things, then stuff)."""
-    with ReviewStore(db_path) as store:
-        classes = store.classes()
-    things = [c["synonyms"] for c in classes if c["thing"]]
-    stuff = [c["synonyms"] for c in classes if not c["thing"]]
-    return Vocabulary.from_lists(things, stuff)
-
-
-def load_reviewed(db_path: str | Path) -> ReviewedSet:
-    """Expert verdicts as training targets, with labels indexing :func:`reviewed_vocabulary`."""
-    vocab = reviewed_vocabulary(db_path)
-    targets = []
-    for r in load_reviewed_regions(db_path):
-        label = vocab.index(r.category) if r.category else None
-        targets.append(ReviewedTarget(r.image_path, r.width, r.height, tuple(r.box), label, rejected=r.status == "rejected"))
-    return ReviewedSet(vocab, targets)
+    return ReviewedSet(vocab, regions)
