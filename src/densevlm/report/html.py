@@ -70,8 +70,8 @@ def load_run(path: str | Path) -> RunRecord:
         raise DenseVLMError(f"{path}: run directory not found")
     config_file = path / "config.yaml"
     config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    after = _read_json(path / "eval.json")
-    if after is None and _read_json(path / "eval_before.json") is None:
+    before, after = _read_json(path / "eval_before.json"), _read_json(path / "eval.json")
+    if after is None and before is None:
         raise DenseVLMError(f"{path}: no eval.json or eval_before.json (train with --val-data to evaluate)")
     history = []
     metrics = path / "metrics.jsonl"
@@ -81,8 +81,7 @@ def load_run(path: str | Path) -> RunRecord:
                 history.append(json.loads(line))
     retrieval = _read_json(path / "retrieval.json")
     samples = sorted((path / "samples").glob("*.overlay.png")) if (path / "samples").is_dir() else []
-    return RunRecord(path, path.name, str(config.get("method", path.name)), config, _read_json(path / "eval_before.json"),
-                     after, history, retrieval, samples)
+    return RunRecord(path, path.name, str(config.get("method", path.name)), config, before, after, history, retrieval, samples)
 
 
 def _pct(value: Any) -> str:
