@@ -1,17 +1,8 @@
 """The expert review loop: an SQLite store of proposed regions, a local web page, exports, statistics.
 
-Nothing here needs torch. The web page (:mod:`densevlm.review.app`) needs fastapi and is not
-imported here. Modules, in the order data flows through them::
-
-    candidates  reading a candidates JSONL file (``densevlm retrieve``)
-    store       the database: schema, connection, transactions, classes
-    importing   candidates file -> database
-    session     what the page does: next region, verdicts, undo, history
-    progress    counts of reviewed regions
-    resolve     verdicts resolved over reviewers (majority), conflicts
-    reviewed    one record per reviewed region, and their vocabulary, for training and evaluation
-    export      COCO, Label Studio or JSONL files
-    stats       agreement of the teacher with the experts
+Nothing here needs torch; the web page (:mod:`densevlm.review.app`) needs fastapi and is not imported here.
+Modules in the order data flows: candidates -> store, importing -> session, progress -> resolve -> reviewed,
+export, stats.
 """
 
 from densevlm.review.candidates import read_candidates

@@ -43,7 +43,6 @@ from pydantic import BaseModel, Field
 from densevlm.errors import DenseVLMError
 from densevlm.review import resolve, session
 from densevlm.review.progress import review_progress
-from densevlm.review.session import RegionNotFound, clean_reviewer
 from densevlm.review.store import ReviewStore
 
 if TYPE_CHECKING:
@@ -161,8 +160,8 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
     async def user_error(request: Request, exc: DenseVLMError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.exception_handler(RegionNotFound)
-    async def no_region(request: Request, exc: RegionNotFound) -> JSONResponse:
+    @app.exception_handler(session.RegionNotFound)
+    async def no_region(request: Request, exc: session.RegionNotFound) -> JSONResponse:
         return JSONResponse({"detail": "no such region"}, status_code=404)
 
     @app.exception_handler(sqlite3.OperationalError)
@@ -201,7 +200,7 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
         exclude: str = Query(default="", max_length=20000),
         store: ReviewStore = Depends(get_store),
     ) -> dict:
-        reviewer = clean_reviewer(reviewer)
+        reviewer = session.clean_reviewer(reviewer)
         skipped = {int(part) for part in exclude.split(",") if _ID.fullmatch(part.strip())}
         held = claims.held_by_others(reviewer)
         filters = dict(category=category or None, min_conf=min_conf, max_conf=max_conf, order=order)

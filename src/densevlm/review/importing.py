@@ -1,10 +1,8 @@
 """Importing a candidates JSONL file (``densevlm retrieve``) into the review database.
 
-An import is idempotent: regions are keyed by the candidates file's stable region id, and a
-region already in the database (with its verdicts) is kept as it is, even when the new file
-describes it differently (a warning counts those). Header classes are matched to existing
-classes by name or synonym. Everything is checked before anything is written, and the whole
-import is one transaction.
+An import is idempotent: regions are keyed by the candidates file's stable region id; a region
+already in the database keeps its first import and its verdicts (a warning counts those that differ).
+Header classes match existing classes by name or synonym. The whole import is one transaction.
 """
 
 from __future__ import annotations
@@ -37,9 +35,8 @@ class ImportSummary:
     total_regions: int
 
 
-def import_candidates(
-    db_path: str | Path, candidates_path: str | Path, images_dir: str | Path | None = None
-) -> ImportSummary:
+def import_candidates(db_path: str | Path, candidates_path: str | Path,
+                      images_dir: str | Path | None = None) -> ImportSummary:
     """Add the regions of a candidates JSONL file to a review database; regions already there are left as they are.
 
     ``images_dir`` overrides the header's ``images``; a relative header path is taken relative
@@ -73,16 +70,8 @@ def import_candidates(
             cur = conn.execute(
                 "INSERT INTO regions (key, import_id, image_id, x1, y1, x2, y2, mask, confidence, thing, kept)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    region.key,
-                    import_id,
-                    image_id,
-                    *region.box,
-                    json.dumps(region.mask) if region.mask else None,
-                    region.confidence,
-                    int(region.thing),
-                    int(region.kept),
-                ),
+                (region.key, import_id, image_id, *region.box, json.dumps(region.mask) if region.mask else None,
+                 region.confidence, int(region.thing), int(region.kept)),
             )
             region_id = cur.lastrowid
             conn.executemany(
@@ -96,18 +85,13 @@ def import_candidates(
             conn.execute("DELETE FROM imports WHERE id = ?", (import_id,))
         total = conn.execute("SELECT COUNT(*) FROM regions").fetchone()[0]
     if differing:
-        logger.warning(
-            "%s: %d regions are already in the database with a different box, mask or candidates; "
-            "the database keeps the first import (and its verdicts)",
-            path,
-            differing,
-        )
+        logger.warning("%s: %d regions are already in the database with a different box, mask or candidates; "
+                       "the database keeps the first import (and its verdicts)", path, differing)
     return ImportSummary(added, present, differing, images_added, classes_added, total)
 
 
-def _add_header_classes(
-    conn: sqlite3.Connection, header: CandidatesHeader, path: Path, now: float
-) -> tuple[list[int], int]:
+def _add_header_classes(conn: sqlite3.Connection, header: CandidatesHeader, path: Path,
+                        now: float) -> tuple[list[int], int]:
     class_ids: list[int] = []
     added = 0
     for cls in header.classes:
@@ -144,9 +128,8 @@ def _add_header_classes(
     return class_ids, added
 
 
-def _image_id(
-    conn: sqlite3.Connection, root: Path, region: CandidateRegion, size: tuple[int, int], path: Path
-) -> tuple[int, bool]:
+def _image_id(conn: sqlite3.Connection, root: Path, region: CandidateRegion, size: tuple[int, int],
+              path: Path) -> tuple[int, bool]:
     row = conn.execute(
         "SELECT id, width, height FROM images WHERE root = ? AND file_name = ?", (str(root), region.image)
     ).fetchone()
@@ -164,9 +147,8 @@ def _image_id(
     return cur.lastrowid, True
 
 
-def _same_region(
-    conn: sqlite3.Connection, row: sqlite3.Row, region: CandidateRegion, class_ids: list[int], root: Path
-) -> bool:
+def _same_region(conn: sqlite3.Connection, row: sqlite3.Row, region: CandidateRegion, class_ids: list[int],
+                 root: Path) -> bool:
     image = conn.execute("SELECT root, file_name FROM images WHERE id = ?", (row["image_id"],)).fetchone()
     cands = [
         (r["class_id"], r["prob"])

@@ -18,11 +18,9 @@ __all__ = ["conflicts", "resolved_regions"]
 
 
 def resolved_regions(store: ReviewStore, include_unreviewed: bool = False) -> list[dict]:
-    """Every region with the verdict resolved over reviewers, in region order.
+    """Every region (with ``include_unreviewed``, also those nobody judged) with its resolved verdict, in region order.
 
-    Each vote is a reviewer's current verdict ('category name' or 'rejected'/'unsure'); the
-    outcome with most votes wins, ties go to the outcome of the most recent verdict. Keys:
-    ``id`` (db), ``key``, ``image_id``, ``image``, ``image_path``, ``width``, ``height``, ``box`` XYXY pixels,
+    Keys: ``id`` (db), ``key``, ``image_id``, ``image``, ``image_path``, ``width``, ``height``, ``box`` XYXY pixels,
     ``mask``, ``confidence``, ``kept``, ``teacher`` (name), ``teacher_top1``, ``teacher_thing``, ``status`` (one of
     STATUSES, or 'unreviewed'), ``category``, ``thing``, ``reviewer``, ``reviewers``,
     ``votes`` (reviewer -> outcome), ``reviewed_at``.
@@ -105,9 +103,7 @@ def conflicts(store: ReviewStore) -> list[dict]:
 
 def _outcome(row: sqlite3.Row) -> tuple[str, int]:
     """What a verdict says: ('class', class id) or (status, 0), so that a class named 'unsure' stays a class."""
-    if row["class_id"] is not None:
-        return ("class", row["class_id"])
-    return (row["status"], 0)
+    return ("class", row["class_id"]) if row["class_id"] is not None else (row["status"], 0)
 
 
 def _resolve(votes: Sequence[sqlite3.Row]) -> dict:

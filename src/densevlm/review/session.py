@@ -1,10 +1,7 @@
 """The review session: what a reviewer sees next, a region as the page shows it, verdicts, undo, history.
 
 Every function takes an open :class:`~densevlm.review.store.ReviewStore`. Boxes are XYXY in
-original image pixels; times are Unix seconds. A verdict is 'category' (with a class name or
-synonym; an unknown name becomes a new class), 'rejected' (not a region) or 'unsure'; its stored
-status is one of :data:`~densevlm.review.store.STATUSES`. Writes are one transaction each and
-return only once committed.
+original image pixels; times are Unix seconds. Writes are one transaction each and return once committed.
 """
 
 from __future__ import annotations
@@ -43,15 +40,8 @@ def clean_reviewer(name: Optional[str]) -> str:
     return cleaned
 
 
-def next_region(
-    store: ReviewStore,
-    reviewer: str,
-    category: Optional[str] = None,
-    max_conf: Optional[float] = None,
-    min_conf: Optional[float] = None,
-    order: str = "asc",
-    exclude: Iterable[int] = (),
-) -> Optional[dict]:
+def next_region(store: ReviewStore, reviewer: str, category: Optional[str] = None, max_conf: Optional[float] = None,
+                min_conf: Optional[float] = None, order: str = "asc", exclude: Iterable[int] = ()) -> Optional[dict]:
     """The next region ``reviewer`` has no current verdict on, or None when all are done.
 
     Regions nobody has judged come first, then by teacher confidence (``order`` 'asc':
@@ -151,15 +141,8 @@ def image_file(store: ReviewStore, image_id: int) -> Optional[Path]:
     return path
 
 
-def add_verdict(
-    store: ReviewStore,
-    region_id: int,
-    reviewer: str,
-    verdict: str,
-    category: Optional[str] = None,
-    thing: Optional[bool] = None,
-    at: Optional[float] = None,
-) -> dict:
+def add_verdict(store: ReviewStore, region_id: int, reviewer: str, verdict: str, category: Optional[str] = None,
+                thing: Optional[bool] = None, at: Optional[float] = None) -> dict:
     """Record ``reviewer``'s verdict on a region; returns it once the transaction has committed.
 
     ``verdict`` is 'category' (then ``category`` names a class or synonym; an unknown name
@@ -171,9 +154,7 @@ def add_verdict(
         raise DenseVLMError(f"verdict must be one of {', '.join(VERDICTS)}, got '{verdict}'")
     now = time.time() if at is None else float(at)
     with store.transaction() as conn:
-        top1 = conn.execute(
-            "SELECT class_id FROM candidates WHERE region_id = ? AND rank = 0", (region_id,)
-        ).fetchone()
+        top1 = conn.execute("SELECT class_id FROM candidates WHERE region_id = ? AND rank = 0", (region_id,)).fetchone()
         if top1 is None:
             raise RegionNotFound(region_id)
         class_id = None
@@ -195,9 +176,8 @@ def add_verdict(
     return result
 
 
-def _class_for_verdict(
-    store: ReviewStore, conn: sqlite3.Connection, category: Optional[str], thing: Optional[bool], reviewer: str, now: float
-) -> tuple[int, bool]:
+def _class_for_verdict(store: ReviewStore, conn: sqlite3.Connection, category: Optional[str], thing: Optional[bool],
+                       reviewer: str, now: float) -> tuple[int, bool]:
     name = clean_name(category or "")
     if not name:
         raise DenseVLMError("a 'category' verdict needs a category name")

@@ -15,11 +15,6 @@ transaction) holds:
 A verdict's status is ``accepted`` when its category is the teacher's top-1, ``corrected`` when
 it is another category, ``rejected`` when the region is not a region, ``unsure`` otherwise.
 Times are Unix seconds (UTC).
-
-This module owns the schema, the connection and its transactions. Reading and writing by
-concern: :mod:`~densevlm.review.importing`, :mod:`~densevlm.review.session`,
-:mod:`~densevlm.review.progress`, :mod:`~densevlm.review.resolve` and, for consumers of the
-verdicts, :mod:`~densevlm.review.reviewed`.
 """
 
 from __future__ import annotations
@@ -61,10 +56,7 @@ CREATE TABLE classes (
     added_by TEXT,
     created_at REAL NOT NULL
 );
-CREATE TABLE class_names (
-    name TEXT PRIMARY KEY COLLATE NOCASE,
-    class_id INTEGER NOT NULL REFERENCES classes(id)
-);
+CREATE TABLE class_names (name TEXT PRIMARY KEY COLLATE NOCASE, class_id INTEGER NOT NULL REFERENCES classes(id));
 CREATE TABLE images (
     id INTEGER PRIMARY KEY,
     root TEXT NOT NULL,
