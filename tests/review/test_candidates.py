@@ -1,15 +1,13 @@
-"""Reading candidates files: malformed lines give one-line errors naming the file and the line; RLE decoding matches pycocotools."""
+"""Malformed candidates JSONL files give one-line errors naming the file and the line."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.candidates import read_candidates, rle_area, rle_counts
+from densevlm.review.candidates import read_candidates
 from densevlm.review.importing import import_candidates
 
 from .conftest import header, region
@@ -125,20 +123,3 @@ def test_empty_and_missing_files(tmp_path):
         read_candidates(empty)
     with pytest.raises(DenseVLMError, match="candidates file not found"):
         read_candidates(tmp_path / "nope.jsonl")
-
-
-def test_rle_decoder_matches_pycocotools():
-    rng = np.random.default_rng(3)
-    for shape in [(1, 1), (5, 7), (64, 48), (200, 3)]:
-        mask = (rng.random(shape) > 0.6).astype(np.uint8)
-        mask[: shape[0] // 2, : shape[1] // 2] = 1  # long runs need multi-character counts
-        rle = mask_utils.encode(np.asfortranarray(mask))
-        counts = rle_counts(rle["counts"].decode("ascii"))
-        flat = np.zeros(mask.size, dtype=np.uint8)
-        pos = 0
-        for i, run in enumerate(counts):
-            flat[pos : pos + run] = i % 2
-            pos += run
-        assert pos == mask.size
-        np.testing.assert_array_equal(flat.reshape(shape[::-1]).T, mask)
-        assert rle_area({"size": list(shape), "counts": rle["counts"].decode("ascii")}) == int(mask.sum())

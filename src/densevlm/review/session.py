@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.candidates import clean_name, rle_counts
+from densevlm.regions.rle import rle_counts
+from densevlm.review.candidates import clean_name
 from densevlm.review.store import ReviewStore
 
 __all__ = ["RegionNotFound", "add_verdict", "clean_reviewer", "history", "image_file", "next_region", "region", "undo"]
