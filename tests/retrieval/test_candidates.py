@@ -8,7 +8,7 @@ import sys
 
 from densevlm.data.synth import write_world
 from densevlm.model import load_model
-from densevlm.review.store import import_candidates
+from densevlm.review.importing import import_candidates
 
 
 def test_retrieve_writes_importable_candidates(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -22,9 +23,10 @@ from densevlm.evaluation.protocol import EvalConfig, EvalResult, per_class_rows
 from densevlm.imaging import open_image
 from densevlm.regions.pooling import roi_pool, weighted_pool
 from densevlm.regions.rle import decode_rle
+from densevlm.review.reviewed import load_reviewed
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["LabelledRegion", "evaluate_regions"]
+__all__ = ["LabelledRegion", "evaluate_regions", "evaluate_reviewed"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,10 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
     per_class = per_class_rows(vocab, counters, SegmentationCounter(len(vocab)), no_seg)
     confusion = {name: c.confusion.tolist() for name, c in counters.items() if name != "crop" or cfg.crops}
     return EvalResult(metrics, per_class, confusion, list(vocab.names), list(vocab.is_thing), skipped)
+
+
+def evaluate_reviewed(model, db_path: str | Path, cfg: Optional[EvalConfig] = None) -> EvalResult:
+    """:func:`evaluate_regions` on the regions of a review database that experts accepted or corrected."""
+    reviewed = load_reviewed(db_path)
+    regions = [LabelledRegion(r.image_path, r.box, r.label, r.mask_rle) for r in reviewed.regions if r.label is not None]
+    return evaluate_regions(model, regions, reviewed.vocab, cfg)
