@@ -29,8 +29,8 @@ def reviewed(tmp_path_factory):
     teacher = load_model("tiny-vit")
     teacher_path = teacher.save(root / "teacher.pt")
     vocab = default_vocabulary()
-    write_candidates(teacher, open_image_source(root / "world"), vocab, root / "cand.jsonl", RetrievalConfig(tau=100.0),
-                     max_boxes=4, limit=2, progress=False)
+    write_candidates(teacher, open_image_source(root / "world"), vocab, root / "cand.jsonl",
+                     RetrievalConfig(logit_scale=100.0), max_boxes=4, limit=2, progress=False)
     db = root / "review.sqlite"
     import_candidates(db, root / "cand.jsonl")
     with sqlite3.connect(db) as conn:
