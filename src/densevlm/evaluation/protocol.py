@@ -30,6 +30,7 @@ from densevlm.data.panoptic import PanopticDataset
 from densevlm.errors import DenseVLMError
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
 from densevlm.imaging import Letterbox, letterbox
+from densevlm.regions import similarity
 from densevlm.regions.pooling import mask_token_weights, roi_pool, weighted_pool
 from densevlm.vocab.vocabulary import Vocabulary
 
@@ -339,9 +340,9 @@ def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
         labels = it["labels"]
         if labels.numel():
             box_feats = roi_pool(own[None], [plan.to_input(it["boxes"])], patch)
-            counters["box"].update(box_feats @ text.t(), labels)
+            counters["box"].update(similarity.cosine(box_feats, text), labels)
             mask_feats = weighted_pool(own, it["weights"].to(dense.device))
-            counters["mask"].update(mask_feats @ text.t(), labels)
+            counters["mask"].update(similarity.cosine(mask_feats, text), labels)
             if cfg.crops:
                 counters["crop"].update(_crop_logits(model, it, cfg, text), labels)
         if cfg.segmentation:
@@ -359,7 +360,7 @@ def _crop_logits(model, item, cfg: EvalConfig, text: torch.Tensor) -> torch.Tens
         sel = (thing == flag).nonzero(as_tuple=True)[0]
         if sel.numel():
             feats[sel] = model.encode_crops(image, boxes[sel], context=context).float()
-    return feats @ text.t()
+    return similarity.cosine(feats, text)
 
 
 def make_validator(data: str, vocab_path: Optional[str] = None, limit: Optional[int] = None,

@@ -10,6 +10,7 @@ truth, so no mIoU.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
@@ -18,12 +19,14 @@ from densevlm.errors import DenseVLMError
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
 from densevlm.evaluation.protocol import EvalConfig, EvalResult, per_class_rows
 from densevlm.imaging import open_image
+from densevlm.regions import similarity
 from densevlm.regions.labelled import LabelledRegion
 from densevlm.regions.pooling import mask_token_weights, roi_pool, weighted_pool
 from densevlm.regions.rle import decode_rle
+from densevlm.review.reviewed import load_reviewed
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["evaluate_regions"]
+__all__ = ["evaluate_regions", "evaluate_reviewed"]
 
 
 def _label(region: LabelledRegion, vocab: Vocabulary) -> int:
@@ -74,7 +77,8 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             items = [r for r, _ in pairs]
             boxes = torch.tensor([r.box for r in items], dtype=torch.float32)
             labels = torch.tensor([k for _, k in pairs], dtype=torch.int64)
-            counters["box"].update(roi_pool(dense, [plan.to_input(boxes)], model.patch_size) @ text.t(), labels)
+            box_feats = roi_pool(dense, [plan.to_input(boxes)], model.patch_size)
+            counters["box"].update(similarity.cosine(box_feats, text), labels)
             masked = [j for j, r in enumerate(items) if r.mask_rle is not None]
             if masked:
                 masks = torch.stack([torch.from_numpy(decode_rle(items[j].mask_rle)) for j in masked])
@@ -83,7 +87,7 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
                 except DenseVLMError as e:
                     raise DenseVLMError(f"{path}: {e}") from None
                 feats = weighted_pool(dense[0], weights.to(dense.device))
-                counters["mask"].update(feats @ text.t(), labels[masked])
+                counters["mask"].update(similarity.cosine(feats, text), labels[masked])
             if cfg.crops:
                 thing = torch.tensor([vocab.is_thing[k] for _, k in pairs])
                 feats = torch.zeros(len(items), text.shape[1])
@@ -91,7 +95,7 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
                     sel = (thing == flag).nonzero(as_tuple=True)[0]
                     if sel.numel():
                         feats[sel] = model.encode_crops(image, boxes[sel], context=context).float().cpu()
-                counters["crop"].update(feats @ text.cpu().t(), labels)
+                counters["crop"].update(similarity.cosine(feats, text.cpu()), labels)
     metrics: dict[str, Any] = {}
     for name, counter in counters.items():
         if name == "crop" and not cfg.crops:
@@ -104,3 +108,14 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
     per_class = per_class_rows(vocab, counters, SegmentationCounter(len(vocab)), no_seg)
     confusion = {name: c.confusion.tolist() for name, c in counters.items() if name != "crop" or cfg.crops}
     return EvalResult(metrics, per_class, confusion, list(vocab.names), list(vocab.is_thing), skipped)
+
+
+def evaluate_reviewed(model, db_path: str | Path, cfg: Optional[EvalConfig] = None) -> EvalResult:
+    """:func:`evaluate_regions` on the regions of a review database that experts accepted or corrected."""
+    reviewed = load_reviewed(db_path)
+    regions = [
+        LabelledRegion(r.image_path, r.box, r.category, r.thing, r.mask_rle, r.width, r.height, r.status, r.region_id)
+        for r in reviewed.regions
+        if r.label is not None
+    ]
+    return evaluate_regions(model, regions, reviewed.vocab, cfg)

@@ -34,13 +34,14 @@ from densevlm.model import DenseModel, load_model
 from densevlm.regions.sources import region_boxes
 from densevlm.retrieval.teacher import (Retrieval, RetrievalStats, classify_parts, classify_regions, part_blobs,
                                        teacher_region_features)
+from densevlm.review.reviewed import ReviewedRegion, ReviewedSet
 from densevlm.training.config import TrainConfig
 from densevlm.training.data import StepBatchSampler, make_loader, normalise_content
 from densevlm.training.distributed import all_reduce_sum, barrier, init_distributed
 from densevlm.training.pretrain import param_groups, warmup_cosine
 from densevlm.vocab import Vocabulary, load_vocabulary
 
-__all__ = ["train", "apply_freezing", "ensemble_state", "default_vocabulary", "TrainResult", "ReviewedSet", "ReviewedTarget"]
+__all__ = ["train", "apply_freezing", "ensemble_state", "default_vocabulary", "TrainResult"]
 
 log = logging.getLogger(__name__)
 
@@ -118,36 +119,6 @@ class TrainResult:
     skipped_images: int
     retrieval: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class ReviewedTarget:
-    """An expert verdict on one region of a training image.
-
-    Attributes:
-        image_path: the image file (matched against the training source's files).
-        width, height: the image's original size in pixels.
-        box: XYXY in original pixels.
-        label: vocabulary index of the accepted or corrected category; None for ``unsure``
-            (the teacher decides) and for ``rejected``.
-        rejected: the expert said this is not a region: it is dropped.
-    """
-
-    image_path: str
-    width: int
-    height: int
-    box: tuple[float, float, float, float]
-    label: Optional[int]
-    rejected: bool = False
-
-
-@dataclass
-class ReviewedSet:
-    """Expert verdicts and the vocabulary they refer to (which may extend the original one)."""
-
-    vocab: Vocabulary
-    targets: list[ReviewedTarget]
-    smoothing: float = 0.05
 
 
 @dataclass
@@ -378,7 +349,7 @@ class _Run:
         scale = item["content"].shape[-1] / verdicts[0].width
         return torch.tensor([v.box for v in verdicts], dtype=torch.float32).reshape(-1, 4) * scale
 
-    def _apply_verdicts(self, targets: _Targets, verdicts: list[ReviewedTarget]) -> None:
+    def _apply_verdicts(self, targets: _Targets, verdicts: list[ReviewedRegion]) -> None:
         """Expert labels replace the teacher's: a near one-hot target, the section of the
         category decides thing/stuff, rejected regions are dropped, unsure ones keep the teacher's."""
         r = targets.retrieval
@@ -529,16 +500,16 @@ class _Run:
         barrier()
 
 
-def _match_reviewed(reviewed: ReviewedSet, source) -> dict[int, list[ReviewedTarget]]:
+def _match_reviewed(reviewed: ReviewedSet, source) -> dict[int, list[ReviewedRegion]]:
     """Group verdicts by the index of their image in the training source (by resolved path)."""
     from densevlm.data.images import FileListSource
 
     if not isinstance(source, FileListSource):
         raise DenseVLMError("--reviewed needs --images to be a folder (the reviewed images are files)")
     index = {str(Path(p).resolve()): i for i, p in enumerate(source.files)}
-    out: dict[int, list[ReviewedTarget]] = {}
+    out: dict[int, list[ReviewedRegion]] = {}
     unmatched = 0
-    for t in reviewed.targets:
+    for t in reviewed.regions:
         i = index.get(str(Path(t.image_path).resolve()))
         if i is None:
             unmatched += 1
