@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from densevlm.data.images import FileListSource, ImageSource
-from densevlm.imaging import plan_letterbox
 from densevlm.regions import similarity
 from densevlm.regions.rle import encode_rle
 from densevlm.regions.sources import grid_boxes, segment_regions
