@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (default: 0)")
     p.add_argument("--skip-bad", action="store_true", help="count and report bad items instead of stopping")
+    p.add_argument("--strict", action="store_true",
+                   help="stop on incomplete ground truth (an annotation without segments_info, a PNG id the JSON "
+                        "does not list) instead of counting it as void and warning")
     p.add_argument("--templates", default=None, help="prompt template set: vild, tiny, single, name")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data.endswith((".sqlite", ".db", ".sqlite3")):
         result = evaluate_reviewed(model, args.data, cfg)
     else:
-        dataset = PanopticDataset(args.data, limit=args.limit)
+        dataset = PanopticDataset(args.data, limit=args.limit, strict=args.strict)
         vocab = load_vocabulary(args.vocab) if args.vocab else builtin_vocab_for(args.data)
         result = evaluate(model, dataset, vocab, cfg, progress=rank == 0)
     if rank == 0:
