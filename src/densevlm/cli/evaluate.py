@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="longest input side (default: 512 for open_clip models, native for tiny ones)")
     p.add_argument("--json", default=None, help="write metrics (and per-class rows) to this JSON file")
     p.add_argument("--per-class", default=None, help="write per-class accuracies and IoU to this CSV file")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json / --per-class files")
     p.add_argument("--no-crops", action="store_true", help="skip crop features (they cost one forward pass per segment)")
     p.add_argument("--no-seg", action="store_true", help="skip semantic segmentation (mIoU)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.evaluation import EvalConfig, evaluate, format_table, write_per_class_csv
     from densevlm.vocab import load_vocabulary
 
+    check_outputs(args)
     device = default_device(args.device)
     rank, world = init_distributed(device)
     model = load_model_arg(args.model, args.pretrained, device)
@@ -82,6 +84,18 @@ def run(args: argparse.Namespace) -> int:
         if args.per_class:
             write_per_class_csv(args.per_class, result.per_class)
     return 0
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: --json / --per-class must be writable and name none of the inputs."""
+    from densevlm.data.panoptic import resolve_panoptic_spec
+    from densevlm.fileio import check_output
+
+    reviewed = args.data.endswith((".sqlite", ".db", ".sqlite3"))
+    inputs = [args.vocab, *([args.data] if reviewed else resolve_panoptic_spec(args.data))]
+    for flag, out in (("--json", args.json), ("--per-class", args.per_class)):
+        if out:
+            check_output(out, "file", inputs=inputs, overwrite=args.overwrite, flag=flag)
 
 
 def evaluate_reviewed(model, db_path: str, cfg):
