@@ -108,8 +108,8 @@ class PanopticDataset:
             raise DenseVLMError(f"{self.json_path}: panoptic JSON not found (--data {spec})")
         try:
             data = json.loads(self.json_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise DenseVLMError(f"{self.json_path}: not valid JSON ({str(e)[:120]})") from None
+        except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a 4300-digit number, deep nesting
+            raise DenseVLMError(f"{self.json_path}: not valid JSON ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
         except OSError as e:
             raise DenseVLMError(f"{self.json_path}: cannot read the panoptic JSON ({e.strerror})") from None
         if not isinstance(data, dict):

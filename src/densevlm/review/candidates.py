@@ -296,6 +296,8 @@ def read_candidates(path: str | Path) -> tuple[CandidatesHeader, list[CandidateR
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DenseVLMError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # a number past 4300 digits, nesting past the stack
+            raise DenseVLMError(f"{where}: not usable JSON ({str(e).splitlines()[0][:80] or type(e).__name__})") from None
         if header is None:
             header = _parse_header(obj, where)
             for index, cls in enumerate(header.classes):
