@@ -8,10 +8,11 @@ to original pixels by a single scale factor.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -99,26 +100,31 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:120] if text else type(e).__name__
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Read an image file as RGB with its EXIF orientation applied (the frame of :func:`image_size`).
+def open_image(path: str | Path | BinaryIO, name: Optional[str] = None) -> Image.Image:
+    """Read an image as RGB with its EXIF orientation applied (the frame of :func:`image_size`).
+
+    Args:
+        path: a file path, or a binary file object (e.g. a member of a tar shard).
+        name: what messages call the image (default ``path``).
 
     Raises:
         DenseVLMError: the file is missing, not an image, truncated or too large.
     """
-    path = Path(path)
+    label = name or str(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path if hasattr(path, "read") else Path(path)) as im:
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return to_rgb(im)
     except FileNotFoundError:
-        raise DenseVLMError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DenseVLMError(f"{path}: not a readable image ({_first_line(e)})") from None
+        raise DenseVLMError(f"{label}: image file not found") from None
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError, TypeError, IndexError, KeyError,
+            struct.error) as e:  # what Pillow raises for damaged files
+        raise DenseVLMError(f"{label}: not a readable image ({_first_line(e)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DenseVLMError(f"{path}: image is too large (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+        raise DenseVLMError(f"{label}: image is too large (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
 
 
 @dataclass(frozen=True)
