@@ -25,6 +25,14 @@ __all__ = ["check_class_tokens", "token_count"]
 
 log = logging.getLogger(__name__)
 
+_warned: set[tuple[str, ...]] = set()  # warnings already given in this process (segment() runs per image)
+
+
+def _warn_once(key: tuple[str, ...], message: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
+
 
 def token_count(tokenizer: Any, text: str) -> Optional[int]:
     """Tokens ``text`` takes before truncation, start and end tokens included; None when the
@@ -78,8 +86,9 @@ def check_class_tokens(tokenizer: Any, vocab: Vocabulary, templates: Sequence[st
             if any(c is not None and prefix + c > context for c in counts):
                 cut.append(k)
         if cut:
-            log.warning("%s: %d class name(s) are longer than the %s text tower's %d-token context and are cut: %s",
-                        source, len(cut), model, context, ", ".join(_where(vocab, k) for k in cut[:8]))
+            _warn_once(("cut", source, vocab.fingerprint(), model, *templates),
+                       "%s: %d class name(s) are longer than the %s text tower's %d-token context and are cut: %s",
+                       source, len(cut), model, context, ", ".join(_where(vocab, k) for k in cut[:8]))
     unknown: dict[str, list[int]] = defaultdict(list)
     if hasattr(tokenizer, "unknown_words"):
         for k, synonyms in enumerate(vocab.synonyms):
@@ -87,8 +96,9 @@ def check_class_tokens(tokenizer: Any, vocab: Vocabulary, templates: Sequence[st
                 unknown[word].append(k)
         if unknown:
             words = ", ".join(_where_word(vocab, w, ks) for w, ks in list(unknown.items())[:8])
-            log.warning("%s: the %s text tower does not know %d word(s); each reads as the same unknown token: %s",
-                        source, model, len(unknown), words)
+            _warn_once(("unknown", source, vocab.fingerprint(), model),
+                       "%s: the %s text tower does not know %d word(s); each reads as the same unknown token: %s",
+                       source, model, len(unknown), words)
     # identical sentences for every template iff identical for one when nothing is cut (word-local
     # tokenizers, the same template words around each name); with cut names compare them all
     used = templates if cut else ("{article} {}" if any("{article}" in t for t in templates) else "{}",)
