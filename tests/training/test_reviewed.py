@@ -10,14 +10,14 @@ import torch
 from densevlm.cli.evaluate import evaluate_reviewed
 from densevlm.cli.train import load_reviewed
 from densevlm.data.images import open_image_source
-from densevlm.data.synth import write_world
+from densevlm.data.synth import default_vocabulary, write_world
 from densevlm.evaluation import EvalConfig
 from densevlm.model import load_model
 from densevlm.retrieval.candidates import write_candidates
 from densevlm.retrieval.teacher import RetrievalConfig
 from densevlm.review.store import ReviewStore, import_candidates
 from densevlm.training.config import TrainConfig
-from densevlm.training.trainer import _Run, default_vocabulary
+from densevlm.training.trainer import _Run
 from densevlm.training.data import ContentDataset
 
 

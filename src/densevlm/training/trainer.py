@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from densevlm.data.images import open_image_source
+from densevlm.data.synth import default_vocabulary
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
 from densevlm.losses.alignment import clipself_loss, decoupled_alignment_loss, thing_mass_loss
@@ -40,17 +41,9 @@ from densevlm.training.distributed import all_reduce_sum, barrier, init_distribu
 from densevlm.training.pretrain import param_groups, warmup_cosine
 from densevlm.vocab import Vocabulary, load_vocabulary
 
-__all__ = ["train", "apply_freezing", "ensemble_state", "default_vocabulary", "TrainResult", "ReviewedSet", "ReviewedTarget"]
+__all__ = ["train", "apply_freezing", "ensemble_state", "TrainResult", "ReviewedSet", "ReviewedTarget"]
 
 log = logging.getLogger(__name__)
-
-
-def default_vocabulary() -> Vocabulary:
-    """The embedded world's vocabulary (10 things, 6 stuff)."""
-    from densevlm.data.synth.writer import world_vocabulary_text
-    from densevlm.vocab import parse_vocabulary
-
-    return parse_vocabulary(world_vocabulary_text(), source="embedded world")
 
 
 def apply_freezing(model: DenseModel, unlocked_blocks: int = -1, train_embed: bool = False, train_head: bool = False) -> list[str]:
