@@ -23,8 +23,9 @@ from densevlm.data.captions import JsonlCaptionSource, open_caption_source
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save, atomic_write_json
 from densevlm.model import DenseModel, load_model, pad_batch
+from densevlm.training.optim import param_groups, warmup_cosine
 
-__all__ = ["PretrainConfig", "pretrain", "contrastive_loss", "param_groups", "warmup_cosine"]
+__all__ = ["PretrainConfig", "pretrain", "contrastive_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -94,25 +95,6 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tenso
     same = torch.tensor([[a == b for b in captions] for a in captions], dtype=logits.dtype, device=logits.device)
     targets = same / same.sum(dim=1, keepdim=True)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on matrices only; none on biases, norms, scales and embeddings."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith(("cls_token", "pos_embed"))
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear from 0 over ``warmup`` steps, then cosine from 1 to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _build_model(cfg: PretrainConfig, source) -> DenseModel:

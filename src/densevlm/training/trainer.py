@@ -38,7 +38,7 @@ from densevlm.retrieval.teacher import (Retrieval, RetrievalStats, classify_part
 from densevlm.training.config import TrainConfig
 from densevlm.training.data import StepBatchSampler, make_loader, normalise_content
 from densevlm.training.distributed import all_reduce_sum, barrier, init_distributed
-from densevlm.training.pretrain import param_groups, warmup_cosine
+from densevlm.training.optim import param_groups, warmup_cosine
 from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = ["train", "apply_freezing", "ensemble_state", "TrainResult", "ReviewedSet", "ReviewedTarget"]
