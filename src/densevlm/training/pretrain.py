@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from densevlm.data.captions import JsonlCaptionSource, open_caption_source
+from densevlm.data.synth import make_caption
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save, atomic_write_json
 from densevlm.model import DenseModel, load_model, pad_batch
@@ -128,7 +129,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
     cfg.check()
     torch.manual_seed(cfg.seed)
     source = open_caption_source(
-        cfg.data, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed,
+        cfg.data, make_caption, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed,
         part_crop_prob=cfg.part_crop_prob,
     )
     model = _build_model(cfg, source)
