@@ -17,8 +17,8 @@ from densevlm.retrieval.candidates import write_candidates
 from densevlm.retrieval.teacher import RetrievalConfig
 from densevlm.review.store import ReviewStore, import_candidates
 from densevlm.training.config import TrainConfig
-from densevlm.training.trainer import _Run
 from densevlm.training.data import ContentDataset
+from densevlm.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +49,11 @@ def test_verdicts_become_training_targets(reviewed):
     assert "oil stain" in data.vocab.names and data.vocab.is_thing[data.vocab.index("oil stain")]
     cfg = TrainConfig(student="tiny-vit", teacher=reviewed["teacher"], images=str(reviewed["root"] / "world"),
                       out=str(reviewed["root"] / "run"), steps=1, batch_size=2, tau=100.0, reviewed_weight=3.0)
-    run = _Run(cfg, resume=False, progress=False, reviewed=data)
-    image = next(iter(run.reviewed))
-    verdicts = run.reviewed[image]
-    item = ContentDataset(run.source, run.size)[image]
-    targets = run.targets([item], step=0)[0]
+    trainer = Trainer(cfg, progress=False, reviewed=data)
+    image = next(iter(trainer.targets.reviewed))
+    verdicts = trainer.targets.reviewed[image]
+    item = ContentDataset(trainer.source, trainer.size)[image]
+    targets = trainer.targets([item], step=0)[0]
     r = targets.retrieval
     assert targets.boxes.shape[0] == len(verdicts)
     for j, v in enumerate(verdicts):
@@ -66,7 +66,7 @@ def test_verdicts_become_training_targets(reviewed):
             assert targets.weights[j] == 3.0
     labels = {data.vocab.names[v.label] for v in verdicts if v.label is not None}
     assert labels and labels <= {"gear", "cloth", "oil stain"}
-    out = run.train_step([item])
+    out = trainer.step([item])
     assert torch.isfinite(torch.tensor(out["loss"]))
 
 

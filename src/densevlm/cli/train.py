@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def load_reviewed(db_path: str):
     """Expert verdicts from a review database, as training targets."""
     from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
-    from densevlm.training.trainer import ReviewedSet, ReviewedTarget
+    from densevlm.training.targets import ReviewedSet, ReviewedTarget
 
     vocab = reviewed_vocabulary(db_path)
     targets = []
