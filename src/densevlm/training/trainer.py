@@ -165,8 +165,8 @@ class Trainer:
     def step(self, items: list[dict[str, Any]]) -> dict[str, float]:
         """One optimisation step on this process's decoded images (``index`` and uint8 ``content``).
 
-        Does not advance :attr:`global_step` (the loop does). Returns the loss and region count
-        summed over processes, with the targets' ``kept_frac`` and ``thing_frac``.
+        Returns the loss and region count summed over processes, with the targets' ``kept_frac``
+        and ``thing_frac``; the loss is NaN (and only the schedule steps) when no region carries weight.
         """
         cfg = self.cfg
         targets = self.targets(items, self.global_step)
@@ -176,12 +176,15 @@ class Trainer:
         else:
             out = alignment_step_loss(cfg, self.forward, images, targets, self.text_student, self.class_is_thing,
                                       self.tau, self.stats, self.precision, with_crops=self.frozen is not None)
-            if out.loss is None:
-                self.schedule.step()
-                return {"loss": float("nan"), "regions": 0.0, **out.stats}
-        optimizer_step(out.loss, self.optimizer, self.scaler, self.schedule, self.world)
-        (global_loss, global_regions) = all_reduce_sum([float(out.loss.detach()), float(out.regions)])
-        return {"loss": global_loss, "regions": global_regions, **out.stats}
+        if out.loss is None:
+            self.schedule.step()
+            totals = {"loss": float("nan"), "regions": 0.0}
+        else:
+            optimizer_step(out.loss, self.optimizer, self.scaler, self.schedule, self.world)
+            (global_loss, global_regions) = all_reduce_sum([float(out.loss.detach()), float(out.regions)])
+            totals = {"loss": global_loss, "regions": global_regions}
+        self.global_step += 1
+        return {**totals, **out.stats}
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -213,7 +216,6 @@ class Trainer:
             if not items:
                 raise DenseVLMError(f"every image of step {self.global_step} was unreadable ({batch[0]['error']})")
             out = self.step(items)
-            self.global_step += 1
             step = self.global_step
             last_loss = out["loss"]
             window_regions += out["regions"]
