@@ -21,7 +21,7 @@ _EXPORTS = {
     "Vocabulary": "densevlm.vocab.vocabulary",
     "load_vocabulary": "densevlm.vocab.vocabulary",
     "segment": "densevlm.inference.segment",
-    "SegmentResult": "densevlm.inference.segment",
+    "SegmentResult": "densevlm.inference.result",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

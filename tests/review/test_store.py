@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
-import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.candidates import rle_area, rle_counts
 from densevlm.review.store import ReviewStore, import_candidates, load_reviewed_regions, reviewed_vocabulary
 
 from .conftest import header, region, write_candidates
@@ -223,23 +220,6 @@ def test_missing_and_foreign_databases(tmp_path):
     junk.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(DenseVLMError, match="not a usable SQLite"):
         ReviewStore(junk)
-
-
-def test_rle_decoder_matches_pycocotools():
-    rng = np.random.default_rng(3)
-    for shape in [(1, 1), (5, 7), (64, 48), (200, 3)]:
-        mask = (rng.random(shape) > 0.6).astype(np.uint8)
-        mask[: shape[0] // 2, : shape[1] // 2] = 1  # long runs need multi-character counts
-        rle = mask_utils.encode(np.asfortranarray(mask))
-        counts = rle_counts(rle["counts"].decode("ascii"))
-        flat = np.zeros(mask.size, dtype=np.uint8)
-        pos = 0
-        for i, run in enumerate(counts):
-            flat[pos : pos + run] = i % 2
-            pos += run
-        assert pos == mask.size
-        np.testing.assert_array_equal(flat.reshape(shape[::-1]).T, mask)
-        assert rle_area({"size": list(shape), "counts": rle["counts"].decode("ascii")}) == int(mask.sum())
 
 
 def test_image_file_stays_inside_its_root(imported):

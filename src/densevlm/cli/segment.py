@@ -1,7 +1,8 @@
 """Label every pixel and every region of your images with the classes of your vocabulary.
 
-INPUT: image files, folders (searched recursively) or globs ('photos/**/*.jpg'); any size,
-RGB, grayscale, RGBA or 16-bit, EXIF orientation applied. For each image, --out DIR gets:
+INPUT: image files, folders (searched recursively, hidden files and folders skipped) or globs
+('photos/**/*.jpg', only image files kept); any size, RGB, grayscale, RGBA or 16-bit, EXIF
+orientation applied. For each image, --out DIR gets:
 
   NAME.overlay.png  the image with stuff tinted, things outlined, labels and a legend
                     (small images are upscaled, large ones drawn at most --overlay-max-side px)

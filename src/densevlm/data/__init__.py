@@ -10,7 +10,7 @@ from typing import Any
 
 _MODULES = {
     "captions": ("CaptionBatch", "Captioner", "JsonlCaptionSource", "PanopticCaptionSource", "open_caption_source"),
-    "images": ("FileListSource", "ImageSource", "TarShardSource", "expand_braces", "open_image_source"),
+    "images": ("FileListSource", "ImageSource", "TarShardSource", "expand_braces", "find_images", "open_image_source"),
     "panoptic": ("PanopticDataset", "PanopticSample", "read_panoptic_png", "resolve_panoptic_spec"),
 }
 _EXPORTS = {name: f"densevlm.data.{module}" for module, names in _MODULES.items() for name in names}

@@ -2,14 +2,15 @@
 
 ``--images`` accepts:
 
-* a folder, searched recursively for jpg/png/bmp/tiff/webp files;
+* a folder, an image file or a glob, as :func:`find_images` resolves it (the rule of every
+  command that takes images: hidden files and folders skipped, globs relative to the cwd);
 * a densevlm world directory (its ``images/`` folder);
 * a COCO instances or panoptic JSON (its ``images[].file_name`` list), as ``FILE.json`` (the
   images are looked up in ``<json dir>/../<split>`` as in the COCO layout, e.g.
   ``annotations/instances_train2017.json`` -> ``train2017/``) or ``json=FILE,images=DIR``;
-* webdataset tar shards, as a glob or brace pattern (``shards/train-{000..099}.tar``):
-  every image member is indexed once (name, offset, size) and read on demand, so a collection
-  far larger than memory is sampled at random like a folder.
+* webdataset tar shards, as a path or pattern ending in ``.tar`` or a brace pattern
+  (``shards/train-{000..099}.tar``): every image member is indexed once (name, offset, size)
+  and read on demand, so a collection far larger than memory is sampled at random like a folder.
 
 Unreadable images raise :class:`~densevlm.errors.DenseVLMError` from :meth:`ImageSource.load`;
 the trainer skips and counts them.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -30,7 +32,9 @@ from PIL import Image
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import IMAGE_SUFFIXES, open_image, to_rgb
 
-__all__ = ["ImageSource", "FileListSource", "TarShardSource", "open_image_source", "expand_braces"]
+__all__ = ["ImageSource", "FileListSource", "TarShardSource", "open_image_source", "expand_braces", "find_images"]
+
+_GLOB_CHARS = "*?["
 
 
 class ImageSource:
@@ -158,7 +162,7 @@ def open_image_source(spec: str | Path) -> ImageSource:
     if text.startswith("json="):
         parts = dict(p.split("=", 1) for p in text.split(",") if "=" in p)
         return _coco_json_source(Path(parts["json"]), Path(parts["images"]) if "images" in parts else None)
-    if text.endswith(".tar") or "{" in text or "*" in text:
+    if text.endswith(".tar") or "{" in text:
         shards = sorted({Path(p) for pattern in expand_braces(text) for p in glob.glob(pattern)})
         if not shards:
             raise DenseVLMError(f"{text}: no tar shards match")
@@ -166,9 +170,72 @@ def open_image_source(spec: str | Path) -> ImageSource:
     path = Path(text)
     if path.suffix == ".json":
         return _coco_json_source(path, None)
-    if not path.is_dir():
+    if not path.exists() and not _is_glob(text):
         raise DenseVLMError(f"{path}: image folder not found")
     if (path / "panoptic.json").is_file() and (path / "images").is_dir():
         path = path / "images"
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return FileListSource(files, path, str(path))
+    root, files = find_images(path)
+    return FileListSource(files, root, str(path))
+
+
+def _is_glob(spec: str | Path) -> bool:
+    return any(c in str(spec) for c in _GLOB_CHARS) and not Path(spec).exists()
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder part of a glob before its first wildcard component (``.`` when there is none)."""
+    fixed = []
+    for part in Path(pattern).parts[:-1]:
+        if any(c in part for c in _GLOB_CHARS):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _walk(folder: Path, exclude: Optional[Path]) -> list[Path]:
+    """Image files under ``folder`` (recursive), skipping hidden entries and the folder ``exclude``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)]
+        found += [here / f for f in filenames if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+    return found
+
+
+def find_images(spec: str | Path, exclude: Optional[str | Path] = None) -> tuple[Path, list[Path]]:
+    """``(root, image files)`` of one input: the one rule of ``densevlm segment INPUT`` and ``--images``.
+
+    An existing file is taken as it is (root: its folder). An existing folder is searched
+    recursively for :data:`~densevlm.imaging.IMAGE_SUFFIXES` files, any case (root: the folder).
+    Anything else holding ``*``, ``?`` or ``[`` is a glob relative to the current directory
+    (``**`` spans folders), whose folders are searched as above and whose files are kept when
+    they are images (root: the pattern's folders before the first wildcard, else ``.``). Hidden
+    files and folders (``.name``) are skipped below the spec; a glob matches them only where its
+    own pattern starts a name with ``.``. Nothing inside the folder ``exclude`` is found.
+
+    Returns:
+        ``root`` and the files under it, sorted, each once.
+
+    Raises:
+        DenseVLMError: a path that does not exist, or a glob that matches nothing.
+    """
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    path = Path(spec)
+    if path.is_file():
+        return path.parent, [path]
+    if path.is_dir():
+        return path, sorted(_walk(path, excluded))
+    if not _is_glob(spec):
+        raise DenseVLMError(f"{spec}: no such file or folder")
+    matches = [Path(m) for m in glob.glob(str(spec), recursive=True)]
+    if not matches:
+        raise DenseVLMError(f"{spec}: the pattern matches no files")
+    files: set[Path] = set()
+    for match in matches:
+        if excluded is not None and (match.resolve() == excluded or excluded in match.resolve().parents):
+            continue
+        if match.is_dir():
+            files.update(_walk(match, excluded))
+        elif match.name.lower().endswith(IMAGE_SUFFIXES):
+            files.add(match)
+    return _glob_root(str(spec)), sorted(files)

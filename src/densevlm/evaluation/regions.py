@@ -21,6 +21,7 @@ from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
 from densevlm.evaluation.protocol import EvalConfig, EvalResult, per_class_rows
 from densevlm.imaging import open_image
 from densevlm.regions.pooling import roi_pool, weighted_pool
+from densevlm.regions.rle import decode_rle
 from densevlm.vocab.vocabulary import Vocabulary
 
 __all__ = ["LabelledRegion", "evaluate_regions"]
@@ -46,7 +47,6 @@ class LabelledRegion:
 def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary, cfg: Optional[EvalConfig] = None,
                      progress: bool = True) -> EvalResult:
     """Classify every region's box / mask / crop feature; metrics as in the panoptic protocol."""
-    from pycocotools import mask as mask_utils
     from tqdm import tqdm
 
     cfg = cfg or EvalConfig()
@@ -81,8 +81,7 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             if masked:
                 weights = []
                 for j in masked:
-                    m = torch.from_numpy(mask_utils.decode({"size": items[j].mask_rle["size"],
-                                                            "counts": items[j].mask_rle["counts"].encode("ascii")}).astype(np.float32))
+                    m = torch.from_numpy(decode_rle(items[j].mask_rle).astype(np.float32))
                     resized = F.interpolate(m[None, None], size=(plan.height, plan.width), mode="area")[0, 0]
                     canvas = torch.zeros(plan.input_height, plan.input_width)
                     canvas[: plan.height, : plan.width] = resized

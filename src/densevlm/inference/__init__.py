@@ -1,8 +1,9 @@
 """Inference: dense open-vocabulary segmentation of images (``densevlm segment``).
 
-The entry point is ``densevlm.segment(model, image, vocab)`` (defined in
-:mod:`densevlm.inference.segment`). ``SegmentResult`` and ``Segment`` are imported on first
-use, so the light submodules (``io``, ``boxes``) load without torchvision and the text encoders.
+The entry point is ``densevlm.segment(model, image, vocab)``; here ``segment`` is its module.
+Modules: ``result`` (result types, JSON schema), ``maps`` (pixel maps), ``components``
+(regions and segments), ``segment`` (the API), ``batch``, ``io``, ``boxes``, ``overlay``
+(folder runs). The names below load on first use, so ``io`` and ``boxes`` stay light.
 """
 
 from __future__ import annotations
@@ -10,10 +11,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["Segment", "SegmentResult"]
+__all__ = ["SCHEMA", "Segment", "SegmentResult", "predict", "default_size", "default_min_area"]
+
+_HOMES = {
+    "SCHEMA": "densevlm.inference.result",
+    "Segment": "densevlm.inference.result",
+    "SegmentResult": "densevlm.inference.result",
+    "predict": "densevlm.inference.segment",
+    "default_size": "densevlm.inference.segment",
+    "default_min_area": "densevlm.inference.segment",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("densevlm.inference.segment"), name)
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'densevlm.inference' has no attribute {name!r}")

@@ -29,7 +29,8 @@ from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
 from densevlm.inference.io import InputImage, finished_json, write_outputs, write_summary
 from densevlm.inference.overlay import display_image
-from densevlm.inference.segment import SegmentResult, predict
+from densevlm.inference.result import SegmentResult
+from densevlm.inference.segment import predict
 from densevlm.regions.pooling import roi_pool
 from densevlm.vocab import Vocabulary
 

@@ -29,6 +29,7 @@ import torch
 
 from densevlm.data.images import FileListSource, ImageSource
 from densevlm.imaging import plan_letterbox
+from densevlm.regions.rle import encode_rle
 from densevlm.regions.sources import grid_boxes, segment_regions
 from densevlm.retrieval.teacher import RetrievalConfig, RetrievalStats, classify_regions, teacher_region_features
 from densevlm.vocab.vocabulary import Vocabulary
@@ -47,13 +48,6 @@ def header_record(teacher, vocab: Vocabulary, images_root: Optional[str], cfg: R
         "vocabulary": {"things": things, "stuff": stuff}, "tau": tau, "threshold": cfg.threshold,
         "region_source": region_source, "features": cfg.features,
     }
-
-
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def write_candidates(
@@ -136,7 +130,7 @@ def write_candidates(
                 }
                 if masks is not None:
                     full = torch.nn.functional.interpolate(masks[j][None, None].float(), size=(image.height, image.width), mode="nearest")
-                    record["mask"] = _rle(full[0, 0].numpy() > 0.5)
+                    record["mask"] = encode_rle(full[0, 0].numpy() > 0.5)
                 if full_logits or len(vocab) <= max_logits:
                     record["logits"] = [round(float(v), 3) for v in r.logits[j]]
                 f.write(json.dumps(record) + "\n")

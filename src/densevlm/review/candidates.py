@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Sequence
 
 from densevlm.errors import DenseVLMError, nearest_names
+from densevlm.regions.rle import rle_counts
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -26,53 +27,11 @@ __all__ = [
     "HeaderClass",
     "clean_name",
     "read_candidates",
-    "rle_area",
-    "rle_counts",
 ]
 
 logger = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 5
-
-
-# ----------------------------------------------------------------------------------------------
-# COCO compressed RLE (the ``counts`` string of pycocotools), decoded without numpy
-
-
-def rle_counts(counts: str) -> list[int]:
-    """Decode a COCO compressed RLE ``counts`` string into run lengths.
-
-    Runs alternate background/foreground starting with background, over the pixels in
-    column-major (Fortran) order. Raises ``ValueError`` on a malformed string.
-    """
-    runs: list[int] = []
-    pos = 0
-    while pos < len(counts):
-        value = 0
-        shift = 0
-        more = True
-        while more:
-            if pos >= len(counts):
-                raise ValueError("truncated RLE string")
-            chunk = ord(counts[pos]) - 48
-            if chunk < 0 or chunk > 63:
-                raise ValueError(f"invalid character {counts[pos]!r} in RLE string")
-            value |= (chunk & 0x1F) << shift
-            more = bool(chunk & 0x20)
-            pos += 1
-            shift += 5
-            if not more and chunk & 0x10:
-                value |= -1 << shift
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
-
-
-def rle_area(mask: dict) -> int:
-    """Foreground pixel count of a COCO compressed RLE dict."""
-    runs = rle_counts(mask["counts"])
-    return sum(runs[1::2])
 
 
 # ----------------------------------------------------------------------------------------------

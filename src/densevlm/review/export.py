@@ -25,7 +25,7 @@ from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.candidates import rle_area
+from densevlm.regions.rle import rle_area
 from densevlm.review.store import ReviewStore
 
 __all__ = [
