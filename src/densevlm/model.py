@@ -33,6 +33,9 @@ __all__ = ["DenseModel", "load_model", "pad_batch"]
 
 log = logging.getLogger(__name__)
 
+# Inference side for open_clip models when none is given: finer maps than their native 224.
+OPEN_CLIP_DEFAULT_SIZE = 448
+
 
 def pad_batch(images: Sequence[torch.Tensor]) -> torch.Tensor:
     """Stack ``[3, H_i, W_i]`` inputs into ``[B, 3, max H, max W]``, zero-padded right/bottom."""
@@ -48,6 +51,9 @@ def pad_batch(images: Sequence[torch.Tensor]) -> torch.Tensor:
 
 class DenseModel(nn.Module):
     """A CLIP-family model with dense, box, mask, crop, global and text encoders.
+
+    The PyTorch :class:`~densevlm.dense.DenseRuntime`; the encoders beyond it (boxes, masks,
+    crops, global, text) and training need this class itself.
 
     Attributes:
         backbone: the family-specific :class:`~densevlm.backbones.Backbone`.
@@ -78,8 +84,14 @@ class DenseModel(nn.Module):
         return self.backbone.embed_dim
 
     @property
+    def default_size(self) -> int:
+        """Inference side when none is given: :attr:`input_size` for the tiny models (their
+        native size unless changed), :data:`OPEN_CLIP_DEFAULT_SIZE` for open_clip models."""
+        return self.input_size if self.spec.config is not None else OPEN_CLIP_DEFAULT_SIZE
+
+    @property
     def logit_scale(self) -> float:
-        """The learned softmax temperature ``exp(logit_scale)``, capped at 100."""
+        """The learned multiplier of the cosines, CLIP's ``exp(logit_scale)``, capped at 100."""
         return self.backbone.logit_scale
 
     @property

@@ -7,15 +7,16 @@ import sqlite3
 import pytest
 import torch
 
-from densevlm.cli.evaluate import evaluate_reviewed
-from densevlm.cli.train import load_reviewed
 from densevlm.data.images import open_image_source
 from densevlm.data.synth import default_vocabulary, write_world
-from densevlm.evaluation import EvalConfig
+from densevlm.evaluation import EvalConfig, evaluate_reviewed
 from densevlm.model import load_model
 from densevlm.retrieval.candidates import write_candidates
 from densevlm.retrieval.teacher import RetrievalConfig
-from densevlm.review.store import ReviewStore, import_candidates
+from densevlm.review import session
+from densevlm.review.importing import import_candidates
+from densevlm.review.reviewed import load_reviewed
+from densevlm.review.store import ReviewStore
 from densevlm.training.config import TrainConfig
 from densevlm.training.data import ContentDataset
 from densevlm.training.trainer import Trainer
@@ -28,19 +29,19 @@ def reviewed(tmp_path_factory):
     teacher = load_model("tiny-vit")
     teacher_path = teacher.save(root / "teacher.pt")
     vocab = default_vocabulary()
-    write_candidates(teacher, open_image_source(root / "world"), vocab, root / "cand.jsonl", RetrievalConfig(tau=100.0),
-                     max_boxes=4, limit=2, progress=False)
+    write_candidates(teacher, open_image_source(root / "world"), vocab, root / "cand.jsonl",
+                     RetrievalConfig(logit_scale=100.0), max_boxes=4, limit=2, progress=False)
     db = root / "review.sqlite"
     import_candidates(db, root / "cand.jsonl")
     with sqlite3.connect(db) as conn:
         ids = {key: rid for rid, key in conn.execute("SELECT id, key FROM regions ORDER BY id")}
     keys = sorted(ids)
     with ReviewStore(db) as store:
-        store.add_verdict(ids[keys[0]], "ana", "category", category="gear")  # a thing
-        store.add_verdict(ids[keys[1]], "ana", "category", category="cloth")  # stuff
-        store.add_verdict(ids[keys[2]], "ana", "rejected")
-        store.add_verdict(ids[keys[3]], "ana", "category", category="oil stain", thing=True)  # a new class
-        store.add_verdict(ids[keys[4]], "ana", "unsure")
+        session.add_verdict(store, ids[keys[0]], "ana", "category", category="gear")  # a thing
+        session.add_verdict(store, ids[keys[1]], "ana", "category", category="cloth")  # stuff
+        session.add_verdict(store, ids[keys[2]], "ana", "rejected")
+        session.add_verdict(store, ids[keys[3]], "ana", "category", category="oil stain", thing=True)  # a new class
+        session.add_verdict(store, ids[keys[4]], "ana", "unsure")
     return {"root": root, "db": str(db), "teacher": str(teacher_path), "keys": keys}
 
 

@@ -55,7 +55,7 @@ def builtin_vocab_for(spec: str):
 def run(args: argparse.Namespace) -> int:
     from densevlm.cli._common import default_device, init_distributed, load_model_arg, write_json
     from densevlm.data.panoptic import PanopticDataset
-    from densevlm.evaluation import EvalConfig, evaluate, format_table, write_per_class_csv
+    from densevlm.evaluation import EvalConfig, evaluate, evaluate_reviewed, format_table, write_per_class_csv
     from densevlm.vocab import load_vocabulary
 
     device = default_device(args.device)
@@ -79,17 +79,3 @@ def run(args: argparse.Namespace) -> int:
         if args.per_class:
             write_per_class_csv(args.per_class, result.per_class)
     return 0
-
-
-def evaluate_reviewed(model, db_path: str, cfg):
-    """The protocol on the accepted or corrected regions of a review database."""
-    from densevlm.evaluation import LabelledRegion, evaluate_regions
-    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
-
-    vocab = reviewed_vocabulary(db_path)
-    regions = [
-        LabelledRegion(r.image_path, tuple(r.box), vocab.index(r.category), r.mask_rle)
-        for r in load_reviewed_regions(db_path)
-        if r.status in ("accepted", "corrected") and r.category
-    ]
-    return evaluate_regions(model, regions, vocab, cfg)

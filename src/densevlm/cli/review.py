@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from densevlm.review.store import import_candidates
+    from densevlm.review.importing import import_candidates
 
     summary = import_candidates(args.db, args.candidates, args.images)
     print(

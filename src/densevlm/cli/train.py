@@ -85,6 +85,7 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from densevlm.review.reviewed import load_reviewed
     from densevlm.training.trainer import train
 
     cfg = build_config(args)
@@ -106,16 +107,3 @@ def run(args: argparse.Namespace) -> int:
                   f"things; top: {', '.join(n for n, _ in r['top_categories'][:5])}")
         print(result.out / "last.pt")
     return 0
-
-
-def load_reviewed(db_path: str):
-    """Expert verdicts from a review database, as training targets."""
-    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
-    from densevlm.training.targets import ReviewedSet, ReviewedTarget
-
-    vocab = reviewed_vocabulary(db_path)
-    targets = []
-    for r in load_reviewed_regions(db_path):
-        label = vocab.index(r.category) if r.category else None
-        targets.append(ReviewedTarget(r.image_path, r.width, r.height, tuple(r.box), label, rejected=r.status == "rejected"))
-    return ReviewedSet(vocab, targets)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from densevlm.data.panoptic import PanopticDataset
 from densevlm.errors import DenseVLMError
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
+from densevlm.regions import similarity
 from densevlm.regions.pooling import roi_pool, weighted_pool
 from densevlm.vocab.vocabulary import Vocabulary
 
@@ -340,13 +341,13 @@ def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
         labels = it["labels"]
         if labels.numel():
             box_feats = roi_pool(dense[b : b + 1], [it["boxes"] * it["scale"]], patch)
-            counters["box"].update(box_feats @ text.t(), labels)
+            counters["box"].update(similarity.cosine(box_feats, text), labels)
             mask_feats = weighted_pool(dense[b], it["weights"].to(dense.device))
-            counters["mask"].update(mask_feats @ text.t(), labels)
+            counters["mask"].update(similarity.cosine(mask_feats, text), labels)
             if cfg.crops:
                 counters["crop"].update(_crop_logits(model, it, cfg, text), labels)
         if cfg.segmentation:
-            logits = torch.einsum("chw,kc->khw", dense[b], text)
+            logits = similarity.cosine(dense[b], text, dim=0)
             logits = F.interpolate(logits[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
             h, w = it["content"]
             seg_counter.update(logits[:, :h, :w].argmax(dim=0).cpu(), it["sem"])
@@ -362,7 +363,7 @@ def _crop_logits(model, item, cfg: EvalConfig, text: torch.Tensor) -> torch.Tens
         sel = (thing == flag).nonzero(as_tuple=True)[0]
         if sel.numel():
             feats[sel] = model.encode_crops(image, boxes[sel], context=context).float()
-    return feats @ text.t()
+    return similarity.cosine(feats, text)
 
 
 def make_validator(data: str, vocab_path: Optional[str] = None, limit: Optional[int] = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -20,11 +21,13 @@ from densevlm.errors import DenseVLMError
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
 from densevlm.evaluation.protocol import EvalConfig, EvalResult, per_class_rows
 from densevlm.imaging import open_image
+from densevlm.regions import similarity
 from densevlm.regions.pooling import roi_pool, weighted_pool
 from densevlm.regions.rle import decode_rle
+from densevlm.review.reviewed import load_reviewed
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["LabelledRegion", "evaluate_regions"]
+__all__ = ["LabelledRegion", "evaluate_regions", "evaluate_reviewed"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             dense = model.encode_dense(x[None].to(model.device)).float()
             boxes = torch.tensor([r.box for r in items], dtype=torch.float32)
             labels = torch.tensor([r.label for r in items], dtype=torch.int64)
-            counters["box"].update(roi_pool(dense, [boxes * plan.scale], model.patch_size) @ text.t(), labels)
+            box_feats = roi_pool(dense, [boxes * plan.scale], model.patch_size)
+            counters["box"].update(similarity.cosine(box_feats, text), labels)
             masked = [j for j, r in enumerate(items) if r.mask_rle is not None]
             if masked:
                 weights = []
@@ -87,7 +91,7 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
                     canvas[: plan.height, : plan.width] = resized
                     weights.append(F.avg_pool2d(canvas[None, None], model.patch_size)[0, 0])
                 feats = weighted_pool(dense[0], torch.stack(weights).to(dense.device))
-                counters["mask"].update(feats @ text.t(), labels[masked])
+                counters["mask"].update(similarity.cosine(feats, text), labels[masked])
             if cfg.crops:
                 thing = torch.tensor([vocab.is_thing[r.label] for r in items])
                 feats = torch.zeros(len(items), text.shape[1])
@@ -95,7 +99,7 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
                     sel = (thing == flag).nonzero(as_tuple=True)[0]
                     if sel.numel():
                         feats[sel] = model.encode_crops(image, boxes[sel], context=context).float().cpu()
-                counters["crop"].update(feats @ text.cpu().t(), labels)
+                counters["crop"].update(similarity.cosine(feats, text.cpu()), labels)
     metrics: dict[str, Any] = {}
     for name, counter in counters.items():
         if name == "crop" and not cfg.crops:
@@ -108,3 +112,10 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
     per_class = per_class_rows(vocab, counters, SegmentationCounter(len(vocab)), no_seg)
     confusion = {name: c.confusion.tolist() for name, c in counters.items() if name != "crop" or cfg.crops}
     return EvalResult(metrics, per_class, confusion, list(vocab.names), list(vocab.is_thing), skipped)
+
+
+def evaluate_reviewed(model, db_path: str | Path, cfg: Optional[EvalConfig] = None) -> EvalResult:
+    """:func:`evaluate_regions` on the regions of a review database that experts accepted or corrected."""
+    reviewed = load_reviewed(db_path)
+    regions = [LabelledRegion(r.image_path, r.box, r.label, r.mask_rle) for r in reviewed.regions if r.label is not None]
+    return evaluate_regions(model, regions, reviewed.vocab, cfg)

@@ -1,12 +1,13 @@
-"""Run an export with ONNX Runtime on the CPU, behind the small interface of :class:`DenseModel`.
+"""Run an export with ONNX Runtime on the CPU, as a :class:`~densevlm.dense.DenseRuntime`.
 
     >>> model = load_onnx_model("export/")                 # checks the sha256 of every file
     >>> x, plan = model.prepare(pil_image)                 # [3, H, W], letterbox geometry
     >>> dense = model.encode_dense(x[None])                # [1, C, H/p, W/p], unit norm per token
     >>> text = model.embed_vocabulary(vocab)               # [K, C], the exported embeddings
 
-Anything that uses only ``prepare``, ``transform``, ``encode_dense``, ``encode_boxes``,
-``embed_vocabulary`` and the size/scale properties (the ``segment`` command does) runs on either.
+Anything written against :class:`~densevlm.dense.DenseRuntime` (the ``segment`` command is)
+runs on this or on a :class:`~densevlm.model.DenseModel`; ``transform``, ``encode_boxes``,
+``image_size``, ``embed_dim`` and ``device`` are also offered as on the PyTorch model.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def _session(path: Path, threads: Optional[int]) -> Any:
 class OnnxDenseModel:
     """An exported image encoder plus its vocabulary's text embeddings, run by ONNX Runtime.
 
-    Build it with :func:`load_onnx_model`. Tensors go in and come out as CPU ``torch.Tensor``s.
+    The ONNX Runtime :class:`~densevlm.dense.DenseRuntime`. Build it with :func:`load_onnx_model`.
+    Tensors go in and come out as CPU ``torch.Tensor``s.
 
     Attributes:
         directory: the export directory.
@@ -141,7 +143,7 @@ class OnnxDenseModel:
             )
         return torch.from_numpy(table.astype(np.float32))
 
-    # ---- properties (as on DenseModel) -------------------------------------------------------
+    # ---- properties (DenseRuntime's, and the rest of DenseModel's) --------------------------
     @property
     def spec(self) -> ExportSpec:
         return self._spec
@@ -161,12 +163,18 @@ class OnnxDenseModel:
         return self._input_size
 
     @property
+    def default_size(self) -> int:
+        """Inference side when none is given: the size the graph was exported at."""
+        return self._input_size
+
+    @property
     def embed_dim(self) -> int:
         return int(self._embeddings.shape[1])
 
     @property
     def logit_scale(self) -> float:
-        """The model's temperature ``exp(logit_scale)``, capped at 100, as recorded at export."""
+        """The model's multiplier of the cosines, CLIP's ``exp(logit_scale)`` capped at 100, as
+        recorded at export."""
         return self._logit_scale
 
     @property

@@ -36,6 +36,7 @@ from PIL import Image
 from densevlm.errors import DenseVLMError
 from densevlm.export.runtime import OnnxDenseModel, load_onnx_model
 from densevlm.model import DenseModel
+from densevlm.regions import similarity
 from densevlm.regions.pooling import roi_pool
 from densevlm.vocab import Vocabulary
 
@@ -155,7 +156,7 @@ def parity_inputs(
 
 def _labels_and_margin(dense: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token argmax ``[B, h, w]`` and top-1 minus top-2 score ``[B, h, w]``."""
-    scores = torch.einsum("bchw,kc->bkhw", dense, text)
+    scores = similarity.cosine(dense, text, dim=1)
     if scores.shape[1] == 1:
         return scores.argmax(dim=1), torch.full(scores.shape[:1] + scores.shape[2:], float("inf"))
     top = scores.topk(2, dim=1).values
@@ -219,7 +220,7 @@ def check_parity(
         rows.append(_compare_dense(size, ref, out, text_ref, text_onnx))
         if boxes is not None and onnx_model.has_region_classifier:
             with torch.inference_mode():
-                scores_ref = roi_pool(ref, list(boxes[g]), model.patch_size) @ text_ref.t()
+                scores_ref = similarity.cosine(roi_pool(ref, list(boxes[g]), model.patch_size), text_ref)
             scores_out = onnx_model.classify_boxes(out, list(boxes[g])) / onnx_model.logit_scale
             region_rows.append((scores_ref, scores_out))
     emb_row_err = float((text_onnx - text_ref).norm(dim=1).max())

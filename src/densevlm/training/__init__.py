@@ -11,7 +11,6 @@ from typing import Any
 _MODULES = {
     "config": ("TrainConfig", "load_config_file"),
     "trainer": ("Trainer", "TrainResult", "train"),
-    "targets": ("ReviewedSet", "ReviewedTarget"),
     "checkpoints": ("ensemble_state",),
     "optim": ("apply_freezing", "param_groups", "warmup_cosine"),
     "pretrain": ("PretrainConfig", "pretrain"),

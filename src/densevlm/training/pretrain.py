@@ -24,6 +24,7 @@ from densevlm.data.synth import make_caption
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save, atomic_write_json
 from densevlm.model import DenseModel, load_model, pad_batch
+from densevlm.regions import similarity
 from densevlm.training.optim import param_groups, warmup_cosine
 
 __all__ = ["PretrainConfig", "pretrain", "contrastive_loss"]
@@ -83,16 +84,17 @@ class PretrainConfig:
             raise DenseVLMError(f"--amp {self.amp}: choose off or bf16")
 
 
-def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, captions: list[str]) -> torch.Tensor:
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                     captions: list[str]) -> torch.Tensor:
     """Symmetric InfoNCE.
 
     Args:
         image: ``[B, C]`` unit-norm image embeddings.
         text: ``[B, C]`` unit-norm text embeddings of ``captions``.
-        scale: the temperature ``exp(logit_scale)``.
+        logit_scale: the multiplier of the cosines, ``exp`` of the learned parameter.
         captions: the B captions; equal captions are all positives for each other.
     """
-    logits = scale * image @ text.t()
+    logits = similarity.logits(image, text, logit_scale)
     same = torch.tensor([[a == b for b in captions] for a in captions], dtype=logits.dtype, device=logits.device)
     targets = same / same.sum(dim=1, keepdim=True)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
@@ -160,8 +162,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
             image_emb = F.normalize(backbone.forward_image(images, pooled=True, dense=False).pooled.float(), dim=-1)
             text_emb = F.normalize(backbone.encode_text_tokens(tokens).float(), dim=-1)
-        scale = backbone.clip.logit_scale.exp().clamp(max=100.0)
-        loss = contrastive_loss(image_emb, text_emb, scale, captions)
+        logit_scale = backbone.clip.logit_scale.exp().clamp(max=100.0)
+        loss = contrastive_loss(image_emb, text_emb, logit_scale, captions)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -169,7 +171,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
         with torch.no_grad():
             backbone.clip.logit_scale.clamp_(0, math.log(100.0))
         seen += len(pils)
-        loss_value, scale_value = float(loss.detach()), float(scale.detach())
+        loss_value, scale_value = float(loss.detach()), float(logit_scale.detach())
         if step % 10 == 0 or step == cfg.steps - 1:
             rate = seen / max(1e-9, time.perf_counter() - started)
             bar.set_postfix(loss=f"{loss_value:.3f}", scale=f"{scale_value:.1f}", img_s=f"{rate:.0f}")

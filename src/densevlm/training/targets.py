@@ -23,44 +23,14 @@ from densevlm.errors import DenseVLMError
 from densevlm.model import DenseModel
 from densevlm.regions.sources import region_boxes
 from densevlm.retrieval.teacher import Retrieval, classify_parts, classify_regions, part_blobs, teacher_region_features
+from densevlm.review.reviewed import ReviewedRegion, ReviewedSet
 from densevlm.training.config import TrainConfig
 from densevlm.training.data import model_batch
 from densevlm.training.precision import Precision
-from densevlm.vocab import Vocabulary
 
-__all__ = ["ReviewedTarget", "ReviewedSet", "RegionTargets", "TargetBuilder", "match_reviewed", "apply_verdicts"]
+__all__ = ["RegionTargets", "TargetBuilder", "match_reviewed", "apply_verdicts"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReviewedTarget:
-    """An expert verdict on one region of a training image.
-
-    Attributes:
-        image_path: the image file (matched against the training source's files).
-        width, height: the image's original size in pixels.
-        box: XYXY in original pixels.
-        label: vocabulary index of the accepted or corrected category; None for ``unsure``
-            (the teacher decides) and for ``rejected``.
-        rejected: the expert said this is not a region: it is dropped.
-    """
-
-    image_path: str
-    width: int
-    height: int
-    box: tuple[float, float, float, float]
-    label: Optional[int]
-    rejected: bool = False
-
-
-@dataclass
-class ReviewedSet:
-    """Expert verdicts and the vocabulary they refer to (which may extend the original one)."""
-
-    vocab: Vocabulary
-    targets: list[ReviewedTarget]
-    smoothing: float = 0.05
 
 
 @dataclass
@@ -73,7 +43,7 @@ class RegionTargets:
     weights: Optional[torch.Tensor] = None  # [N] loss weights (reviewed regions)
 
 
-def match_reviewed(reviewed: ReviewedSet, source: ImageSource) -> dict[int, list[ReviewedTarget]]:
+def match_reviewed(reviewed: ReviewedSet, source: ImageSource) -> dict[int, list[ReviewedRegion]]:
     """Group verdicts by the index of their image in the training source (by resolved path).
 
     Raises:
@@ -82,9 +52,9 @@ def match_reviewed(reviewed: ReviewedSet, source: ImageSource) -> dict[int, list
     if not isinstance(source, FileListSource):
         raise DenseVLMError("--reviewed needs --images to be a folder (the reviewed images are files)")
     index = {str(Path(p).resolve()): i for i, p in enumerate(source.files)}
-    out: dict[int, list[ReviewedTarget]] = {}
+    out: dict[int, list[ReviewedRegion]] = {}
     unmatched = 0
-    for t in reviewed.targets:
+    for t in reviewed.regions:
         i = index.get(str(Path(t.image_path).resolve()))
         if i is None:
             unmatched += 1
@@ -96,7 +66,7 @@ def match_reviewed(reviewed: ReviewedSet, source: ImageSource) -> dict[int, list
     return out
 
 
-def apply_verdicts(targets: RegionTargets, verdicts: list[ReviewedTarget], class_is_thing: torch.Tensor,
+def apply_verdicts(targets: RegionTargets, verdicts: list[ReviewedRegion], class_is_thing: torch.Tensor,
                    smoothing: float, weight: float) -> None:
     """Expert labels replace the teacher's, in place: a near one-hot target (``smoothing`` spread
     over the other classes), the section of the category decides thing/stuff, rejected regions
@@ -133,7 +103,7 @@ class TargetBuilder:
 
     def __init__(self, cfg: TrainConfig, teacher: DenseModel, frozen: Optional[DenseModel], text_teacher: torch.Tensor,
                  class_is_thing: torch.Tensor, tau: float, side: int, precision: Precision,
-                 reviewed: dict[int, list[ReviewedTarget]], smoothing: float) -> None:
+                 reviewed: dict[int, list[ReviewedRegion]], smoothing: float) -> None:
         self.cfg = cfg
         self.teacher, self.frozen = teacher, frozen
         self.text_teacher, self.class_is_thing, self.tau = text_teacher, class_is_thing, tau

@@ -36,6 +36,7 @@ from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_write_json, atomic_write_text
 from densevlm.model import DenseModel, load_model
 from densevlm.retrieval.teacher import RetrievalStats
+from densevlm.review.reviewed import ReviewedSet
 from densevlm.training.checkpoints import ensembled_model, load_state, save_state
 from densevlm.training.config import TrainConfig
 from densevlm.training.data import StepBatchSampler, make_loader, model_batch
@@ -43,7 +44,7 @@ from densevlm.training.distributed import all_reduce_sum, barrier, init_distribu
 from densevlm.training.optim import apply_freezing, param_groups, warmup_cosine
 from densevlm.training.precision import resolve_precision
 from densevlm.training.step import alignment_step_loss, clipself_step_loss, optimizer_step
-from densevlm.training.targets import ReviewedSet, TargetBuilder, match_reviewed
+from densevlm.training.targets import TargetBuilder, match_reviewed
 from densevlm.vocab import load_vocabulary
 
 __all__ = ["Trainer", "TrainResult", "train"]
