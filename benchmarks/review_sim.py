@@ -41,6 +41,7 @@ def main() -> None:
 
     from densevlm.data.images import open_image_source
     from densevlm.data.panoptic import PanopticDataset
+    from densevlm.data.synth import default_vocabulary
     from densevlm.evaluation import EvalConfig, evaluate
     from densevlm.model import load_model
     from densevlm.retrieval.candidates import write_candidates
@@ -51,7 +52,7 @@ def main() -> None:
     from densevlm.review.stats import format_stats, review_stats
     from densevlm.review.store import ReviewStore
     from densevlm.training.config import TrainConfig
-    from densevlm.training.trainer import default_vocabulary, train
+    from densevlm.training.trainer import train
 
     work = Path(args.work)
     pool, heldout = standard_worlds(work)

@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from densevlm.backbones import Backbone, BackboneSpec, load_backbone
+from densevlm.devices import check_device
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save
 from densevlm.imaging import Letterbox, letterbox
@@ -220,6 +221,7 @@ def load_model(
     Returns:
         A :class:`DenseModel` in eval mode.
     """
+    device = check_device(device)
     backbone = load_backbone(name_or_path, pretrained)
     model = DenseModel(backbone, input_size=input_size)
     model.eval()

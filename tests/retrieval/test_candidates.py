@@ -51,9 +51,9 @@ def test_logit_scale_flag_and_its_old_name(flag):
 
 def test_segments_carry_masks(tmp_path):
     from densevlm.data.images import open_image_source
+    from densevlm.data.synth import default_vocabulary
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
-    from densevlm.training.trainer import default_vocabulary
     from pycocotools import mask as mask_utils
 
     world = write_world(tmp_path / "world", 2, seed=13, progress=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from densevlm.data.images import open_image_source
-from densevlm.data.synth import write_world
+from densevlm.data.synth import default_vocabulary, write_world
 from densevlm.evaluation import EvalConfig, evaluate_reviewed
 from densevlm.model import load_model
 from densevlm.retrieval.candidates import write_candidates
@@ -18,8 +18,8 @@ from densevlm.review.importing import import_candidates
 from densevlm.review.reviewed import load_reviewed
 from densevlm.review.store import ReviewStore
 from densevlm.training.config import TrainConfig
-from densevlm.training.trainer import _Run, default_vocabulary
 from densevlm.training.data import ContentDataset
+from densevlm.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,11 @@ def test_verdicts_become_training_targets(reviewed):
     assert "oil stain" in data.vocab.names and data.vocab.is_thing[data.vocab.index("oil stain")]
     cfg = TrainConfig(student="tiny-vit", teacher=reviewed["teacher"], images=str(reviewed["root"] / "world"),
                       out=str(reviewed["root"] / "run"), steps=1, batch_size=2, tau=100.0, reviewed_weight=3.0)
-    run = _Run(cfg, resume=False, progress=False, reviewed=data)
-    image = next(iter(run.reviewed))
-    verdicts = run.reviewed[image]
-    item = ContentDataset(run.source, run.size)[image]
-    targets = run.targets([item], step=0)[0]
+    trainer = Trainer(cfg, progress=False, reviewed=data)
+    image = next(iter(trainer.targets.reviewed))
+    verdicts = trainer.targets.reviewed[image]
+    item = ContentDataset(trainer.source, trainer.size)[image]
+    targets = trainer.targets([item], step=0)[0]
     r = targets.retrieval
     assert targets.boxes.shape[0] == len(verdicts)
     for j, v in enumerate(verdicts):
@@ -67,7 +67,7 @@ def test_verdicts_become_training_targets(reviewed):
             assert targets.weights[j] == 3.0
     labels = {data.vocab.names[v.label] for v in verdicts if v.label is not None}
     assert labels and labels <= {"gear", "cloth", "oil stain"}
-    out = run.train_step([item])
+    out = trainer.step([item])
     assert torch.isfinite(torch.tensor(out["loss"]))
 
 

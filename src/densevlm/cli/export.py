@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from densevlm.cli._common import load_model_arg, write_json
     from densevlm.export import export_onnx, format_parity
-    from densevlm.training.trainer import default_vocabulary
+    from densevlm.data.synth import default_vocabulary
     from densevlm.vocab import load_vocabulary
 
     model_name = args.model or "tiny-student"

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.data.images import open_image_source
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
-    from densevlm.training.trainer import default_vocabulary
+    from densevlm.data.synth import default_vocabulary
     from densevlm.vocab import load_vocabulary
 
     teacher = load_model_arg(args.teacher, args.teacher_pretrained, default_device(args.device))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from densevlm.cli._common import add_model_arguments
+from densevlm.cli._common import add_model_arguments, default_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.training.trainer import train
 
     cfg = build_config(args)
+    if cfg.device:
+        default_device(cfg.device)  # one line, before any work, when the machine lacks the device
     validate = None
     if cfg.val_data:
         from densevlm.evaluation import make_validator

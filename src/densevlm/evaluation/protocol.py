@@ -206,6 +206,7 @@ class _Items(torch.utils.data.Dataset):
             "weights": weights,
             "sem": content,
             "image": np.asarray(sample.image) if self.cfg.crops else None,
+            "unlisted_pixels": sample.unlisted_pixels,
         }
 
     def _token_weights(self, masks: list[torch.Tensor], plan: Letterbox) -> torch.Tensor:
@@ -255,6 +256,7 @@ def evaluate(
     counters = {name: RegionCounter(is_thing) for name in ("box", "mask", "crop")}
     seg_counter = SegmentationCounter(len(vocab))
     stats = torch.zeros(3, dtype=torch.int64)  # images, segments, skipped
+    unlisted = torch.zeros(2, dtype=torch.int64)  # images, pixels with PNG ids the JSON does not list
     skipped: list[str] = []
     items = _Items(dataset, _shard(len(dataset)), mapping, cfg, size, model.patch_size, model.spec.mean, model.spec.std)
     loader = torch.utils.data.DataLoader(items, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=_collate)
@@ -280,12 +282,16 @@ def evaluate(
             _evaluate_batch(model, good, text, cfg, counters, seg_counter)
             stats[0] += len(good)
             stats[1] += sum(int(it["labels"].numel()) for it in good)
-    tensors = [t for c in counters.values() for t in c.tensors()] + seg_counter.tensors() + [stats]
+            unlisted += torch.tensor([sum(it["unlisted_pixels"] > 0 for it in good), sum(it["unlisted_pixels"] for it in good)])
+    tensors = [t for c in counters.values() for t in c.tensors()] + seg_counter.tensors() + [stats, unlisted]
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         for t in tensors:
             torch.distributed.all_reduce(t)
     if int(stats[0]) == 0:
         raise DenseVLMError(f"{dataset.json_path}: no image could be evaluated ({int(stats[2])} skipped)")
+    warning = dataset.ground_truth_warning(int(unlisted[0]), int(unlisted[1]))
+    if warning and _shard(1):  # rank 0 only
+        log.warning("%s", warning)
     metrics: dict[str, Any] = {}
     for name, counter in counters.items():
         if name == "crop" and not cfg.crops:

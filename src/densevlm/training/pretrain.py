@@ -20,12 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from densevlm.data.captions import JsonlCaptionSource, open_caption_source
+from densevlm.data.synth import make_caption
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save, atomic_write_json
 from densevlm.model import DenseModel, load_model, pad_batch
 from densevlm.regions import similarity
+from densevlm.training.optim import param_groups, warmup_cosine
 
-__all__ = ["PretrainConfig", "pretrain", "contrastive_loss", "param_groups", "warmup_cosine"]
+__all__ = ["PretrainConfig", "pretrain", "contrastive_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -98,25 +100,6 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on matrices only; none on biases, norms, scales and embeddings."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith(("cls_token", "pos_embed"))
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear from 0 over ``warmup`` steps, then cosine from 1 to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def _build_model(cfg: PretrainConfig, source) -> DenseModel:
     from densevlm.backbones import TINY_ARCHS
 
@@ -148,7 +131,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
     cfg.check()
     torch.manual_seed(cfg.seed)
     source = open_caption_source(
-        cfg.data, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed,
+        cfg.data, make_caption, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed,
         part_crop_prob=cfg.part_crop_prob,
     )
     model = _build_model(cfg, source)

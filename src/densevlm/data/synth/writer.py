@@ -23,11 +23,12 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from densevlm.data.synth.categories import CATEGORIES, STUFF, THINGS, by_name
+from densevlm.data.synth.categories import CATEGORIES, by_name
 from densevlm.data.synth.scene import Scene, make_scene, scene_caption
+from densevlm.data.synth.vocabulary import world_vocabulary_text
 from densevlm.errors import DenseVLMError
 
-__all__ = ["write_world", "world_vocabulary_text", "generate_scene", "ids_to_rgb", "GENERATOR_VERSION"]
+__all__ = ["write_world", "generate_scene", "ids_to_rgb", "GENERATOR_VERSION"]
 
 GENERATOR_VERSION = 1
 
@@ -35,15 +36,6 @@ GENERATOR_VERSION = 1
 def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
     """``[H, W]`` segment ids -> ``[H, W, 3]`` uint8 with ``id = R + 256 G + 256^2 B``."""
     return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
-
-
-def world_vocabulary_text() -> str:
-    """The world's classes in the vocabulary file format."""
-    lines = ["# densevlm embedded world: parts and defects on factory surfaces", "[things]"]
-    lines += [c.name for c in THINGS]
-    lines += ["[stuff]"]
-    lines += [c.name for c in STUFF]
-    return "\n".join(lines) + "\n"
 
 
 def generate_scene(seed: int, index: int, size: int) -> Scene:
