@@ -9,6 +9,7 @@ to original pixels by a single scale factor.
 from __future__ import annotations
 
 import struct
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,8 @@ class Letterbox:
                 f"masks of shape {tuple(masks.shape)} do not match the original image "
                 f"({self.original_height}x{self.original_width})"
             )
+        import torch
+
         resized = torch.nn.functional.interpolate(masks.float()[:, None], size=(self.height, self.width), mode="area")
         out = torch.zeros(masks.shape[0], self.input_height, self.input_width, device=masks.device)
         out[:, : self.height, : self.width] = resized[:, 0]
@@ -204,7 +207,8 @@ class Letterbox:
 
 def _coords(coords: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """``coords`` as a tensor or array of ``[..., 4]`` boxes or ``[..., 2]`` points."""
-    if not isinstance(coords, (torch.Tensor, np.ndarray)):
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported; do not import it here
+    if not isinstance(coords, np.ndarray) and not (torch is not None and isinstance(coords, torch.Tensor)):
         coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim == 0 or coords.shape[-1] not in (2, 4):
         raise DenseVLMError(f"expected [..., 4] XYXY boxes or [..., 2] XY points, got shape {tuple(coords.shape)}")
