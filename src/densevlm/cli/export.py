@@ -49,9 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16-embeddings", action="store_true", help="store the text embeddings as float16")
     p.add_argument("--no-regions", action="store_true", help="do not export region_classifier.onnx")
     p.add_argument("--skip-parity", action="store_true", help="do not run the parity check after exporting")
-    p.add_argument("--check", metavar="DIR", default=None, help="re-run the parity check of an existing export")
+    p.add_argument("--check", metavar="DIR", default=None,
+                   help="re-run the check of an existing export: parity (fp32) or the accuracy gate on "
+                        "its held-back calibration images (int8; with --eval-data also on labels)")
     p.add_argument("--images", type=int, default=4, help="synthetic scenes for the parity check (default: 4)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime / OpenVINO threads (default: one per core)")
     p.add_argument("--json", default=None, help="also write the parity result to this JSON file")
     p.add_argument("--format", choices=("onnx", "openvino"), default="onnx",
                    help="onnx (ONNX Runtime) or openvino (OpenVINO IR; needs densevlm[edge]) (default: onnx)")
@@ -151,7 +153,8 @@ def _export_edge(args: argparse.Namespace) -> int:
         model, args.out, vocab, fmt=args.format, precision=args.precision, calibration=args.calibration,
         calibration_size=args.calibration_size, eval_data=args.eval_data,
         min_agreement=MIN_AGREEMENT if args.min_agreement is None else args.min_agreement,
-        max_macc_drop=MAX_MACC_DROP if args.max_macc_drop is None else args.max_macc_drop, size=args.size, dynamic=args.dynamic, regions=not args.no_regions,
+        max_macc_drop=MAX_MACC_DROP if args.max_macc_drop is None else args.max_macc_drop, size=args.size,
+        dynamic=args.dynamic, regions=not args.no_regions,
         parity_images=args.images, threads=args.threads, overwrite=args.overwrite,
         load_args={"model": _portable_name(model_name), "pretrained": _portable_name(args.pretrained)},
         progress=print,

@@ -260,6 +260,8 @@ def _gate(model: DenseModel, exported: Any, split: Any, eval_data: Optional[str]
     note(f"accuracy gate: int8 vs PyTorch fp32 on {len(split.heldout)} held-back images"
          + (f" and {eval_data}" if eval_data else ""))
     source = open_image_source(split.source)
-    inputs, plans, _ = prepare_images(exported, source, split.heldout, exported.input_size) if split.heldout else ([], [], [])
+    inputs, plans = [], []
+    if split.heldout:
+        inputs, plans, _ = prepare_images(exported, source, split.heldout, exported.input_size)
     return run_gate(model, exported, inputs, plans, eval_data=eval_data, min_agreement=min_agreement,
                     max_macc_drop=max_macc_drop)

@@ -195,8 +195,10 @@ def format_gate(result: dict[str, Any], title: str = "accuracy gate, export vs P
         lines.append(f"  labelled set {lab['data']} ({lab['images']} images):")
         for key in _LABELLED_KEYS:
             row = lab[key]
-            lines.append(f"    {key:<16} fp32 {row['fp32']:6.2f}  export {row['export']:6.2f}  change {row['change']:+.2f}")
-    lines.append(f"  limits: agreement >= {result['min_agreement']:.0%}, box mAcc drop <= {result['max_macc_drop']:g} points")
+            lines.append(f"    {key:<16} fp32 {row['fp32']:6.2f}  export {row['export']:6.2f}  "
+                         f"change {row['change']:+.2f}")
+    lines.append(f"  limits: agreement >= {result['min_agreement']:.0%}, "
+                 f"box mAcc drop <= {result['max_macc_drop']:g} points")
     for failure in result["failures"]:
         lines.append(f"  FAILED: {failure}")
     return "\n".join(lines)

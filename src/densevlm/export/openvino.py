@@ -102,7 +102,8 @@ class OpenVinoDenseModel(OnnxDenseModel):
         self.precision = str(self.manifest["export"].get("precision", "fp32"))
         self._encoder = self._compile(core, self.directory / encoder_file(self.manifest), config)
         region = region_file(self.manifest)
-        self._region = self._compile(core, self.directory / region, config) if region in self.manifest["files"] else None
+        has_region = region in self.manifest["files"]
+        self._region = self._compile(core, self.directory / region, config) if has_region else None
 
     @staticmethod
     def _compile(core: Any, path: Path, config: dict[str, Any]) -> Any:

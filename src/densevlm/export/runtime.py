@@ -329,7 +329,9 @@ def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, veri
     directory = path.parent if path.is_file() or path.suffix in (".onnx", ".json", ".npy") else path
     manifest = read_manifest(directory)
     if manifest["export"].get("format", "onnx") != "onnx":
-        raise DenseVLMError(f"{directory} is a {manifest['export']['format']} export; open it with load_export()")
+        raise DenseVLMError(
+            f"{directory} holds a {manifest['export']['format']} export, not ONNX; open it with densevlm.export.load_export()"
+        )
     if verify:
         verify_files(directory, manifest)
     if manifest.get("parity") and not manifest["parity"].get("passed", True):
