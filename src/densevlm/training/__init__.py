@@ -14,6 +14,7 @@ _MODULES = {
     "checkpoints": ("ensemble_state",),
     "optim": ("apply_freezing", "param_groups", "warmup_cosine"),
     "pretrain": ("PretrainConfig", "pretrain"),
+    "distill": ("DistillConfig", "distill"),
 }
 _EXPORTS = {name: f"densevlm.training.{module}" for module, names in _MODULES.items() for name in names}
 
