@@ -7,4 +7,8 @@
 * test_device -- a --device the machine lacks.
 * test_output_paths -- output paths checked before any work, never an input, no silent overwrite.
 * test_property_readers -- vocabulary, candidates and panoptic readers under arbitrary input.
+* test_training_state -- damaged state.pt / OUT.resume.pt / model files, non-finite weights never saved.
+* test_one_sided_vocabulary -- train on only things or only stuff warns (nothing to decouple).
+* test_nothing_learned -- a teacher that keeps no region: one line why, no NaN loss logged.
+* tests/training/test_trainer.py::test_kill_and_resume_* -- exact resume at three kill points.
 """

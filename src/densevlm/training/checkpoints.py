@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -71,7 +72,9 @@ def read_state(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
     """
     todo = "restore it from a copy, or start the run again without --resume"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle warns before failing; the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for damaged or unsafe files
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise DenseVLMError(f"{path}: not a readable training state ({type(e).__name__}: {first}); {todo}") from None

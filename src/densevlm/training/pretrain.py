@@ -131,6 +131,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
             time-limited job would; the final checkpoint is then not written.
     """
     cfg.check()
+    out = Path(cfg.out)
+    resume_file = _resume_path(out)
+    state = None
+    if resume and resume_file.is_file():  # read first: a damaged file stops the run before any work
+        state = read_state(resume_file, ("model", "optimizer", "schedule", "step", "history"))
     torch.manual_seed(cfg.seed)
     source = open_caption_source(
         cfg.data, make_caption, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed,
@@ -142,11 +147,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     warmup = int(round(cfg.warmup * cfg.steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.steps, warmup))
-    out = Path(cfg.out)
     start_step, history = 0, []
-    resume_file = _resume_path(out)
-    if resume and resume_file.is_file():
-        state = read_state(resume_file, ("model", "optimizer", "schedule", "step", "history"))
+    if state is not None:
         model.backbone.clip.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

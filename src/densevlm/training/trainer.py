@@ -34,6 +34,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -213,7 +214,9 @@ class Trainer:
             out = alignment_step_loss(cfg, self.forward, images, targets, self.text_student, self.class_is_thing,
                                       self.tau, self.stats, self.precision, with_crops=self.frozen is not None)
         if out.loss is None:
-            self.schedule.step()
+            with warnings.catch_warnings():  # stepping the schedule alone is meant: the step's LR is spent unused
+                warnings.simplefilter("ignore", UserWarning)
+                self.schedule.step()
             totals = {"loss": None, "regions": 0.0}
         else:
             optimizer_step(out.loss, self.optimizer, self.scaler, self.schedule, self.world)
