@@ -147,3 +147,19 @@ def test_pretrain_resume_from_a_damaged_state_is_one_line(tmp_path, capsys, dama
     assert main([*args, "--steps", "6", "--resume"]) == 2
     _one_line(capsys, state, "not a readable training state" if damage in UNREADABLE else "not match the checksum")
     assert _files(tmp_path) == before
+
+
+def test_a_run_whose_loss_turns_non_finite_stops_before_logging_it(run, tmp_path):
+    root, _ = run
+    out = tmp_path / "run"
+    cfg = TrainConfig(student=str(root / "student.pt"), teacher=str(root / "teacher.pt"), images=str(root / "images"),
+                      out=str(out), steps=2, batch_size=2, tau=100.0, max_boxes=2, log_every=1)
+    trainer = Trainer(cfg, progress=False)
+    with torch.no_grad():
+        trainer.student.backbone.clip.visual.proj.fill_(float("inf"))
+    with pytest.raises(DenseVLMError) as info:
+        trainer.run()
+    message = str(info.value)
+    assert message.startswith(str(out)) and "training diverged at step 1" in message and "\n" not in message
+    assert not (out / "state.pt").exists() and not (out / "last.pt").exists()
+    assert not (out / "metrics.jsonl").exists() or "NaN" not in (out / "metrics.jsonl").read_text()

@@ -256,6 +256,10 @@ class Trainer:
                 raise DenseVLMError(f"every image of step {self.global_step} was unreadable ({batch[0]['error']})")
             out = self.step(items)
             step = self.global_step
+            if out["loss"] is not None and not math.isfinite(out["loss"]):
+                raise DenseVLMError(
+                    f"{self.out}: training diverged at step {step} (the loss is {out['loss']}); stopped before logging "
+                    "or saving it, the last checkpoint stays; lower --lr and resume, or start again")
             if out["loss"] is not None:
                 last_loss, learned = out["loss"], True
             window_regions += out["regions"]
