@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from densevlm.cli.main import main
 from densevlm.data.synth import write_world
 from densevlm.errors import DenseVLMError
 from densevlm.model import load_model
 from densevlm.training.config import TrainConfig
 from densevlm.training.trainer import Trainer
+from tests.robustness.inprocess import run_main
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def run(tmp_path_factory):
             p.add_(torch.randn_like(p) * 0.2)
     args = ["train", "--student", str(student.save(root / "student.pt")), "--teacher", str(teacher.save(root / "teacher.pt")),
             "--images", str(root / "images"), "--tau", "100", "--max-boxes", "2", "--batch-size", "2", "-q"]
-    assert main([*args, "--out", str(root / "run"), "--steps", "2"]) == 0
+    assert run_main([*args, "--out", str(root / "run"), "--steps", "2"]) == 0
     return root, args
 
 
@@ -76,7 +76,7 @@ def test_train_resume_from_an_unreadable_state_is_one_line(run, tmp_path, capsys
     UNREADABLE[damage](out / "state.pt")
     before = _files(out)
     capsys.readouterr()
-    assert main([*args, "--out", str(out), "--steps", "4", "--resume"]) == 2
+    assert run_main([*args, "--out", str(out), "--steps", "4", "--resume"]) == 2
     err = _one_line(capsys, out / "state.pt", "not a readable training state")
     assert "without --resume" in err  # what to do
     assert _files(out) == before
@@ -89,7 +89,7 @@ def test_train_resume_from_damaged_tensor_bytes_is_refused(run, tmp_path, capsys
     _damage_tensor_bytes(out / "state.pt")
     before = _files(out)
     capsys.readouterr()
-    assert main([*args, "--out", str(out), "--steps", "4", "--resume"]) == 2
+    assert run_main([*args, "--out", str(out), "--steps", "4", "--resume"]) == 2
     _one_line(capsys, out / "state.pt", "not match the checksum")
     assert _files(out) == before
 
@@ -139,12 +139,12 @@ def test_pretrain_resume_from_a_damaged_state_is_one_line(tmp_path, capsys, dama
     world = write_world(tmp_path / "world", 8, seed=3, progress=False)
     out = tmp_path / "m.pt"
     args = ["pretrain", "--data", str(world), "--out", str(out), "--steps", "4", "--batch-size", "4", "--save-every", "2"]
-    assert main(args) == 0
+    assert run_main(args) == 0
     state = tmp_path / "m.pt.resume.pt"
     (UNREADABLE.get(damage) or _damage_tensor_bytes)(state)
     before = _files(tmp_path)
     capsys.readouterr()
-    assert main([*args, "--steps", "6", "--resume"]) == 2
+    assert run_main([*args, "--steps", "6", "--resume"]) == 2
     _one_line(capsys, state, "not a readable training state" if damage in UNREADABLE else "not match the checksum")
     assert _files(tmp_path) == before
 
