@@ -18,10 +18,12 @@ PACKAGE = "densevlm"
 
 # Lowest first. A top-level name of the package (module or subpackage) belongs to one layer.
 LAYERS: list[set[str]] = [
-    {"errors", "fileio"},
+    {"errors", "version"},
+    {"fileio", "devices"},
     {"backbones", "imaging", "regions", "losses"},
-    {"vocab", "data"},
-    {"model"},
+    {"vocab"},
+    {"data"},  # data/synth builds its world's vocabulary
+    {"model", "dense"},
     {"retrieval", "inference", "review"},
     {"training", "evaluation", "export", "report"},
     {"inspection"},
