@@ -32,11 +32,11 @@ class PaletteStub:
 
     __slots__ = ("k", "patch_size", "input_size", "logit_scale", "spec")
 
-    def __init__(self, num_classes: int, patch: int = 8, size: int = 64, temperature: float = 10.0) -> None:
+    def __init__(self, num_classes: int, patch: int = 8, size: int = 64, logit_scale: float = 10.0) -> None:
         self.k = num_classes
         self.patch_size = patch
         self.input_size = size
-        self.logit_scale = temperature
+        self.logit_scale = logit_scale
         self.spec = SimpleNamespace(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), config={}, arch="palette-stub", source="stub")
 
     def prepare(self, image, size=None, square=False):

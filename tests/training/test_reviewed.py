@@ -49,7 +49,7 @@ def test_verdicts_become_training_targets(reviewed):
     data = load_reviewed(reviewed["db"])
     assert "oil stain" in data.vocab.names and data.vocab.is_thing[data.vocab.index("oil stain")]
     cfg = TrainConfig(student="tiny-vit", teacher=reviewed["teacher"], images=str(reviewed["root"] / "world"),
-                      out=str(reviewed["root"] / "run"), steps=1, batch_size=2, tau=100.0, reviewed_weight=3.0)
+                      out=str(reviewed["root"] / "run"), steps=1, batch_size=2, logit_scale=100.0, reviewed_weight=3.0)
     trainer = Trainer(cfg, progress=False, reviewed=data)
     image = next(iter(trainer.targets.reviewed))
     verdicts = trainer.targets.reviewed[image]

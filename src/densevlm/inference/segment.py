@@ -69,7 +69,7 @@ def predict(
     plan: Letterbox,
     vocab: Vocabulary,
     *,
-    temperature: float,
+    logit_scale: float,
     patch_size: int,
     top_k: int = 5,
     min_area: Optional[int] = None,
@@ -82,7 +82,7 @@ def predict(
         dense: ``[C, h, w]`` dense map (unit norm per token) of the letterboxed input.
         text: ``[K, C]`` class embeddings on the same device.
         plan: the letterbox that made the input.
-        temperature: softmax temperature (``model.logit_scale``).
+        logit_scale: ``model.logit_scale``.
         patch_size: input pixels per token.
         top_k: candidates per segment.
         min_area: speck threshold in original pixels (default :func:`default_min_area`).
@@ -98,15 +98,15 @@ def predict(
     dense = dense.float()
     text = text.float().to(dense.device)
     min_area = default_min_area(plan, patch_size) if min_area is None else int(min_area)
-    arg, prob = pixel_predictions(dense, text, temperature, plan)
+    arg, prob = pixel_predictions(dense, text, logit_scale, plan)
     content = arg.cpu().numpy().astype(label_dtype)
     labels, scores = original_maps(content, prob, plan)
     if box_features is not None and boxes is not None:
-        segments = box_segments(box_features.float().to(dense.device), boxes, text, temperature, vocab, top_k,
+        segments = box_segments(box_features.float().to(dense.device), boxes, text, logit_scale, vocab, top_k,
                                  plan.original_height, plan.original_width)
     else:
         grid = LabelGrid.build(content, labels, plan, patch_size)
-        segments = region_segments(dense, text, temperature, grid, scores, vocab, top_k, min_area)
+        segments = region_segments(dense, text, logit_scale, grid, scores, vocab, top_k, min_area)
     if segments and segments[0].source == "region":
         segments.sort(key=lambda s: (-s.area, s.bbox[1], s.bbox[0]))
     for i, seg in enumerate(segments, start=1):
@@ -172,7 +172,7 @@ def segment(
             scaled = torch.as_tensor(box_array * plan.scale, dtype=torch.float32, device=text.device)
             box_features = roi_pool(dense[None], [scaled], int(model.patch_size))
         labels, scores, segments, used_min_area = predict(
-            dense, text, plan, vocab, temperature=float(model.logit_scale), patch_size=int(model.patch_size),
+            dense, text, plan, vocab, logit_scale=float(model.logit_scale), patch_size=int(model.patch_size),
             top_k=top_k, min_area=min_area, box_features=box_features, boxes=box_array,
         )
     return SegmentResult(

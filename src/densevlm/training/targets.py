@@ -96,17 +96,18 @@ class TargetBuilder:
     Args:
         teacher: names regions (for ``clipself``: the frozen copy of the student, embedding crops).
         frozen: frozen copy of the student for a CLIPSelf term beside the KL, or None.
-        text_teacher, class_is_thing, tau: ``[K, C]`` teacher class embeddings, ``[K]`` bool, temperature.
+        text_teacher, class_is_thing, logit_scale: ``[K, C]`` teacher class embeddings, ``[K]`` bool, the
+            cosines' multiplier.
         side: input side of the models (content is letterboxed to it).
         reviewed, smoothing: expert verdicts by image index (:func:`match_reviewed`), label smoothing.
     """
 
     def __init__(self, cfg: TrainConfig, teacher: DenseModel, frozen: Optional[DenseModel], text_teacher: torch.Tensor,
-                 class_is_thing: torch.Tensor, tau: float, side: int, precision: Precision,
+                 class_is_thing: torch.Tensor, logit_scale: float, side: int, precision: Precision,
                  reviewed: dict[int, list[ReviewedRegion]], smoothing: float) -> None:
         self.cfg = cfg
         self.teacher, self.frozen = teacher, frozen
-        self.text_teacher, self.class_is_thing, self.tau = text_teacher, class_is_thing, tau
+        self.text_teacher, self.class_is_thing, self.logit_scale = text_teacher, class_is_thing, logit_scale
         self.side, self.precision = side, precision
         self.device = precision.device
         self.reviewed, self.smoothing = reviewed, smoothing
@@ -153,7 +154,7 @@ class TargetBuilder:
             feats = teacher_region_features(self.teacher, images, on_device, cfg.retrieval_features,
                                             dense_map=dense_map)
             feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
-            r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.tau, cfg.threshold,
+            r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.logit_scale, cfg.threshold,
                                  cfg.retrieval_features).cpu()
             per_image, start = [], 0
             for n in counts:
@@ -195,7 +196,7 @@ class TargetBuilder:
             extra = blob_boxes * p
             extra[:, 0::2] = extra[:, 0::2].clamp(max=float(w))
             extra[:, 1::2] = extra[:, 1::2].clamp(max=float(h))
-            parts = classify_parts(blob_feats, self.text_teacher, self.class_is_thing, self.tau).cpu()
+            parts = classify_parts(blob_feats, self.text_teacher, self.class_is_thing, self.logit_scale).cpu()
             out_boxes.append(torch.cat([b, extra]))
             out_retrieval.append(Retrieval.cat([r, parts]))
         return out_boxes, out_retrieval
