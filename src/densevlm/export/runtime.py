@@ -49,8 +49,6 @@ class ExportSpec:
         image_size: native input side in pixels; patch_size: pixels per token side.
         mean, std: RGB normalisation applied by :meth:`OnnxDenseModel.prepare`.
         templates: prompt template set the text embeddings were made with.
-        config: always None (the text tower is not exported).
-        exported: always True: inference defaults to the size the graph was exported at.
     """
 
     family: str
@@ -61,8 +59,6 @@ class ExportSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     templates: str
-    config: None = None
-    exported: bool = True
 
 
 def require_packages(*names: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from densevlm.dense import DenseRuntime
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
 from densevlm.inference.io import InputImage, finished_json, write_outputs, write_summary
@@ -130,7 +131,7 @@ def _error_row(image: InputImage, reason: str, seconds: float = 0.0) -> dict[str
 
 
 def segment_files(
-    model: Any,
+    model: DenseRuntime,
     images: Sequence[InputImage],
     vocab: Vocabulary,
     out_dir: str | Path,
@@ -140,7 +141,7 @@ def segment_files(
     """Segment ``images`` into ``out_dir`` and write ``out_dir/summary.csv``.
 
     Args:
-        model: see :mod:`densevlm.inference.segment` for the interface used.
+        model: a :class:`~densevlm.dense.DenseRuntime`.
         images: from :func:`~densevlm.inference.io.collect_inputs`.
         vocab: the classes.
         config: run settings.
@@ -233,7 +234,7 @@ def _box_features(model: Any, dense: torch.Tensor, good: list[dict[str, Any]], i
     scaled = []
     for item in good:
         given = boxes.get(images[item["index"]].name, (np.zeros((0, 4)), []))[0]
-        scaled.append(torch.as_tensor(given * item["plan"].scale, dtype=torch.float32, device=dense.device))
+        scaled.append(torch.as_tensor(item["plan"].to_input(given), dtype=torch.float32, device=dense.device))
     counts = [int(b.shape[0]) for b in scaled]
     if sum(counts) == 0:
         return [dense.new_zeros(0, dense.shape[1]) for _ in good]

@@ -14,14 +14,8 @@ token (``0.5 * (patch / scale)^2`` original pixels, where ``scale`` is input pix
 pixel). With ``boxes``, each given box is classified from its RoI feature (RoI-align on the same
 dense map) instead, and becomes one segment whose mask is the box's pixels.
 
-The model interface used here (a DenseModel, or an ONNX runtime model with the same members)::
-
-    model.prepare(pil, size, square=True) -> ([3, S, S] tensor, Letterbox)
-    model.encode_dense(x [B, 3, S, S]) -> [B, C, S/p, S/p], unit norm per token
-    model.embed_vocabulary(vocab) -> [K, C] unit norm (its device is where inputs are sent)
-    model.patch_size, model.input_size, model.logit_scale, model.spec (.config, .arch)
-
-Nothing else is called on the model.
+The model is any :class:`densevlm.dense.DenseRuntime` (PyTorch or an export); nothing outside
+that protocol is called on it.
 """
 
 from __future__ import annotations
@@ -34,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from densevlm.dense import DenseRuntime
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
@@ -45,16 +40,9 @@ from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = ["segment", "predict", "default_size", "default_min_area"]
 
-# Default open_clip input side; tiny models use their own native size.
-_OPEN_CLIP_SIZE = 448
-
-
-def default_size(model: Any) -> int:
-    """Input side used when none is given: native for tiny models, the export size for ONNX
-    exports, else 448 px."""
-    if model.spec.config is not None or getattr(model.spec, "exported", False):
-        return int(model.input_size)
-    return _OPEN_CLIP_SIZE
+def default_size(model: DenseRuntime) -> int:
+    """Input side used when none is given: :attr:`DenseRuntime.default_size <densevlm.dense.DenseRuntime.default_size>`."""
+    return int(model.default_size)
 
 
 def default_min_area(plan: Letterbox, patch_size: int) -> int:
@@ -115,7 +103,7 @@ def predict(
 
 
 def segment(
-    model: Any,
+    model: DenseRuntime,
     image: Image.Image | str | Path,
     vocab: Vocabulary | str | Path,
     size: Optional[int] = None,
@@ -127,12 +115,11 @@ def segment(
     """Label every pixel and every region of ``image`` with a class of ``vocab``.
 
     Args:
-        model: a :class:`~densevlm.model.DenseModel` (or an object with the same interface,
-            see the module docstring).
+        model: a :class:`~densevlm.dense.DenseRuntime` (a DenseModel or an export).
         image: a PIL image or an image file (read as RGB with its EXIF orientation applied).
         vocab: a :class:`~densevlm.vocab.Vocabulary` or a vocabulary file.
         size: longest input side in pixels; the input is letterboxed to a ``size x size``
-            square (default: native for tiny models, 448 otherwise).
+            square (default: ``model.default_size``).
         top_k: candidates kept per segment.
         boxes: ``[N, 4]`` XYXY boxes in original pixels to classify instead of regions.
         min_area: regions under this many original pixels get no segment (default: half a
@@ -169,7 +156,7 @@ def segment(
         dense = model.encode_dense(x)[0]
         box_features = None
         if box_array is not None:
-            scaled = torch.as_tensor(box_array * plan.scale, dtype=torch.float32, device=text.device)
+            scaled = torch.as_tensor(plan.to_input(box_array), dtype=torch.float32, device=text.device)
             box_features = roi_pool(dense[None], [scaled], int(model.patch_size))
         labels, scores, segments, used_min_area = predict(
             dense, text, plan, vocab, logit_scale=float(model.logit_scale), patch_size=int(model.patch_size),

@@ -133,9 +133,8 @@ class TargetBuilder:
         return region_boxes(self.cfg.regions, content.float() / 255.0, rng, self.cfg.max_boxes)
 
     def _reviewed_boxes(self, item: dict[str, Any]) -> torch.Tensor:
-        verdicts = self.reviewed[item["index"]]
-        scale = item["content"].shape[-1] / verdicts[0].width
-        return torch.tensor([v.box for v in verdicts], dtype=torch.float32).reshape(-1, 4) * scale
+        boxes = torch.tensor([v.box for v in self.reviewed[item["index"]]], dtype=torch.float32).reshape(-1, 4)
+        return item["plan"].to_input(boxes)
 
     def _compute(self, items: list[dict[str, Any]], step: int) -> list[RegionTargets]:
         """Regions of each image and the frozen models' verdicts on them (on the CPU)."""
