@@ -18,7 +18,7 @@ PACKAGE = "densevlm"
 
 # Lowest first. A top-level name of the package (module or subpackage) belongs to one layer.
 LAYERS: list[set[str]] = [
-    {"errors", "version"},
+    {"errors", "version", "lazy"},
     {"fileio", "devices"},
     {"backbones", "imaging", "regions", "losses"},
     {"vocab"},

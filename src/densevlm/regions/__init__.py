@@ -5,8 +5,7 @@ Names are imported on first use, so ``regions.rle`` and ``regions.labelled`` loa
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from densevlm.lazy import homes, loader
 
 _MODULES = {
     "labelled": ("LabelledRegion",),
@@ -14,14 +13,7 @@ _MODULES = {
     "rle": ("encode_rle", "decode_rle", "rle_counts", "rle_area"),
     "sources": ("GRID_SPLITS", "grid_boxes", "segment_regions", "region_boxes"),
 }
-_EXPORTS = {name: f"densevlm.regions.{module}" for module, names in _MODULES.items() for name in names}
+_HOMES = homes(__name__, _MODULES)
 
-__all__ = ["similarity", *_EXPORTS]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "similarity":
-        return importlib.import_module("densevlm.regions.similarity")
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'densevlm.regions' has no attribute {name!r}")
+__all__ = ["similarity", *_HOMES]  # the module similarity loads on import, like any submodule
+__getattr__ = loader(__name__, _HOMES)

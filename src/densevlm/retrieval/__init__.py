@@ -5,20 +5,14 @@ Names are imported on first use (both modules need torch).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from densevlm.lazy import homes, loader
 
 _MODULES = {
     "teacher": ("FEATURE_KINDS", "Retrieval", "RetrievalConfig", "RetrievalStats", "classify_parts",
                 "classify_regions", "part_blobs", "teacher_region_features"),
     "candidates": ("header_record", "write_candidates"),
 }
-_EXPORTS = {name: f"densevlm.retrieval.{module}" for module, names in _MODULES.items() for name in names}
+_HOMES = homes(__name__, _MODULES)
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'densevlm.retrieval' has no attribute {name!r}")
+__all__ = list(_HOMES)
+__getattr__ = loader(__name__, _HOMES)

@@ -6,8 +6,7 @@ stays light (the review server uses it without torch).
 
 from __future__ import annotations
 
-from typing import Any
-
+from densevlm.lazy import loader
 from densevlm.vocab.prompts import TEMPLATE_SETS, fill_template, get_templates
 from densevlm.vocab.vocabulary import Vocabulary, load_vocabulary, parse_vocabulary
 
@@ -20,11 +19,4 @@ __all__ = [
     "fill_template",
     "get_templates",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "class_embeddings":
-        from densevlm.vocab.embed import class_embeddings
-
-        return class_embeddings
-    raise AttributeError(f"module 'densevlm.vocab' has no attribute {name!r}")
+__getattr__ = loader(__name__, {"class_embeddings": "densevlm.vocab.embed"})

@@ -184,7 +184,3 @@ def scene_caption(rng: np.random.Generator, scene: Scene, p_stuff: float = 0.15)
     things = [s.category for s in scene.segments if s.isthing]
     stuff = [(s.category, s.area) for s in scene.segments if not s.isthing]
     return make_caption(rng, things, stuff, p_stuff)
-
-
-def category_of(name: str) -> int:
-    return by_name(name).id
