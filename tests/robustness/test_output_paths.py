@@ -98,7 +98,7 @@ def test_eval_refuses_an_earlier_result_without_overwrite(tmp_path, capsys):
 
 @pytest.mark.parametrize("verb", ["export", "stats"])
 def test_review_outputs_never_replace_the_database(tmp_path, capsys, verb):
-    from densevlm.review.store import import_candidates
+    from densevlm.review.importing import import_candidates
 
     data = make_dataset(tmp_path)
     import_candidates(data.db, data.candidates, None)

@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=4, help="synthetic scenes for the parity check (default: 4)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
     p.add_argument("--json", default=None, help="also write the parity result to this JSON file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing export in --out (and an existing --json file)")
 
 
 def _human_bytes(n: int) -> str:
@@ -93,12 +95,22 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.export import require_packages
 
     require_packages("onnx", "onnxruntime", "onnxscript")
+    from densevlm.fileio import check_output
+
+    from densevlm.cli._common import existing_paths
+
+    inputs = existing_paths(args.vocab, args.model, args.pretrained)
     if args.check:
         if args.out:
             raise DenseVLMError("--check DIR re-checks an existing export; drop --out (or drop --check to export)")
+        if args.json:
+            check_output(args.json, "file", inputs=[*inputs, args.check], overwrite=args.overwrite, flag="--json")
         return _check(args)
     if not args.out:
         raise DenseVLMError("--out DIR is required: where to write the export")
+    check_output(args.out, "dir", inputs=inputs, overwrite=args.overwrite)
+    if args.json:
+        check_output(args.json, "file", inputs=inputs, overwrite=args.overwrite, flag="--json")
 
     import torch
 

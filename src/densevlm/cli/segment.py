@@ -124,7 +124,13 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.inference.boxes import assign_boxes, load_boxes
     from densevlm.inference.io import collect_inputs
 
-    out = Path(args.out)
+    from densevlm.cli._common import existing_paths
+    from densevlm.fileio import check_output
+
+    # an earlier run's outputs are skipped image by image (--overwrite redoes them), so an existing
+    # folder is fine; a file, an unwritable place or a folder holding --vocab/--boxes/--model is not
+    inputs = existing_paths(args.vocab, args.boxes, args.model, args.pretrained)
+    out = check_output(args.out, "dir", inputs=inputs, overwrite=True)
     images = collect_inputs(args.inputs, exclude=out)
     boxes = assign_boxes(load_boxes(args.boxes), images, args.boxes) if args.boxes else None
 
@@ -140,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         vocab = default_vocabulary()
     model, model_name = _load_model(args)
     size = args.size or default_size(model)
+    if args.engine == "onnx":
+        model.check_size(size)  # a fixed-size export at another --size: one line, before any image
     config = RunConfig(
         size=size, top_k=args.top_k, min_area=args.min_area, batch_size=args.batch_size, workers=args.workers,
         overwrite=args.overwrite, overlay_max_side=args.overlay_max_side,
