@@ -197,25 +197,34 @@ def _glob_root(pattern: str) -> Path:
 
 
 def is_densevlm_output(path: Path) -> bool:
-    """Whether ``path`` is an overlay or label map that ``densevlm segment`` wrote.
+    """Whether ``path`` is a file that ``densevlm segment`` wrote, wherever its ``--out`` was.
 
-    Such a file is named ``NAME.overlay.png`` or ``NAME.labels.png`` and has ``NAME.json`` or a
-    ``summary.csv`` beside it (the other two files of a segment run), wherever ``--out`` was.
+    An overlay or label map is named ``NAME.overlay.png`` or ``NAME.labels.png`` and has
+    ``NAME.json`` or a ``summary.csv`` beside it; ``NAME.json`` has one of those two beside it;
+    ``summary.csv`` starts with the run summary's header (``file,name,status``).
     """
     name = path.name.lower()
     for suffix in _OUTPUT_SUFFIXES:
         if name.endswith(suffix):
             stem = path.name[: -len(suffix)]
             return (path.parent / f"{stem}.json").is_file() or (path.parent / "summary.csv").is_file()
+    if name.endswith(".json"):
+        return any((path.parent / f"{path.name[:-5]}{suffix}").is_file() for suffix in _OUTPUT_SUFFIXES)
+    if name == "summary.csv":
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.readline().startswith("file,name,status")
+        except OSError:
+            return False
     return False
 
 
 def _skip_reason(path: Path) -> Optional[str]:
     """Why a file found in a scan is not an input (None: it is one)."""
-    if not path.name.lower().endswith(IMAGE_SUFFIXES):
-        return "not an image type densevlm reads"
     if is_densevlm_output(path):
         return "densevlm outputs"
+    if not path.name.lower().endswith(IMAGE_SUFFIXES):
+        return "not an image type densevlm reads"
     return None
 
 
