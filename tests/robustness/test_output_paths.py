@@ -81,7 +81,7 @@ def test_eval_checks_json_before_loading_anything(tmp_path, capsys, target, frag
     world = _world(tmp_path)
     out = world / target if not target.startswith("/") else Path(target)
     before = (world / "panoptic.json").read_bytes()
-    code = main(["eval", "--data", str(world), "--model", "no-such-model", "--json", str(out)])
+    code = main(["eval", "--data", str(world), "--model", "no-such-model", "--json", str(out), "--overwrite"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and fragment in lines[0] and f"--json {out}" in lines[0]
     assert (world / "panoptic.json").read_bytes() == before
@@ -96,15 +96,16 @@ def test_eval_refuses_an_earlier_result_without_overwrite(tmp_path, capsys):
     assert old.read_text() == "{}"
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
 @pytest.mark.parametrize("verb", ["export", "stats"])
-def test_review_outputs_never_replace_the_database(tmp_path, capsys, verb):
+def test_review_outputs_never_replace_the_database(tmp_path, capsys, verb, overwrite):
     from densevlm.review.importing import import_candidates
 
     data = make_dataset(tmp_path)
     import_candidates(data.db, data.candidates, None)
     before = data.db.read_bytes()
     flag = ["--format", "jsonl", "--out"] if verb == "export" else ["--json"]
-    assert main(["review", verb, "--db", str(data.db), *flag, str(data.db)]) == 2
+    assert main(["review", verb, "--db", str(data.db), *flag, str(data.db), *overwrite]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and "is also an input of this command" in errors[0] and str(data.db) in errors[0]
     assert data.db.read_bytes() == before
@@ -144,6 +145,8 @@ _PROC = "/proc/x/y"
     (["segment", "{photos}", "--out", "{notes}"], "--out {notes}: is an existing file; give a directory"),
     (["segment", "{photos}", "--vocab", "{vocab}", "--out", "{root}"], "holds the input"),
     (["retrieve", "--images", "{photos}", "--vocab", "{vocab}", "--out", "{vocab}"],
+     "--out {vocab}: is also an input of this command"),
+    (["retrieve", "--images", "{photos}", "--vocab", "{vocab}", "--out", "{vocab}", "--overwrite"],
      "--out {vocab}: is also an input of this command"),
     (["retrieve", "--images", "{photos}", "--out", "{notes}"], "--out {notes}: exists already; pass --overwrite"),
     (["export", "--model", "no-such-model", "--out", "{run}"], "--out {run}: exists already; pass --overwrite"),
