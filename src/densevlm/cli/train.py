@@ -7,7 +7,9 @@ pulled towards objects. Baselines: --method clipself | nodecouple | stuffonly.
 
 --batch-size is per process; run on several GPUs or nodes with
   torchrun --nproc_per_node 4 -m densevlm train ...
-Settings may come from --config file.yaml (flags given on the command line win).
+Settings may come from --config file.yaml (flags given on the command line win). An --out that
+holds an earlier run (last.pt, state.pt, config.yaml, metrics.jsonl ...) is refused unless
+--resume continues it or --overwrite starts again (removing those run files, nothing else).
 
 Examples:
   densevlm train --images world/unlabeled --out runs/densevlm
@@ -116,7 +118,10 @@ def check_run_dir(out: str, inputs: list[str], resume: bool, overwrite: bool) ->
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process removes them
         for name in earlier:
             target = path / name
-            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
 
 
 def run(args: argparse.Namespace) -> int:
