@@ -9,6 +9,7 @@ to original pixels by a single scale factor.
 from __future__ import annotations
 
 import struct
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,12 @@ def open_image(path: str | Path | BinaryIO, name: Optional[str] = None, orientat
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How an original image maps into a model input.
+    """How an original image maps into a model input, and back.
+
+    The resized content sits at the input's top-left corner (padding is right and bottom), so
+    the two pixel frames differ by the scale alone, with no offset. Coordinates are continuous,
+    pixel ``i`` covering ``[i, i + 1)`` in both frames. Every conversion between original and
+    input pixels goes through :meth:`to_input`, :meth:`to_original` and :meth:`masks_to_input`.
 
     Attributes:
         scale: input pixels per original pixel (``x_input = x_original * scale``).
@@ -149,6 +155,68 @@ class Letterbox:
     input_height: int
     original_width: int
     original_height: int
+
+    def to_input(self, coords: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Original-pixel coordinates -> input-pixel coordinates: ``coords * scale``.
+
+        Args:
+            coords: ``[..., 4]`` XYXY boxes (e.g. ``[N, 4]``) or ``[..., 2]`` XY points in
+                original pixels; a torch tensor, a numpy array or a nested sequence (read as a
+                float64 array).
+
+        Returns:
+            The same shape in input pixels: a tensor on the same device for a tensor, else a
+            numpy array; floating-point input keeps its dtype. Boxes are not clipped.
+
+        Raises:
+            DenseVLMError: the last dimension is not 4 (boxes) or 2 (points).
+        """
+        return _coords(coords) * self.scale
+
+    def to_original(self, coords: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Input-pixel coordinates -> original-pixel coordinates: ``coords / scale``.
+
+        The inverse of :meth:`to_input` (same arguments, returns and errors). Coordinates in
+        the padding map beyond the original image; clip them if needed.
+        """
+        return _coords(coords) / self.scale
+
+    def masks_to_input(self, masks: torch.Tensor) -> torch.Tensor:
+        """Original-size masks -> input-size masks, laid out as the image is.
+
+        Each mask is area-resized to the content size (so a value is the covered fraction of
+        an input pixel) and zero-padded right and bottom to the input size.
+
+        Args:
+            masks: ``[N, original_height, original_width]``, bool or float in ``[0, 1]``.
+
+        Returns:
+            ``[N, input_height, input_width]`` float32 on the masks' device.
+
+        Raises:
+            DenseVLMError: the masks are not ``[N, original_height, original_width]``.
+        """
+        if masks.ndim != 3 or tuple(masks.shape[1:]) != (self.original_height, self.original_width):
+            raise DenseVLMError(
+                f"masks of shape {tuple(masks.shape)} do not match the original image "
+                f"({self.original_height}x{self.original_width})"
+            )
+        import torch
+
+        resized = torch.nn.functional.interpolate(masks.float()[:, None], size=(self.height, self.width), mode="area")
+        out = torch.zeros(masks.shape[0], self.input_height, self.input_width, device=masks.device)
+        out[:, : self.height, : self.width] = resized[:, 0]
+        return out
+
+
+def _coords(coords: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``coords`` as a tensor or array of ``[..., 4]`` boxes or ``[..., 2]`` points."""
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported; do not import it here
+    if not isinstance(coords, np.ndarray) and not (torch is not None and isinstance(coords, torch.Tensor)):
+        coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim == 0 or coords.shape[-1] not in (2, 4):
+        raise DenseVLMError(f"expected [..., 4] XYXY boxes or [..., 2] XY points, got shape {tuple(coords.shape)}")
+    return coords
 
 
 def _round_up(x: int, multiple: int) -> int:

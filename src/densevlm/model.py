@@ -167,7 +167,7 @@ class DenseModel(nn.Module):
         boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
         if isinstance(image, Image.Image):
             full, plan = self.prepare(image, size=max(image.size))
-            image, boxes = full, boxes * plan.scale
+            image, boxes = full, plan.to_input(boxes)
         side = ((size + self.patch_size - 1) // self.patch_size) * self.patch_size
         crops = crop_boxes(image.to(self.device), boxes, side, context)
         out = [self.encode_image(crops[i : i + batch_size]) for i in range(0, crops.shape[0], batch_size)]

@@ -2,8 +2,9 @@
 
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter, mean_class_accuracy
 from densevlm.evaluation.protocol import EvalConfig, EvalResult, dataset_vocabulary, evaluate, make_validator, map_categories
-from densevlm.evaluation.regions import LabelledRegion, evaluate_regions, evaluate_reviewed
+from densevlm.evaluation.regions import evaluate_regions, evaluate_reviewed
 from densevlm.evaluation.table import format_table, write_per_class_csv
+from densevlm.regions.labelled import LabelledRegion
 
 __all__ = [
     "EvalConfig",

@@ -58,7 +58,7 @@ def grid_agreement(
                 labels[sample.ids == seg["id"]] = mapping[dataset.category_index[seg["category_id"]]]
             feats = teacher_region_features(model, x[None], [boxes], features)
             r = classify_regions(feats, text, class_is_thing, logit_scale, threshold, features)
-            for j, (x1, y1, x2, y2) in enumerate((boxes / plan.scale).tolist()):
+            for j, (x1, y1, x2, y2) in enumerate(plan.to_original(boxes).tolist()):
                 cell = labels[int(round(y1)):int(round(y2)), int(round(x1)):int(round(x2))].reshape(-1)
                 cell = cell[cell >= 0]
                 if cell.size == 0:

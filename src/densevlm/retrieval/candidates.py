@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from densevlm.data.images import FileListSource, ImageSource
-from densevlm.imaging import plan_letterbox
 from densevlm.regions import similarity
 from densevlm.regions.rle import encode_rle
 from densevlm.regions.sources import grid_boxes, segment_regions
@@ -117,7 +116,7 @@ def write_candidates(
             name = source.name(index)
             top_probs, top_classes = similarity.top_k(r.probs, cfg.top_k)
             for j in range(boxes.shape[0]):
-                box = (boxes[j] / plan.scale).tolist()
+                box = plan.to_original(boxes[j]).tolist()
                 box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
                 record = {
                     "kind": "region", "id": f"{name}#{j}", "image": name, "width": image.width, "height": image.height,
