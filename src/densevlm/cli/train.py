@@ -143,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
         validate = make_validator(cfg.val_data, cfg.vocab, cfg.val_limit)
     reviewed = load_reviewed(cfg.reviewed) if cfg.reviewed else None
     result = train(cfg, resume=args.resume, validate=validate, reviewed=reviewed)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process removes them
+    from densevlm.training.distributed import rank_and_world
+
+    if rank_and_world()[0] == 0:
         r = result.retrieval
         print(f"{result.steps} steps in {result.wall_s:.0f} s, final loss {result.final_loss:.4f}, "
               f"{result.skipped_images} images skipped")
