@@ -212,3 +212,25 @@ def test_train_overwrite_removes_only_the_earlier_run_files(user_files):
     check_run_dir(str(run), [], resume=False, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == ["my-notes.md"]
     assert (run / "my-notes.md").read_text() == "keep me\n"
+
+
+def test_train_into_an_earlier_run_needs_resume_or_overwrite(tmp_path, capsys):
+    """End to end: a second `train --out RUN` is refused with RUN untouched; --overwrite starts
+    clean (metrics.jsonl holds the new run only)."""
+    from densevlm.data.synth import write_world
+
+    write_world(tmp_path / "world", 4, seed=5, progress=False)
+    run = tmp_path / "run"
+    argv = ["train", "--images", str(tmp_path / "world"), "--out", str(run), "--steps", "2", "--batch-size", "2",
+            "--max-boxes", "2", "--log-every", "1", "--save-every", "2", "-q"]
+    assert main(argv) == 0
+    assert str(run / "last.pt") in capsys.readouterr().out
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + '{"step": 999}\n')  # marks the old run
+    before = _snapshot(run)
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert f"--out {run}: holds an earlier run (last.pt, state.pt" in line and "--overwrite to start again" in line
+    assert _snapshot(run) == before
+    assert main([*argv, "--overwrite"]) == 0
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(r.get("step") != 999 for r in rows)
