@@ -234,3 +234,16 @@ def test_train_into_an_earlier_run_needs_resume_or_overwrite(tmp_path, capsys):
     assert main([*argv, "--overwrite"]) == 0
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(r.get("step") != 999 for r in rows)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+@pytest.mark.parametrize("argv", [["export", "--format", "coco", "--out"], ["stats", "--json"]])
+def test_review_outputs_under_a_tree_that_takes_no_files(tmp_path, capsys, argv):
+    from densevlm.review.importing import import_candidates
+
+    data = make_dataset(tmp_path)
+    import_candidates(data.db, data.candidates, None)
+    before = data.db.read_bytes()
+    assert main(["review", argv[0], "--db", str(data.db), *argv[1:], "/proc/x/out.json"]) == 2
+    assert f"{argv[-1]} /proc/x/out.json: cannot write under /proc" in _one_error_line(capsys)
+    assert data.db.read_bytes() == before
