@@ -123,9 +123,31 @@ class OnnxDenseModel:
             is_thing=tuple(bool(t) for t in voc["is_thing"]),
         )
         self._embeddings = self._read_embeddings(directory / EMBEDDINGS_FILE)
-        self._encoder = _session(directory / ENCODER_FILE, threads)
+        self._open_graphs(threads)
+
+    def _open_graphs(self, threads: Optional[int]) -> None:
+        """Open the encoder (and region classifier) graphs; runtimes for other formats override
+        this, :meth:`_run_encoder` and :meth:`_run_region`."""
+        self._encoder = _session(self.directory / ENCODER_FILE, threads)
         self._encoder_input = self._encoder.get_inputs()[0].name
-        self._region = _session(directory / REGION_FILE, threads) if REGION_FILE in manifest["files"] else None
+        has_region = REGION_FILE in self.manifest["files"]
+        self._region = _session(self.directory / REGION_FILE, threads) if has_region else None
+
+    def _run_encoder(self, array: np.ndarray) -> np.ndarray:
+        """``[B, C, h, w]`` dense map for a float32 ``[B, 3, H, W]`` array."""
+        try:
+            (dense,) = self._encoder.run(None, {self._encoder_input: array})
+        except Exception as e:  # onnxruntime's own error types: a graph that cannot take this input
+            raise DenseVLMError(
+                f"{self.directory / ENCODER_FILE}: ONNX Runtime failed on input {list(array.shape)} "
+                f"({str(e).strip().splitlines()[0][:200]}); re-export with the new exporter"
+            ) from None
+        return dense
+
+    def _run_region(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """``[K, T]`` logits for ``{"dense": [B, C, h, w], "boxes": [K, 5]}``."""
+        (logits,) = self._region.run(None, feeds)
+        return logits
 
     def _read_embeddings(self, path: Path) -> torch.Tensor:
         try:
@@ -194,13 +216,21 @@ class OnnxDenseModel:
             DenseVLMError: a fixed-size export is asked for another size.
         """
         if not self.dynamic:
-            if size is not None and size != self._input_size:
-                raise DenseVLMError(
-                    f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
-                    "re-export with --dynamic or --size"
-                )
+            self.check_size(size)
             size, square = self._input_size, True
         return letterbox(image, size or self._input_size, self.patch_size, self._spec.mean, self._spec.std, square)
+
+    def check_size(self, size: Optional[int]) -> None:
+        """Check an input side before any image is read (None: the export's own size).
+
+        Raises:
+            DenseVLMError: a fixed-size export is asked for another size.
+        """
+        if not self.dynamic and size is not None and size != self._input_size:
+            raise DenseVLMError(
+                f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
+                "re-export with --dynamic or --size"
+            )
 
     def transform(self, image: Image.Image, size: Optional[int] = None) -> torch.Tensor:
         """``[3, H, W]`` normalised input for a PIL image (see :meth:`prepare`)."""
@@ -230,14 +260,7 @@ class OnnxDenseModel:
         """
         self._check_images(images)
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        try:
-            (dense,) = self._encoder.run(None, {self._encoder_input: array})
-        except Exception as e:  # onnxruntime's own error types: a graph that cannot take this input
-            raise DenseVLMError(
-                f"{self.directory / ENCODER_FILE}: ONNX Runtime failed on input {list(array.shape)} "
-                f"({str(e).strip().splitlines()[0][:200]}); re-export with the new exporter"
-            ) from None
-        return torch.from_numpy(dense)
+        return torch.from_numpy(self._run_encoder(array))
 
     def encode_boxes(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
         """RoI features ``[sum N_i, C]`` (unit norm, box order) pooled in torch from the ONNX map.
@@ -266,8 +289,7 @@ class OnnxDenseModel:
         if rois.shape[0] == 0:
             return torch.zeros(0, len(self.vocabulary))
         feeds = {"dense": dense.detach().to("cpu", torch.float32).contiguous().numpy(), "boxes": rois.numpy()}
-        (logits,) = self._region.run(None, feeds)
-        return torch.from_numpy(logits)
+        return torch.from_numpy(self._run_region(feeds))
 
     def embed_vocabulary(
         self, vocab: Vocabulary, templates: Optional[str] = None, use_cache: bool = True
@@ -318,6 +340,10 @@ def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, veri
     path = Path(path_or_dir)
     directory = path.parent if path.is_file() or path.suffix in (".onnx", ".json", ".npy") else path
     manifest = read_manifest(directory)
+    if manifest["export"].get("format", "onnx") != "onnx":
+        raise DenseVLMError(
+            f"{directory} holds a {manifest['export']['format']} export, not ONNX; open it with densevlm.export.load_export()"
+        )
     if verify:
         verify_files(directory, manifest)
     if manifest.get("parity") and not manifest["parity"].get("passed", True):

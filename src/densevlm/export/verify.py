@@ -34,7 +34,8 @@ import torch
 from PIL import Image
 
 from densevlm.errors import DenseVLMError
-from densevlm.export.runtime import OnnxDenseModel, load_onnx_model
+from densevlm.export.openvino import load_export
+from densevlm.export.runtime import OnnxDenseModel
 from densevlm.imaging import Letterbox
 from densevlm.model import DenseModel
 from densevlm.regions import similarity
@@ -301,7 +302,7 @@ def check_export(
         DenseVLMError: the files changed since export, or ``model``'s image tower is not the one
             that was exported (its weight fingerprint differs).
     """
-    onnx_model = load_onnx_model(directory, threads=threads)
+    onnx_model = load_export(directory, threads=threads)
     recorded = onnx_model.manifest["model"].get("image_tower_sha256")
     if recorded and recorded != image_tower_fingerprint(model):
         raise DenseVLMError(
