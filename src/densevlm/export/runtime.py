@@ -325,6 +325,16 @@ class OnnxDenseModel:
         return f"OnnxDenseModel({self.directory}, {self._spec.arch}, {kind}, {len(self.vocabulary)} classes)"
 
 
+def open_runtime(cls: type, directory: Path, manifest: dict[str, Any], threads: Optional[int]) -> Any:
+    """``cls(directory, manifest, threads=threads)``; a malformed manifest is one line naming it."""
+    try:
+        return cls(directory, manifest, threads=threads)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DenseVLMError(
+            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
+        ) from None
+
+
 def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True) -> OnnxDenseModel:
     """Open an export made by ``densevlm export``.
 
@@ -348,11 +358,6 @@ def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, veri
         verify_files(directory, manifest)
     if manifest.get("parity") and not manifest["parity"].get("passed", True):
         log.warning("%s: the parity check at export time FAILED; see %s", directory, MANIFEST_FILE)
-    try:
-        model = OnnxDenseModel(directory, manifest, threads=threads)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DenseVLMError(
-            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
-        ) from None
+    model = open_runtime(OnnxDenseModel, directory, manifest, threads)
     log.info("loaded ONNX export %s (%s, %s exporter)", directory, model.spec.arch, manifest["export"].get("exporter"))
     return model

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from densevlm.data.synth.categories import PLURALS, STUFF, THINGS, by_name
+from densevlm.data.synth.categories import PLURALS, STUFF, THINGS
 from densevlm.data.synth.shapes import draw_thing
 from densevlm.data.synth.textures import render_texture, smooth_noise
 
