@@ -236,5 +236,9 @@ THING_DRAWERS: dict[str, Callable[[np.random.Generator, int, int, float], Instan
 
 
 def draw_thing(name: str, rng: np.random.Generator, h: int, w: int, scale: float) -> Instance:
-    """Draw one instance of thing ``name`` at a random pose in an ``h x w`` image."""
+    """Draw one instance of thing ``name`` (a plant word too) at a random pose in an ``h x w`` image."""
+    if name not in THING_DRAWERS:
+        from densevlm.data.synth.plant import PLANT_DRAWERS
+
+        return PLANT_DRAWERS[name](rng, h, w, scale)
     return THING_DRAWERS[name](rng, h, w, scale)
