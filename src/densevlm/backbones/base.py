@@ -145,6 +145,16 @@ class Backbone(nn.Module):
         """``[N, C]`` unnormalised text embeddings of ``[N, L]`` token ids."""
         return self.clip.encode_text(tokens)
 
+    def weights_sha256(self) -> str:
+        """Hex sha256 of every weight and buffer of ``clip`` (names, dtypes, shapes and bytes, in
+        state-dict order): what an adapted vocabulary or an operating point is bound to."""
+        h = hashlib.sha256()
+        for name, tensor in self.clip.state_dict().items():
+            t = tensor.detach().to("cpu").contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
     def text_fingerprint(self) -> str:
         """A hash of the text encoder's weights (and template set), for caching text embeddings.
 
