@@ -534,6 +534,14 @@ class ReviewStore:
             return None
         return path
 
+    def add_class(self, name: str, thing: Optional[bool], reviewer: str, at: Optional[float] = None) -> dict:
+        """Add a class a reviewer typed (or find the one with that name or synonym): ``{"class": {...},
+        "new_class": bool}``. ``thing`` is required for a new name. Raises DenseVLMError on bad input."""
+        reviewer = clean_reviewer(reviewer)
+        with self.transaction() as conn:
+            class_id, new = self._class_for_verdict(conn, name, thing, reviewer, time.time() if at is None else float(at))
+        return {"class": next(c for c in self.classes() if c["id"] == class_id), "new_class": new}
+
     # -- verdicts -------------------------------------------------------------------------------
 
     def add_verdict(
