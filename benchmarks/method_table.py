@@ -54,10 +54,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from densevlm.data.panoptic import PanopticDataset
+    from densevlm.data.synth import default_vocabulary
     from densevlm.evaluation import EvalConfig, evaluate
     from densevlm.model import load_model
     from densevlm.training.config import TrainConfig
-    from densevlm.training.trainer import default_vocabulary, train
+    from densevlm.training.trainer import train
 
     work = Path(args.work)
     pool, heldout = standard_worlds(work)

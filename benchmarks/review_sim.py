@@ -61,17 +61,20 @@ def main() -> None:
         plant_curve(args)
         return
 
-    from densevlm.cli.train import load_reviewed
     from densevlm.data.images import open_image_source
     from densevlm.data.panoptic import PanopticDataset
+    from densevlm.data.synth import default_vocabulary
     from densevlm.evaluation import EvalConfig, evaluate
     from densevlm.model import load_model
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
+    from densevlm.review import session
+    from densevlm.review.importing import import_candidates
+    from densevlm.review.reviewed import load_reviewed
     from densevlm.review.stats import format_stats, review_stats
-    from densevlm.review.store import ReviewStore, import_candidates
+    from densevlm.review.store import ReviewStore
     from densevlm.training.config import TrainConfig
-    from densevlm.training.trainer import default_vocabulary, train
+    from densevlm.training.trainer import train
 
     work = Path(args.work)
     pool, heldout = standard_worlds(work)
@@ -103,10 +106,10 @@ def main() -> None:
             category = next(names[truth.category_index[s["category_id"]]] for s in sample.segments if s["id"] == top)
             at = start_time + 3.0 * n  # one verdict every 3 s
             if counts.max() >= 0.6 * cell.size:
-                store.add_verdict(region_id, "simulated-expert", "category", category=category, at=at)
+                session.add_verdict(store, region_id, "simulated-expert", "category", category=category, at=at)
                 decided += 1
             else:
-                store.add_verdict(region_id, "simulated-expert", "unsure", at=at)
+                session.add_verdict(store, region_id, "simulated-expert", "unsure", at=at)
                 unsure += 1
     print(f"simulated expert: {decided} regions labelled, {unsure} unsure, on {images_needed} images")
     print(format_stats(review_stats(db)))

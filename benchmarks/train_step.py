@@ -66,7 +66,8 @@ def time_it(fn, repeats: int) -> tuple[float, int]:
 def bench_pair(student_name, teacher_name, size, batch, repeats, tmp, label, amps=("off",)) -> list[tuple]:
     from densevlm.data.synth import write_world
     from densevlm.training.config import TrainConfig
-    from densevlm.training.trainer import _Run
+    from densevlm.training.data import ContentDataset
+    from densevlm.training.trainer import Trainer
 
     world = f"{tmp}/world{size}"
     if not os.path.isdir(world):
@@ -75,18 +76,16 @@ def bench_pair(student_name, teacher_name, size, batch, repeats, tmp, label, amp
     for amp in amps:
         cfg = TrainConfig(student=student_name, teacher=teacher_name, images=world, out=f"{tmp}/run-{label}-{amp}",
                           steps=1000, batch_size=batch, size=size, tau=100.0, amp=amp, max_boxes=8, lr=1e-5)
-        run = _Run(cfg, resume=False, progress=False)
-        from densevlm.training.data import ContentDataset
-
-        data = ContentDataset(run.source, size)
+        trainer = Trainer(cfg, progress=False)
+        data = ContentDataset(trainer.source, size)
         items = [data[i] for i in range(batch)]
 
         def cold():
-            run.cache.clear()
-            return int(run.train_step([dict(it) for it in items])["regions"])
+            trainer.targets.clear_cache()
+            return int(trainer.step([dict(it) for it in items])["regions"])
 
         def warm():
-            return int(run.train_step([dict(it) for it in items])["regions"])
+            return int(trainer.step([dict(it) for it in items])["regions"])
 
         t, n = time_it(cold, repeats)
         rows.append((label, f"trainer, teacher cold, amp {amp}", t, n))
@@ -97,10 +96,10 @@ def bench_pair(student_name, teacher_name, size, batch, repeats, tmp, label, amp
 
     boxes = [grid_boxes(it["content"].shape[-1], it["content"].shape[-2], rng, 8) for it in items]
     contents = [it["content"] for it in items]
-    student, teacher = run.student, run.teacher
+    student, teacher = trainer.student, trainer.teacher
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
-    t, n = time_it(lambda: reference_step(student, teacher, optimizer, contents, boxes, run.text_student,
-                                          run.text_teacher, run.class_is_thing, 100.0), repeats)
+    t, n = time_it(lambda: reference_step(student, teacher, optimizer, contents, boxes, trainer.text_student,
+                                          trainer.text_teacher, trainer.class_is_thing, 100.0), repeats)
     rows.append((label, "reference (per image, fp32, no cache)", t, n))
     return rows
 

@@ -3,6 +3,7 @@
 The public surface (imported lazily, so the command line starts fast)::
 
     load_model(name_or_path, pretrained=None, device="cpu") -> DenseModel
+    DenseRuntime   (the contract DenseModel and the exported runtimes share)
     Vocabulary, load_vocabulary
     segment(model, image, vocab) -> SegmentResult
 """
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "DenseModel": "densevlm.model",
+    "DenseRuntime": "densevlm.dense",
     "load_model": "densevlm.model",
     "DenseVLMError": "densevlm.errors",
     "Vocabulary": "densevlm.vocab.vocabulary",

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import densevlm
+from densevlm.data.synth import default_vocabulary
 from densevlm.errors import DenseVLMError
 from densevlm.export import (
     TOLERANCES,
@@ -26,7 +27,6 @@ from densevlm.export import (
 )
 from densevlm.export.manifest import EMBEDDINGS_FILE, ENCODER_FILE, MANIFEST_FILE, REGION_FILE, sha256_file
 from densevlm.regions.pooling import roi_pool
-from densevlm.training.trainer import default_vocabulary
 from densevlm.vocab import Vocabulary
 from tests.conftest import perturb_
 

@@ -12,10 +12,9 @@ from PIL import Image
 from scipy import ndimage
 
 import densevlm
-from densevlm.data.synth import generate_scene
+from densevlm.data.synth import default_vocabulary, generate_scene
 from densevlm.errors import DenseVLMError
 from densevlm.inference.segment import predict
-from densevlm.training.trainer import default_vocabulary
 from densevlm.vocab import Vocabulary
 from tests.conftest import perturb_
 from tests.inference.helpers import PaletteStub, check_segment_json, paint

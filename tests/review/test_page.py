@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from densevlm.review import session
 from densevlm.review.store import ReviewStore
 
 from .conftest import live_server
@@ -168,7 +169,7 @@ def test_two_reviewers_with_the_keyboard(imported):
 
     with ReviewStore(imported.db) as store:
         for reviewer, want in (("alice", want_alice), ("bob", want_bob)):
-            current = {v["key"]: (v["status"], v["category"]) for v in store.history(reviewer, 100)}
+            current = {v["key"]: (v["status"], v["category"]) for v in session.history(store, reviewer, 100)}
             assert current == want, reviewer
         rows = store.conn.execute(
             "SELECT COUNT(*), SUM(undone_at IS NOT NULL) FROM verdicts WHERE reviewer = 'alice'"

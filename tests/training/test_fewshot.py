@@ -93,7 +93,7 @@ def _regions(root) -> list[ExampleRegion]:
 def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
     from densevlm.export import export_onnx, load_onnx_model
     from densevlm.inference.segment import segment
-    from densevlm.training.trainer import default_vocabulary
+    from densevlm.data.synth import default_vocabulary
     from densevlm.vocab.adapted import save_adapted
 
     root, model = world
@@ -119,8 +119,10 @@ def test_vocab_adapt_cli_on_a_review_database(world, tmp_path, capsys):
     from densevlm.data.images import open_image_source
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
-    from densevlm.review.store import ReviewStore, import_candidates
-    from densevlm.training.trainer import default_vocabulary
+    from densevlm.review import session
+    from densevlm.review.importing import import_candidates
+    from densevlm.review.store import ReviewStore
+    from densevlm.data.synth import default_vocabulary
 
     root, model = world
     model_path = model.save(tmp_path / "m.pt")
@@ -131,10 +133,10 @@ def test_vocab_adapt_cli_on_a_review_database(world, tmp_path, capsys):
     with sqlite3.connect(db) as conn:
         ids = [rid for (rid,) in conn.execute("SELECT id FROM regions ORDER BY id")]
     with ReviewStore(db) as store:
-        store.add_verdict(ids[0], "ana", "category", category="porosity", thing=True)
-        store.add_verdict(ids[1], "ana", "category", category="porosity", thing=True)
-        store.add_verdict(ids[2], "ana", "category", category="gear")
-        store.add_verdict(ids[3], "ana", "rejected")
+        session.add_verdict(store, ids[0], "ana", "category", category="porosity", thing=True)
+        session.add_verdict(store, ids[1], "ana", "category", category="porosity", thing=True)
+        session.add_verdict(store, ids[2], "ana", "category", category="gear")
+        session.add_verdict(store, ids[3], "ana", "rejected")
     out = tmp_path / "plant.vocab.npz"
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 0
     assert "porosity (2)" in capsys.readouterr().out

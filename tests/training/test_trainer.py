@@ -1,4 +1,4 @@
-"""The trainer: freezing, ensemble, DDP equivalence, kill-and-resume, bad images."""
+"""The trainer: checkpoints, loss terms, DDP equivalence, kill-and-resume, bad images."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PIL import Image
 from densevlm.data.synth import write_world
 from densevlm.model import load_model
 from densevlm.training.config import TrainConfig
-from densevlm.training.trainer import apply_freezing, ensemble_state, train
+from densevlm.training.trainer import train
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
@@ -45,23 +45,6 @@ def _args(world, out, *extra) -> list[str]:
 
 def _state(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "state.pt", map_location="cpu", weights_only=True)["model"]
-
-
-def test_freezing_policy_keeps_text_embeddings_and_head_frozen():
-    model = load_model("tiny-vit")
-    names = apply_freezing(model, unlocked_blocks=2)
-    assert names and all(".transformer.resblocks.2." in n or ".transformer.resblocks.3." in n for n in names)
-    assert not any("token_embedding" in n or "positional_embedding" in n or n.endswith(".proj") for n in names)
-    everything = apply_freezing(model, unlocked_blocks=-1, train_embed=True, train_head=True)
-    assert any("conv1" in n for n in everything) and any(n.endswith("visual.proj") for n in everything)
-    assert not any(".transformer.resblocks" in n and "visual" not in n for n in everything)  # text tower frozen
-
-
-def test_ensemble_is_a_convex_mix():
-    tuned = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor([7])}
-    original = {"w": torch.tensor([0.0, 1.0]), "n": torch.tensor([5])}
-    out = ensemble_state(tuned, original, 0.9)
-    assert torch.allclose(out["w"], torch.tensor([0.9, 2.8])) and out["n"].item() == 7
 
 
 def test_train_writes_a_loadable_ensembled_checkpoint(world, tmp_path):

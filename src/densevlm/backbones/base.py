@@ -103,7 +103,7 @@ class Backbone(nn.Module):
 
     @property
     def logit_scale(self) -> float:
-        """The learned temperature ``exp(logit_scale)`` (about 100 for real CLIPs)."""
+        """The learned multiplier of the cosines, ``exp(logit_scale)``, capped at 100 (real CLIPs reach it)."""
         return float(self.clip.logit_scale.detach().exp().clamp(max=100.0))
 
     def check_input(self, images: torch.Tensor) -> None:

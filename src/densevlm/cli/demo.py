@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
     from densevlm.training.config import TrainConfig
-    from densevlm.training.trainer import default_vocabulary, train
+    from densevlm.data.synth import default_vocabulary
+    from densevlm.training.trainer import train
 
     out = Path(args.out)
     n_val, n_pool, steps = (200, 800, 120) if args.fast else (500, 2000, 300)

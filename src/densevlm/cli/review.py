@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from densevlm.review.store import import_candidates
+    from densevlm.review.importing import import_candidates
 
     summary = import_candidates(args.db, args.candidates, args.images)
     print(
@@ -137,8 +137,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from densevlm.fileio import check_output
     from densevlm.review.export import export_reviews, labelstudio_config
 
+    check_output(args.out, "file", inputs=[args.db], overwrite=True)  # never the database itself
     export_reviews(args.db, args.format, args.out, image_prefix=args.image_prefix)
     if args.format == "labelstudio":
         print("Label Studio labeling config for these tasks:")
@@ -147,8 +149,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from densevlm.fileio import check_output
     from densevlm.review.stats import format_stats, review_stats
 
+    if args.json:
+        check_output(args.json, "file", inputs=[args.db], overwrite=True, flag="--json")
     stats = review_stats(args.db)
     print(format_stats(stats))
     if args.json:

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if args.vocab:
         vocab = load_vocabulary(args.vocab)
     else:
-        from densevlm.training.trainer import default_vocabulary
+        from densevlm.data.synth import default_vocabulary
 
         vocab = default_vocabulary()
     model, model_name = _load_model(args)

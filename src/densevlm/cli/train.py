@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from densevlm.cli._common import add_model_arguments
+from densevlm.cli._common import add_model_arguments, default_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,9 +85,12 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from densevlm.review.reviewed import load_reviewed
     from densevlm.training.trainer import train
 
     cfg = build_config(args)
+    if cfg.device:
+        default_device(cfg.device)  # one line, before any work, when the machine lacks the device
     validate = None
     if cfg.val_data:
         from densevlm.evaluation import make_validator
@@ -106,16 +109,3 @@ def run(args: argparse.Namespace) -> int:
                   f"things; top: {', '.join(n for n, _ in r['top_categories'][:5])}")
         print(result.out / "last.pt")
     return 0
-
-
-def load_reviewed(db_path: str):
-    """Expert verdicts from a review database, as training targets."""
-    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
-    from densevlm.training.trainer import ReviewedSet, ReviewedTarget
-
-    vocab = reviewed_vocabulary(db_path)
-    targets = []
-    for r in load_reviewed_regions(db_path):
-        label = vocab.index(r.category) if r.category else None
-        targets.append(ReviewedTarget(r.image_path, r.width, r.height, tuple(r.box), label, rejected=r.status == "rejected"))
-    return ReviewedSet(vocab, targets)

@@ -30,7 +30,7 @@ from typing import Optional
 from PIL import Image
 
 from densevlm.errors import DenseVLMError
-from densevlm.imaging import IMAGE_SUFFIXES, open_image, to_rgb
+from densevlm.imaging import IMAGE_SUFFIXES, open_image
 
 __all__ = ["ImageSource", "FileListSource", "TarShardSource", "open_image_source", "expand_braces", "find_images"]
 
@@ -127,14 +127,7 @@ class TarShardSource(ImageSource):
             handle = self._handles[s] = open(self.shards[s], "rb")
         handle.seek(offset)
         data = handle.read(size)
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                from PIL import ImageOps
-
-                return to_rgb(ImageOps.exif_transpose(im))
-        except Exception as e:  # PIL raises many types for corrupt data
-            raise DenseVLMError(f"{self.name(index)}: not a readable image ({type(e).__name__})") from None
+        return open_image(io.BytesIO(data), name=self.name(index))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

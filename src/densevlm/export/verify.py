@@ -34,8 +34,10 @@ import torch
 from PIL import Image
 
 from densevlm.errors import DenseVLMError
-from densevlm.export.runtime import OnnxDenseModel, load_onnx_model
+from densevlm.export.openvino import load_export
+from densevlm.export.runtime import OnnxDenseModel
 from densevlm.model import DenseModel
+from densevlm.regions import similarity
 from densevlm.regions.pooling import roi_pool
 from densevlm.vocab import Vocabulary
 
@@ -155,7 +157,7 @@ def parity_inputs(
 
 def _labels_and_margin(dense: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token argmax ``[B, h, w]`` and top-1 minus top-2 score ``[B, h, w]``."""
-    scores = torch.einsum("bchw,kc->bkhw", dense, text)
+    scores = similarity.cosine(dense, text, dim=1)
     if scores.shape[1] == 1:
         return scores.argmax(dim=1), torch.full(scores.shape[:1] + scores.shape[2:], float("inf"))
     top = scores.topk(2, dim=1).values
@@ -219,7 +221,7 @@ def check_parity(
         rows.append(_compare_dense(size, ref, out, text_ref, text_onnx))
         if boxes is not None and onnx_model.has_region_classifier:
             with torch.inference_mode():
-                scores_ref = roi_pool(ref, list(boxes[g]), model.patch_size) @ text_ref.t()
+                scores_ref = similarity.cosine(roi_pool(ref, list(boxes[g]), model.patch_size), text_ref)
             scores_out = onnx_model.classify_boxes(out, list(boxes[g])) / onnx_model.logit_scale
             region_rows.append((scores_ref, scores_out))
     emb_row_err = float((text_onnx - text_ref).norm(dim=1).max())
@@ -301,7 +303,7 @@ def check_export(
         DenseVLMError: the files changed since export, or ``model``'s image tower is not the one
             that was exported (its weight fingerprint differs).
     """
-    onnx_model = load_onnx_model(directory, threads=threads)
+    onnx_model = load_export(directory, threads=threads)
     recorded = onnx_model.manifest["model"].get("image_tower_sha256")
     if recorded and recorded != image_tower_fingerprint(model):
         raise DenseVLMError(

@@ -61,12 +61,22 @@ def roi_pool(dense: torch.Tensor, boxes: Sequence[torch.Tensor], stride: int) ->
 
 
 def mask_token_weights(masks: torch.Tensor, stride: int) -> torch.Tensor:
-    """Area-average ``[N, H, W]`` masks (bool or float in [0, 1]) onto the token grid.
+    """Area-average input-size masks onto the token grid: the one mask -> token weights.
 
-    The weight of a token is the fraction of its ``stride x stride`` cell the mask covers.
+    The weight of a token is the fraction of its ``stride x stride`` input-pixel cell that the
+    mask covers (a float mask counts its values). Masks at the original image size are brought
+    to the input size first with :meth:`densevlm.imaging.Letterbox.masks_to_input`.
+
+    Args:
+        masks: ``[N, H, W]`` bool or float in ``[0, 1]``, in input pixels; ``H`` and ``W``
+            multiples of ``stride``.
+        stride: input pixels per token side (the patch size).
 
     Returns:
-        ``[N, H / stride, W / stride]`` float weights.
+        ``[N, H / stride, W / stride]`` float32 weights in ``[0, 1]``.
+
+    Raises:
+        DenseVLMError: ``H`` or ``W`` is not a multiple of ``stride``.
     """
     n, h, w = masks.shape
     if h % stride or w % stride:

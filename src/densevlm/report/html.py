@@ -2,8 +2,9 @@
 
 A run directory is what ``densevlm train --out DIR --val-data ...`` writes: ``config.yaml``,
 ``eval_before.json`` (the student before adaptation), ``eval.json`` (after), ``metrics.jsonl``,
-``retrieval.json`` and optionally ``samples/*.overlay.png``. The report reads these *files*
-only; it never imports the training or evaluation code.
+``retrieval.json`` and optionally ``samples/*.overlay.png``. Review statistics come as the JSON
+file ``densevlm review stats --json`` writes. The report reads these *files* only; it never
+imports the training, evaluation or review code.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def load_run(path: str | Path) -> RunRecord:
         raise DenseVLMError(f"{path}: run directory not found")
     config_file = path / "config.yaml"
     config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    after = _read_json(path / "eval.json")
-    if after is None and _read_json(path / "eval_before.json") is None:
+    before, after = _read_json(path / "eval_before.json"), _read_json(path / "eval.json")
+    if after is None and before is None:
         raise DenseVLMError(f"{path}: no eval.json or eval_before.json (train with --val-data to evaluate)")
     history = []
     metrics = path / "metrics.jsonl"
@@ -80,8 +81,7 @@ def load_run(path: str | Path) -> RunRecord:
                 history.append(json.loads(line))
     retrieval = _read_json(path / "retrieval.json")
     samples = sorted((path / "samples").glob("*.overlay.png")) if (path / "samples").is_dir() else []
-    return RunRecord(path, path.name, str(config.get("method", path.name)), config, _read_json(path / "eval_before.json"),
-                     after, history, retrieval, samples)
+    return RunRecord(path, path.name, str(config.get("method", path.name)), config, before, after, history, retrieval, samples)
 
 
 def _pct(value: Any) -> str:
@@ -188,25 +188,22 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
 
 
 def _review_section(stats: dict[str, Any]) -> str:
-    overall = stats.get("overall", stats)
     items = []
-    for key in ("reviewed", "agreement", "trusted_threshold"):
-        if key in overall:
-            items.append(f"<li>{html.escape(key.replace('_', ' '))}: {html.escape(str(overall[key]))}</li>")
+    for key in ("agreement", "trusted_threshold"):
+        if key in stats:
+            items.append(f"<li>{html.escape(key.replace('_', ' '))}: {html.escape(str(stats[key]))}</li>")
     return "<ul>" + "".join(items) + "</ul><details><summary>all statistics</summary><pre>" + html.escape(
         json.dumps(stats, indent=2, default=str)) + "</pre></details>"
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "densevlm report",
-                 review_db: Optional[str] = None, base_samples: Optional[str | Path] = None,
+                 review_stats: Optional[str | Path] = None, base_samples: Optional[str | Path] = None,
                  commands: Optional[list[str]] = None) -> Path:
-    """Read the run directories and write the report atomically; returns its path."""
+    """Read the run directories (and the review statistics JSON, if given) and write the report atomically; returns its path."""
     runs = [load_run(d) for d in run_dirs]
-    review = None
-    if review_db:
-        from densevlm.review.stats import review_stats
-
-        review = review_stats(review_db)
+    review = _read_json(Path(review_stats)) if review_stats else None
+    if review_stats and review is None:
+        raise DenseVLMError(f"{review_stats}: not found (write review statistics with `densevlm review stats --json FILE`)")
     samples = sorted(Path(base_samples).glob("*.overlay.png")) if base_samples and Path(base_samples).is_dir() else None
     return atomic_write_text(out, build_report(runs, title, review, samples, commands))
 

@@ -255,6 +255,8 @@ def read_candidates(path: str | Path) -> tuple[CandidatesHeader, list[CandidateR
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DenseVLMError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # a number past 4300 digits, nesting past the stack
+            raise DenseVLMError(f"{where}: not usable JSON ({str(e).splitlines()[0][:80] or type(e).__name__})") from None
         if header is None:
             header = _parse_header(obj, where)
             for index, cls in enumerate(header.classes):
@@ -292,8 +294,9 @@ def _resolve_images_dir(path: Path, header: CandidatesHeader, images_dir: str | 
 
 
 def _check_images(path: Path, root: Path, regions: Sequence[CandidateRegion]) -> dict[str, tuple[int, int]]:
-    """Open each image's header once; its size must match the regions' width and height."""
-    from PIL import Image, UnidentifiedImageError
+    """Read each image's header once; its size in the EXIF-oriented frame (the one ``retrieve``
+    and ``segment`` use) must match the regions' width and height."""
+    from densevlm.imaging import image_size
 
     sizes: dict[str, tuple[int, int]] = {}
     for region in regions:
@@ -302,9 +305,8 @@ def _check_images(path: Path, root: Path, regions: Sequence[CandidateRegion]) ->
             if not file.is_file():
                 raise DenseVLMError(f"{path}:{region.line}: image '{region.image}' not found in {root}")
             try:
-                with Image.open(file) as im:
-                    sizes[region.image] = im.size
-            except (UnidentifiedImageError, OSError):
+                sizes[region.image] = image_size(file)
+            except DenseVLMError:
                 raise DenseVLMError(f"{path}:{region.line}: image '{region.image}' is not a readable image file") from None
         width, height = sizes[region.image]
         if (region.width, region.height) != (width, height):

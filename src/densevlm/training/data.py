@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from densevlm.data.images import ImageSource
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import plan_letterbox
+from densevlm.model import DenseModel
 
-__all__ = ["StepBatchSampler", "ContentDataset", "make_loader", "normalise_content"]
+__all__ = ["StepBatchSampler", "ContentDataset", "make_loader", "model_batch", "normalise_content"]
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +103,10 @@ def normalise_content(content: torch.Tensor, mean, std, side: int, multiple: int
     out = torch.zeros(3, s, s)
     out[:, : x.shape[1], : x.shape[2]] = (x - m) / sd
     return out
+
+
+def model_batch(model: DenseModel, contents: list[torch.Tensor], side: int, device: torch.device) -> torch.Tensor:
+    """uint8 ``[3, h, w]`` contents -> ``[B, 3, S, S]`` on ``device``, normalised with ``model``'s
+    mean/std and padded to its patch size (see :func:`normalise_content`)."""
+    m, sd, p = model.spec.mean, model.spec.std, model.patch_size
+    return torch.stack([normalise_content(c, m, sd, side, p) for c in contents]).to(device)

@@ -118,9 +118,10 @@ def adapt_vocabulary(model, reviewed: str | Path, vocab: Optional[Vocabulary] = 
         reviewed: a ``review.sqlite`` (``densevlm review init``).
         vocab: the starting vocabulary (default: the database's own, with the classes reviewers added).
     """
-    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
+    from densevlm.review.reviewed import load_reviewed
 
-    vocab = vocab or reviewed_vocabulary(reviewed)
+    data = load_reviewed(reviewed)
+    vocab = vocab or data.vocab
     regions = [ExampleRegion(r.image_path, tuple(r.box), r.category, bool(r.thing))
-               for r in load_reviewed_regions(reviewed) if r.category is not None]
+               for r in data.regions if r.category is not None]
     return adapt_from_regions(model, vocab, regions, k0=k0, gap=gap, size=size, source=str(reviewed))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -37,11 +37,15 @@ class Vocabulary:
         names: ``[K]`` display names (the first name of each class).
         synonyms: ``[K]`` tuples of every name of a class, the display name first.
         is_thing: ``[K]`` True for things, False for stuff.
+        source: the file it was read from (empty when built in code); for messages only.
+        lines: ``[K]`` the line of each class in ``source`` (empty when built in code).
     """
 
     names: tuple[str, ...]
     synonyms: tuple[tuple[str, ...], ...]
     is_thing: tuple[bool, ...]
+    source: str = field(default="", compare=False)
+    lines: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -153,7 +157,8 @@ def parse_vocabulary(text: str, source: str = "<string>") -> Vocabulary:
         (things if section else stuff).append(names)
     if not things and not stuff:
         raise DenseVLMError(f"{source}: vocabulary is empty; list classes under [things] and [stuff]")
-    return Vocabulary.from_lists(things, stuff)
+    vocab = Vocabulary.from_lists(things, stuff)
+    return replace(vocab, source=source, lines=tuple(first_line[n.lower()] for n in vocab.names))
 
 
 def _section_of(key: str, things: list[tuple[str, ...]], stuff: list[tuple[str, ...]]) -> bool:

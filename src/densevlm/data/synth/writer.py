@@ -19,16 +19,17 @@ import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
 
-from densevlm.data.synth.categories import CATEGORIES, PLANT, STUFF, THINGS, Category, by_name
+from densevlm.data.synth.categories import CATEGORIES, PLANT, by_name
 from densevlm.data.synth.scene import Scene, make_scene, scene_caption
+from densevlm.data.synth.vocabulary import world_vocabulary_text
 from densevlm.errors import DenseVLMError
 
-__all__ = ["write_world", "world_vocabulary_text", "generate_scene", "ids_to_rgb", "GENERATOR_VERSION"]
+__all__ = ["write_world", "generate_scene", "ids_to_rgb", "GENERATOR_VERSION"]
 
 GENERATOR_VERSION = 1
 
@@ -36,15 +37,6 @@ GENERATOR_VERSION = 1
 def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
     """``[H, W]`` segment ids -> ``[H, W, 3]`` uint8 with ``id = R + 256 G + 256^2 B``."""
     return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
-
-
-def world_vocabulary_text(extra: Sequence[Category] = ()) -> str:
-    """The world's classes (plus ``extra`` things) in the vocabulary file format."""
-    lines = ["# densevlm embedded world: parts and defects on factory surfaces", "[things]"]
-    lines += [c.name for c in THINGS + tuple(extra)]
-    lines += ["[stuff]"]
-    lines += [c.name for c in STUFF]
-    return "\n".join(lines) + "\n"
 
 
 def generate_scene(seed: int, index: int, size: int, plant_words: bool = False) -> Scene:
