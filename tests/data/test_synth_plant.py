@@ -50,7 +50,7 @@ def test_plant_world_draws_lists_and_never_captions_plant_words(tmp_path):
         caption = _words(json.loads(line)["caption"])
         assert not any(f" {w} " in caption for w in PLANT_WORDS), caption
     # region captions of pretraining (crops, part boxes) never name them either
-    source = PanopticCaptionSource(out, p_stuff=0.5, crop_prob=0.5, part_crop_prob=0.5, seed=1)
+    source = PanopticCaptionSource(out, make_caption, p_stuff=0.5, crop_prob=0.5, part_crop_prob=0.5, seed=1)
     for step in range(10):
         for caption in source.batch(step, 32)[1]:
             assert not any(f" {w} " in _words(caption) for w in PLANT_WORDS), caption

@@ -206,5 +206,5 @@ def test_a_new_word_is_typed_once_then_one_key(imported):
         finally:
             browser.close()
     with ReviewStore(imported.db) as store:
-        current = {v["key"]: v["category"] for v in store.history("ann", 10)}
+        current = {v["key"]: v["category"] for v in session.history(store, "ann", 10)}
     assert current == {first: "porosity", second: "porosity", third: "porosity"} and fourth not in current

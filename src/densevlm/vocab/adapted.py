@@ -104,20 +104,20 @@ class AdaptedVocabulary(Vocabulary):
         model_sha256: the model's :meth:`~densevlm.backbones.base.Backbone.weights_sha256`.
         counts: ``[K]`` reviewed regions per class.
         k0: the prior strength used.
-        source: where it was loaded from (for messages).
+
+    ``source`` (inherited) names the ``.npz`` it was read from, for messages.
     """
 
     embeddings: Optional[np.ndarray] = None
     model_sha256: str = ""
     counts: tuple[int, ...] = ()
     k0: float = 3.0
-    source: str = "adapted vocabulary"
 
     def check_model(self, sha256: str) -> None:
         """Raise one line unless the vocabulary was adapted for the model with weights ``sha256``."""
         if sha256 != self.model_sha256:
             raise DenseVLMError(
-                f"{self.source}: adapted for another model (weights sha256 {self.model_sha256[:12]}..., this one "
+                f"{self.source or 'adapted vocabulary'}: adapted for another model (weights sha256 {self.model_sha256[:12]}..., this one "
                 f"{sha256[:12]}...); run `densevlm vocab adapt` with this --model"
             )
 
@@ -126,12 +126,13 @@ def adapted(vocab: Vocabulary, embeddings: np.ndarray, model_sha256: str, counts
             source: str = "adapted vocabulary") -> AdaptedVocabulary:
     """``vocab`` (every field kept, [defects] included) with its adapted embeddings attached."""
     base = {f.name: getattr(vocab, f.name) for f in dataclasses.fields(Vocabulary)}
+    base["source"] = source
     embeddings = np.asarray(embeddings, np.float32)
     if embeddings.shape[0] != len(vocab) or len(counts) != len(vocab):
         raise DenseVLMError(f"{source}: {embeddings.shape[0]} embeddings and {len(counts)} counts for "
                             f"{len(vocab)} classes")
     return AdaptedVocabulary(**base, embeddings=embeddings, model_sha256=model_sha256,
-                             counts=tuple(int(c) for c in counts), k0=float(k0), source=source)
+                             counts=tuple(int(c) for c in counts), k0=float(k0))
 
 
 def save_adapted(vocab: AdaptedVocabulary, path: str | Path) -> Path:
