@@ -27,13 +27,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant-words", action="store_true",
                    help="add four classes no caption ever names (burr, weld spatter, porosity, rivet), as a "
                         "plant's own words are unknown to a web-trained VLM; review teaches them")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
     from densevlm.data.synth import write_world
+    from densevlm.fileio import check_output
 
+    check_output(args.out, "dir", overwrite=args.overwrite)
     start = time.perf_counter()
     out = write_world(args.out, args.n, seed=args.seed, size=args.size, p_stuff=args.p_stuff, workers=args.workers,
                       plant_words=args.plant_words)

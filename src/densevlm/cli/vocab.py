@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from densevlm.cli._common import load_model_arg
     from densevlm.errors import DenseVLMError
+    from densevlm.fileio import check_output
     from densevlm.training.fewshot import adapt_vocabulary
     from densevlm.vocab import load_vocabulary
     from densevlm.vocab.adapted import save_adapted
@@ -49,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise DenseVLMError(f"{out}: --out must end in .npz")
-    if out.exists() and not args.overwrite:
-        raise DenseVLMError(f"{out}: exists; pass --overwrite to replace it")
+    check_output(out, "file", inputs=[args.reviewed, args.vocab], overwrite=args.overwrite)
     if not Path(args.reviewed).is_file():
         raise DenseVLMError(f"{args.reviewed}: review database not found")
     if args.k0 <= 0:
