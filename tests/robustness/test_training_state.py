@@ -33,7 +33,7 @@ def run(tmp_path_factory):
         for p in teacher.parameters():
             p.add_(torch.randn_like(p) * 0.2)
     args = ["train", "--student", str(student.save(root / "student.pt")), "--teacher", str(teacher.save(root / "teacher.pt")),
-            "--images", str(root / "images"), "--tau", "100", "--max-boxes", "2", "--batch-size", "2", "-q"]
+            "--images", str(root / "images"), "--logit-scale", "100", "--max-boxes", "2", "--batch-size", "2", "-q"]
     assert run_main([*args, "--out", str(root / "run"), "--steps", "2"]) == 0
     return root, args
 
@@ -119,7 +119,7 @@ def test_non_finite_weights_are_never_saved(run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(root / "run", out)
     cfg = TrainConfig(student=str(root / "student.pt"), teacher=str(root / "teacher.pt"), images=str(root / "images"),
-                      out=str(out), steps=4, batch_size=2, tau=100.0, max_boxes=2)
+                      out=str(out), steps=4, batch_size=2, logit_scale=100.0, max_boxes=2)
     trainer = Trainer(cfg, resume=True, progress=False)
     before = _files(out)
     with torch.no_grad():
@@ -153,7 +153,7 @@ def test_a_run_whose_loss_turns_non_finite_stops_before_logging_it(run, tmp_path
     root, _ = run
     out = tmp_path / "run"
     cfg = TrainConfig(student=str(root / "student.pt"), teacher=str(root / "teacher.pt"), images=str(root / "images"),
-                      out=str(out), steps=2, batch_size=2, tau=100.0, max_boxes=2, log_every=1)
+                      out=str(out), steps=2, batch_size=2, logit_scale=100.0, max_boxes=2, log_every=1)
     trainer = Trainer(cfg, progress=False)
     with torch.no_grad():
         trainer.student.backbone.clip.visual.proj.fill_(float("inf"))
