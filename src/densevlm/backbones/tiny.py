@@ -162,7 +162,7 @@ def add_words_to_checkpoint(path: str | Path, words: Sequence[str], out: str | P
     """
     from safetensors.torch import save_file
 
-    from densevlm.backbones.weights import read_checkpoint
+    from densevlm.backbones.weights import read_checkpoint, tensor_digest
     from densevlm.fileio import atomic_write
 
     state, header = read_checkpoint(path)
@@ -176,6 +176,7 @@ def add_words_to_checkpoint(path: str | Path, words: Sequence[str], out: str | P
     meta = header.setdefault("meta", {})
     meta["added_words"] = list(meta.get("added_words", [])) + added
     tensors = {k: v.contiguous() for k, v in state.items()}
+    header["sha256"] = tensor_digest(tensors)  # the tensors changed: a new checksum
     text = json.dumps(header, sort_keys=True)
     atomic_write(Path(out), lambda tmp: save_file(tensors, tmp, metadata={"densevlm": text}))
     return added
