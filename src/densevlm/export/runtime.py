@@ -49,8 +49,6 @@ class ExportSpec:
         image_size: native input side in pixels; patch_size: pixels per token side.
         mean, std: RGB normalisation applied by :meth:`OnnxDenseModel.prepare`.
         templates: prompt template set the text embeddings were made with.
-        config: always None (the text tower is not exported).
-        exported: always True: inference defaults to the size the graph was exported at.
     """
 
     family: str
@@ -61,8 +59,6 @@ class ExportSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     templates: str
-    config: None = None
-    exported: bool = True
 
 
 def require_packages(*names: str) -> None:
@@ -220,13 +216,21 @@ class OnnxDenseModel:
             DenseVLMError: a fixed-size export is asked for another size.
         """
         if not self.dynamic:
-            if size is not None and size != self._input_size:
-                raise DenseVLMError(
-                    f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
-                    "re-export with --dynamic or --size"
-                )
+            self.check_size(size)
             size, square = self._input_size, True
         return letterbox(image, size or self._input_size, self.patch_size, self._spec.mean, self._spec.std, square)
+
+    def check_size(self, size: Optional[int]) -> None:
+        """Check an input side before any image is read (None: the export's own size).
+
+        Raises:
+            DenseVLMError: a fixed-size export is asked for another size.
+        """
+        if not self.dynamic and size is not None and size != self._input_size:
+            raise DenseVLMError(
+                f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
+                "re-export with --dynamic or --size"
+            )
 
     def transform(self, image: Image.Image, size: Optional[int] = None) -> torch.Tensor:
         """``[3, H, W]`` normalised input for a PIL image (see :meth:`prepare`)."""
@@ -321,6 +325,16 @@ class OnnxDenseModel:
         return f"OnnxDenseModel({self.directory}, {self._spec.arch}, {kind}, {len(self.vocabulary)} classes)"
 
 
+def open_runtime(cls: type, directory: Path, manifest: dict[str, Any], threads: Optional[int]) -> Any:
+    """``cls(directory, manifest, threads=threads)``; a malformed manifest is one line naming it."""
+    try:
+        return cls(directory, manifest, threads=threads)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DenseVLMError(
+            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
+        ) from None
+
+
 def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True) -> OnnxDenseModel:
     """Open an export made by ``densevlm export``.
 
@@ -344,11 +358,6 @@ def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, veri
         verify_files(directory, manifest)
     if manifest.get("parity") and not manifest["parity"].get("passed", True):
         log.warning("%s: the parity check at export time FAILED; see %s", directory, MANIFEST_FILE)
-    try:
-        model = OnnxDenseModel(directory, manifest, threads=threads)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DenseVLMError(
-            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
-        ) from None
+    model = open_runtime(OnnxDenseModel, directory, manifest, threads)
     log.info("loaded ONNX export %s (%s, %s exporter)", directory, model.spec.arch, manifest["export"].get("exporter"))
     return model

@@ -22,7 +22,8 @@ import torch
 from densevlm.imaging import Letterbox
 from densevlm.inference.maps import nearest_index
 from densevlm.inference.result import Segment
-from densevlm.regions.pooling import weighted_pool
+from densevlm.regions import similarity
+from densevlm.regions.pooling import grid_token_weights, weighted_pool
 from densevlm.regions.rle import encode_rle
 from densevlm.vocab import Vocabulary
 
@@ -31,12 +32,13 @@ __all__ = ["LabelGrid", "region_segments", "box_segments"]
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
-def _topk(probs: torch.Tensor, vocab: Vocabulary, top_k: int) -> list[list[tuple[str, float]]]:
-    """``[N, K]`` probabilities -> per row the ``top_k`` (name, prob) pairs, best first."""
-    k = min(top_k, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
-    return [
-        [(vocab.names[int(i)], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist())]
+def _classify(feats: torch.Tensor, text: torch.Tensor, logit_scale: float, vocab: Vocabulary,
+              top_k: int) -> tuple[torch.Tensor, list[list[tuple[str, float]]]]:
+    """``[N, C]`` region features -> ``[N, K]`` float64 probabilities (on the CPU) and per row the
+    ``top_k`` (name, probability) pairs, best first."""
+    probs = similarity.probabilities(similarity.logits(feats.double(), text.double(), logit_scale)).cpu()
+    values, indices = similarity.top_k(probs, top_k)
+    return probs, [        [(vocab.names[int(i)], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist())]
         for row_v, row_i in zip(values, indices)
     ]
 
@@ -149,17 +151,14 @@ def _find_regions(grid: LabelGrid, min_area: int) -> list[_Region]:
 
 
 def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, int]) -> torch.Tensor:
-    """``[N, h, w]`` original pixels of each region in each token cell (its area-weighted share)."""
-    out = np.zeros((len(regions), shape[0], shape[1]), dtype=np.float64)
-    for n, region in enumerate(regions):
-        rows = grid.token_rows[region.where[0]]
-        cols = grid.token_cols[region.where[1]]
-        row_starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        col_starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
-        counts = np.add.reduceat(region.mask * grid.block_areas(region.where), row_starts, axis=0)
-        counts = np.add.reduceat(counts, col_starts, axis=1)
-        out[n][np.ix_(rows[row_starts], cols[col_starts])] = counts
-    return torch.from_numpy(out.astype(np.float32))
+    """``[N, h, w]`` original pixels of each region in each token cell (its area-weighted share),
+    counted on the region's base crop (:func:`~densevlm.regions.pooling.grid_token_weights`)."""
+    return torch.stack([
+        grid_token_weights(torch.from_numpy(region.mask * grid.block_areas(region.where))[None],
+                           torch.from_numpy(grid.token_rows[region.where[0]]),
+                           torch.from_numpy(grid.token_cols[region.where[1]]), shape)[0]
+        for region in regions
+    ]).float()
 
 
 def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:
@@ -173,7 +172,7 @@ def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:
     return int(grid.col_starts[col] + grid.col_sizes[col] // 2), int(grid.row_starts[row] + grid.row_sizes[row] // 2)
 
 
-def region_segments(dense: torch.Tensor, text: torch.Tensor, temperature: float, grid: LabelGrid,
+def region_segments(dense: torch.Tensor, text: torch.Tensor, logit_scale: float, grid: LabelGrid,
                     scores: np.ndarray, vocab: Vocabulary, top_k: int, min_area: int) -> list[Segment]:
     """A segment per region of ``grid`` of at least ``min_area`` original pixels, from the ``[C, h, w]``
     dense map, ``[K, C]`` class embeddings and the ``[H0, W0]`` score map (see the module docstring)."""
@@ -181,9 +180,7 @@ def region_segments(dense: torch.Tensor, text: torch.Tensor, temperature: float,
     if not regions:
         return []
     weights = _token_weights(regions, grid, (dense.shape[-2], dense.shape[-1])).to(dense.device)
-    feats = weighted_pool(dense, weights)
-    probs = torch.softmax(temperature * feats.double() @ text.double().t(), dim=1).cpu()
-    candidates = _topk(probs, vocab, top_k)
+    _, candidates = _classify(weighted_pool(dense, weights), text, logit_scale, vocab, top_k)
     h0, w0 = scores.shape
     segments = []
     for region, topk in zip(regions, candidates):
@@ -198,12 +195,11 @@ def region_segments(dense: torch.Tensor, text: torch.Tensor, temperature: float,
     return segments
 
 
-def box_segments(box_features: torch.Tensor, boxes: np.ndarray, text: torch.Tensor, temperature: float,
+def box_segments(box_features: torch.Tensor, boxes: np.ndarray, text: torch.Tensor, logit_scale: float,
                  vocab: Vocabulary, top_k: int, height: int, width: int) -> list[Segment]:
     """A segment per ``[N, 4]`` XYXY original-pixel box of the ``height x width`` image, classified
     from its ``[N, C]`` RoI feature against the ``[K, C]`` class embeddings; its mask is the box."""
-    probs = torch.softmax(temperature * box_features.double() @ text.double().t(), dim=1).cpu()
-    candidates = _topk(probs, vocab, top_k)
+    probs, candidates = _classify(box_features, text, logit_scale, vocab, top_k)
     best = probs.argmax(dim=1).tolist()
     segments = []
     for box, topk, k in zip(boxes, candidates, best):

@@ -3,7 +3,7 @@
 The dense map ``[C, h, w]`` (unit norm per token) is scored against the class embeddings
 ``[K, C]``; the ``[K, h, w]`` logits are bilinearly upsampled to the model input (in chunks of
 classes, so the ``[K, H, W]`` stack never exists at once) where the argmax and the softmax
-probability of the winner (temperature ``model.logit_scale``) are taken. The letterbox is then
+probability of the winner (:mod:`densevlm.regions.similarity`) are taken. The letterbox is then
 undone: the content area is cropped and the label map (nearest) and the score map (bilinear)
 are resized to the original image size. The ``K``-channel logits are never resized to the
 original size, so a 6000x4000 photo costs a few hundred MB, not ``K`` times that.
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from densevlm.imaging import Letterbox
+from densevlm.regions import similarity
 
 __all__ = ["pixel_predictions", "original_maps", "nearest_index"]
 
@@ -29,20 +30,20 @@ def nearest_index(n_out: int, n_in: int) -> np.ndarray:
     return np.minimum(idx, n_in - 1)
 
 
-def pixel_predictions(dense: torch.Tensor, text: torch.Tensor, temperature: float, plan: Letterbox,
+def pixel_predictions(dense: torch.Tensor, text: torch.Tensor, logit_scale: float, plan: Letterbox,
                       max_chunk_elements: int = _MAX_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
     """Argmax class and its softmax probability per input pixel, cropped to the letterbox content.
 
     Args:
         dense: ``[C, h, w]`` dense map of one image (``h * p`` = input height).
         text: ``[K, C]`` class embeddings.
-        temperature: softmax temperature (``model.logit_scale``).
+        logit_scale: ``model.logit_scale``.
         plan: the image's letterbox.
 
     Returns:
         ``([plan.height, plan.width] int64 labels, same-shape float32 probabilities)``.
     """
-    logits = temperature * torch.einsum("kc,chw->khw", text, dense)
+    logits = logit_scale * similarity.cosine(dense, text, dim=0)  # scaled after the product, as maps always were
     k = logits.shape[0]
     size = (plan.input_height, plan.input_width)
     per_class = plan.input_height * plan.input_width

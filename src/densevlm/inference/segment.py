@@ -11,17 +11,12 @@ The pixel maps are made in :mod:`densevlm.inference.maps`, the regions and their
 :mod:`densevlm.inference.components`; the result types are in :mod:`densevlm.inference.result`.
 Regions smaller than ``min_area`` original pixels get no segment; the default is half a model
 token (``0.5 * (patch / scale)^2`` original pixels, where ``scale`` is input pixels per original
-pixel). With ``boxes``, each given box is classified from its RoI feature (RoI-align on the same
-dense map) instead, and becomes one segment whose mask is the box's pixels.
+pixel), clipped to the image (see :func:`default_min_area`). With ``boxes``, each given box is
+classified from its RoI feature (RoI-align on the same dense map) instead, and becomes one
+segment whose mask is the box's pixels.
 
-The model interface used here (a DenseModel, or an ONNX runtime model with the same members)::
-
-    model.prepare(pil, size, square=True) -> ([3, S, S] tensor, Letterbox)
-    model.encode_dense(x [B, 3, S, S]) -> [B, C, S/p, S/p], unit norm per token
-    model.embed_vocabulary(vocab) -> [K, C] unit norm (its device is where inputs are sent)
-    model.patch_size, model.input_size, model.logit_scale, model.spec (.config, .arch)
-
-Nothing else is called on the model.
+The model is any :class:`densevlm.dense.DenseRuntime` (PyTorch or an export); nothing outside
+that protocol is called on it.
 """
 
 from __future__ import annotations
@@ -34,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from densevlm.dense import DenseRuntime
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
@@ -45,22 +41,21 @@ from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = ["segment", "predict", "default_size", "default_min_area"]
 
-# Default open_clip input side; tiny models use their own native size.
-_OPEN_CLIP_SIZE = 448
-
-
-def default_size(model: Any) -> int:
-    """Input side used when none is given: native for tiny models, the export size for ONNX
-    exports, else 448 px."""
-    if model.spec.config is not None or getattr(model.spec, "exported", False):
-        return int(model.input_size)
-    return _OPEN_CLIP_SIZE
+def default_size(model: DenseRuntime) -> int:
+    """Input side used when none is given: :attr:`DenseRuntime.default_size <densevlm.dense.DenseRuntime.default_size>`."""
+    return int(model.default_size)
 
 
 def default_min_area(plan: Letterbox, patch_size: int) -> int:
-    """Half a model token in original pixels: ``ceil(0.5 * (patch / scale)^2)``, at least 1."""
+    """Half of a model token's pixels inside the image: ``ceil(0.5 * min(t, W) * min(t, H))``
+    original pixels, where ``t = patch / scale`` is a token's side in original pixels, at least 1.
+
+    For most images this is half a token, ``0.5 * t^2``; an image narrower than a token in one
+    direction (20000x20, 640x1) gets the part of a token it holds, so its regions are not all
+    specks.
+    """
     side = patch_size / plan.scale
-    return max(1, math.ceil(0.5 * side * side))
+    return max(1, math.ceil(0.5 * min(side, plan.original_width) * min(side, plan.original_height)))
 
 
 def predict(
@@ -69,7 +64,7 @@ def predict(
     plan: Letterbox,
     vocab: Vocabulary,
     *,
-    temperature: float,
+    logit_scale: float,
     patch_size: int,
     top_k: int = 5,
     min_area: Optional[int] = None,
@@ -82,7 +77,7 @@ def predict(
         dense: ``[C, h, w]`` dense map (unit norm per token) of the letterboxed input.
         text: ``[K, C]`` class embeddings on the same device.
         plan: the letterbox that made the input.
-        temperature: softmax temperature (``model.logit_scale``).
+        logit_scale: ``model.logit_scale``.
         patch_size: input pixels per token.
         top_k: candidates per segment.
         min_area: speck threshold in original pixels (default :func:`default_min_area`).
@@ -98,15 +93,15 @@ def predict(
     dense = dense.float()
     text = text.float().to(dense.device)
     min_area = default_min_area(plan, patch_size) if min_area is None else int(min_area)
-    arg, prob = pixel_predictions(dense, text, temperature, plan)
+    arg, prob = pixel_predictions(dense, text, logit_scale, plan)
     content = arg.cpu().numpy().astype(label_dtype)
     labels, scores = original_maps(content, prob, plan)
     if box_features is not None and boxes is not None:
-        segments = box_segments(box_features.float().to(dense.device), boxes, text, temperature, vocab, top_k,
+        segments = box_segments(box_features.float().to(dense.device), boxes, text, logit_scale, vocab, top_k,
                                  plan.original_height, plan.original_width)
     else:
         grid = LabelGrid.build(content, labels, plan, patch_size)
-        segments = region_segments(dense, text, temperature, grid, scores, vocab, top_k, min_area)
+        segments = region_segments(dense, text, logit_scale, grid, scores, vocab, top_k, min_area)
     if segments and segments[0].source == "region":
         segments.sort(key=lambda s: (-s.area, s.bbox[1], s.bbox[0]))
     for i, seg in enumerate(segments, start=1):
@@ -115,7 +110,7 @@ def predict(
 
 
 def segment(
-    model: Any,
+    model: DenseRuntime,
     image: Image.Image | str | Path,
     vocab: Vocabulary | str | Path,
     size: Optional[int] = None,
@@ -127,12 +122,11 @@ def segment(
     """Label every pixel and every region of ``image`` with a class of ``vocab``.
 
     Args:
-        model: a :class:`~densevlm.model.DenseModel` (or an object with the same interface,
-            see the module docstring).
+        model: a :class:`~densevlm.dense.DenseRuntime` (a DenseModel or an export).
         image: a PIL image or an image file (read as RGB with its EXIF orientation applied).
         vocab: a :class:`~densevlm.vocab.Vocabulary` or a vocabulary file.
         size: longest input side in pixels; the input is letterboxed to a ``size x size``
-            square (default: native for tiny models, 448 otherwise).
+            square (default: ``model.default_size``).
         top_k: candidates kept per segment.
         boxes: ``[N, 4]`` XYXY boxes in original pixels to classify instead of regions.
         min_area: regions under this many original pixels get no segment (default: half a
@@ -169,10 +163,10 @@ def segment(
         dense = model.encode_dense(x)[0]
         box_features = None
         if box_array is not None:
-            scaled = torch.as_tensor(box_array * plan.scale, dtype=torch.float32, device=text.device)
+            scaled = torch.as_tensor(plan.to_input(box_array), dtype=torch.float32, device=text.device)
             box_features = roi_pool(dense[None], [scaled], int(model.patch_size))
         labels, scores, segments, used_min_area = predict(
-            dense, text, plan, vocab, temperature=float(model.logit_scale), patch_size=int(model.patch_size),
+            dense, text, plan, vocab, logit_scale=float(model.logit_scale), patch_size=int(model.patch_size),
             top_k=top_k, min_area=min_area, box_features=box_features, boxes=box_array,
         )
     return SegmentResult(

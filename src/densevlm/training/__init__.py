@@ -5,8 +5,7 @@ Names are imported on first use, so reading a config does not load the models.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from densevlm.lazy import homes, loader
 
 _MODULES = {
     "config": ("TrainConfig", "load_config_file"),
@@ -16,12 +15,7 @@ _MODULES = {
     "pretrain": ("PretrainConfig", "pretrain"),
     "distill": ("DistillConfig", "distill"),
 }
-_EXPORTS = {name: f"densevlm.training.{module}" for module, names in _MODULES.items() for name in names}
+_HOMES = homes(__name__, _MODULES)
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'densevlm.training' has no attribute {name!r}")
+__all__ = list(_HOMES)
+__getattr__ = loader(__name__, _HOMES)
