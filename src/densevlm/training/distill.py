@@ -77,7 +77,7 @@ from densevlm.errors import DenseVLMError, nearest_names
 from densevlm.fileio import atomic_write_text, check_output
 from densevlm.losses.distill import token_cosine_loss, token_kl_loss
 from densevlm.model import DenseModel, load_model
-from densevlm.training.checkpoints import load_state, save_state
+from densevlm.training.checkpoints import TrainProgress, load_state, save_state
 from densevlm.training.data import StepBatchSampler, make_loader, model_batch
 from densevlm.training.optim import param_groups, warmup_cosine
 from densevlm.training.precision import resolve_precision
@@ -274,15 +274,15 @@ class Distiller:
         if resume:
             restored = load_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler)
             if restored is not None:
-                self.global_step, self.skipped, self.history = restored
+                self.global_step, self.skipped, self.history = restored.step, restored.skipped, restored.history
         else:
             for name in RUN_FILES:
                 (self.out / name).unlink(missing_ok=True)
 
     def save(self) -> None:
         """Write ``state.pt`` (resumable) and ``last.pt`` (the student, a normal checkpoint)."""
-        save_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler, self.global_step,
-                   self.skipped, self.history)
+        save_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler,
+                   TrainProgress(step=self.global_step, skipped=self.skipped, history=self.history))
         meta = {"distill": self.cfg.to_dict(), "step": self.global_step}
         copy.deepcopy(self.student).cpu().eval().save(self.out / "last.pt", meta)
 
