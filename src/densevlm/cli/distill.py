@@ -11,7 +11,7 @@ Small towers: tiny-vit-s (tiny-vit's width, half its blocks). For open_clip teac
 
 Examples:
   densevlm distill --teacher tiny-teacher --arch tiny-vit-s --images world/unlabeled --out runs/small
-  densevlm distill --teacher runs/plant/last.pt --arch tiny-vit-s --images photos --out runs/small --resume
+  densevlm distill --teacher runs/embedded/last.pt --arch tiny-vit-s --images world/unlabeled --out runs/small --resume
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cosine-weight", type=float, default=1.0, help="weight of 1 - token cosine (default: 1)")
     p.add_argument("--kl-weight", type=float, default=1.0,
                    help="weight of the class-probability KL at the teacher's logit scale (default: 1)")
-    p.add_argument("--steps", type=int, default=1000, help="optimisation steps (default: 1000)")
+    p.add_argument("--steps", type=int, default=500, help="optimisation steps (default: 500)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: 0.05)")

@@ -114,7 +114,7 @@ class DistillConfig:
     vocab: Optional[str] = None
     cosine_weight: float = 1.0
     kl_weight: float = 1.0
-    steps: int = 1000
+    steps: int = 500
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
