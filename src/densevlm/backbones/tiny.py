@@ -42,6 +42,13 @@ TINY_ARCHS: dict[str, dict[str, Any]] = {
         "text": {"context_length": 16, "width": 128, "heads": 4, "layers": 2},
         "words": list(DEFAULT_WORDS),
     },
+    # the small tower of `densevlm distill`: tiny-vit's width and heads, half its blocks
+    "tiny-vit-s": {
+        "embed_dim": 128,
+        "vision": {"image_size": 64, "patch_size": 8, "width": 128, "layers": 2, "head_width": 32, "mlp_ratio": 4.0},
+        "text": {"context_length": 16, "width": 128, "heads": 4, "layers": 2},
+        "words": list(DEFAULT_WORDS),
+    },
     "tiny-vit-l": {
         "embed_dim": 128,
         "vision": {"image_size": 64, "patch_size": 8, "width": 192, "layers": 6, "head_width": 32, "mlp_ratio": 4.0},
