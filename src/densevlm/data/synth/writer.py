@@ -6,7 +6,7 @@ Layout of ``OUT``::
     panoptic/000000.png ...    segment ids as R + 256 G + 256^2 B
     panoptic.json              images, annotations[].segments_info[], categories[]
     captions.jsonl             {"image": "images/000000.png", "caption": "..."}
-    vocab.txt                  the 10 things and 6 stuff classes in the vocabulary format
+    vocab.txt                  the 10 things (4 of them [defects]) and 6 stuff classes in the vocabulary format
 
 Scene ``i`` is drawn from ``numpy.random.default_rng([seed, i])``, so the same seed gives
 byte-identical files, and two seeds give disjoint, independent sets.
@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from densevlm.data.synth.categories import CATEGORIES, STUFF, THINGS, by_name
+from densevlm.data.synth.categories import CATEGORIES, DEFECTS, STUFF, THINGS, by_name
 from densevlm.data.synth.scene import Scene, make_scene, scene_caption
 from densevlm.errors import DenseVLMError
 
@@ -43,6 +43,8 @@ def world_vocabulary_text() -> str:
     lines += [c.name for c in THINGS]
     lines += ["[stuff]"]
     lines += [c.name for c in STUFF]
+    lines += ["[defects]"]
+    lines += [c.name for c in DEFECTS]
     return "\n".join(lines) + "\n"
 
 
