@@ -5,6 +5,7 @@ The public surface (imported lazily, so the command line starts fast)::
     load_model(name_or_path, pretrained=None, device="cpu") -> DenseModel
     Vocabulary, load_vocabulary
     segment(model, image, vocab) -> SegmentResult
+    inspect(model, images, operating_point) -> [Verdict]   (OK / UNSURE / NG)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _EXPORTS = {
     "load_vocabulary": "densevlm.vocab.vocabulary",
     "segment": "densevlm.inference.segment",
     "SegmentResult": "densevlm.inference.segment",
+    "inspect": "densevlm.inspection.verdict",
+    "OperatingPoint": "densevlm.inspection.operating_point",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
