@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Category", "CATEGORIES", "THINGS", "STUFF", "HARDWARE", "DEFECTS", "PLURALS", "by_name"]
+__all__ = ["Category", "CATEGORIES", "THINGS", "STUFF", "HARDWARE", "DEFECTS", "UNSEEN", "PLURALS", "by_name"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ STUFF = (
 )
 THINGS = HARDWARE + DEFECTS
 CATEGORIES = THINGS + STUFF
+# Never in the reference world: drawn only by `synth --shift new-surface` / `--shift new-defect`.
+UNSEEN = (
+    Category(91, "cardboard", False, "surface"),
+    Category(92, "oil stain", True, "defect"),
+)
 
 PLURALS = {
     "bolt": "bolts",
@@ -63,11 +68,12 @@ PLURALS = {
     "crack": "cracks",
     "dent": "dents",
     "rust spot": "rust spots",
+    "oil stain": "oil stains",
 }
 
 
 def by_name(name: str) -> Category:
-    for c in CATEGORIES:
+    for c in CATEGORIES + UNSEEN:
         if c.name == name:
             return c
     raise KeyError(name)

@@ -10,6 +10,7 @@ makes the scene be drawn again, so no segment is ever empty or a few pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -95,20 +96,34 @@ def _partition(rng: np.random.Generator, size: int) -> list[np.ndarray]:
     return [labels == k for k in alive]
 
 
-def make_scene(rng: np.random.Generator, size: int = 64, max_things: int = 3) -> Scene:
-    """Draw one scene of ``size x size`` pixels from ``rng``."""
+def make_scene(rng: np.random.Generator, size: int = 64, max_things: int = 3,
+               choose_things: Optional[Callable[[np.random.Generator, int], list[str]]] = None,
+               choose_stuff: Optional[Callable[[np.random.Generator, int], list[str]]] = None,
+               accept: Optional[Callable[[list[str]], bool]] = None) -> Scene:
+    """Draw one scene of ``size x size`` pixels from ``rng``.
+
+    The optional hooks change what is drawn (without them the scene is today's): ``choose_things
+    (rng, n)`` and ``choose_stuff(rng, n)`` name the things and the stuff regions, and a scene
+    whose visible things' categories ``accept`` refuses is drawn again.
+    """
     scale = size / 64.0
     min_thing = MIN_THING_AREA
     min_stuff = max(MIN_STUFF_AREA, int(MIN_STUFF_AREA * scale * scale))
     while True:
         regions = _partition(rng, size)
-        stuff_names = rng.choice([c.name for c in STUFF], size=len(regions), replace=False)
+        if choose_stuff is None:
+            stuff_names = rng.choice([c.name for c in STUFF], size=len(regions), replace=False)
+        else:
+            stuff_names = choose_stuff(rng, len(regions))
         image = np.zeros((size, size, 3))
         for mask, name in zip(regions, stuff_names):
             texture = render_texture(str(name), rng, size, size)
             image[mask] = texture[mask]
         n_things = int(rng.integers(1, max_things + 1))
-        names = rng.choice([c.name for c in THINGS], size=n_things)
+        if choose_things is None:
+            names = rng.choice([c.name for c in THINGS], size=n_things)
+        else:
+            names = choose_things(rng, n_things)
         instances = [draw_thing(str(n), rng, size, size, scale) for n in names]
         visible = _visible_masks([inst.mask for inst in instances])
         kept = [(inst, vis) for inst, vis in zip(instances, visible) if vis.sum() >= min_thing]
@@ -118,6 +133,8 @@ def make_scene(rng: np.random.Generator, size: int = 64, max_things: int = 3) ->
             covered |= vis
         stuff_visible = [mask & ~covered for mask in regions]
         if not kept or any(m.sum() < min_stuff for m in stuff_visible):
+            continue
+        if accept is not None and not accept([inst.category for inst, _ in kept]):
             continue
         for inst, _ in kept:
             image = inst.paint(image)

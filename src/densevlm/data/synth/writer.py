@@ -6,6 +6,8 @@ Layout of ``OUT``::
     panoptic/000000.png ...    segment ids as R + 256 G + 256^2 B
     panoptic.json              images, annotations[].segments_info[], categories[]
     captions.jsonl             {"image": "images/000000.png", "caption": "..."}
+    inspection.json            only with --defect-rate / --shift: {"defect_rate", "shift", "defects",
+                               "images": [{"file_name", "ng", "defects"}]} (see synth/inspection.py)
     vocab.txt                  the 10 things (4 of them [defects]) and 6 stuff classes in the vocabulary format
 
 Scene ``i`` is drawn from ``numpy.random.default_rng([seed, i])``, so the same seed gives
@@ -18,12 +20,12 @@ import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
-from densevlm.data.synth.categories import CATEGORIES, DEFECTS, STUFF, THINGS, by_name
+from densevlm.data.synth.categories import CATEGORIES, DEFECTS, STUFF, THINGS, Category, by_name
 from densevlm.data.synth.scene import Scene, make_scene, scene_caption
 from densevlm.errors import DenseVLMError
 
@@ -37,25 +39,32 @@ def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
     return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
 
 
-def world_vocabulary_text() -> str:
-    """The world's classes in the vocabulary file format."""
+def world_vocabulary_text(extra: Sequence[Category] = ()) -> str:
+    """The world's classes (plus ``extra`` ones) in the vocabulary file format."""
     lines = ["# densevlm embedded world: parts and defects on factory surfaces", "[things]"]
-    lines += [c.name for c in THINGS]
+    lines += [c.name for c in THINGS + tuple(c for c in extra if c.isthing)]
     lines += ["[stuff]"]
-    lines += [c.name for c in STUFF]
+    lines += [c.name for c in STUFF + tuple(c for c in extra if not c.isthing)]
     lines += ["[defects]"]
-    lines += [c.name for c in DEFECTS]
+    lines += [c.name for c in DEFECTS + tuple(c for c in extra if c.supercategory == "defect")]
     return "\n".join(lines) + "\n"
 
 
-def generate_scene(seed: int, index: int, size: int) -> Scene:
-    """Scene ``index`` of the world with ``seed``."""
-    return make_scene(np.random.default_rng([seed, index]), size=size)
+def generate_scene(seed: int, index: int, size: int, defect_rate: Optional[float] = None,
+                   shift: Optional[str] = None) -> Scene:
+    """Scene ``index`` of the world with ``seed`` (and the inspection flags, see synth/inspection.py)."""
+    rng = np.random.default_rng([seed, index])
+    if defect_rate is None and shift is None:
+        return make_scene(rng, size=size)
+    from densevlm.data.synth.inspection import inspection_scene, is_ng
+
+    ng = None if defect_rate is None else is_ng(seed, index, defect_rate)
+    return inspection_scene(rng, size, ng, shift)
 
 
-def _write_one(job: tuple[str, int, int, int, float]) -> dict[str, Any]:
-    out, seed, index, size, p_stuff = job
-    scene = generate_scene(seed, index, size)
+def _write_one(job: tuple) -> dict[str, Any]:
+    out, seed, index, size, p_stuff, defect_rate, shift = job
+    scene = generate_scene(seed, index, size, defect_rate, shift)
     name = f"{index:06d}.png"
     Image.fromarray(scene.image).save(os.path.join(out, "images", name), optimize=False)
     Image.fromarray(ids_to_rgb(scene.panoptic_ids())).save(os.path.join(out, "panoptic", name), optimize=False)
@@ -67,9 +76,10 @@ def _write_one(job: tuple[str, int, int, int, float]) -> dict[str, Any]:
     return {"index": index, "file_name": name, "segments_info": segments, "caption": caption}
 
 
-def _jobs(out: Path, n: int, seed: int, size: int, p_stuff: float, start: int) -> Iterator[tuple]:
+def _jobs(out: Path, n: int, seed: int, size: int, p_stuff: float, start: int, defect_rate: Optional[float],
+          shift: Optional[str]) -> Iterator[tuple]:
     for i in range(start, start + n):
-        yield (str(out), seed, i, size, p_stuff)
+        yield (str(out), seed, i, size, p_stuff, defect_rate, shift)
 
 
 def write_world(
@@ -82,6 +92,8 @@ def write_world(
     workers: int = 1,
     progress: bool = True,
     patch_size: int = 8,
+    defect_rate: Optional[float] = None,
+    shift: Optional[str] = None,
 ) -> Path:
     """Generate ``n`` scenes into ``out`` (see the module docstring for the layout).
 
@@ -93,7 +105,14 @@ def write_world(
             foreground-biased captions).
         start: index of the first scene (file names continue from it).
         workers: processes to render with.
+        defect_rate: share of NG images (at least one defect; the others hold parts only);
+            None keeps the reference mix.
+        shift: ``lighting``, ``blur``, ``new-surface``, ``new-defect`` or ``camera``: a drifted line.
     """
+    from densevlm.data.synth.inspection import check_flags, extra_categories
+
+    check_flags(defect_rate, shift)
+    extra = extra_categories(shift)
     if n <= 0:
         raise DenseVLMError(f"--n must be positive, got {n}")
     if size <= 0 or size % patch_size:
@@ -111,7 +130,7 @@ def write_world(
         raise DenseVLMError(f"{out}: cannot write there ({e.strerror})") from None
     from tqdm import tqdm
 
-    jobs = _jobs(out, n, seed, size, p_stuff, start)
+    jobs = _jobs(out, n, seed, size, p_stuff, start, defect_rate, shift)
     bar = tqdm(total=n, desc="synth", unit="img", disable=None if progress else True, leave=False)
     records: list[dict[str, Any]] = []
     if workers > 1:
@@ -129,14 +148,33 @@ def write_world(
         {"image_id": r["index"], "file_name": r["file_name"], "segments_info": r["segments_info"]} for r in records
     ]
     categories = [
-        {"id": c.id, "name": c.name, "isthing": int(c.isthing), "supercategory": c.supercategory} for c in CATEGORIES
+        {"id": c.id, "name": c.name, "isthing": int(c.isthing), "supercategory": c.supercategory}
+        for c in CATEGORIES + extra
     ]
     info = {"description": "densevlm embedded world", "generator_version": GENERATOR_VERSION, "seed": seed,
             "n": n, "start": start, "size": size, "p_stuff": p_stuff}
+    if defect_rate is not None or shift is not None:
+        info.update({"defect_rate": defect_rate, "shift": shift})
+        _write_ground_truth(out / "inspection.json", records, defect_rate, shift)
     panoptic = {"info": info, "images": images, "annotations": annotations, "categories": categories}
     (out / "panoptic.json").write_text(json.dumps(panoptic, sort_keys=True) + "\n", encoding="utf-8")
     with open(out / "captions.jsonl", "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps({"image": f"images/{r['file_name']}", "caption": r["caption"]}, sort_keys=True) + "\n")
-    (out / "vocab.txt").write_text(world_vocabulary_text(), encoding="utf-8")
+    (out / "vocab.txt").write_text(world_vocabulary_text(extra), encoding="utf-8")
     return out
+
+
+def _write_ground_truth(path: Path, records: list[dict[str, Any]], defect_rate: Optional[float],
+                        shift: Optional[str]) -> None:
+    """``inspection.json``: per image whether it is NG and which defects it holds."""
+    from densevlm.data.synth.inspection import defect_names
+
+    ids = {by_name(name).id: name for name in defect_names(shift)}
+    images = []
+    for r in records:
+        held = sorted({ids[s["category_id"]] for s in r["segments_info"] if s["category_id"] in ids})
+        images.append({"file_name": r["file_name"], "ng": bool(held), "defects": held})
+    doc = {"defect_rate": defect_rate, "shift": shift, "defects": list(defect_names(shift)), "images": images,
+           "n_ng": sum(im["ng"] for im in images)}
+    path.write_text(json.dumps(doc, sort_keys=True) + "\n", encoding="utf-8")
