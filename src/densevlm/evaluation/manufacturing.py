@@ -121,7 +121,7 @@ def defect_confusion(true: Sequence[int], predicted: Sequence[int], n_defects: i
     return out
 
 
-def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pro_curve(masks: np.ndarray | Sequence[np.ndarray], maps: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The per-region-overlap curve over every threshold: ``(false-positive rates, PRO)``, both ``[T + 1]``.
 
     At a threshold ``t`` a pixel is predicted anomalous when its map value is ``>= t``. The
@@ -131,34 +131,35 @@ def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarr
     ``(0, 0)`` (threshold above every value) and has one point per distinct map value.
 
     Args:
-        masks: ``[N, H, W]`` bool ground-truth anomaly (defect) pixels.
-        maps: ``[N, H, W]`` float anomaly scores.
+        masks: ``[N, H, W]`` bool ground-truth anomaly (defect) pixels, or N ``[H_i, W_i]`` arrays.
+        maps: anomaly scores of the same shapes.
     """
     from scipy import ndimage
 
-    masks = np.asarray(masks).astype(bool)
-    maps = np.asarray(maps, dtype=np.float64)
-    if masks.shape != maps.shape or masks.ndim != 3:
-        raise DenseVLMError(f"masks {masks.shape} and maps {maps.shape} must both be [N, H, W]")
-    weights = np.zeros(masks.shape, dtype=np.float64)
-    sizes: list[np.ndarray] = []
-    labelled = []
-    for i in range(masks.shape[0]):
-        components, n = ndimage.label(masks[i], structure=np.ones((3, 3), dtype=bool))
-        labelled.append((components, n))
-        sizes.append(np.bincount(components.ravel(), minlength=n + 1)[1:])
-    n_regions = sum(int(s.size) for s in sizes)
-    n_normal = int((~masks).sum())
-    if n_regions == 0 or n_normal == 0:
+    if len(masks) != len(maps):
+        raise DenseVLMError(f"{len(masks)} masks but {len(maps)} anomaly maps")
+    labelled, flat_maps, flat_masks = [], [], []
+    for mask, amap in zip(masks, maps):
+        mask, amap = np.asarray(mask).astype(bool), np.asarray(amap, dtype=np.float64)
+        if mask.shape != amap.shape or mask.ndim != 2:
+            raise DenseVLMError(f"a mask {mask.shape} and its map {amap.shape} must be the same [H, W]")
+        labelled.append(ndimage.label(mask, structure=np.ones((3, 3), dtype=bool)))
+        flat_maps.append(amap.ravel())
+        flat_masks.append(mask.ravel())
+    n_regions = sum(n for _, n in labelled)
+    normal = ~np.concatenate(flat_masks) if flat_masks else np.zeros(0, dtype=bool)
+    if n_regions == 0 or not normal.any():
         raise DenseVLMError("AUPRO needs at least one defect pixel and one defect-free pixel")
-    for i, (components, n) in enumerate(labelled):
-        if n:
-            per_region = np.concatenate([[0.0], 1.0 / (sizes[i] * n_regions)])
-            weights[i] = per_region[components]
-    order = np.argsort(-maps.ravel(), kind="stable")
-    values = maps.ravel()[order]
-    pro = np.cumsum(weights.ravel()[order])
-    fpr = np.cumsum(~masks.ravel()[order]) / n_normal
+    weights = []
+    for components, n in labelled:
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        per_region = np.concatenate([[0.0], 1.0 / (np.maximum(sizes, 1) * n_regions)])
+        weights.append(per_region[components.ravel()])
+    values = np.concatenate(flat_maps)
+    order = np.argsort(-values, kind="stable")
+    values = values[order]
+    pro = np.cumsum(np.concatenate(weights)[order])
+    fpr = np.cumsum(normal[order]) / normal.sum()
     last_of_value = np.r_[values[1:] != values[:-1], True]
     return np.r_[0.0, fpr[last_of_value]], np.r_[0.0, pro[last_of_value]]
 
