@@ -59,10 +59,9 @@ def load_vocab_arg(path):
 
     if path:
         return load_vocabulary(path)
-    from densevlm.data.synth.writer import world_vocabulary_text
-    from densevlm.vocab import parse_vocabulary
+    from densevlm.training.trainer import default_vocabulary
 
-    return parse_vocabulary(world_vocabulary_text(), source="embedded world")
+    return default_vocabulary()
 
 
 def _rate(entry: dict) -> str:
