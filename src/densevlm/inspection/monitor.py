@@ -12,8 +12,8 @@ statistics (images are the independent units; pixels of one image are not):
 * ``embeddings`` -- maximum mean discrepancy (MMD, Gretton et al., JMLR 2012) of the pooled
   image embeddings with a Gaussian kernel (bandwidth: median pairwise distance of the pooled
   sets), p-value by permutation (``scipy.stats.permutation_test``). alibi-detect's MMDDrift
-  would be the library choice, but every release pins ``numpy<2`` and cannot install beside
-  this project's numpy 2.4 (``pip install --dry-run alibi-detect`` fails to resolve), so the
+  would be the library choice, but ``pip install --dry-run alibi-detect`` beside this project's
+  numpy 2.4.6 finds no release that resolves (0.13.0, the newest, requires ``numpy<2``), so the
   statistic is computed here and tested against hand-computed values and an exact permutation
   p-value in ``tests/inspection/test_monitor.py``.
 
