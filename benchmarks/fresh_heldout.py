@@ -32,9 +32,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from densevlm.data.panoptic import PanopticDataset
+    from densevlm.data.synth import default_vocabulary
     from densevlm.evaluation import EvalConfig, evaluate
     from densevlm.model import load_model
-    from densevlm.training.trainer import default_vocabulary
 
     work = Path(args.work)
     fresh = ensure_world(work / f"heldout-{args.seed}", args.n, args.seed)

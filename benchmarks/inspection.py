@@ -79,7 +79,7 @@ def main() -> None:
     from densevlm.inspection.evaluate import evaluate_inspection
     from densevlm.inspection.labelled import load_labelled
     from densevlm.inspection.verdict import inspect
-    from densevlm.training.trainer import default_vocabulary
+    from densevlm.data.synth import default_vocabulary
 
     work = Path(args.work)
     cal = ensure_world(work / f"cal-{args.n_cal}", args.n_cal, CAL_SEED, defect_rate=args.defect_rate)

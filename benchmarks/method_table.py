@@ -54,10 +54,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from densevlm.data.panoptic import PanopticDataset
+    from densevlm.data.synth import default_vocabulary
     from densevlm.evaluation import EvalConfig, evaluate
     from densevlm.model import load_model
     from densevlm.training.config import TrainConfig
-    from densevlm.training.trainer import default_vocabulary, train
+    from densevlm.training.trainer import train
 
     work = Path(args.work)
     pool, heldout = standard_worlds(work)
@@ -78,7 +79,7 @@ def main() -> None:
         for tau in args.taus:
             label = {"densevlm": "DenseVLM", "nodecouple": "no-decouple", "stuffonly": "stuff-only"}[method]
             tau_value = None if tau == "scale" else float(tau)
-            configs.append((f"{label}, tau={'logit scale' if tau_value is None else tau}", {"method": method, "tau": tau_value}))
+            configs.append((f"{label}, tau={'logit scale' if tau_value is None else tau}", {"method": method, "logit_scale": tau_value}))
     for text in args.variant:
         name, values = _parse_variant(text)
         configs.append((name, {"method": "densevlm", **values}))

@@ -27,11 +27,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from densevlm.backbones.factory import BUILTIN_MODELS, builtin_path
     from densevlm.data.panoptic import PanopticDataset
-    from densevlm.data.synth import write_world
+    from densevlm.data.synth import default_vocabulary, write_world
     from densevlm.evaluation import EvalConfig, evaluate, format_table
     from densevlm.evaluation.grid import grid_agreement
     from densevlm.model import load_model
-    from densevlm.training.trainer import default_vocabulary
 
     heldout = Path(args.work) / "heldout"
     if not (heldout / "panoptic.json").is_file():

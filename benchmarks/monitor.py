@@ -56,7 +56,7 @@ def main() -> None:
     from densevlm.inspection.monitor import BatchStats, compare
     from densevlm.inspection.scores import ScoreConfig, analyse_images
     from densevlm.model import load_model
-    from densevlm.training.trainer import default_vocabulary
+    from densevlm.data.synth import default_vocabulary
 
     vocab = default_vocabulary()
     kinds = ["none", *args.shifts]

@@ -27,9 +27,8 @@ import torch
 from PIL import Image
 
 import densevlm
-from densevlm.data.synth import generate_scene
+from densevlm.data.synth import default_vocabulary, generate_scene
 from densevlm.errors import DenseVLMError
-from densevlm.training.trainer import default_vocabulary
 
 
 def _tiny_model() -> tuple[object, str]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 
-def reference_step(student, teacher, optimizer, contents, boxes, text_s, text_t, class_is_thing, tau) -> int:
+def reference_step(student, teacher, optimizer, contents, boxes, text_s, text_t, class_is_thing, logit_scale) -> int:
     """The simplest correct DenseVLM step: one image and one crop at a time, no batching, no cache."""
     from densevlm.losses.alignment import decoupled_alignment_loss
     from densevlm.regions.pooling import roi_pool
@@ -38,12 +38,12 @@ def reference_step(student, teacher, optimizer, contents, boxes, text_s, text_t,
     for content, b in zip(contents, boxes):
         x_t = normalise_content(content, teacher.spec.mean, teacher.spec.std, content.shape[-1], teacher.patch_size)
         with torch.no_grad():
-            t_logits = tau * roi_pool(teacher.encode_dense(x_t[None]), [b], teacher.patch_size) @ text_t.t()
+            t_logits = logit_scale * roi_pool(teacher.encode_dense(x_t[None]), [b], teacher.patch_size) @ text_t.t()
         conf, label = F.softmax(t_logits, -1).max(-1)
         keep = conf > 0.3
         x_s = normalise_content(content, student.spec.mean, student.spec.std, content.shape[-1], student.patch_size)
         feats = roi_pool(student.encode_dense(x_s[None]), [b[keep]], student.patch_size)
-        s_logits = tau * feats @ text_s.t()
+        s_logits = logit_scale * feats @ text_s.t()
         thing = class_is_thing[label[keep]]
         per_image.append(decoupled_alignment_loss(s_logits, t_logits[keep], thing, class_is_thing))
         regions += int(keep.sum())
@@ -66,7 +66,8 @@ def time_it(fn, repeats: int) -> tuple[float, int]:
 def bench_pair(student_name, teacher_name, size, batch, repeats, tmp, label, amps=("off",)) -> list[tuple]:
     from densevlm.data.synth import write_world
     from densevlm.training.config import TrainConfig
-    from densevlm.training.trainer import _Run
+    from densevlm.training.data import ContentDataset
+    from densevlm.training.trainer import Trainer
 
     world = f"{tmp}/world{size}"
     if not os.path.isdir(world):
@@ -74,19 +75,17 @@ def bench_pair(student_name, teacher_name, size, batch, repeats, tmp, label, amp
     rows = []
     for amp in amps:
         cfg = TrainConfig(student=student_name, teacher=teacher_name, images=world, out=f"{tmp}/run-{label}-{amp}",
-                          steps=1000, batch_size=batch, size=size, tau=100.0, amp=amp, max_boxes=8, lr=1e-5)
-        run = _Run(cfg, resume=False, progress=False)
-        from densevlm.training.data import ContentDataset
-
-        data = ContentDataset(run.source, size)
+                          steps=1000, batch_size=batch, size=size, logit_scale=100.0, amp=amp, max_boxes=8, lr=1e-5)
+        trainer = Trainer(cfg, progress=False)
+        data = ContentDataset(trainer.source, size)
         items = [data[i] for i in range(batch)]
 
         def cold():
-            run.cache.clear()
-            return int(run.train_step([dict(it) for it in items])["regions"])
+            trainer.targets.clear_cache()
+            return int(trainer.step([dict(it) for it in items])["regions"])
 
         def warm():
-            return int(run.train_step([dict(it) for it in items])["regions"])
+            return int(trainer.step([dict(it) for it in items])["regions"])
 
         t, n = time_it(cold, repeats)
         rows.append((label, f"trainer, teacher cold, amp {amp}", t, n))
@@ -97,10 +96,10 @@ def bench_pair(student_name, teacher_name, size, batch, repeats, tmp, label, amp
 
     boxes = [grid_boxes(it["content"].shape[-1], it["content"].shape[-2], rng, 8) for it in items]
     contents = [it["content"] for it in items]
-    student, teacher = run.student, run.teacher
+    student, teacher = trainer.student, trainer.teacher
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
-    t, n = time_it(lambda: reference_step(student, teacher, optimizer, contents, boxes, run.text_student,
-                                          run.text_teacher, run.class_is_thing, 100.0), repeats)
+    t, n = time_it(lambda: reference_step(student, teacher, optimizer, contents, boxes, trainer.text_student,
+                                          trainer.text_teacher, trainer.class_is_thing, 100.0), repeats)
     rows.append((label, "reference (per image, fp32, no cache)", t, n))
     return rows
 

@@ -1,14 +1,104 @@
-"""Atomic file writes: a crash never leaves a half-written checkpoint, database export or report."""
+"""Output files: checked before any work, written atomically.
+
+:func:`check_output` is run by a command on each output path before it starts working, so a
+path that cannot be written, or that would replace one of the command's own inputs or an earlier
+result, costs one line instead of a finished run. :func:`atomic_write` and its variants then write
+so that a crash never leaves a half-written checkpoint, database export or report.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Optional
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
+from densevlm.errors import DenseVLMError
+
+__all__ = ["check_output", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    inner, outer = inner.resolve(), outer.resolve()
+    return inner != outer and outer in inner.parents
+
+
+def check_output(
+    path: str | Path,
+    kind: str = "file",
+    inputs: Iterable[Optional[str | Path]] = (),
+    overwrite: bool = False,
+    flag: str = "--out",
+) -> Path:
+    """Check an output path before any work; the message names ``flag``, the path and the problem.
+
+    Refused, in this order:
+
+    * a ``kind="file"`` output that is an existing directory, or a ``kind="dir"`` output that is
+      an existing non-directory;
+    * an output that is the same file as one of ``inputs`` (``os.path.samefile``, else equal
+      resolved paths: a symlink or ``./x`` names the same file), or a ``dir`` output that holds
+      one of them -- even with ``overwrite``;
+    * an output under a tree where nothing can be created: the nearest existing ancestor is a
+      file, or creating a file there fails (read-only, no permission, ``/proc``); a probe file is
+      created and removed to find out;
+    * an existing file, or an existing non-empty directory, unless ``overwrite``.
+
+    Args:
+        path: the output path.
+        kind: ``"file"`` or ``"dir"``.
+        inputs: the command's input paths (``None`` entries are skipped).
+        overwrite: replacing an earlier result is allowed (``--overwrite``).
+        flag: the option that named ``path``, for the message.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DenseVLMError: as listed above.
+    """
+    if kind not in ("file", "dir"):
+        raise ValueError(f"kind must be 'file' or 'dir', not {kind!r}")
+    path = Path(path)
+    where = f"{flag} {path}"
+    if kind == "file" and path.is_dir():
+        raise DenseVLMError(f"{where}: is a directory; give a file path")
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise DenseVLMError(f"{where}: is an existing file; give a directory")
+    for given in inputs:
+        if given is None or str(given) == "":
+            continue
+        source = Path(given)
+        if _same(path, source):
+            raise DenseVLMError(f"{where}: is also an input of this command ({source}); write the output elsewhere")
+        if kind == "dir" and _inside(source, path):
+            raise DenseVLMError(f"{where}: holds the input {source}; choose a directory that holds no inputs")
+    ancestor = path if kind == "dir" else path.parent
+    try:
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise DenseVLMError(f"{where}: cannot be created because {ancestor} is a file, not a directory")
+        fd, probe = tempfile.mkstemp(prefix=".densevlm-probe-", dir=ancestor)
+    except OSError as e:
+        why = "it accepts no new files" if e.errno == errno.ENOENT else (e.strerror or type(e).__name__)
+        raise DenseVLMError(f"{where}: cannot write under {ancestor} ({why})") from None
+    os.close(fd)
+    os.unlink(probe)
+    if not overwrite and (path.is_file() or (path.is_dir() and any(path.iterdir()))):
+        raise DenseVLMError(f"{where}: exists already; pass --overwrite to replace it")
+    return path
 
 
 def _default_mode() -> int:
@@ -19,19 +109,28 @@ def _default_mode() -> int:
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over
-    ``path`` (with the permissions a plain ``open`` would give, not mkstemp's 0600)."""
+    ``path`` (with the permissions a plain ``open`` would give, not mkstemp's 0600).
+
+    Raises:
+        DenseVLMError: any OSError on the way (no space, no permission, a file where a folder
+            should be), as one line naming ``path``; ``path`` is then left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        why = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+        raise DenseVLMError(f"{path}: cannot write ({why})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 

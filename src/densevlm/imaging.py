@@ -8,66 +8,138 @@ to original pixels by a single scale factor.
 
 from __future__ import annotations
 
+import struct
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, BinaryIO, Optional, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["IMAGE_SUFFIXES", "open_image", "to_rgb", "Letterbox", "letterbox", "normalize"]
+if TYPE_CHECKING:  # torch is imported on use: the review server reads image sizes without it
+    import torch
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["IMAGE_SUFFIXES", "open_image", "image_size", "to_rgb", "Letterbox", "letterbox", "normalize"]
+
+# .gif: the first frame of an animated GIF is the image
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 # Decompression-bomb guard: allow large factory photos (e.g. 100 MP) but not absurd ones.
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
 
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Map one high-depth channel to 0..255 by its range.
+
+    16-bit modes (``I;16*``) are scaled by 65535. ``F`` values inside [0, 1] are scaled by 255,
+    values inside [0, 255] are kept; ``I`` values inside [0, 255] are kept and values inside
+    [0, 65535] are scaled by 65535. Anything else (negative values, larger ranges) is stretched
+    from its minimum to its maximum. NaN and infinities become 0.
+    """
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        offset, span = 0.0, 65535.0
+    elif lo >= 0.0 and hi <= 1.0 and mode == "F":
+        offset, span = 0.0, 1.0
+    elif lo >= 0.0 and hi <= 255.0:
+        offset, span = 0.0, 255.0
+    elif lo >= 0.0 and hi <= 65535.0 and mode == "I":
+        offset, span = 0.0, 65535.0
+    else:
+        offset, span = lo, max(hi - lo, 1e-12)
+    return np.clip(np.rint((arr - offset) / span * 255.0), 0, 255).astype(np.uint8)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB (16-bit and float images are scaled by their range)."""
+    """Convert any PIL mode to 8-bit RGB.
+
+    16-bit, 32-bit integer and float images are scaled by their range (see :func:`_to_uint8`:
+    a float image holding [0, 1] is not black); transparent pixels (``RGBA``, ``LA``, ``PA``,
+    premultiplied ``RGBa``/``La``, palette transparency) are composited on white; ``1``, ``L``,
+    ``P``, ``CMYK``, ``YCbCr``, ``HSV``, ``LAB`` go through Pillow's conversion.
+    """
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        hi = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+    if image.mode in _HIGH_DEPTH_MODES:
+        return Image.fromarray(_to_uint8(np.asarray(image), image.mode), mode="L").convert("RGB")
+    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("LA" if image.mode == "La" else image.mode).convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Read an image file as RGB with its EXIF orientation applied.
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file in the frame every command uses (EXIF orientation
+    applied), read from the header without decoding the pixels.
+
+    Raises:
+        DenseVLMError: the file is missing or not an image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise DenseVLMError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DenseVLMError(f"{path}: not a readable image ({_first_line(e)})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:120] if text else type(e).__name__
+
+
+def open_image(path: str | Path | BinaryIO, name: Optional[str] = None, orientation: bool = True) -> Image.Image:
+    """Read an image as RGB with its EXIF orientation applied (the frame of :func:`image_size`).
+
+    Args:
+        path: a file path, or a binary file object (e.g. a member of a tar shard).
+        name: what messages call the image (default ``path``).
+        orientation: apply the EXIF orientation; False keeps the stored pixel frame (the frame
+            of COCO annotations, see :class:`~densevlm.data.panoptic.PanopticDataset`).
 
     Raises:
         DenseVLMError: the file is missing, not an image, truncated or too large.
     """
-    path = Path(path)
+    label = name or str(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path if hasattr(path, "read") else Path(path)) as im:
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                if orientation:
+                    im = ImageOps.exif_transpose(im)
                 return to_rgb(im)
     except FileNotFoundError:
-        raise DenseVLMError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DenseVLMError(f"{path}: not a readable image ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
+        raise DenseVLMError(f"{label}: image file not found") from None
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError, TypeError, IndexError, KeyError,
+            struct.error) as e:  # what Pillow raises for damaged files
+        raise DenseVLMError(f"{label}: not a readable image ({_first_line(e)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DenseVLMError(f"{path}: image is too large (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+        raise DenseVLMError(f"{label}: image is too large (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
 
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How an original image maps into a model input.
+    """How an original image maps into a model input, and back.
+
+    The resized content sits at the input's top-left corner (padding is right and bottom), so
+    the two pixel frames differ by the scale alone, with no offset. Coordinates are continuous,
+    pixel ``i`` covering ``[i, i + 1)`` in both frames. Every conversion between original and
+    input pixels goes through :meth:`to_input`, :meth:`to_original` and :meth:`masks_to_input`.
 
     Attributes:
         scale: input pixels per original pixel (``x_input = x_original * scale``).
@@ -83,6 +155,68 @@ class Letterbox:
     input_height: int
     original_width: int
     original_height: int
+
+    def to_input(self, coords: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Original-pixel coordinates -> input-pixel coordinates: ``coords * scale``.
+
+        Args:
+            coords: ``[..., 4]`` XYXY boxes (e.g. ``[N, 4]``) or ``[..., 2]`` XY points in
+                original pixels; a torch tensor, a numpy array or a nested sequence (read as a
+                float64 array).
+
+        Returns:
+            The same shape in input pixels: a tensor on the same device for a tensor, else a
+            numpy array; floating-point input keeps its dtype. Boxes are not clipped.
+
+        Raises:
+            DenseVLMError: the last dimension is not 4 (boxes) or 2 (points).
+        """
+        return _coords(coords) * self.scale
+
+    def to_original(self, coords: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Input-pixel coordinates -> original-pixel coordinates: ``coords / scale``.
+
+        The inverse of :meth:`to_input` (same arguments, returns and errors). Coordinates in
+        the padding map beyond the original image; clip them if needed.
+        """
+        return _coords(coords) / self.scale
+
+    def masks_to_input(self, masks: torch.Tensor) -> torch.Tensor:
+        """Original-size masks -> input-size masks, laid out as the image is.
+
+        Each mask is area-resized to the content size (so a value is the covered fraction of
+        an input pixel) and zero-padded right and bottom to the input size.
+
+        Args:
+            masks: ``[N, original_height, original_width]``, bool or float in ``[0, 1]``.
+
+        Returns:
+            ``[N, input_height, input_width]`` float32 on the masks' device.
+
+        Raises:
+            DenseVLMError: the masks are not ``[N, original_height, original_width]``.
+        """
+        if masks.ndim != 3 or tuple(masks.shape[1:]) != (self.original_height, self.original_width):
+            raise DenseVLMError(
+                f"masks of shape {tuple(masks.shape)} do not match the original image "
+                f"({self.original_height}x{self.original_width})"
+            )
+        import torch
+
+        resized = torch.nn.functional.interpolate(masks.float()[:, None], size=(self.height, self.width), mode="area")
+        out = torch.zeros(masks.shape[0], self.input_height, self.input_width, device=masks.device)
+        out[:, : self.height, : self.width] = resized[:, 0]
+        return out
+
+
+def _coords(coords: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``coords`` as a tensor or array of ``[..., 4]`` boxes or ``[..., 2]`` points."""
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported; do not import it here
+    if not isinstance(coords, np.ndarray) and not (torch is not None and isinstance(coords, torch.Tensor)):
+        coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim == 0 or coords.shape[-1] not in (2, 4):
+        raise DenseVLMError(f"expected [..., 4] XYXY boxes or [..., 2] XY points, got shape {tuple(coords.shape)}")
+    return coords
 
 
 def _round_up(x: int, multiple: int) -> int:
@@ -104,6 +238,8 @@ def plan_letterbox(width: int, height: int, size: int, multiple: int, square: bo
 
 def normalize(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``[H, W, 3]`` uint8 RGB -> ``[3, H, W]`` float tensor normalised with ``mean`` / ``std``."""
+    import torch
+
     t = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
@@ -129,6 +265,8 @@ def letterbox(
     Returns:
         ``([3, H, W] tensor, Letterbox)``; padding is 0 after normalisation (the mean colour).
     """
+    import torch
+
     if size <= 0 or multiple <= 0:
         raise DenseVLMError(f"letterbox size {size} and multiple {multiple} must be positive")
     image = to_rgb(image)

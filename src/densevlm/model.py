@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from densevlm.backbones import Backbone, BackboneSpec, load_backbone
+from densevlm.devices import check_device
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save
 from densevlm.imaging import Letterbox, letterbox
@@ -32,6 +33,9 @@ from densevlm.vocab.embed import encode_texts
 __all__ = ["DenseModel", "load_model", "pad_batch"]
 
 log = logging.getLogger(__name__)
+
+# Inference side for open_clip models when none is given: finer maps than their native 224.
+OPEN_CLIP_DEFAULT_SIZE = 448
 
 
 def pad_batch(images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -48,6 +52,9 @@ def pad_batch(images: Sequence[torch.Tensor]) -> torch.Tensor:
 
 class DenseModel(nn.Module):
     """A CLIP-family model with dense, box, mask, crop, global and text encoders.
+
+    The PyTorch :class:`~densevlm.dense.DenseRuntime`; the encoders beyond it (boxes, masks,
+    crops, global, text) and training need this class itself.
 
     Attributes:
         backbone: the family-specific :class:`~densevlm.backbones.Backbone`.
@@ -78,8 +85,14 @@ class DenseModel(nn.Module):
         return self.backbone.embed_dim
 
     @property
+    def default_size(self) -> int:
+        """Inference side when none is given: :attr:`input_size` for the tiny models (their
+        native size unless changed), :data:`OPEN_CLIP_DEFAULT_SIZE` for open_clip models."""
+        return self.input_size if self.spec.config is not None else OPEN_CLIP_DEFAULT_SIZE
+
+    @property
     def logit_scale(self) -> float:
-        """The learned softmax temperature ``exp(logit_scale)``, capped at 100."""
+        """The learned multiplier of the cosines, CLIP's ``exp(logit_scale)``, capped at 100."""
         return self.backbone.logit_scale
 
     @property
@@ -154,7 +167,7 @@ class DenseModel(nn.Module):
         boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
         if isinstance(image, Image.Image):
             full, plan = self.prepare(image, size=max(image.size))
-            image, boxes = full, boxes * plan.scale
+            image, boxes = full, plan.to_input(boxes)
         side = ((size + self.patch_size - 1) // self.patch_size) * self.patch_size
         crops = crop_boxes(image.to(self.device), boxes, side, context)
         out = [self.encode_image(crops[i : i + batch_size]) for i in range(0, crops.shape[0], batch_size)]
@@ -208,6 +221,7 @@ def load_model(
     Returns:
         A :class:`DenseModel` in eval mode.
     """
+    device = check_device(device)
     backbone = load_backbone(name_or_path, pretrained)
     model = DenseModel(backbone, input_size=input_size)
     model.eval()

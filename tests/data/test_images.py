@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from densevlm.data.images import FileListSource, TarShardSource, expand_braces, open_image_source
+from densevlm.data.images import FileListSource, TarShardSource, expand_braces, find_images, open_image_source
 from densevlm.errors import DenseVLMError
 
 
@@ -69,10 +69,45 @@ def test_brace_expansion():
     assert expand_braces("{x,y}/{1..2}") == ["x/1", "x/2", "y/1", "y/2"]
 
 
-@pytest.mark.parametrize("spec, message", [("nope-dir", "image folder not found"), ("none-{1..2}.tar", "no tar shards match")])
+@pytest.mark.parametrize("spec, message", [("nope-dir", "no such file or folder; --images takes a folder"), ("none-{1..2}.tar", "no tar shards match")])
 def test_bad_sources(tmp_path, spec, message):
     with pytest.raises(DenseVLMError, match=message):
         open_image_source(str(tmp_path / spec))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DenseVLMError, match="no images found"):
         open_image_source(tmp_path / "empty")
+
+
+def _tree(root) -> None:
+    """Images at two depths, hidden files and folders, a non-image, and a nested output folder."""
+    for rel in ["a.png", "sub/b.jpg", "sub/deep/c.PNG", ".hidden.png", ".cache/d.png", "sub/.e.png", "out/f.png"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(_png((1, 1, 1)))
+    (root / "sub" / "notes.txt").write_text("not an image")
+
+
+def test_find_images_skips_hidden_entries_and_the_excluded_folder(tmp_path):
+    _tree(tmp_path)
+    root, files = find_images(tmp_path, exclude=tmp_path / "out")
+    assert root == tmp_path
+    assert [f.relative_to(root).as_posix() for f in files] == ["a.png", "sub/b.jpg", "sub/deep/c.PNG"]
+    root, files = find_images(tmp_path / ".hidden.png")  # a file named explicitly is taken as it is
+    assert (root, files) == (tmp_path, [tmp_path / ".hidden.png"])
+    with pytest.raises(DenseVLMError, match="matches no files"):
+        find_images(tmp_path / "*.tif")
+    with pytest.raises(DenseVLMError, match="no such file or folder"):
+        find_images(tmp_path / "missing")
+
+
+def test_segment_inputs_and_training_images_agree(tmp_path, monkeypatch):
+    from densevlm.inference.io import collect_inputs
+
+    _tree(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a glob is relative to the current folder
+    for spec in [str(tmp_path), "sub", "**/*.*", "s*"]:
+        source = open_image_source(spec)
+        segment_names = [image.rel for image in collect_inputs([spec])]
+        assert segment_names == [source.name(i) for i in range(len(source))], spec
+        assert not any(part.startswith(".") for name in segment_names for part in name.split("/")), spec
+    assert [im.rel for im in collect_inputs(["**/*.*"])] == ["a.png", "out/f.png", "sub/b.jpg", "sub/deep/c.PNG"]
+    assert [im.rel for im in collect_inputs(["s*"])] == ["sub/b.jpg", "sub/deep/c.PNG"]

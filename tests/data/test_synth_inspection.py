@@ -93,3 +93,24 @@ def test_bad_flags_are_one_line_errors(tmp_path):
         write_world(tmp_path, 2, defect_rate=1.5, progress=False)
     with pytest.raises(DenseVLMError, match="--shift fog is not one of"):
         write_world(tmp_path, 2, shift="fog", progress=False)
+
+
+def test_plant_words_combine_with_the_defect_rate(tmp_path):
+    from densevlm.cli.main import main
+    from densevlm.data.synth.categories import PLANT
+
+    world = tmp_path / "plant"
+    assert main(["synth", "--out", str(world), "--n", "60", "--seed", "8", "--plant-words", "--defect-rate", "0.5",
+                 "--workers", "1"]) == 0
+    panoptic, names, truth = _ground_truth(world)
+    vocab = load_vocabulary(world / "vocab.txt")
+    plant_defects = [c.name for c in PLANT if c.supercategory == "defect"]
+    assert set(plant_defects) <= set(vocab.defects) and "rivet" not in vocab.defects
+    assert truth["defects"] == list(vocab.defects) and abs(truth["n_ng"] - 30) <= 2
+    drawn = set()
+    for i, (ann, image) in enumerate(zip(panoptic["annotations"], truth["images"])):
+        held = sorted({names[s["category_id"]] for s in ann["segments_info"]} & set(vocab.defects))
+        assert image["defects"] == held and image["ng"] == bool(held) == is_ng(8, i, 0.5)
+        drawn |= {names[s["category_id"]] for s in ann["segments_info"]}
+    assert {"rivet", *plant_defects} <= drawn, "plant words are drawn in an inspection world"
+    assert all(not set(image["defects"]) for image in truth["images"] if not image["ng"])

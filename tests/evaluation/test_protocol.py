@@ -124,6 +124,26 @@ def test_miou_from_known_confusion(tmp_path):
     assert m["pixel_acc"] == pytest.approx(50.0)
 
 
+def test_an_input_padded_to_its_batch_is_scored_on_its_own_grid(tmp_path):
+    # a 32 x 32 image and a 16 x 32 (w x h) one, without square padding: the narrow input is
+    # padded to 32 x 32 in the batch; its masks and label map must still line up with its tokens
+    halves = [(1, 2, (0, 0, 8, 32)), (2, 3, (8, 0, 16, 32))]
+    square = write_panoptic(tmp_path / "square", [[(1, 2, (0, 0, 16, 32)), (2, 3, (16, 0, 32, 32))]], CATS)
+    narrow = write_panoptic(tmp_path / "narrow", [halves], CATS)
+    for folder in ("images", "panoptic"):
+        path = narrow / folder / "0000.png"
+        Image.fromarray(np.asarray(Image.open(path))[:, :16]).save(path)
+    data = json.loads((narrow / "panoptic.json").read_text())
+    data["images"][0]["width"] = 16
+    (narrow / "panoptic.json").write_text(json.dumps(data))
+    ds = PanopticDataset(_merge(tmp_path, [square, narrow]))
+    padded = evaluate(ColourStub(5), ds, cfg=EvalConfig(size=32, square=False, batch_size=2), progress=False).metrics
+    alone = evaluate(ColourStub(5), ds, cfg=EvalConfig(size=32, square=False, batch_size=1), progress=False).metrics
+    assert padded["pixel_acc"] > 95.0 and padded["miou"] > 90.0 and padded["mask.stuff.macc1"] == 100.0
+    for key in ("pixel_acc", "miou", "box.stuff.macc1", "box.n_stuff", "mask.stuff.macc1", "n_images"):
+        assert padded[key] == alone[key], key
+
+
 def _break(root: Path, how: str) -> None:
     data = json.loads((root / "panoptic.json").read_text())
     name = data["annotations"][0]["file_name"]

@@ -17,8 +17,7 @@ from PIL import Image
 
 import densevlm
 from densevlm.cli.main import main
-from densevlm.data.synth import generate_scene
-from densevlm.training.trainer import default_vocabulary
+from densevlm.data.synth import default_vocabulary, generate_scene
 from tests.conftest import perturb_
 from tests.inference.helpers import check_segment_json, decode_rle
 

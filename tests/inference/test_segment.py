@@ -12,10 +12,9 @@ from PIL import Image
 from scipy import ndimage
 
 import densevlm
-from densevlm.data.synth import generate_scene
+from densevlm.data.synth import default_vocabulary, generate_scene
 from densevlm.errors import DenseVLMError
-from densevlm.inference.segment import pixel_predictions, predict
-from densevlm.training.trainer import default_vocabulary
+from densevlm.inference.segment import predict
 from densevlm.vocab import Vocabulary
 from tests.conftest import perturb_
 from tests.inference.helpers import PaletteStub, check_segment_json, paint
@@ -208,21 +207,6 @@ def test_api_accepts_paths_and_reads_any_mode(tmp_path):
         densevlm.segment(model, tmp_path / "broken.png", vocab)
 
 
-def test_chunked_argmax_equals_unchunked():
-    torch.manual_seed(0)
-    dense = F.normalize(torch.randn(16, 7, 7), dim=0)
-    text = F.normalize(torch.randn(11, 16), dim=1)
-    plan = densevlm.imaging.plan_letterbox(50, 36, 56, 8, square=True)
-    assert (plan.width, plan.height, plan.input_width, plan.input_height) == (56, 40, 56, 56)
-    whole = pixel_predictions(dense, text, 20.0, plan)
-    chunked = pixel_predictions(dense, text, 20.0, plan, max_chunk_elements=3 * 56 * 56)  # 3 classes at a time
-    up = F.interpolate(20.0 * torch.einsum("kc,chw->khw", text, dense)[None], size=(56, 56), mode="bilinear",
-                       align_corners=False)[0][:, :40, :56]
-    torch.testing.assert_close(whole[0], up.argmax(0), rtol=0, atol=0)
-    torch.testing.assert_close(chunked[0], whole[0], rtol=0, atol=0)
-    torch.testing.assert_close(chunked[1], up.softmax(0).max(0).values)
-
-
 def test_large_vocabularies_give_16_bit_label_maps():
     torch.manual_seed(0)
     k = 300
@@ -230,7 +214,7 @@ def test_large_vocabularies_give_16_bit_label_maps():
     dense = F.normalize(torch.randn(8, 4, 4), dim=0)
     text = F.normalize(torch.randn(k, 8), dim=1)
     plan = densevlm.imaging.plan_letterbox(32, 32, 32, 8, square=True)
-    labels, scores, segments, _ = predict(dense, text, plan, vocab, temperature=50.0, patch_size=8, min_area=0)
+    labels, scores, segments, _ = predict(dense, text, plan, vocab, logit_scale=50.0, patch_size=8, min_area=0)
     up = F.interpolate(50.0 * torch.einsum("kc,chw->khw", text, dense)[None], size=(32, 32), mode="bilinear",
                        align_corners=False)[0]
     assert labels.dtype == np.uint16

@@ -70,12 +70,19 @@ def test_monitor_says_stable_for_the_same_world_and_drift_for_a_darker_line(line
     capsys.readouterr()
     assert main(["monitor", "--model", "tiny-teacher", "--reference", str(ref), "--batch", str(line / "dark")]) == 2
     assert "another model or vocabulary" in capsys.readouterr().err
+    again = ["monitor", "--model", "tiny-student", "--reference", str(ref), "--batch", str(line / "dark"),
+             "--json", str(tmp_path / "dark.json")]
+    assert main(again) == 2
+    assert f"--json {tmp_path / 'dark.json'}: exists already; pass --overwrite" in capsys.readouterr().err
+    assert main(["monitor", "--model", "tiny-student", "--reference", str(ref), "--save-reference", str(ref),
+                 "--overwrite"]) == 2
+    assert "is also an input of this command" in capsys.readouterr().err
 
 
 def test_evaluate_inspection_metrics(labelled_world):
     import densevlm.data.panoptic as panoptic
     from densevlm.inspection.evaluate import evaluate_inspection
-    from densevlm.training.trainer import default_vocabulary
+    from densevlm.data.synth import default_vocabulary
 
     vocab = default_vocabulary()
     out = evaluate_inspection(densevlm.load_model("tiny-student"), labelled_world, vocab)

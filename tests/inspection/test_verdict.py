@@ -12,7 +12,7 @@ from densevlm.errors import DenseVLMError
 from densevlm.inspection.calibrate import calibrate
 from densevlm.inspection.labelled import load_labelled
 from densevlm.inspection.operating_point import OperatingPoint
-from densevlm.training.trainer import default_vocabulary
+from densevlm.data.synth import default_vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,11 @@ def test_cli_calibrate_then_inspect(labelled_world, tmp_path, capsys):
     args = ["calibrate", "--model", "tiny-student", "--data", str(labelled_world), "--max-false-alarm", "0.1",
             "--out", str(op), "--bootstrap", "100", "--unsure-band", "0.2"]
     assert main(args) == 0
-    assert main(args) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--out {op}: exists already; pass --overwrite" in err and err.count("\n") == 1
+    assert "embedding" not in err, "the output is checked before any work"
     out = tmp_path / "v"
     status = main(["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(out), "--fail-on-ng"])
     rows = list(csv.DictReader(open(out / "verdicts.csv")))
@@ -72,7 +76,7 @@ def test_cli_calibrate_then_inspect(labelled_world, tmp_path, capsys):
     assert status == (1 if any(r["verdict"] == "NG" for r in rows) else 0)
     assert len(list((out / "overlays").glob("*.png"))) == 24
     assert main(["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(out)]) == 2
-    assert "verdicts.csv exists" in capsys.readouterr().err
+    assert f"--out {out}: exists already; pass --overwrite" in capsys.readouterr().err
     assert main(["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(out), "--model",
                  "tiny-teacher", "--overwrite"]) == 2
     err = capsys.readouterr().err

@@ -81,6 +81,20 @@ def test_report_is_self_contained(runs, tmp_path):
     assert "densevlm demo" in page
 
 
+def test_review_statistics_come_from_their_json(runs, tmp_path):
+    stats = {"agreement": {"decided": 4, "right": 3, "rate": 0.75}, "regions": {"total": 9},
+             "trusted_threshold": {"threshold": 0.6, "covers": 2, "precision": 1.0, "target": 0.95}}
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps(stats))
+    page = write_report(runs, tmp_path / "r.html", review_stats=path).read_text()
+    assert "<h2>Expert review</h2>" in page
+    assert "<li>agreement: {&#x27;decided&#x27;: 4, &#x27;right&#x27;: 3, &#x27;rate&#x27;: 0.75}</li>" in page
+    assert "<li>trusted threshold: {&#x27;threshold&#x27;: 0.6," in page
+    assert "Expert review" not in write_report(runs, tmp_path / "plain.html").read_text()
+    with pytest.raises(DenseVLMError, match="nope.json: not found"):
+        write_report(runs, tmp_path / "r2.html", review_stats=tmp_path / "nope.json")
+
+
 def test_missing_evaluations_are_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DenseVLMError, match="no eval.json or eval_before.json"):

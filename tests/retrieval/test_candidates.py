@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
+import pytest
+
 from densevlm.data.synth import write_world
 from densevlm.model import load_model
-from densevlm.review.store import import_candidates
+from densevlm.review.importing import import_candidates
 
 
 def test_retrieve_writes_importable_candidates(tmp_path):
@@ -22,6 +25,7 @@ def test_retrieve_writes_importable_candidates(tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     header, regions = lines[0], lines[1:]
     assert header["kind"] == "header" and len(header["vocabulary"]["things"]) == 10
+    assert header["tau"] == 100.0 and "logit scale 100.0" in proc.stdout  # --tau still sets the logit scale
     assert len(regions) == 15
     for r in regions:
         x1, y1, x2, y2 = r["box"]
@@ -34,11 +38,22 @@ def test_retrieve_writes_importable_candidates(tmp_path):
     assert summary.regions_added == 15
 
 
+@pytest.mark.parametrize("flag", ["--logit-scale", "--tau"])
+def test_logit_scale_flag_and_its_old_name(flag):
+    from densevlm.cli.retrieve import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--images", "x", "--out", "y", flag, "42.5"])
+    assert args.logit_scale == 42.5
+    assert parser.parse_args(["--images", "x", "--out", "y"]).logit_scale is None
+
+
 def test_segments_carry_masks(tmp_path):
     from densevlm.data.images import open_image_source
+    from densevlm.data.synth import default_vocabulary
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
-    from densevlm.training.trainer import default_vocabulary
     from pycocotools import mask as mask_utils
 
     world = write_world(tmp_path / "world", 2, seed=13, progress=False)

@@ -18,21 +18,21 @@ def _features(*rows):
     return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
 
 
-def test_softmax_uses_tau_and_threshold_keeps_confident_regions():
+def test_softmax_uses_logit_scale_and_threshold_keeps_confident_regions():
     feats = _features([1.0, 0.2, 0.0, 0.0], [0.5, 0.5, 0.5, 0.45])
-    r = classify_regions(feats, TEXT, CLASS_IS_THING, tau=10.0, threshold=0.3)
+    r = classify_regions(feats, TEXT, CLASS_IS_THING, logit_scale=10.0, threshold=0.3)
     expected = F.softmax(10.0 * feats @ TEXT.t(), dim=-1)
     assert torch.allclose(r.probs, expected)
     assert r.label.tolist() == [0, 0]
     assert r.kept.tolist() == [True, False]  # the second region is almost uniform
-    sharper = classify_regions(feats, TEXT, CLASS_IS_THING, tau=100.0, threshold=0.3)
-    assert sharper.kept.tolist() == [True, True]  # tau=100 makes every target near one-hot
+    sharper = classify_regions(feats, TEXT, CLASS_IS_THING, logit_scale=100.0, threshold=0.3)
+    assert sharper.kept.tolist() == [True, True]  # logit_scale=100 makes every target near one-hot
     assert sharper.confidence[1] > r.confidence[1]
 
 
 def test_thing_or_stuff_follows_the_vocabulary_section_of_the_top_class():
     feats = _features([0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0], [1.0, 0, 0, 0])
-    r = classify_regions(feats, TEXT, CLASS_IS_THING, tau=50.0, threshold=0.3)
+    r = classify_regions(feats, TEXT, CLASS_IS_THING, logit_scale=50.0, threshold=0.3)
     assert r.label.tolist() == [1, 2, 3, 0]
     assert r.is_thing.tolist() == [True, False, True, False]
 
@@ -40,7 +40,7 @@ def test_thing_or_stuff_follows_the_vocabulary_section_of_the_top_class():
 def test_mean_of_dense_and_crop_logits():
     dense = _features([1.0, 0, 0, 0])
     crop = _features([0, 0, 1.0, 0])
-    r = classify_regions((dense, crop), TEXT, CLASS_IS_THING, tau=10.0, threshold=0.0, kind="mean")
+    r = classify_regions((dense, crop), TEXT, CLASS_IS_THING, logit_scale=10.0, threshold=0.0, kind="mean")
     assert torch.allclose(r.logits, torch.tensor([[5.0, 0.0, 5.0, 0.0]]))
 
 
@@ -49,7 +49,7 @@ def test_split_lets_dense_decide_the_group_and_crops_name_the_thing():
     # region 1: dense says stuff class 2; the crop's opinion must not matter
     dense = _features([0, 1.0, 0, 0], [0, 0, 1.0, 0.2])
     crop = _features([0.9, 0, 0, 0.5], [0, 1.0, 0, 0])
-    r = classify_regions((dense, crop), TEXT, CLASS_IS_THING, tau=10.0, threshold=0.3, kind="split")
+    r = classify_regions((dense, crop), TEXT, CLASS_IS_THING, logit_scale=10.0, threshold=0.3, kind="split")
     assert r.is_thing.tolist() == [True, False]
     assert r.label.tolist() == [3, 2]  # the crop's best *thing* class, not its top class 0
     assert torch.allclose(r.logits[0], 10.0 * crop[0] @ TEXT.t())
@@ -57,20 +57,21 @@ def test_split_lets_dense_decide_the_group_and_crops_name_the_thing():
     dense_probs = F.softmax(10.0 * dense @ TEXT.t(), dim=-1)
     assert torch.allclose(r.confidence, dense_probs.max(dim=-1).values)  # kept follows the dense verdict
     with pytest.raises(DenseVLMError, match="mean or split"):
-        classify_regions((dense, crop), TEXT, CLASS_IS_THING, tau=10.0, threshold=0.3, kind="dense")
+        classify_regions((dense, crop), TEXT, CLASS_IS_THING, logit_scale=10.0, threshold=0.3, kind="dense")
 
 
 def test_stats_accumulate():
     stats = RetrievalStats(["a", "b", "c", "d"])
     feats = _features([0, 1.0, 0, 0], [0, 1.0, 0, 0], [0.5, 0.5, 0.5, 0.5])
-    batch = stats.update(classify_regions(feats, TEXT, CLASS_IS_THING, tau=50.0, threshold=0.3))
+    batch = stats.update(classify_regions(feats, TEXT, CLASS_IS_THING, logit_scale=50.0, threshold=0.3))
     assert batch == {"kept_frac": pytest.approx(2 / 3), "thing_frac": 1.0}
     summary = stats.summary()
     assert summary["regions"] == 3 and summary["top_categories"] == [["b", 2]]
 
 
 @pytest.mark.parametrize("kwargs, message", [({"features": "pixels"}, "choose crop, dense, mean, split"),
-                                             ({"threshold": 1.5}, "must be in"), ({"tau": -1.0}, "must be positive")])
+                                             ({"threshold": 1.5}, "must be in"),
+                                             ({"logit_scale": -1.0}, "must be positive")])
 def test_bad_config(kwargs, message):
     with pytest.raises(DenseVLMError, match=message):
         RetrievalConfig(**kwargs).check()
@@ -115,7 +116,7 @@ def test_classify_parts_names_the_best_thing_even_when_a_surface_scores_higher()
     text = torch.eye(3)  # bolt, gear (things), floor (stuff)
     is_thing = torch.tensor([True, True, False])
     feats = F.normalize(torch.tensor([[0.2, 0.5, 0.9], [0.9, 0.1, 0.1]]), dim=-1)
-    r = classify_parts(feats, text, is_thing, tau=10.0)
+    r = classify_parts(feats, text, is_thing, logit_scale=10.0)
     assert r.label.tolist() == [1, 0] and bool(r.is_thing.all()) and bool(r.kept.all())
     thing_logits = 10.0 * feats[:, :2]
     assert torch.allclose(r.confidence, torch.softmax(thing_logits, dim=-1).max(dim=-1).values, atol=1e-6)

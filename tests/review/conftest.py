@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -15,8 +16,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from densevlm.review.store import ReviewStore
+
 VOCAB = {"things": [["bolt"], ["scratch", "scuff"], ["nut"]], "stuff": [["conveyor belt"], ["steel plate"]]}
 THING = {"bolt": True, "scratch": True, "nut": True, "conveyor belt": False, "steel plate": False}
+TABLES = ("classes", "class_names", "images", "regions", "candidates", "verdicts", "imports")
 
 
 @dataclass
@@ -94,6 +98,18 @@ def make_dataset(root: Path) -> Dataset:
     return Dataset(root, images, candidates, root / "review.sqlite", regions, {"a.png#1": mask})
 
 
+def row_counts(db) -> dict[str, int]:
+    conn = sqlite3.connect(db)
+    try:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
+    finally:
+        conn.close()
+
+
+def region_id(store: ReviewStore, key: str) -> int:
+    return store.conn.execute("SELECT id FROM regions WHERE key = ?", (key,)).fetchone()[0]
+
+
 @pytest.fixture
 def dataset(tmp_path: Path) -> Dataset:
     return make_dataset(tmp_path)
@@ -101,7 +117,7 @@ def dataset(tmp_path: Path) -> Dataset:
 
 @pytest.fixture
 def imported(dataset: Dataset) -> Dataset:
-    from densevlm.review.store import import_candidates
+    from densevlm.review.importing import import_candidates
 
     import_candidates(dataset.db, dataset.candidates)
     return dataset

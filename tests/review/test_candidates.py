@@ -8,7 +8,7 @@ import pytest
 
 from densevlm.errors import DenseVLMError
 from densevlm.review.candidates import read_candidates
-from densevlm.review.store import import_candidates
+from densevlm.review.importing import import_candidates
 
 from .conftest import header, region
 

@@ -94,11 +94,12 @@ def test_init_export_stats(dataset, tmp_path):
     again = densevlm("review", "init", "--candidates", str(dataset.candidates), "--db", str(dataset.db))
     assert "added 0 regions (8 already there)" in again.stdout and "8 regions in total" in again.stdout
 
+    from densevlm.review import session
     from densevlm.review.store import ReviewStore
 
     with ReviewStore(dataset.db) as store:
-        region = store.next_region("ann")
-        store.add_verdict(region["id"], "ann", "category", region["candidates"][0]["category"])
+        region = session.next_region(store, "ann")
+        session.add_verdict(store, region["id"], "ann", "category", region["candidates"][0]["category"])
 
     out = tmp_path / "exports" / "coco.json"
     exported = densevlm("review", "export", "--db", str(dataset.db), "--format", "coco", "--out", str(out))

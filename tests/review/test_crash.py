@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from densevlm.review import session
 from densevlm.review.store import ReviewStore
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -90,4 +91,4 @@ def test_kill_9_keeps_every_acknowledged_verdict(imported):
     # at most the one request in flight at the kill may be committed without its answer
     assert len(acknowledged) <= len(rows) <= len(acknowledged) + 1
     with ReviewStore(imported.db) as store:
-        assert store.add_verdict(1, "after-crash", "unsure")["verdict_id"] > max(rows)
+        assert session.add_verdict(store, 1, "after-crash", "unsure")["verdict_id"] > max(rows)

@@ -11,6 +11,7 @@ from pycocotools.coco import COCO
 
 from densevlm.errors import DenseVLMError
 from densevlm.review.export import export_reviews, labelstudio_config
+from densevlm.review import session
 from densevlm.review.store import ReviewStore
 
 
@@ -18,12 +19,12 @@ from densevlm.review.store import ReviewStore
 def reviewed(imported):
     with ReviewStore(imported.db) as store:
         ids = {r["key"]: r["id"] for r in store.conn.execute("SELECT id, key FROM regions")}
-        store.add_verdict(ids["a.png#1"], "ann", "category", "scratch", at=1000.0)
-        store.add_verdict(ids["a.png#0"], "ann", "category", "nut", at=1001.0)
-        store.add_verdict(ids["c.png#0"], "ann", "rejected", at=1002.0)
-        store.add_verdict(ids["sub/b.png#1"], "bob", "unsure", at=1003.0)
-        store.add_verdict(ids["c.png#2"], "bob", "category", "washer", thing=True, at=1004.0)
-        store.add_verdict(ids["c.png#2"], "ann", "category", "washer", at=1005.0)
+        session.add_verdict(store, ids["a.png#1"], "ann", "category", "scratch", at=1000.0)
+        session.add_verdict(store, ids["a.png#0"], "ann", "category", "nut", at=1001.0)
+        session.add_verdict(store, ids["c.png#0"], "ann", "rejected", at=1002.0)
+        session.add_verdict(store, ids["sub/b.png#1"], "bob", "unsure", at=1003.0)
+        session.add_verdict(store, ids["c.png#2"], "bob", "category", "washer", thing=True, at=1004.0)
+        session.add_verdict(store, ids["c.png#2"], "ann", "category", "washer", at=1005.0)
     return imported
 
 

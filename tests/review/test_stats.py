@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from densevlm.review.stats import format_stats, review_stats, trusted_threshold
-from densevlm.review.store import ReviewStore, import_candidates
+from densevlm.review import session
+from densevlm.review.importing import import_candidates
+from densevlm.review.store import ReviewStore
 
 from .conftest import header, region, write_candidates
 
@@ -28,10 +30,10 @@ def known(dataset):
         for i in range(24):
             reviewer, at = ("ann", T0 + 30.0 * i) if i < 12 else ("bob", T0 + 60.0 * (i - 12))
             verdict, category = WRONG.get(i, ("category", "bolt" if i % 2 == 0 else "nut"))
-            store.add_verdict(ids[f"r{i:02d}"], reviewer, verdict, category, thing=True, at=at)
-        store.add_verdict(ids["r24"], "bob", "unsure", at=T0 + 60.0 * 12)
-        store.add_verdict(ids["r25"], "bob", "rejected", at=T0 + 10_000.0)
-        store.undo("bob")  # undone verdicts count nowhere: r25 stays unreviewed
+            session.add_verdict(store, ids[f"r{i:02d}"], reviewer, verdict, category, thing=True, at=at)
+        session.add_verdict(store, ids["r24"], "bob", "unsure", at=T0 + 60.0 * 12)
+        session.add_verdict(store, ids["r25"], "bob", "rejected", at=T0 + 10_000.0)
+        session.undo(store, "bob")  # undone verdicts count nowhere: r25 stays unreviewed
     return dataset
 
 
@@ -94,8 +96,8 @@ def test_trusted_threshold(scored, expected):
 def test_no_threshold_says_none(dataset):
     import_candidates(dataset.db, dataset.candidates)
     with ReviewStore(dataset.db) as store:
-        first = store.next_region("ann")
-        store.add_verdict(first["id"], "ann", "rejected")
+        first = session.next_region(store, "ann")
+        session.add_verdict(store, first["id"], "ann", "rejected")
     stats = review_stats(dataset.db)
     assert stats["trusted_threshold"]["threshold"] is None
     assert "right >= 95 %: none" in format_stats(stats)

@@ -10,7 +10,7 @@ import torch
 from densevlm.data.synth import write_world
 from densevlm.errors import DenseVLMError
 from densevlm.model import load_model
-from densevlm.training.pretrain import PretrainConfig, contrastive_loss, pretrain, warmup_cosine
+from densevlm.training.pretrain import PretrainConfig, contrastive_loss, pretrain
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +48,6 @@ def test_duplicate_captions_share_targets():
     separate = contrastive_loss(image, text, torch.tensor(10.0), ["a", "b", "c"])
     shared = contrastive_loss(image, text, torch.tensor(10.0), ["a", "a", "c"])
     assert float(shared) > float(separate)  # rows 0 and 1 now each want both columns
-
-
-def test_schedule_shape():
-    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
-    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
-    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)
 
 
 def test_bad_settings(world, tmp_path):

@@ -7,18 +7,19 @@ import sqlite3
 import pytest
 import torch
 
-from densevlm.cli.evaluate import evaluate_reviewed
-from densevlm.cli.train import load_reviewed
 from densevlm.data.images import open_image_source
-from densevlm.data.synth import write_world
-from densevlm.evaluation import EvalConfig
+from densevlm.data.synth import default_vocabulary, write_world
+from densevlm.evaluation import EvalConfig, evaluate_reviewed
 from densevlm.model import load_model
 from densevlm.retrieval.candidates import write_candidates
 from densevlm.retrieval.teacher import RetrievalConfig
-from densevlm.review.store import ReviewStore, import_candidates
+from densevlm.review import session
+from densevlm.review.importing import import_candidates
+from densevlm.review.reviewed import load_reviewed
+from densevlm.review.store import ReviewStore
 from densevlm.training.config import TrainConfig
-from densevlm.training.trainer import _Run, default_vocabulary
 from densevlm.training.data import ContentDataset
+from densevlm.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +29,19 @@ def reviewed(tmp_path_factory):
     teacher = load_model("tiny-vit")
     teacher_path = teacher.save(root / "teacher.pt")
     vocab = default_vocabulary()
-    write_candidates(teacher, open_image_source(root / "world"), vocab, root / "cand.jsonl", RetrievalConfig(tau=100.0),
-                     max_boxes=4, limit=2, progress=False)
+    write_candidates(teacher, open_image_source(root / "world"), vocab, root / "cand.jsonl",
+                     RetrievalConfig(logit_scale=100.0), max_boxes=4, limit=2, progress=False)
     db = root / "review.sqlite"
     import_candidates(db, root / "cand.jsonl")
     with sqlite3.connect(db) as conn:
         ids = {key: rid for rid, key in conn.execute("SELECT id, key FROM regions ORDER BY id")}
     keys = sorted(ids)
     with ReviewStore(db) as store:
-        store.add_verdict(ids[keys[0]], "ana", "category", category="gear")  # a thing
-        store.add_verdict(ids[keys[1]], "ana", "category", category="cloth")  # stuff
-        store.add_verdict(ids[keys[2]], "ana", "rejected")
-        store.add_verdict(ids[keys[3]], "ana", "category", category="oil stain", thing=True)  # a new class
-        store.add_verdict(ids[keys[4]], "ana", "unsure")
+        session.add_verdict(store, ids[keys[0]], "ana", "category", category="gear")  # a thing
+        session.add_verdict(store, ids[keys[1]], "ana", "category", category="cloth")  # stuff
+        session.add_verdict(store, ids[keys[2]], "ana", "rejected")
+        session.add_verdict(store, ids[keys[3]], "ana", "category", category="oil stain", thing=True)  # a new class
+        session.add_verdict(store, ids[keys[4]], "ana", "unsure")
     return {"root": root, "db": str(db), "teacher": str(teacher_path), "keys": keys}
 
 
@@ -48,25 +49,26 @@ def test_verdicts_become_training_targets(reviewed):
     data = load_reviewed(reviewed["db"])
     assert "oil stain" in data.vocab.names and data.vocab.is_thing[data.vocab.index("oil stain")]
     cfg = TrainConfig(student="tiny-vit", teacher=reviewed["teacher"], images=str(reviewed["root"] / "world"),
-                      out=str(reviewed["root"] / "run"), steps=1, batch_size=2, tau=100.0, reviewed_weight=3.0)
-    run = _Run(cfg, resume=False, progress=False, reviewed=data)
-    image = next(iter(run.reviewed))
-    verdicts = run.reviewed[image]
-    item = ContentDataset(run.source, run.size)[image]
-    targets = run.targets([item], step=0)[0]
+                      out=str(reviewed["root"] / "run"), steps=1, batch_size=2, logit_scale=100.0, reviewed_weight=3.0)
+    trainer = Trainer(cfg, progress=False, reviewed=data)
+    image = next(iter(trainer.targets.reviewed))
+    verdicts = trainer.targets.reviewed[image]
+    item = ContentDataset(trainer.source, trainer.size)[image]
+    targets = trainer.targets([item], step=0)[0]
     r = targets.retrieval
     assert targets.boxes.shape[0] == len(verdicts)
-    for j, v in enumerate(verdicts):
+    for j, (v, label) in enumerate(verdicts):
+        assert label == (None if v.category is None else data.vocab.index(v.category))
         if v.rejected:
             assert not r.kept[j] and targets.weights[j] == 1.0
-        elif v.label is not None:
-            assert int(r.label[j]) == v.label and bool(r.kept[j])
-            assert bool(r.is_thing[j]) == data.vocab.is_thing[v.label]
-            assert float(r.probs[j, v.label]) == pytest.approx(0.95)
+        elif label is not None:
+            assert int(r.label[j]) == label and bool(r.kept[j])
+            assert bool(r.is_thing[j]) == data.vocab.is_thing[label]
+            assert float(r.probs[j, label]) == pytest.approx(0.95)
             assert targets.weights[j] == 3.0
-    labels = {data.vocab.names[v.label] for v in verdicts if v.label is not None}
+    labels = {v.category for v, label in verdicts if label is not None}
     assert labels and labels <= {"gear", "cloth", "oil stain"}
-    out = run.train_step([item])
+    out = trainer.step([item])
     assert torch.isfinite(torch.tensor(out["loss"]))
 
 

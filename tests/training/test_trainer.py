@@ -1,4 +1,4 @@
-"""The trainer: freezing, ensemble, DDP equivalence, kill-and-resume, bad images."""
+"""The trainer: checkpoints, loss terms, DDP equivalence, kill-and-resume, bad images."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PIL import Image
 from densevlm.data.synth import write_world
 from densevlm.model import load_model
 from densevlm.training.config import TrainConfig
-from densevlm.training.trainer import apply_freezing, ensemble_state, train
+from densevlm.training.trainer import train
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
@@ -47,26 +47,9 @@ def _state(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "state.pt", map_location="cpu", weights_only=True)["model"]
 
 
-def test_freezing_policy_keeps_text_embeddings_and_head_frozen():
-    model = load_model("tiny-vit")
-    names = apply_freezing(model, unlocked_blocks=2)
-    assert names and all(".transformer.resblocks.2." in n or ".transformer.resblocks.3." in n for n in names)
-    assert not any("token_embedding" in n or "positional_embedding" in n or n.endswith(".proj") for n in names)
-    everything = apply_freezing(model, unlocked_blocks=-1, train_embed=True, train_head=True)
-    assert any("conv1" in n for n in everything) and any(n.endswith("visual.proj") for n in everything)
-    assert not any(".transformer.resblocks" in n and "visual" not in n for n in everything)  # text tower frozen
-
-
-def test_ensemble_is_a_convex_mix():
-    tuned = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor([7])}
-    original = {"w": torch.tensor([0.0, 1.0]), "n": torch.tensor([5])}
-    out = ensemble_state(tuned, original, 0.9)
-    assert torch.allclose(out["w"], torch.tensor([0.9, 2.8])) and out["n"].item() == 7
-
-
 def test_train_writes_a_loadable_ensembled_checkpoint(world, tmp_path):
     cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"], out=str(tmp_path / "run"),
-                      steps=3, batch_size=4, tau=100.0, max_boxes=4, alpha=0.5, log_every=1)
+                      steps=3, batch_size=4, logit_scale=100.0, max_boxes=4, alpha=0.5, log_every=1)
     result = train(cfg, progress=False)
     assert result.steps == 3 and np.isfinite(result.final_loss)
     tuned = _state(tmp_path / "run")
@@ -84,7 +67,7 @@ def test_thing_mass_term_enters_the_loss_scaled_by_its_weight(world, tmp_path):
     first = {}
     for weight in (0.0, 1.0, 2.0):
         cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"],
-                          out=str(tmp_path / f"w{weight}"), steps=1, batch_size=4, tau=100.0, max_boxes=4,
+                          out=str(tmp_path / f"w{weight}"), steps=1, batch_size=4, logit_scale=100.0, max_boxes=4,
                           thing_mass_weight=weight, log_every=1, val_before=False)
         result = train(cfg, progress=False)
         assert result.retrieval["thing_frac"] > 0  # the random teacher calls some regions things
@@ -98,7 +81,7 @@ def test_teacher_parts_add_kept_thing_regions(world, tmp_path):
     counts = {}
     for parts in (0, 3):
         cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"],
-                          out=str(tmp_path / f"p{parts}"), steps=2, batch_size=6, tau=100.0, max_boxes=4,
+                          out=str(tmp_path / f"p{parts}"), steps=2, batch_size=6, logit_scale=100.0, max_boxes=4,
                           teacher_parts=parts, log_every=1, val_before=False)
         summary = train(cfg, progress=False).retrieval
         kept = round(summary["kept_frac"] * summary["regions"])
@@ -164,7 +147,7 @@ def test_bad_images_are_skipped_and_counted(world, tmp_path):
     Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)).save(folder / "sixteen.png")
     Image.new("RGB", (1, 1), (200, 10, 10)).save(folder / "dot.png")
     cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=str(folder), out=str(tmp_path / "run"),
-                      steps=4, batch_size=5, tau=100.0, max_boxes=4)
+                      steps=4, batch_size=5, logit_scale=100.0, max_boxes=4)
     result = train(cfg, progress=False)
     assert result.steps == 4
     assert result.skipped_images >= 1  # the corrupt file, every time it is drawn

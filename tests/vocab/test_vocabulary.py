@@ -141,7 +141,7 @@ def test_stuff_listed_as_defect_is_a_one_line_error(tmp_path):
 
 
 def test_embedded_world_lists_its_four_defects():
-    from densevlm.data.synth.writer import world_vocabulary_text
+    from densevlm.data.synth import world_vocabulary_text
 
     v = parse_vocabulary(world_vocabulary_text())
     assert v.defects == ("scratch", "crack", "dent", "rust spot") and len(v) == 16

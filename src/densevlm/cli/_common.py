@@ -15,16 +15,21 @@ def add_model_arguments(p: argparse.ArgumentParser, flag: str = "--model", defau
     dest = flag.lstrip("-").replace("-", "_")
     p.add_argument(flag, dest=dest, default=default, required=default is None,
                    help=f"{what}: tiny-student, tiny-teacher, a checkpoint file, or an open_clip name such as "
-                        f"ViT-B-16 / EVA02-B-16" + (f" (default: {default})" if default else ""))
+                        f"ViT-B-16 / EVA02-B-16" + (f" (default: {default})" if default and default != argparse.SUPPRESS else ""))
     is_model = flag == "--model"
     p.add_argument("--pretrained" if is_model else f"{flag}-pretrained",
                    dest="pretrained" if is_model else f"{dest}_pretrained", default=None, help=f"weights for an open_clip {what} name: a tag (e.g. openai) or a file")
 
 
 def default_device(requested: Optional[str] = None) -> str:
+    """The ``--device`` value checked against this machine (:func:`densevlm.devices.check_device`),
+    or the best device there is: ``cuda:LOCAL_RANK`` under torchrun, ``cuda``, else ``cpu``."""
     import torch
 
     if requested:
+        from densevlm.devices import check_device
+
+        check_device(requested)
         return requested
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         return f"cuda:{int(os.environ['LOCAL_RANK'])}"
@@ -36,6 +41,12 @@ def init_distributed(device: str = "cpu") -> tuple[int, int]:
     from densevlm.training.distributed import init_distributed as _init
 
     return _init(device)
+
+
+def existing_paths(*names: Optional[str]) -> list[str]:
+    """The arguments that name an existing file or folder: the inputs an output must not replace
+    (model names such as ``tiny-student`` and unset flags drop out)."""
+    return [str(n) for n in names if n and Path(n).exists()]
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -59,7 +59,7 @@ def load_vocab_arg(path):
 
     if path:
         return load_vocabulary(path)
-    from densevlm.training.trainer import default_vocabulary
+    from densevlm.data.synth import default_vocabulary
 
     return default_vocabulary()
 
@@ -71,18 +71,17 @@ def _rate(entry: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from densevlm.cli._common import default_device, load_model_arg
+    from densevlm.cli._common import default_device, existing_paths, load_model_arg
     from densevlm.errors import DenseVLMError
+    from densevlm.fileio import check_output
     from densevlm.inspection.calibrate import calibrate
     from densevlm.inspection.labelled import load_labelled
     from densevlm.inspection.scores import ScoreConfig
 
     if not 0.0 <= args.max_false_alarm < 1.0:
         raise DenseVLMError(f"--max-false-alarm {args.max_false_alarm} must be in [0, 1)")
-    if Path(args.out).exists() and not args.overwrite:
-        raise DenseVLMError(f"{args.out} exists; pass --overwrite to replace it")
+    check_output(args.out, "file", inputs=existing_paths(args.data, args.vocab, args.model, args.pretrained),
+                 overwrite=args.overwrite)
     vocab = load_vocab_arg(args.vocab)
     images = load_labelled(args.data, vocab, limit=args.limit)
     cfg = ScoreConfig(args.score_method, args.min_area, args.size)

@@ -31,12 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="longest input side (default: 512 for open_clip models, native for tiny ones)")
     p.add_argument("--json", default=None, help="write metrics (and per-class rows) to this JSON file")
     p.add_argument("--per-class", default=None, help="write per-class accuracies and IoU to this CSV file")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json / --per-class files")
     p.add_argument("--no-crops", action="store_true", help="skip crop features (they cost one forward pass per segment)")
     p.add_argument("--no-seg", action="store_true", help="skip semantic segmentation (mIoU)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (default: 0)")
     p.add_argument("--skip-bad", action="store_true", help="count and report bad items instead of stopping")
+    p.add_argument("--strict", action="store_true",
+                   help="stop on incomplete ground truth (an annotation without segments_info, a PNG id the JSON "
+                        "does not list) instead of counting it as void and warning")
     p.add_argument("--templates", default=None, help="prompt template set: vild, tiny, single, name")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--inspection", action="store_true",
@@ -58,9 +62,10 @@ def builtin_vocab_for(spec: str):
 def run(args: argparse.Namespace) -> int:
     from densevlm.cli._common import default_device, init_distributed, load_model_arg, write_json
     from densevlm.data.panoptic import PanopticDataset
-    from densevlm.evaluation import EvalConfig, evaluate, format_table, write_per_class_csv
+    from densevlm.evaluation import EvalConfig, evaluate, evaluate_reviewed, format_table, write_per_class_csv
     from densevlm.vocab import load_vocabulary
 
+    check_outputs(args)
     device = default_device(args.device)
     rank, world = init_distributed(device)
     model = load_model_arg(args.model, args.pretrained, device)
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             raise DenseVLMError("--inspection needs a panoptic dataset (pixel ground truth), not a review database")
         result = evaluate_reviewed(model, args.data, cfg)
     else:
-        dataset = PanopticDataset(args.data, limit=args.limit)
+        dataset = PanopticDataset(args.data, limit=args.limit, strict=args.strict)
         vocab = load_vocabulary(args.vocab) if args.vocab else builtin_vocab_for(args.data)
         result = evaluate(model, dataset, vocab, cfg, progress=rank == 0)
         if args.inspection:
@@ -98,15 +103,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_reviewed(model, db_path: str, cfg):
-    """The protocol on the accepted or corrected regions of a review database."""
-    from densevlm.evaluation import LabelledRegion, evaluate_regions
-    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: --json / --per-class must be writable and name none of the inputs."""
+    from densevlm.data.panoptic import resolve_panoptic_spec
+    from densevlm.fileio import check_output
 
-    vocab = reviewed_vocabulary(db_path)
-    regions = [
-        LabelledRegion(r.image_path, tuple(r.box), vocab.index(r.category), r.mask_rle)
-        for r in load_reviewed_regions(db_path)
-        if r.status in ("accepted", "corrected") and r.category
-    ]
-    return evaluate_regions(model, regions, vocab, cfg)
+    reviewed = args.data.endswith((".sqlite", ".db", ".sqlite3"))
+    inputs = [args.vocab, *([args.data] if reviewed else resolve_panoptic_spec(args.data))]
+    for flag, out in (("--json", args.json), ("--per-class", args.per_class)):
+        if out:
+            check_output(out, "file", inputs=inputs, overwrite=args.overwrite, flag=flag)
+

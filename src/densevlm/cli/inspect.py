@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--fail-on-ng", action="store_true", help="exit with status 1 when any image is NG or unreadable")
     p.add_argument("--no-overlays", action="store_true", help="write verdicts.csv only")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier verdicts.csv and overlays in DIR")
+    p.add_argument("--overwrite", action="store_true", help="write into a DIR that is not empty (replaces an earlier verdicts.csv and overlays)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
@@ -54,15 +54,14 @@ def image_inputs(specs: list[str], exclude: Path | None = None) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevlm.cli._common import default_device, load_model_arg
+    from densevlm.cli._common import default_device, existing_paths, load_model_arg
     from densevlm.errors import DenseVLMError
-    from densevlm.fileio import atomic_write
+    from densevlm.fileio import atomic_write, check_output
     from densevlm.inspection.operating_point import OperatingPoint
     from densevlm.inspection.verdict import inspect, write_verdicts
 
-    out = Path(args.out)
-    if (out / "verdicts.csv").exists() and not args.overwrite:
-        raise DenseVLMError(f"{out / 'verdicts.csv'} exists; pass --overwrite to replace it or choose another --out")
+    inputs = existing_paths(*args.inputs, args.operating_point, args.vocab, args.model, args.pretrained)
+    out = check_output(args.out, "dir", inputs=inputs, overwrite=args.overwrite)
     if args.batch_size < 1:
         raise DenseVLMError(f"--batch-size must be at least 1, got {args.batch_size}")
     op = OperatingPoint.load(args.operating_point)

@@ -74,24 +74,29 @@ def _history_path(folder: Path, batch: list[str]) -> Path:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from densevlm.cli._common import default_device, load_model_arg, write_json
+    from densevlm.cli._common import default_device, existing_paths, load_model_arg, write_json
     from densevlm.cli.calibrate import load_vocab_arg
     from densevlm.errors import DenseVLMError
+    from densevlm.fileio import check_output
     from densevlm.inspection.monitor import compare, load_reference, save_reference
-    from densevlm.inspection.operating_point import OperatingPoint, model_checksum
+    from densevlm.inspection.operating_point import OperatingPoint
     from densevlm.inspection.scores import ScoreConfig
 
     if args.batch is None and args.save_reference is None:
         raise DenseVLMError("give --batch NEW to compare, or --save-reference REF.JSON to store the reference")
+    inputs = existing_paths(args.reference, *(args.batch or ()), args.vocab, args.operating_point, args.model,
+                            args.pretrained)
     for flag, path in (("--json", args.json), ("--save-reference", args.save_reference)):
-        if path and Path(path).exists() and not args.overwrite:
-            raise DenseVLMError(f"{path} exists; pass --overwrite to replace it ({flag})")
+        if path:
+            check_output(path, "file", inputs=inputs, overwrite=args.overwrite, flag=flag)
+    if args.history:  # one new numbered file per batch: an existing folder is the point
+        check_output(args.history, "dir", inputs=inputs, overwrite=True, flag="--history")
     if not 0.0 < args.alpha < 1.0:
         raise DenseVLMError(f"--alpha {args.alpha} must be in (0, 1)")
     op = OperatingPoint.load(args.operating_point) if args.operating_point else None
     vocab = load_vocab_arg(args.vocab) if args.vocab or op is None else op.vocab
     model = load_model_arg(args.model, args.pretrained, default_device(args.device))
-    checksum = model_checksum(model)
+    checksum = model.backbone.weights_sha256()
     if op is not None:
         op.check(checksum, vocab, where=args.operating_point)
     cfg = (op.score if op is not None else ScoreConfig()).resolved(model)

@@ -1,8 +1,8 @@
 """Let a strong frozen VLM (the teacher) propose categories for the regions of your images.
 
 Each image is cut into regions (the paper's grid cells, or colour segments), each region is
-classified by the teacher against your vocabulary (softmax with temperature --tau, default
-the teacher's own logit scale), and its top-k candidates are written to a JSONL file that
+classified by the teacher against your vocabulary (softmax of the cosines times
+--logit-scale, default the teacher's own), and its top-k candidates are written to a JSONL file that
 `densevlm review init` imports for an expert to confirm or correct. Regions whose top
 probability is at most --threshold are marked kept=false (training ignores them).
 
@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-boxes", type=int, default=None, help="regions per image (default: every grid cell)")
     p.add_argument("--features", choices=["dense", "crop", "mean", "split"], default="dense",
                    help="teacher region features (default: dense, the paper's RoI features)")
-    p.add_argument("--tau", type=float, default=None, help="softmax temperature (default: the teacher's logit scale)")
+    p.add_argument("--logit-scale", "--tau", dest="logit_scale", type=float, default=None,
+                   help="multiplier of the cosines before the softmax, i.e. the inverse temperature "
+                        "(default: the teacher's own logit scale; --tau is the old name)")
     p.add_argument("--threshold", type=float, default=0.3, help="confidence threshold for kept regions (default: 0.3)")
     p.add_argument("--top-k", type=int, default=5, help="candidates per region (default: 5)")
     p.add_argument("--size", type=int, default=None, help="longest side the teacher sees (default: its input size)")
@@ -34,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the grid splits (default: 0)")
     p.add_argument("--full-logits", action="store_true", help="store the full logit vector even for large vocabularies")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,17 +44,24 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.data.images import open_image_source
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
-    from densevlm.training.trainer import default_vocabulary
+    from densevlm.data.synth import default_vocabulary
     from densevlm.vocab import load_vocabulary
 
+    from densevlm.cli._common import existing_paths
+    from densevlm.fileio import check_output
+
+    image_inputs = [part.split("=", 1)[-1] for part in args.images.split(",")]  # json=FILE,images=DIR too
+    inputs = existing_paths(args.vocab, args.teacher, args.teacher_pretrained, *image_inputs)
+    check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite)
     teacher = load_model_arg(args.teacher, args.teacher_pretrained, default_device(args.device))
     vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
-    cfg = RetrievalConfig(features=args.features, tau=args.tau, threshold=args.threshold, top_k=args.top_k)
+    cfg = RetrievalConfig(features=args.features, logit_scale=args.logit_scale, threshold=args.threshold,
+                          top_k=args.top_k)
     summary = write_candidates(teacher, open_image_source(args.images), vocab, args.out, cfg, region_source=args.regions,
                                max_boxes=args.max_boxes, size=args.size, seed=args.seed, limit=args.limit,
                                full_logits=args.full_logits)
     top = ", ".join(f"{n} ({c})" for n, c in summary["top_categories"][:5])
-    print(f"{summary['images']} images, {summary['regions']} regions (tau {summary['tau']:.1f}): "
+    print(f"{summary['images']} images, {summary['regions']} regions (logit scale {summary['logit_scale']:.1f}): "
           f"kept {100 * summary['kept_frac']:.1f}%, things {100 * summary['thing_frac']:.1f}% of kept; top: {top}")
     if summary["skipped"]:
         print(f"skipped {summary['skipped']} unreadable images")

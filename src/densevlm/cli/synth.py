@@ -9,6 +9,8 @@ Example:
   densevlm synth --out world/val --n 500 --seed 2000000
   densevlm synth --out line/ref --n 500 --seed 3000000 --defect-rate 0.5
   densevlm synth --out line/dark --n 100 --seed 3100000 --defect-rate 0.5 --shift lighting
+  densevlm synth --out plant/pool --n 2000 --seed 5 --plant-words
+  densevlm synth --out plant/line --n 500 --seed 3200000 --plant-words --defect-rate 0.5
 """
 
 from __future__ import annotations
@@ -31,15 +33,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift", default=None, choices=("lighting", "blur", "new-surface", "new-defect", "camera"),
                    help="a drifted line: darker, blurred, a new surface (cardboard), a new defect (oil stain) "
                         "or a 1.5x camera zoom")
+    p.add_argument("--plant-words", action="store_true",
+                   help="add four classes no caption ever names (burr, weld spatter, porosity, rivet), as a "
+                        "plant's own words are unknown to a web-trained VLM; review teaches them")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
     from densevlm.data.synth import write_world
+    from densevlm.fileio import check_output
 
+    check_output(args.out, "dir", overwrite=args.overwrite)
     start = time.perf_counter()
     out = write_world(args.out, args.n, seed=args.seed, size=args.size, p_stuff=args.p_stuff, workers=args.workers,
-                      defect_rate=args.defect_rate, shift=args.shift)
+                      plant_words=args.plant_words, defect_rate=args.defect_rate, shift=args.shift)
     print(f"wrote {args.n} scenes to {out} in {time.perf_counter() - start:.1f} s")
     return 0

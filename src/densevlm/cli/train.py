@@ -7,7 +7,9 @@ pulled towards objects. Baselines: --method clipself | nodecouple | stuffonly.
 
 --batch-size is per process; run on several GPUs or nodes with
   torchrun --nproc_per_node 4 -m densevlm train ...
-Settings may come from --config file.yaml (flags given on the command line win).
+Settings may come from --config file.yaml (flags given on the command line win). An --out that
+holds an earlier run (last.pt, state.pt, config.yaml, metrics.jsonl ...) is refused unless
+--resume continues it or --overwrite starts again (removing those run files, nothing else).
 
 Examples:
   densevlm train --images world/unlabeled --out runs/densevlm
@@ -21,7 +23,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from densevlm.cli._common import add_model_arguments
+from densevlm.cli._common import add_model_arguments, default_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-parts", type=int, default=d,
                    help="add up to N regions per image around the teacher's part blobs, taught as parts (default: 0)")
     p.add_argument("--retrieval-features", default=d, help="teacher region features: dense (RoI, the paper's; default), crop, mean (of both logits) or split (dense decides thing/stuff, crops name the things)")
-    p.add_argument("--tau", type=float, default=d, help="softmax temperature (default: the teacher's logit scale)")
+    p.add_argument("--logit-scale", "--tau", dest="logit_scale", type=float, default=d,
+                   help="multiplier of the cosines before the softmax, i.e. the inverse temperature "
+                        "(default: the teacher's own logit scale; --tau is the old name)")
     p.add_argument("--threshold", type=float, default=d, help="teacher confidence threshold (default: 0.3)")
     p.add_argument("--thing-weight", type=float, default=d, help="weight of the thing term (default: 1)")
     p.add_argument("--thing-mass-weight", type=float, default=d,
@@ -69,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reviewed-weight", type=float, default=d, help="loss weight of a reviewed region (default: 1)")
     p.add_argument("--device", default=d, help="cpu, cuda ... (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in an --out that holds an earlier run (its run files are removed first)")
 
 
 def build_config(args: argparse.Namespace):
@@ -84,10 +90,54 @@ def build_config(args: argparse.Namespace):
     return TrainConfig(**values)
 
 
+# what a run writes in --out (densevlm.training.trainer); their presence means an earlier run
+RUN_FILES = ("last.pt", "state.pt", "config.yaml", "metrics.jsonl", "retrieval.json", "eval.json", "eval_before.json")
+RUN_FOLDERS = ("tb",)
+
+
+def check_run_dir(out: str, inputs: list[str], resume: bool, overwrite: bool) -> None:
+    """Before any work: ``out`` can be written, holds none of the inputs and, unless ``resume``
+    or ``overwrite``, no earlier run; with ``overwrite`` the earlier run's files are removed.
+
+    Raises:
+        DenseVLMError: one line naming ``--out``, the problem and the flag that would allow it.
+    """
+    import os
+    import shutil
+
+    from densevlm.errors import DenseVLMError
+    from densevlm.fileio import check_output
+
+    if resume and overwrite:
+        raise DenseVLMError("--resume continues the run in --out and --overwrite starts it again; pass one of them")
+    path = check_output(out, "dir", inputs=inputs, overwrite=True)
+    earlier = [name for name in RUN_FILES + RUN_FOLDERS if (path / name).exists()]
+    if not earlier or resume:
+        return
+    if not overwrite:
+        raise DenseVLMError(f"--out {path}: holds an earlier run ({', '.join(earlier)}); pass --resume to continue "
+                            "it or --overwrite to start again")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process removes them
+        for name in earlier:
+            target = path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
+    from densevlm.cli._common import existing_paths
+    from densevlm.review.reviewed import load_reviewed
     from densevlm.training.trainer import train
 
     cfg = build_config(args)
+    cfg.check()
+    inputs = existing_paths(args.config, cfg.images, cfg.vocab, cfg.val_data, cfg.reviewed, cfg.student,
+                            cfg.teacher, cfg.student_pretrained, cfg.teacher_pretrained)
+    check_run_dir(cfg.out, inputs, args.resume, args.overwrite)
+    if cfg.device:
+        default_device(cfg.device)  # one line, before any work, when the machine lacks the device
     validate = None
     if cfg.val_data:
         from densevlm.evaluation import make_validator
@@ -106,16 +156,3 @@ def run(args: argparse.Namespace) -> int:
                   f"things; top: {', '.join(n for n, _ in r['top_categories'][:5])}")
         print(result.out / "last.pt")
     return 0
-
-
-def load_reviewed(db_path: str):
-    """Expert verdicts from a review database, as training targets."""
-    from densevlm.review.store import load_reviewed_regions, reviewed_vocabulary
-    from densevlm.training.trainer import ReviewedSet, ReviewedTarget
-
-    vocab = reviewed_vocabulary(db_path)
-    targets = []
-    for r in load_reviewed_regions(db_path):
-        label = vocab.index(r.category) if r.category else None
-        targets.append(ReviewedTarget(r.image_path, r.width, r.height, tuple(r.box), label, rejected=r.status == "rejected"))
-    return ReviewedSet(vocab, targets)

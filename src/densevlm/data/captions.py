@@ -6,7 +6,8 @@ a run resumed at step ``t`` sees exactly the batches an uninterrupted run would.
 Two sources:
 
 * :class:`PanopticCaptionSource` -- a panoptic directory with ground truth (the embedded
-  world): captions are regenerated from the ground truth for every sample, and a share of
+  world): a :data:`Captioner` writes a caption from the ground truth for every sample (the
+  embedded world's grammar is :func:`densevlm.data.synth.make_caption`), and a share of
   samples are random crops captioned from the crop's own ground truth (the *region-aware*
   recipe that makes a teacher better at stuff and at small regions), and a share are
   part-centred boxes captioned with their parts only (region-text pairs, which teach that a
@@ -19,19 +20,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image
 
 from densevlm.data.panoptic import PanopticDataset
-from densevlm.data.synth.scene import make_caption
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
 
-__all__ = ["CaptionBatch", "PanopticCaptionSource", "JsonlCaptionSource", "open_caption_source"]
+__all__ = ["CaptionBatch", "Captioner", "PanopticCaptionSource", "JsonlCaptionSource", "open_caption_source"]
 
 CaptionBatch = tuple[list[Image.Image], list[str]]
+
+Captioner = Callable[[np.random.Generator, list[str], list[tuple[str, int]], float], str]
+"""``(rng, things, stuff, p_stuff) -> caption``: a caption naming the thing category names
+``things`` (repeats allowed) and some of the ``(stuff name, visible pixels)`` in ``stuff``,
+the background with probability ``p_stuff`` when there are things; random choices from ``rng``."""
 
 
 class PanopticCaptionSource:
@@ -39,6 +44,7 @@ class PanopticCaptionSource:
 
     Args:
         root: a panoptic ``--data`` value (images, PNGs and JSON).
+        captioner: writes each sample's caption from the names inside it.
         p_stuff: probability that a caption with things also names the background.
         crop_prob: share of samples that are random crops.
         crop_area: crop area as a fraction of the image, uniform in this range.
@@ -54,6 +60,7 @@ class PanopticCaptionSource:
     def __init__(
         self,
         root: str | Path,
+        captioner: Captioner,
         p_stuff: float = 0.15,
         crop_prob: float = 0.0,
         crop_area: tuple[float, float] = (0.08, 0.5),
@@ -63,6 +70,7 @@ class PanopticCaptionSource:
         seed: int = 0,
     ) -> None:
         dataset = PanopticDataset(root)
+        self.captioner = captioner
         self.p_stuff, self.crop_prob, self.crop_area = p_stuff, crop_prob, crop_area
         self.part_crop_prob, self.part_context = part_crop_prob, part_context
         self.min_thing_fraction = min_thing_fraction
@@ -108,7 +116,7 @@ class PanopticCaptionSource:
                     stuff.append((name, n))
             if not stuff:
                 stuff = [(name, area) for _, name, thing, area in segs if not thing]
-        return make_caption(rng, things, stuff, self.p_stuff if p_stuff is None else p_stuff)
+        return self.captioner(rng, things, stuff, self.p_stuff if p_stuff is None else p_stuff)
 
     def _crop_box(self, rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int]:
         area = rng.uniform(*self.crop_area) * h * w
@@ -210,16 +218,17 @@ def _segment_box(ids: np.ndarray, segment: dict) -> tuple[float, float, float, f
 
 def open_caption_source(
     root: str | Path,
+    captioner: Captioner,
     p_stuff: float = 0.15,
     crop_prob: float = 0.0,
     crop_area: tuple[float, float] = (0.08, 0.5),
     seed: int = 0,
     part_crop_prob: float = 0.0,
 ) -> PanopticCaptionSource | JsonlCaptionSource:
-    """A panoptic source when ground truth is there (``panoptic.json``), else ``captions.jsonl``
-    (whose fixed captions ignore ``p_stuff`` and the crop settings)."""
+    """A panoptic source captioned by ``captioner`` when ground truth is there (``panoptic.json``),
+    else ``captions.jsonl`` (whose fixed captions ignore ``captioner``, ``p_stuff`` and the crop settings)."""
     path = Path(root)
     if path.is_dir() and (path / "panoptic.json").is_file():
-        return PanopticCaptionSource(path, p_stuff=p_stuff, crop_prob=crop_prob, crop_area=crop_area,
+        return PanopticCaptionSource(path, captioner, p_stuff=p_stuff, crop_prob=crop_prob, crop_area=crop_area,
                                      part_crop_prob=part_crop_prob, seed=seed)
     return JsonlCaptionSource(path, seed=seed)

@@ -10,11 +10,16 @@ segment id as ``R + 256 G + 256^2 B`` (0 = void). ``--data`` accepts:
 * ``ade:ROOT`` -- ADE20K panoptic val (detectron2's conversion): ``ROOT/images/validation``,
   ``ROOT/ade20k_panoptic_val``, ``ROOT/ade20k_panoptic_val.json``;
 * ``json=FILE,images=DIR,panoptic=DIR`` for any other layout.
+
+Ground truth is read in the stored pixel frame: the panoptic PNGs and the JSON's boxes describe
+the pixels as stored, so an image's EXIF orientation is *not* applied here (unlike every
+command that reads user photos), and image and PNG always share one frame.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +32,8 @@ from densevlm.imaging import open_image
 
 __all__ = ["PanopticDataset", "PanopticSample", "read_panoptic_png", "resolve_panoptic_spec"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class PanopticSample:
@@ -35,10 +42,12 @@ class PanopticSample:
     Attributes:
         index: position in the dataset.
         image_id: the JSON's image id.
-        image: RGB PIL image at its original size.
+        image: RGB PIL image at its original size, in the stored pixel frame (no EXIF rotation).
         ids: ``[H, W]`` int64 segment id per pixel (0 = void).
         segments: the JSON's ``segments_info`` entries (``id``, ``category_id``, ``bbox`` XYWH,
             ``area``, ``iscrowd``) that are present in the PNG.
+        unlisted_pixels: pixels whose non-zero PNG id no ``segments_info`` entry lists (they
+            count as void; :meth:`PanopticDataset.ground_truth_warning` reports them).
     """
 
     index: int
@@ -47,6 +56,7 @@ class PanopticSample:
     ids: np.ndarray
     segments: list[dict[str, Any]]
     file_name: str
+    unlisted_pixels: int = 0
 
 
 def read_panoptic_png(path: Path) -> np.ndarray:
@@ -85,34 +95,63 @@ def resolve_panoptic_spec(spec: str | Path) -> tuple[Path, Path, Path]:
 class PanopticDataset:
     """Random access to a COCO-panoptic dataset; errors name the file and the problem.
 
+    Ground truth that would be dropped silently is counted instead: annotations without
+    ``segments_info`` and PNG ids that no ``segments_info`` entry lists (both read as void).
+    :meth:`ground_truth_warning` turns the counts into one line; with ``strict`` either is an error.
+
     Args:
         spec: a ``--data`` value (see the module docstring).
         limit: use only the first ``limit`` images.
+        strict: refuse incomplete ground truth instead of counting it.
     """
 
-    def __init__(self, spec: str | Path, limit: Optional[int] = None) -> None:
+    def __init__(self, spec: str | Path, limit: Optional[int] = None, strict: bool = False) -> None:
         self.json_path, self.images_dir, self.panoptic_dir = resolve_panoptic_spec(spec)
+        self.strict = strict
         if not self.json_path.is_file():
             raise DenseVLMError(f"{self.json_path}: panoptic JSON not found (--data {spec})")
         try:
             data = json.loads(self.json_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DenseVLMError(f"{self.json_path}: not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a 4300-digit number, deep nesting
+            raise DenseVLMError(f"{self.json_path}: not valid JSON ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
+        except OSError as e:
+            raise DenseVLMError(f"{self.json_path}: cannot read the panoptic JSON ({e.strerror})") from None
+        if not isinstance(data, dict):
+            raise DenseVLMError(f"{self.json_path}: top level must be an object with images, annotations, categories")
         for key in ("images", "annotations", "categories"):
             if key not in data:
                 raise DenseVLMError(f"{self.json_path}: missing '{key}' (not a COCO panoptic file)")
-        self.categories: list[dict[str, Any]] = data["categories"]
+            if not isinstance(data[key], list):
+                raise DenseVLMError(f"{self.json_path}: '{key}' must be a list")
+        self.categories: list[dict[str, Any]] = [self._checked(c, "categories", i, {"id": _ID, "name": str})
+                                                 for i, c in enumerate(data["categories"])]
         self.category_index = {c["id"]: i for i, c in enumerate(self.categories)}
-        images = {im["id"]: im for im in data["images"]}
+        images = {}
+        for i, im in enumerate(data["images"]):
+            im = self._checked(im, "images", i, {"id": _ID, "file_name": str})
+            images[im["id"]] = im
         self.records: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for ann in data["annotations"]:
-            if ann.get("image_id") not in images:
-                raise DenseVLMError(f"{self.json_path}: annotation {ann.get('file_name')} refers to unknown image id {ann.get('image_id')}")
+        for i, ann in enumerate(data["annotations"]):
+            ann = self._checked(ann, "annotations", i, {"image_id": _ID, "file_name": str})
+            if ann["image_id"] not in images:
+                raise DenseVLMError(f"{self.json_path}: annotation {ann['file_name']} refers to unknown image id {ann['image_id']}")
             self.records.append((images[ann["image_id"]], ann))
         if limit is not None:
             self.records = self.records[:limit]
         if not self.records:
             raise DenseVLMError(f"{self.json_path}: dataset has no annotated images")
+        self.lacking_segments_info = [ann["file_name"] for _, ann in self.records if "segments_info" not in ann]
+        if strict and self.lacking_segments_info:
+            raise DenseVLMError(f"{self.json_path}: {len(self.lacking_segments_info)} annotation(s) lack "
+                                f"'segments_info' (e.g. {self.lacking_segments_info[0]}); their segments cannot be evaluated")
+
+    def _checked(self, item: Any, key: str, i: int, fields: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(item, dict):
+            raise DenseVLMError(f"{self.json_path}: {key}[{i}] must be an object")
+        for name, kind in fields.items():
+            if not isinstance(item.get(name), kind) or isinstance(item.get(name), bool):
+                raise DenseVLMError(f"{self.json_path}: {key}[{i}] needs '{name}' ({'an id' if kind is _ID else 'a string'})")
+        return item
 
     def __len__(self) -> int:
         return len(self.records)
@@ -129,19 +168,58 @@ class PanopticDataset:
         return self.images_dir / self.records[index][0]["file_name"]
 
     def load(self, index: int) -> PanopticSample:
-        """Read image ``index`` and its ground truth, checking that they agree."""
+        """Read image ``index`` and its ground truth, checking that they agree.
+
+        Raises:
+            DenseVLMError: unreadable files, sizes that differ, a ``segments_info`` entry that is
+                malformed, names an unknown category or is absent from the PNG; with ``strict``
+                also PNG ids that no entry lists.
+        """
         info, ann = self.records[index]
-        image = open_image(self.image_path(index))
+        image = open_image(self.image_path(index), orientation=False)  # the annotations' frame
         png_path = self.panoptic_dir / ann["file_name"]
         ids = read_panoptic_png(png_path)
         if ids.shape != (image.height, image.width):
             raise DenseVLMError(f"{png_path}: size {ids.shape[1]}x{ids.shape[0]} differs from its image {image.width}x{image.height}")
-        present = set(np.unique(ids).tolist())
+        values, counts = np.unique(ids, return_counts=True)
+        present = dict(zip(values.tolist(), counts.tolist()))
+        infos = ann.get("segments_info", [])
+        if not isinstance(infos, list):
+            raise DenseVLMError(f"{self.json_path}: 'segments_info' of {ann['file_name']} must be a list")
         segments = []
-        for seg in ann.get("segments_info", []):
-            if seg.get("category_id") not in self.category_index:
+        for seg in infos:
+            if not isinstance(seg, dict) or not isinstance(seg.get("id"), int) or isinstance(seg.get("id"), bool):
+                raise DenseVLMError(f"{self.json_path}: a segments_info entry of {ann['file_name']} needs an integer 'id'")
+            if not isinstance(seg.get("category_id"), _ID) or seg.get("category_id") not in self.category_index:
                 raise DenseVLMError(f"{png_path}: segment {seg.get('id')} has unknown category id {seg.get('category_id')}")
-            if seg.get("id") not in present:
-                raise DenseVLMError(f"{png_path}: segment id {seg.get('id')} from the JSON is absent from the PNG")
+            if seg["id"] not in present:
+                raise DenseVLMError(f"{png_path}: segment id {seg['id']} from the JSON is absent from the PNG")
             segments.append(seg)
-        return PanopticSample(index, info["id"], image, ids, segments, info["file_name"])
+        listed = {seg["id"] for seg in segments}
+        unlisted = sorted(v for v in present if v != 0 and v not in listed)
+        if unlisted and self.strict and "segments_info" in ann:
+            raise DenseVLMError(f"{png_path}: {len(unlisted)} segment id(s) in the PNG are not listed in "
+                                f"{self.json_path} (e.g. {unlisted[0]})")
+        return PanopticSample(index, info["id"], image, ids, segments, info["file_name"],
+                              unlisted_pixels=sum(present[v] for v in unlisted))
+
+    def ground_truth_warning(self, unlisted_images: int, unlisted_pixels: int) -> Optional[str]:
+        """One line counting the ground truth that was read as void, or None when there was none.
+
+        Args:
+            unlisted_images: images whose PNG holds ids that no ``segments_info`` entry lists
+                (those lacking ``segments_info`` included).
+            unlisted_pixels: their pixels, summed over images.
+        """
+        parts = []
+        if self.lacking_segments_info:
+            parts.append(f"{len(self.lacking_segments_info)} of {len(self.records)} annotations lack 'segments_info' "
+                         f"(e.g. {self.lacking_segments_info[0]})")
+        if unlisted_images:
+            parts.append(f"{unlisted_images} image(s) hold PNG ids not listed in the JSON ({unlisted_pixels:,} pixels)")
+        if not parts:
+            return None
+        return f"{self.json_path}: {'; '.join(parts)}; those segments count as void (pass --strict to stop instead)"
+
+
+_ID = (int, str)

@@ -2,8 +2,9 @@
 
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter, mean_class_accuracy
 from densevlm.evaluation.protocol import EvalConfig, EvalResult, dataset_vocabulary, evaluate, make_validator, map_categories
-from densevlm.evaluation.regions import LabelledRegion, evaluate_regions
+from densevlm.evaluation.regions import evaluate_regions, evaluate_reviewed
 from densevlm.evaluation.table import format_table, write_per_class_csv
+from densevlm.regions.labelled import LabelledRegion
 
 __all__ = [
     "EvalConfig",
@@ -13,6 +14,7 @@ __all__ = [
     "dataset_vocabulary",
     "evaluate",
     "evaluate_regions",
+    "evaluate_reviewed",
     "LabelledRegion",
     "format_table",
     "make_validator",

@@ -29,18 +29,19 @@ def grid_agreement(
     dataset: PanopticDataset,
     vocab: Vocabulary,
     features: str = "crop",
-    tau: Optional[float] = None,
+    logit_scale: Optional[float] = None,
     threshold: float = 0.3,
     limit: Optional[int] = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Label the grid cells of ``dataset`` images with ``model`` and compare with the majority GT label.
 
-    Cells are drawn as in training (one of the 17 splits per image, all cells).
+    Cells are drawn as in training (one of the 17 splits per image, all cells); ``logit_scale``
+    multiplies the cosines (default: the model's own).
     """
     mapping = map_categories(dataset, vocab)
     class_is_thing = torch.tensor(vocab.is_thing)
-    tau = float(tau or model.logit_scale)
+    logit_scale = float(logit_scale or model.logit_scale)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     agree = total = 0
     by_group = {True: [0, 0], False: [0, 0]}
@@ -56,8 +57,8 @@ def grid_agreement(
             for seg in sample.segments:
                 labels[sample.ids == seg["id"]] = mapping[dataset.category_index[seg["category_id"]]]
             feats = teacher_region_features(model, x[None], [boxes], features)
-            r = classify_regions(feats, text, class_is_thing, tau, threshold, features)
-            for j, (x1, y1, x2, y2) in enumerate((boxes / plan.scale).tolist()):
+            r = classify_regions(feats, text, class_is_thing, logit_scale, threshold, features)
+            for j, (x1, y1, x2, y2) in enumerate(plan.to_original(boxes).tolist()):
                 cell = labels[int(round(y1)):int(round(y2)), int(round(x1)):int(round(x2))].reshape(-1)
                 cell = cell[cell >= 0]
                 if cell.size == 0:
@@ -83,5 +84,5 @@ def grid_agreement(
         "pure_stuff_called_thing": 100.0 * pure_stuff_as_thing / max(1, pure_stuff),
         "kept": 100.0 * kept / max(1, total),
         "features": features,
-        "tau": tau,
+        "logit_scale": logit_scale,
     }

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
+from densevlm.regions import similarity
+
 __all__ = ["RegionCounter", "SegmentationCounter", "mean_class_accuracy"]
 
 
@@ -59,7 +61,7 @@ class RegionCounter:
         pred = logits.argmax(dim=1)
         flat = labels * k + pred
         self.confusion += torch.bincount(flat, minlength=k * k).reshape(k, k)
-        best = logits.topk(min(5, k), dim=1).indices
+        _, best = similarity.top_k(logits, 5)
         hit = (best == labels[:, None]).any(dim=1)
         self.top5 += torch.bincount(labels[hit], minlength=k)
 

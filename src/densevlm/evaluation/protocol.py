@@ -7,7 +7,8 @@ under the mask) and the **crop** (the box cut out of the original image -- 1.5x 
 things -- and encoded as a whole image). Accuracy is averaged over classes, separately for
 thing and stuff segments. The foreground-bias rate is the share of stuff segments whose top-1
 class is a thing; its mirror, the background-bias rate, the share of thing segments predicted
-as stuff. Semantic segmentation takes the per-pixel argmax of the dense map (bilinearly
+as stuff. Semantic segmentation takes the label map the ``segment`` command ships
+(:func:`densevlm.inference.maps.pixel_predictions`: per-pixel argmax of the bilinearly
 upsampled logits) at the evaluation resolution.
 
 Images are letterboxed: longest side ``size``, padded to a square (as the reference code does).
@@ -28,7 +29,9 @@ import torch.nn.functional as F
 from densevlm.data.panoptic import PanopticDataset
 from densevlm.errors import DenseVLMError
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
-from densevlm.regions.pooling import roi_pool, weighted_pool
+from densevlm.imaging import Letterbox, letterbox
+from densevlm.regions import similarity
+from densevlm.regions.pooling import mask_token_weights, roi_pool, weighted_pool
 from densevlm.vocab.vocabulary import Vocabulary
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "map_categories", "dataset_vocabulary", "make_validator"]
@@ -164,8 +167,6 @@ class _Items(torch.utils.data.Dataset):
             return {"index": index, "error": str(e)}
 
     def _prepare(self, index: int) -> dict[str, Any]:
-        from densevlm.imaging import letterbox
-
         sample = self.dataset.load(index)
         cfg = self.cfg
         x, plan = letterbox(sample.image, self.size, self.patch, self.mean, self.std, square=cfg.square)
@@ -198,27 +199,23 @@ class _Items(torch.utils.data.Dataset):
         return {
             "index": index,
             "input": x,
-            "scale": plan.scale,
-            "content": (plan.height, plan.width),
+            "plan": plan,
             "boxes": boxes_t,
             "labels": torch.tensor(labels, dtype=torch.int64),
             "thing": torch.tensor(thing_flags, dtype=torch.bool),
             "weights": weights,
             "sem": content,
             "image": np.asarray(sample.image) if self.cfg.crops else None,
+            "unlisted_pixels": sample.unlisted_pixels,
         }
 
-    def _token_weights(self, masks: list[torch.Tensor], plan) -> torch.Tensor:
-        """Area-resize each mask to the input content size, pad, and average onto the token grid."""
+    def _token_weights(self, masks: list[torch.Tensor], plan: Letterbox) -> torch.Tensor:
+        """``[N, h, w]`` token weights of original-size masks, 16 input-size masks at a time."""
         p = self.patch
-        h_tok, w_tok = plan.input_height // p, plan.input_width // p
-        out = torch.zeros(len(masks), h_tok, w_tok)
+        out = torch.zeros(len(masks), plan.input_height // p, plan.input_width // p)
         for start in range(0, len(masks), 16):
-            chunk = torch.stack(masks[start : start + 16]).float()[:, None]
-            resized = F.interpolate(chunk, size=(plan.height, plan.width), mode="area")
-            canvas = torch.zeros(chunk.shape[0], 1, plan.input_height, plan.input_width)
-            canvas[:, :, : plan.height, : plan.width] = resized
-            out[start : start + chunk.shape[0]] = F.avg_pool2d(canvas, p)[:, 0]
+            chunk = torch.stack(masks[start : start + 16])
+            out[start : start + chunk.shape[0]] = mask_token_weights(plan.masks_to_input(chunk), p)
         return out
 
 
@@ -259,6 +256,7 @@ def evaluate(
     counters = {name: RegionCounter(is_thing) for name in ("box", "mask", "crop")}
     seg_counter = SegmentationCounter(len(vocab))
     stats = torch.zeros(3, dtype=torch.int64)  # images, segments, skipped
+    unlisted = torch.zeros(2, dtype=torch.int64)  # images, pixels with PNG ids the JSON does not list
     skipped: list[str] = []
     items = _Items(dataset, _shard(len(dataset)), mapping, cfg, size, model.patch_size, model.spec.mean, model.spec.std)
     loader = torch.utils.data.DataLoader(items, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=_collate)
@@ -284,12 +282,16 @@ def evaluate(
             _evaluate_batch(model, good, text, cfg, counters, seg_counter)
             stats[0] += len(good)
             stats[1] += sum(int(it["labels"].numel()) for it in good)
-    tensors = [t for c in counters.values() for t in c.tensors()] + seg_counter.tensors() + [stats]
+            unlisted += torch.tensor([sum(it["unlisted_pixels"] > 0 for it in good), sum(it["unlisted_pixels"] for it in good)])
+    tensors = [t for c in counters.values() for t in c.tensors()] + seg_counter.tensors() + [stats, unlisted]
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         for t in tensors:
             torch.distributed.all_reduce(t)
     if int(stats[0]) == 0:
         raise DenseVLMError(f"{dataset.json_path}: no image could be evaluated ({int(stats[2])} skipped)")
+    warning = dataset.ground_truth_warning(int(unlisted[0]), int(unlisted[1]))
+    if warning and _shard(1):  # rank 0 only
+        log.warning("%s", warning)
     metrics: dict[str, Any] = {}
     for name, counter in counters.items():
         if name == "crop" and not cfg.crops:
@@ -331,25 +333,27 @@ def per_class_rows(vocab: Vocabulary, counters: dict[str, RegionCounter], seg: S
 
 
 def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
+    from densevlm.inference.maps import pixel_predictions
     from densevlm.model import pad_batch
 
     patch = model.patch_size
     x = pad_batch([it["input"] for it in items]).to(model.device)
     dense = model.encode_dense(x).float()
     for b, it in enumerate(items):
+        plan = it["plan"]
+        # this item's own token grid (pad_batch padded its input right and bottom to the batch's largest)
+        own = dense[b, :, : plan.input_height // patch, : plan.input_width // patch]
         labels = it["labels"]
         if labels.numel():
-            box_feats = roi_pool(dense[b : b + 1], [it["boxes"] * it["scale"]], patch)
-            counters["box"].update(box_feats @ text.t(), labels)
-            mask_feats = weighted_pool(dense[b], it["weights"].to(dense.device))
-            counters["mask"].update(mask_feats @ text.t(), labels)
+            box_feats = roi_pool(own[None], [plan.to_input(it["boxes"])], patch)
+            counters["box"].update(similarity.cosine(box_feats, text), labels)
+            mask_feats = weighted_pool(own, it["weights"].to(dense.device))
+            counters["mask"].update(similarity.cosine(mask_feats, text), labels)
             if cfg.crops:
                 counters["crop"].update(_crop_logits(model, it, cfg, text), labels)
         if cfg.segmentation:
-            logits = torch.einsum("chw,kc->khw", dense[b], text)
-            logits = F.interpolate(logits[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
-            h, w = it["content"]
-            seg_counter.update(logits[:, :h, :w].argmax(dim=0).cpu(), it["sem"])
+            predicted, _ = pixel_predictions(own, text, 1.0, plan)  # the argmax ignores the logit scale
+            seg_counter.update(predicted.cpu(), it["sem"])
 
 
 def _crop_logits(model, item, cfg: EvalConfig, text: torch.Tensor) -> torch.Tensor:
@@ -362,7 +366,7 @@ def _crop_logits(model, item, cfg: EvalConfig, text: torch.Tensor) -> torch.Tens
         sel = (thing == flag).nonzero(as_tuple=True)[0]
         if sel.numel():
             feats[sel] = model.encode_crops(image, boxes[sel], context=context).float()
-    return feats @ text.t()
+    return similarity.cosine(feats, text)
 
 
 def make_validator(data: str, vocab_path: Optional[str] = None, limit: Optional[int] = None,

@@ -1,52 +1,52 @@
 """The region-classification protocol on a list of labelled regions (e.g. expert-reviewed ones).
 
 The regions a plant's experts confirmed or corrected in the review page form a small labelled
-held-out set: each has an image, a box (and sometimes a mask) and a category. Box, mask (where
-a mask exists) and crop features are classified exactly as in :mod:`densevlm.evaluation.protocol`;
-there is no per-pixel ground truth, so no mIoU.
+held-out set: each :class:`~densevlm.regions.labelled.LabelledRegion` has an image, a box (and
+sometimes a mask) and a category. Box, mask (where a mask exists) and crop features are
+classified exactly as in :mod:`densevlm.evaluation.protocol`; there is no per-pixel ground
+truth, so no mIoU.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from densevlm.errors import DenseVLMError
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
 from densevlm.evaluation.protocol import EvalConfig, EvalResult, per_class_rows
 from densevlm.imaging import open_image
-from densevlm.regions.pooling import roi_pool, weighted_pool
+from densevlm.regions import similarity
+from densevlm.regions.labelled import LabelledRegion
+from densevlm.regions.pooling import mask_token_weights, roi_pool, weighted_pool
+from densevlm.regions.rle import decode_rle
+from densevlm.review.reviewed import load_reviewed
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["LabelledRegion", "evaluate_regions"]
+__all__ = ["evaluate_regions", "evaluate_reviewed"]
 
 
-@dataclass(frozen=True)
-class LabelledRegion:
-    """One labelled region.
-
-    Attributes:
-        image_path: the image file.
-        box: XYXY in original image pixels.
-        label: vocabulary index of its category.
-        mask_rle: COCO RLE (``counts`` as str) at the original size, or None.
-    """
-
-    image_path: str
-    box: tuple[float, float, float, float]
-    label: int
-    mask_rle: Optional[dict[str, Any]] = None
+def _label(region: LabelledRegion, vocab: Vocabulary) -> int:
+    """Vocabulary index of the region's category; DenseVLMError when it has none or ``vocab`` lacks it."""
+    name = region.region_id or f"box {list(region.box)}"
+    if region.category is None:
+        raise DenseVLMError(f"{region.image_path}: region {name} has no category (only labelled regions can be evaluated)")
+    try:
+        return vocab.index(region.category)
+    except KeyError:
+        raise DenseVLMError(f"{region.image_path}: category '{region.category}' of region {name} is not in the vocabulary") from None
 
 
 def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary, cfg: Optional[EvalConfig] = None,
                      progress: bool = True) -> EvalResult:
-    """Classify every region's box / mask / crop feature; metrics as in the panoptic protocol."""
-    from pycocotools import mask as mask_utils
+    """Classify every region's box / mask / crop feature; metrics as in the panoptic protocol.
+
+    Every region needs a ``category`` of ``vocab`` (its vocabulary index is the label); the
+    section (thing or stuff) comes from ``vocab``.
+    """
     from tqdm import tqdm
 
     cfg = cfg or EvalConfig()
@@ -55,15 +55,15 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
     size = cfg.size or model.input_size
     is_thing = torch.tensor(vocab.is_thing)
     counters = {name: RegionCounter(is_thing) for name in ("box", "mask", "crop")}
-    by_image: dict[str, list[LabelledRegion]] = {}
+    by_image: dict[str, list[tuple[LabelledRegion, int]]] = {}
     for r in regions:
-        by_image.setdefault(r.image_path, []).append(r)
+        by_image.setdefault(r.image_path, []).append((r, _label(r, vocab)))
     started = time.perf_counter()
     skipped: list[str] = []
     n_images = 0
     with torch.inference_mode():
         text = model.embed_vocabulary(vocab, templates=cfg.templates).float()
-        for path, items in tqdm(by_image.items(), desc="eval", unit="img", disable=None if progress else True):
+        for path, pairs in tqdm(by_image.items(), desc="eval", unit="img", disable=None if progress else True):
             try:
                 image = open_image(path)
             except DenseVLMError as e:
@@ -74,29 +74,28 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             n_images += 1
             x, plan = model.prepare(image, size=size, square=cfg.square)
             dense = model.encode_dense(x[None].to(model.device)).float()
+            items = [r for r, _ in pairs]
             boxes = torch.tensor([r.box for r in items], dtype=torch.float32)
-            labels = torch.tensor([r.label for r in items], dtype=torch.int64)
-            counters["box"].update(roi_pool(dense, [boxes * plan.scale], model.patch_size) @ text.t(), labels)
+            labels = torch.tensor([k for _, k in pairs], dtype=torch.int64)
+            box_feats = roi_pool(dense, [plan.to_input(boxes)], model.patch_size)
+            counters["box"].update(similarity.cosine(box_feats, text), labels)
             masked = [j for j, r in enumerate(items) if r.mask_rle is not None]
             if masked:
-                weights = []
-                for j in masked:
-                    m = torch.from_numpy(mask_utils.decode({"size": items[j].mask_rle["size"],
-                                                            "counts": items[j].mask_rle["counts"].encode("ascii")}).astype(np.float32))
-                    resized = F.interpolate(m[None, None], size=(plan.height, plan.width), mode="area")[0, 0]
-                    canvas = torch.zeros(plan.input_height, plan.input_width)
-                    canvas[: plan.height, : plan.width] = resized
-                    weights.append(F.avg_pool2d(canvas[None, None], model.patch_size)[0, 0])
-                feats = weighted_pool(dense[0], torch.stack(weights).to(dense.device))
-                counters["mask"].update(feats @ text.t(), labels[masked])
+                masks = torch.stack([torch.from_numpy(decode_rle(items[j].mask_rle)) for j in masked])
+                try:
+                    weights = mask_token_weights(plan.masks_to_input(masks), model.patch_size)
+                except DenseVLMError as e:
+                    raise DenseVLMError(f"{path}: {e}") from None
+                feats = weighted_pool(dense[0], weights.to(dense.device))
+                counters["mask"].update(similarity.cosine(feats, text), labels[masked])
             if cfg.crops:
-                thing = torch.tensor([vocab.is_thing[r.label] for r in items])
+                thing = torch.tensor([vocab.is_thing[k] for _, k in pairs])
                 feats = torch.zeros(len(items), text.shape[1])
                 for flag, context in ((True, cfg.thing_context), (False, 1.0)):
                     sel = (thing == flag).nonzero(as_tuple=True)[0]
                     if sel.numel():
                         feats[sel] = model.encode_crops(image, boxes[sel], context=context).float().cpu()
-                counters["crop"].update(feats @ text.cpu().t(), labels)
+                counters["crop"].update(similarity.cosine(feats, text.cpu()), labels)
     metrics: dict[str, Any] = {}
     for name, counter in counters.items():
         if name == "crop" and not cfg.crops:
@@ -109,3 +108,10 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
     per_class = per_class_rows(vocab, counters, SegmentationCounter(len(vocab)), no_seg)
     confusion = {name: c.confusion.tolist() for name, c in counters.items() if name != "crop" or cfg.crops}
     return EvalResult(metrics, per_class, confusion, list(vocab.names), list(vocab.is_thing), skipped)
+
+
+def evaluate_reviewed(model, db_path: str | Path, cfg: Optional[EvalConfig] = None) -> EvalResult:
+    """:func:`evaluate_regions` on the regions of a review database that experts accepted or corrected."""
+    reviewed = load_reviewed(db_path)
+    regions = [r for r in reviewed.regions if r.category is not None]
+    return evaluate_regions(model, regions, reviewed.vocab, cfg)

@@ -1,14 +1,18 @@
-"""ONNX export of the image encoder's dense path plus precomputed text embeddings.
+"""ONNX and OpenVINO export of the image encoder's dense path plus precomputed text embeddings.
 
-    >>> from densevlm.export import export_onnx, load_onnx_model
+    >>> from densevlm.export import export_onnx, export_edge, load_export
     >>> export_onnx(model, "export/", vocab, dynamic=True)     # writes the directory, checks parity
-    >>> onnx_model = load_onnx_model("export/")                # ONNX Runtime on CPU, DenseModel-like
+    >>> export_edge(model, "line/", vocab, precision="int8", calibration="photos/")  # OpenVINO, gated
+    >>> exported = load_export("line/")                        # runtime chosen from the manifest
 
-Needs the ``export`` extra (``pip install densevlm[export]``: onnx, onnxruntime, onnxscript).
+Needs the ``export`` extra (``pip install densevlm[export]``: onnx, onnxruntime, onnxscript); OpenVINO
+and int8 need the ``edge`` extra (openvino, nncf).
 """
 
 from densevlm.export.manifest import EMBEDDINGS_FILE, ENCODER_FILE, MANIFEST_FILE, REGION_FILE, read_manifest
+from densevlm.export.build import export_edge
 from densevlm.export.onnx import export_onnx
+from densevlm.export.openvino import OpenVinoDenseModel, load_export, load_openvino_model
 from densevlm.export.runtime import ExportSpec, OnnxDenseModel, load_onnx_model, require_packages
 from densevlm.export.verify import (
     TOLERANCES,
@@ -22,6 +26,10 @@ from densevlm.export.verify import (
 
 __all__ = [
     "export_onnx",
+    "export_edge",
+    "load_export",
+    "load_openvino_model",
+    "OpenVinoDenseModel",
     "load_onnx_model",
     "OnnxDenseModel",
     "ExportSpec",

@@ -9,6 +9,10 @@ An export directory holds::
     densevlm_export.json      this manifest: model, preprocessing, vocabulary, sha256 of every file,
                               parity results
 
+An OpenVINO export (``export.format == "openvino"``) holds ``image_encoder.xml``/``.bin`` and
+``region_classifier.xml``/``.bin`` instead of the ``.onnx`` graphs; ``export.encoder_file`` and
+``export.region_file`` name the graphs of any export (absent in older manifests: the ONNX names).
+
 The manifest lists every file with its sha256 and size; :func:`verify_files` refuses a directory
 whose files were changed, truncated or removed since the export.
 """
@@ -29,6 +33,10 @@ __all__ = [
     "ENCODER_FILE",
     "EMBEDDINGS_FILE",
     "REGION_FILE",
+    "OPENVINO_ENCODER_FILE",
+    "OPENVINO_REGION_FILE",
+    "encoder_file",
+    "region_file",
     "sha256_file",
     "file_record",
     "read_manifest",
@@ -41,6 +49,8 @@ MANIFEST_FILE = "densevlm_export.json"
 ENCODER_FILE = "image_encoder.onnx"
 EMBEDDINGS_FILE = "text_embeddings.npy"
 REGION_FILE = "region_classifier.onnx"
+OPENVINO_ENCODER_FILE = "image_encoder.xml"
+OPENVINO_REGION_FILE = "region_classifier.xml"
 
 _REQUIRED_KEYS = ("format_version", "model", "preprocess", "export", "vocabulary", "embeddings", "files")
 
@@ -63,6 +73,16 @@ def file_record(path: str | Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
+def encoder_file(manifest: dict[str, Any]) -> str:
+    """File name of the image-encoder graph of an export (``image_encoder.onnx`` or ``.xml``)."""
+    return str(manifest["export"].get("encoder_file", ENCODER_FILE))
+
+
+def region_file(manifest: dict[str, Any]) -> str:
+    """File name of the region-classifier graph of an export (it may be absent from ``files``)."""
+    return str(manifest["export"].get("region_file", REGION_FILE))
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """Read and sanity-check ``directory/densevlm_export.json``.
 
@@ -72,6 +92,11 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     """
     directory = Path(directory)
     path = directory / MANIFEST_FILE
+    if directory.is_file():
+        raise DenseVLMError(
+            f"{directory}: is a file; expected an export directory (the --out DIR of `densevlm export`, "
+            f"holding {MANIFEST_FILE})"
+        )
     if not directory.is_dir():
         raise DenseVLMError(
             f"{directory}: export directory not found; create one with `densevlm export --out {directory}`"
@@ -107,7 +132,7 @@ def verify_files(directory: str | Path, manifest: dict[str, Any]) -> None:
     """
     directory = Path(directory)
     files = manifest["files"]
-    for name in (ENCODER_FILE, EMBEDDINGS_FILE):
+    for name in (encoder_file(manifest), EMBEDDINGS_FILE):
         if name not in files:
             raise DenseVLMError(f"{directory / MANIFEST_FILE}: manifest does not list {name}; re-export")
     for name, record in files.items():

@@ -1,12 +1,13 @@
-"""Run an export with ONNX Runtime on the CPU, behind the small interface of :class:`DenseModel`.
+"""Run an export with ONNX Runtime on the CPU, as a :class:`~densevlm.dense.DenseRuntime`.
 
     >>> model = load_onnx_model("export/")                 # checks the sha256 of every file
     >>> x, plan = model.prepare(pil_image)                 # [3, H, W], letterbox geometry
     >>> dense = model.encode_dense(x[None])                # [1, C, H/p, W/p], unit norm per token
     >>> text = model.embed_vocabulary(vocab)               # [K, C], the exported embeddings
 
-Anything that uses only ``prepare``, ``transform``, ``encode_dense``, ``encode_boxes``,
-``embed_vocabulary`` and the size/scale properties (the ``segment`` command does) runs on either.
+Anything written against :class:`~densevlm.dense.DenseRuntime` (the ``segment`` command is)
+runs on this or on a :class:`~densevlm.model.DenseModel`; ``transform``, ``encode_boxes``,
+``image_size``, ``embed_dim`` and ``device`` are also offered as on the PyTorch model.
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ class ExportSpec:
         image_size: native input side in pixels; patch_size: pixels per token side.
         mean, std: RGB normalisation applied by :meth:`OnnxDenseModel.prepare`.
         templates: prompt template set the text embeddings were made with.
-        config: always None (the text tower is not exported).
-        exported: always True: inference defaults to the size the graph was exported at.
     """
 
     family: str
@@ -60,8 +59,6 @@ class ExportSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     templates: str
-    config: None = None
-    exported: bool = True
 
 
 def require_packages(*names: str) -> None:
@@ -91,7 +88,8 @@ def _session(path: Path, threads: Optional[int]) -> Any:
 class OnnxDenseModel:
     """An exported image encoder plus its vocabulary's text embeddings, run by ONNX Runtime.
 
-    Build it with :func:`load_onnx_model`. Tensors go in and come out as CPU ``torch.Tensor``s.
+    The ONNX Runtime :class:`~densevlm.dense.DenseRuntime`. Build it with :func:`load_onnx_model`.
+    Tensors go in and come out as CPU ``torch.Tensor``s.
 
     Attributes:
         directory: the export directory.
@@ -125,9 +123,31 @@ class OnnxDenseModel:
             is_thing=tuple(bool(t) for t in voc["is_thing"]),
         )
         self._embeddings = self._read_embeddings(directory / EMBEDDINGS_FILE)
-        self._encoder = _session(directory / ENCODER_FILE, threads)
+        self._open_graphs(threads)
+
+    def _open_graphs(self, threads: Optional[int]) -> None:
+        """Open the encoder (and region classifier) graphs; runtimes for other formats override
+        this, :meth:`_run_encoder` and :meth:`_run_region`."""
+        self._encoder = _session(self.directory / ENCODER_FILE, threads)
         self._encoder_input = self._encoder.get_inputs()[0].name
-        self._region = _session(directory / REGION_FILE, threads) if REGION_FILE in manifest["files"] else None
+        has_region = REGION_FILE in self.manifest["files"]
+        self._region = _session(self.directory / REGION_FILE, threads) if has_region else None
+
+    def _run_encoder(self, array: np.ndarray) -> np.ndarray:
+        """``[B, C, h, w]`` dense map for a float32 ``[B, 3, H, W]`` array."""
+        try:
+            (dense,) = self._encoder.run(None, {self._encoder_input: array})
+        except Exception as e:  # onnxruntime's own error types: a graph that cannot take this input
+            raise DenseVLMError(
+                f"{self.directory / ENCODER_FILE}: ONNX Runtime failed on input {list(array.shape)} "
+                f"({str(e).strip().splitlines()[0][:200]}); re-export with the new exporter"
+            ) from None
+        return dense
+
+    def _run_region(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """``[K, T]`` logits for ``{"dense": [B, C, h, w], "boxes": [K, 5]}``."""
+        (logits,) = self._region.run(None, feeds)
+        return logits
 
     def _read_embeddings(self, path: Path) -> torch.Tensor:
         try:
@@ -141,7 +161,7 @@ class OnnxDenseModel:
             )
         return torch.from_numpy(table.astype(np.float32))
 
-    # ---- properties (as on DenseModel) -------------------------------------------------------
+    # ---- properties (DenseRuntime's, and the rest of DenseModel's) --------------------------
     @property
     def spec(self) -> ExportSpec:
         return self._spec
@@ -161,12 +181,18 @@ class OnnxDenseModel:
         return self._input_size
 
     @property
+    def default_size(self) -> int:
+        """Inference side when none is given: the size the graph was exported at."""
+        return self._input_size
+
+    @property
     def embed_dim(self) -> int:
         return int(self._embeddings.shape[1])
 
     @property
     def logit_scale(self) -> float:
-        """The model's temperature ``exp(logit_scale)``, capped at 100, as recorded at export."""
+        """The model's multiplier of the cosines, CLIP's ``exp(logit_scale)`` capped at 100, as
+        recorded at export."""
         return self._logit_scale
 
     @property
@@ -190,13 +216,21 @@ class OnnxDenseModel:
             DenseVLMError: a fixed-size export is asked for another size.
         """
         if not self.dynamic:
-            if size is not None and size != self._input_size:
-                raise DenseVLMError(
-                    f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
-                    "re-export with --dynamic or --size"
-                )
+            self.check_size(size)
             size, square = self._input_size, True
         return letterbox(image, size or self._input_size, self.patch_size, self._spec.mean, self._spec.std, square)
+
+    def check_size(self, size: Optional[int]) -> None:
+        """Check an input side before any image is read (None: the export's own size).
+
+        Raises:
+            DenseVLMError: a fixed-size export is asked for another size.
+        """
+        if not self.dynamic and size is not None and size != self._input_size:
+            raise DenseVLMError(
+                f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
+                "re-export with --dynamic or --size"
+            )
 
     def transform(self, image: Image.Image, size: Optional[int] = None) -> torch.Tensor:
         """``[3, H, W]`` normalised input for a PIL image (see :meth:`prepare`)."""
@@ -226,14 +260,7 @@ class OnnxDenseModel:
         """
         self._check_images(images)
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        try:
-            (dense,) = self._encoder.run(None, {self._encoder_input: array})
-        except Exception as e:  # onnxruntime's own error types: a graph that cannot take this input
-            raise DenseVLMError(
-                f"{self.directory / ENCODER_FILE}: ONNX Runtime failed on input {list(array.shape)} "
-                f"({str(e).strip().splitlines()[0][:200]}); re-export with the new exporter"
-            ) from None
-        return torch.from_numpy(dense)
+        return torch.from_numpy(self._run_encoder(array))
 
     def encode_boxes(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
         """RoI features ``[sum N_i, C]`` (unit norm, box order) pooled in torch from the ONNX map.
@@ -262,8 +289,7 @@ class OnnxDenseModel:
         if rois.shape[0] == 0:
             return torch.zeros(0, len(self.vocabulary))
         feeds = {"dense": dense.detach().to("cpu", torch.float32).contiguous().numpy(), "boxes": rois.numpy()}
-        (logits,) = self._region.run(None, feeds)
-        return torch.from_numpy(logits)
+        return torch.from_numpy(self._run_region(feeds))
 
     def embed_vocabulary(
         self, vocab: Vocabulary, templates: Optional[str] = None, use_cache: bool = True
@@ -299,6 +325,16 @@ class OnnxDenseModel:
         return f"OnnxDenseModel({self.directory}, {self._spec.arch}, {kind}, {len(self.vocabulary)} classes)"
 
 
+def open_runtime(cls: type, directory: Path, manifest: dict[str, Any], threads: Optional[int]) -> Any:
+    """``cls(directory, manifest, threads=threads)``; a malformed manifest is one line naming it."""
+    try:
+        return cls(directory, manifest, threads=threads)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DenseVLMError(
+            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
+        ) from None
+
+
 def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True) -> OnnxDenseModel:
     """Open an export made by ``densevlm export``.
 
@@ -314,15 +350,14 @@ def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, veri
     path = Path(path_or_dir)
     directory = path.parent if path.is_file() or path.suffix in (".onnx", ".json", ".npy") else path
     manifest = read_manifest(directory)
+    if manifest["export"].get("format", "onnx") != "onnx":
+        raise DenseVLMError(
+            f"{directory} holds a {manifest['export']['format']} export, not ONNX; open it with densevlm.export.load_export()"
+        )
     if verify:
         verify_files(directory, manifest)
     if manifest.get("parity") and not manifest["parity"].get("passed", True):
         log.warning("%s: the parity check at export time FAILED; see %s", directory, MANIFEST_FILE)
-    try:
-        model = OnnxDenseModel(directory, manifest, threads=threads)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DenseVLMError(
-            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
-        ) from None
+    model = open_runtime(OnnxDenseModel, directory, manifest, threads)
     log.info("loaded ONNX export %s (%s, %s exporter)", directory, model.spec.arch, manifest["export"].get("exporter"))
     return model

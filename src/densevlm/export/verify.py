@@ -34,8 +34,11 @@ import torch
 from PIL import Image
 
 from densevlm.errors import DenseVLMError
-from densevlm.export.runtime import OnnxDenseModel, load_onnx_model
+from densevlm.export.openvino import load_export
+from densevlm.export.runtime import OnnxDenseModel
+from densevlm.imaging import Letterbox
 from densevlm.model import DenseModel
+from densevlm.regions import similarity
 from densevlm.regions.pooling import roi_pool
 from densevlm.vocab import Vocabulary
 
@@ -97,13 +100,12 @@ def _edge_boxes(height: int, width: int, patch: int) -> list[list[float]]:
     ]
 
 
-def _scene_boxes(scene: Any, sx: float, sy: float, height: int, width: int, patch: int) -> torch.Tensor:
-    """``[N + 4, 4]``: every segment's box scaled by ``(sx, sy)`` into input pixels, then :func:`_edge_boxes`."""
-    rows = []
-    for seg in scene.segments:
-        x, y, w, h = seg.bbox
-        rows.append([x * sx, y * sy, (x + w) * sx, (y + h) * sy])
-    rows += _edge_boxes(height, width, patch)
+def _scene_boxes(scene: Any, plan: Letterbox, patch: int, stretch: float = 1.0) -> torch.Tensor:
+    """``[N + 4, 4]``: every segment's box in input pixels (widened by ``stretch`` as its image
+    was, then :meth:`Letterbox.to_input`), then :func:`_edge_boxes`."""
+    boxes = [[x * stretch, y, (x + w) * stretch, y + h] for x, y, w, h in (seg.bbox for seg in scene.segments)]
+    rows = plan.to_input(torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4)).tolist()
+    rows += _edge_boxes(plan.input_height, plan.input_width, patch)
     return torch.tensor(rows, dtype=torch.float32)
 
 
@@ -136,7 +138,7 @@ def parity_inputs(
     for scene in scenes:
         x, plan = onnx_model.prepare(Image.fromarray(scene.image), size=size, square=True)
         square.append(x)
-        square_boxes.append(_scene_boxes(scene, plan.scale, plan.scale, plan.input_height, plan.input_width, patch))
+        square_boxes.append(_scene_boxes(scene, plan, patch))
     groups.append(torch.stack(square))
     boxes.append(square_boxes)
     if onnx_model.dynamic:
@@ -146,8 +148,7 @@ def parity_inputs(
             image = Image.fromarray(scene.image).resize((wide, size), Image.BICUBIC)
             x, plan = onnx_model.prepare(image, size=wide)
             batch.append(x)
-            sx = plan.scale * wide / size  # scene pixels -> stretched image -> input
-            batch_boxes.append(_scene_boxes(scene, sx, plan.scale, plan.input_height, plan.input_width, patch))
+            batch_boxes.append(_scene_boxes(scene, plan, patch, stretch=wide / size))
         groups.append(torch.stack(batch))
         boxes.append(batch_boxes)
     return groups, boxes
@@ -155,7 +156,7 @@ def parity_inputs(
 
 def _labels_and_margin(dense: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token argmax ``[B, h, w]`` and top-1 minus top-2 score ``[B, h, w]``."""
-    scores = torch.einsum("bchw,kc->bkhw", dense, text)
+    scores = similarity.cosine(dense, text, dim=1)
     if scores.shape[1] == 1:
         return scores.argmax(dim=1), torch.full(scores.shape[:1] + scores.shape[2:], float("inf"))
     top = scores.topk(2, dim=1).values
@@ -219,7 +220,7 @@ def check_parity(
         rows.append(_compare_dense(size, ref, out, text_ref, text_onnx))
         if boxes is not None and onnx_model.has_region_classifier:
             with torch.inference_mode():
-                scores_ref = roi_pool(ref, list(boxes[g]), model.patch_size) @ text_ref.t()
+                scores_ref = similarity.cosine(roi_pool(ref, list(boxes[g]), model.patch_size), text_ref)
             scores_out = onnx_model.classify_boxes(out, list(boxes[g])) / onnx_model.logit_scale
             region_rows.append((scores_ref, scores_out))
     emb_row_err = float((text_onnx - text_ref).norm(dim=1).max())
@@ -301,7 +302,7 @@ def check_export(
         DenseVLMError: the files changed since export, or ``model``'s image tower is not the one
             that was exported (its weight fingerprint differs).
     """
-    onnx_model = load_onnx_model(directory, threads=threads)
+    onnx_model = load_export(directory, threads=threads)
     recorded = onnx_model.manifest["model"].get("image_tower_sha256")
     if recorded and recorded != image_tower_fingerprint(model):
         raise DenseVLMError(

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from densevlm.model import DenseModel
+from densevlm.regions import similarity
 
 __all__ = ["DenseEncoder", "RegionClassifier"]
 
@@ -41,12 +42,13 @@ class RegionClassifier(nn.Module):
 
     The region feature is :func:`densevlm.regions.pooling.roi_pool`'s: ``roi_align`` with a 1x1
     output, adaptive sampling and ``aligned=True`` (pixel ``i`` covers ``[i, i + 1)``), then L2
-    normalisation; the logits are ``logit_scale * feature @ text.T``.
+    normalisation; the logits are :func:`densevlm.regions.similarity.logits`,
+    ``logit_scale * feature @ text.T``.
 
     Args:
         text: ``[T, C]`` unit-norm class embeddings (stored in the graph as a constant).
         patch_size: input pixels per dense-map cell (box coordinates are divided by it).
-        logit_scale: temperature multiplying the cosine scores (about 100 for real CLIPs).
+        logit_scale: multiplier of the cosine scores (about 100 for real CLIPs).
     """
 
     def __init__(self, text: torch.Tensor, patch_size: int, logit_scale: float) -> None:
@@ -66,4 +68,4 @@ class RegionClassifier(nn.Module):
         rois = torch.cat([boxes[:, :1], boxes[:, 1:] / self.stride], dim=1)
         pooled = roi_align(dense, rois, output_size=1, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         feats = F.normalize(pooled.flatten(1), dim=-1)
-        return self.logit_scale * (feats @ self.text.t())
+        return similarity.logits(feats, self.text, self.logit_scale)

@@ -1,19 +1,19 @@
 """Inference: dense open-vocabulary segmentation of images (``densevlm segment``).
 
-The entry point is ``densevlm.segment(model, image, vocab)`` (defined in
-:mod:`densevlm.inference.segment`). ``SegmentResult`` and ``Segment`` are imported on first
-use, so the light submodules (``io``, ``boxes``) load without torchvision and the text encoders.
+The entry point is ``densevlm.segment(model, image, vocab)``; here ``segment`` is its module.
+Modules: ``result`` (result types, JSON schema), ``maps`` (pixel maps), ``components``
+(regions and segments), ``segment`` (the API), ``batch``, ``io``, ``boxes``, ``overlay``
+(folder runs). The names below load on first use, so ``io`` and ``boxes`` stay light.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from densevlm.lazy import homes, loader
 
-__all__ = ["Segment", "SegmentResult"]
+_HOMES = homes(__name__, {
+    "result": ("SCHEMA", "Segment", "SegmentResult"),
+    "segment": ("predict", "default_size", "default_min_area"),
+})
 
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("densevlm.inference.segment"), name)
-    raise AttributeError(f"module 'densevlm.inference' has no attribute {name!r}")
+__all__ = list(_HOMES)
+__getattr__ = loader(__name__, _HOMES)

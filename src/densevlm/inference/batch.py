@@ -25,11 +25,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from densevlm.dense import DenseRuntime
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
 from densevlm.inference.io import InputImage, finished_json, write_outputs, write_summary
 from densevlm.inference.overlay import display_image
-from densevlm.inference.segment import SegmentResult, predict
+from densevlm.inference.result import SegmentResult
+from densevlm.inference.segment import predict
 from densevlm.regions.pooling import roi_pool
 from densevlm.vocab import Vocabulary
 
@@ -129,7 +131,7 @@ def _error_row(image: InputImage, reason: str, seconds: float = 0.0) -> dict[str
 
 
 def segment_files(
-    model: Any,
+    model: DenseRuntime,
     images: Sequence[InputImage],
     vocab: Vocabulary,
     out_dir: str | Path,
@@ -139,7 +141,7 @@ def segment_files(
     """Segment ``images`` into ``out_dir`` and write ``out_dir/summary.csv``.
 
     Args:
-        model: see :mod:`densevlm.inference.segment` for the interface used.
+        model: a :class:`~densevlm.dense.DenseRuntime`.
         images: from :func:`~densevlm.inference.io.collect_inputs`.
         vocab: the classes.
         config: run settings.
@@ -150,7 +152,10 @@ def segment_files(
         The summary (also written as CSV, even when the run is interrupted).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DenseVLMError(f"{out_dir}: cannot create the output folder ({e.strerror or type(e).__name__})") from None
     started = time.perf_counter()
     rows: dict[int, dict[str, Any]] = {}
     todo: list[int] = []
@@ -187,7 +192,7 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
         dataset, batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate,
         worker_init_fn=_worker_init if config.workers > 0 else None, multiprocessing_context=context,
     )
-    temperature = float(model.logit_scale)
+    logit_scale = float(model.logit_scale)
     patch = int(model.patch_size)
     # with a bar on screen, log lines go through tqdm so they do not break it
     redirect = contextlib.nullcontext()
@@ -215,7 +220,7 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
                 for j, item in enumerate(good):
                     image = images[item["index"]]
                     rows[indices[item["index"]]] = _finish(
-                        dense[j], text, item, image, vocab, out_dir, config, temperature, patch,
+                        dense[j], text, item, image, vocab, out_dir, config, logit_scale, patch,
                         None if box_features is None else box_features[j], boxes, shared,
                     )
                     bar.update(1)
@@ -232,7 +237,7 @@ def _box_features(model: Any, dense: torch.Tensor, good: list[dict[str, Any]], i
     scaled = []
     for item in good:
         given = boxes.get(images[item["index"]].name, (np.zeros((0, 4)), []))[0]
-        scaled.append(torch.as_tensor(given * item["plan"].scale, dtype=torch.float32, device=dense.device))
+        scaled.append(torch.as_tensor(item["plan"].to_input(given), dtype=torch.float32, device=dense.device))
     counts = [int(b.shape[0]) for b in scaled]
     if sum(counts) == 0:
         return [dense.new_zeros(0, dense.shape[1]) for _ in good]
@@ -240,7 +245,7 @@ def _box_features(model: Any, dense: torch.Tensor, good: list[dict[str, Any]], i
 
 
 def _finish(dense: torch.Tensor, text: torch.Tensor, item: dict[str, Any], image: InputImage, vocab: Vocabulary,
-            out_dir: Path, config: RunConfig, temperature: float, patch: int, box_features: Optional[torch.Tensor],
+            out_dir: Path, config: RunConfig, logit_scale: float, patch: int, box_features: Optional[torch.Tensor],
             boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]], shared_seconds: float) -> dict[str, Any]:
     """Maps, segments and files of one decoded image; a summary row (``error`` if writing failed)."""
     started = time.perf_counter()
@@ -250,7 +255,7 @@ def _finish(dense: torch.Tensor, text: torch.Tensor, item: dict[str, Any], image
         given = boxes.get(image.name, (np.zeros((0, 4)), []))[0]
     try:
         labels, scores, segments, min_area = predict(
-            dense, text, plan, vocab, temperature=temperature, patch_size=patch, top_k=config.top_k,
+            dense, text, plan, vocab, logit_scale=logit_scale, patch_size=patch, top_k=config.top_k,
             min_area=config.min_area, box_features=box_features, boxes=given,
         )
         result = SegmentResult(
@@ -265,7 +270,11 @@ def _finish(dense: torch.Tensor, text: torch.Tensor, item: dict[str, Any], image
         log.warning("skipped %s", reason)
         return _error_row(image, reason, shared_seconds + time.perf_counter() - started)
     seconds = shared_seconds + time.perf_counter() - started
+    reason = ""
+    if not segments and given is None and min_area > 0:
+        reason = f"every region is under the minimum area of {min_area} pixels (--min-area 0 keeps them)"
+        log.warning("%s: no segments: %s", image.path, reason)
     return {
-        "file": str(image.path), "name": image.name, "status": "ok", "reason": "", "segments": len(segments),
+        "file": str(image.path), "name": image.name, "status": "ok", "reason": reason, "segments": len(segments),
         "top_classes": _top_classes(result.class_areas()), "seconds": round(seconds, 3),
     }

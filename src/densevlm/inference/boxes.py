@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from densevlm.errors import DenseVLMError
+from densevlm.imaging import image_size
 
 if TYPE_CHECKING:
     from densevlm.inference.io import InputImage
@@ -168,16 +168,11 @@ def _list_entries(path: Path, data: list[Any]) -> list[BoxEntry]:
 
 
 def oriented_size(path: Path) -> Optional[tuple[int, int]]:
-    """``(width, height)`` after EXIF orientation, from the file header; None if unreadable."""
+    """``(width, height)`` after EXIF orientation (:func:`densevlm.imaging.image_size`); None if unreadable."""
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            orientation = im.getexif().get(0x0112, 1)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return image_size(path)
+    except DenseVLMError:
         return None
-    if orientation in (5, 6, 7, 8):
-        return height, width
-    return width, height
 
 
 def assign_boxes(entries: Sequence[BoxEntry], images: Sequence["InputImage"], source: str | Path

@@ -11,27 +11,23 @@ under two roots, or ``a/b.png`` next to a file called ``a__b.png``), each of the
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from PIL import Image
 
+from densevlm.data.images import find_images
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_write, atomic_write_json, atomic_write_text
 from densevlm.imaging import IMAGE_SUFFIXES
-
-if TYPE_CHECKING:
-    from densevlm.inference.segment import SegmentResult
+from densevlm.inference.result import SCHEMA, SegmentResult
 
 __all__ = [
     "InputImage",
-    "BoxEntry",
     "collect_inputs",
     "output_paths",
     "finished_json",
@@ -40,7 +36,6 @@ __all__ = [
     "write_summary",
 ]
 
-_GLOB_CHARS = "*?["
 SUMMARY_FIELDS = ("file", "name", "status", "reason", "segments", "top_classes", "seconds")
 
 
@@ -53,36 +48,6 @@ class InputImage:
     name: str
 
 
-def _is_glob(spec: str) -> bool:
-    return any(c in spec for c in _GLOB_CHARS) and not Path(spec).exists()
-
-
-def _glob_root(spec: str) -> Path:
-    """The folder part of a glob before its first wildcard component."""
-    parts = Path(spec).parts
-    fixed = []
-    for part in parts[:-1]:
-        if any(c in part for c in _GLOB_CHARS):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
-
-
-def _walk(folder: Path, exclude: Optional[Path]) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted), skipping hidden entries and ``exclude``."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
-        )
-        for f in sorted(filenames):
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(here / f)
-    return found
-
-
 def _name_for(rel: str) -> str:
     return rel.replace("/", "__")
 
@@ -91,33 +56,17 @@ def collect_inputs(inputs: Sequence[str], exclude: Optional[str | Path] = None) 
     """Expand files, folders (recursive) and globs into input images, each listed once.
 
     Args:
-        inputs: as typed on the command line.
+        inputs: as typed on the command line, each resolved by
+            :func:`~densevlm.data.images.find_images` (hidden files and folders skipped).
         exclude: a folder never to descend into (the output folder).
 
     Raises:
         DenseVLMError: an input that does not exist, a glob that matches nothing, or no images.
     """
-    excluded = Path(exclude).resolve() if exclude is not None else None
     found: list[tuple[Path, str]] = []
     for spec in inputs:
-        path = Path(spec)
-        if _is_glob(spec):
-            root = _glob_root(spec)
-            matches = sorted(glob.glob(spec, recursive=True))
-            if not matches:
-                raise DenseVLMError(f"{spec}: the pattern matches no files")
-            for m in matches:
-                mp = Path(m)
-                if mp.is_dir():
-                    found += [(f, f.relative_to(root).as_posix()) for f in _walk(mp, excluded)]
-                elif mp.is_file():
-                    found.append((mp, mp.relative_to(root).as_posix() if mp.is_relative_to(root) else mp.name))
-        elif path.is_dir():
-            found += [(f, f.relative_to(path).as_posix()) for f in _walk(path, excluded)]
-        elif path.is_file():
-            found.append((path, path.name))
-        else:
-            raise DenseVLMError(f"{spec}: no such file or folder")
+        root, files = find_images(spec, exclude=exclude)
+        found += [(f, f.relative_to(root).as_posix()) for f in files]
     unique: list[tuple[Path, str]] = []
     seen: set[Path] = set()
     for path, rel in found:
@@ -154,8 +103,6 @@ def finished_json(out_dir: str | Path, name: str) -> Optional[dict[str, Any]]:
         doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    from densevlm.inference.segment import SCHEMA
-
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         return None
     return doc
@@ -168,7 +115,7 @@ def _save_png(image: Image.Image, path: Path) -> None:
     atomic_write(path, write)
 
 
-def write_outputs(result: "SegmentResult", out_dir: str | Path, name: str, overlay_max_side: int = 2048) -> dict[str, Path]:
+def write_outputs(result: SegmentResult, out_dir: str | Path, name: str, overlay_max_side: int = 2048) -> dict[str, Path]:
     """Write ``NAME.labels.png``, ``NAME.overlay.png`` and, last, ``NAME.json`` (each atomically)."""
     paths = output_paths(out_dir, name)
     _save_png(Image.fromarray(result.labels), paths["labels"])

@@ -116,7 +116,7 @@ def render_overlay(
     Args:
         image: RGB image (any size: it is resized to the display size of ``labels``).
         labels: ``[H, W]`` class index map at the original size.
-        segments: :class:`~densevlm.inference.segment.Segment` list (labels are drawn for the
+        segments: :class:`~densevlm.inference.result.Segment` list (labels are drawn for the
             largest ones; box segments also get their rectangle).
         vocab: the vocabulary of ``labels``.
 

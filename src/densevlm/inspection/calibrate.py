@@ -94,7 +94,7 @@ def calibrate(model: Any, images: Iterable[Any], vocab: Any, target: float, *, m
     from tqdm import tqdm
 
     from densevlm.imaging import open_image
-    from densevlm.inspection.operating_point import OperatingPoint, model_checksum
+    from densevlm.inspection.operating_point import OperatingPoint
     from densevlm.inspection.scores import ScoreConfig, analyse_images
 
     images = list(images)
@@ -111,6 +111,6 @@ def calibrate(model: Any, images: Iterable[Any], vocab: Any, target: float, *, m
     result = calibrate_scores(np.asarray(scores), holds, vocab.defects, target, unsure_band, n_resamples, seed)
     result["data"] = data
     thresholds = result.pop("thresholds")
-    return OperatingPoint(model_name=model_name, model_sha256=model_checksum(model), vocabulary=vocab.to_text(),
+    return OperatingPoint(model_name=model_name, model_sha256=model.backbone.weights_sha256(), vocabulary=vocab.to_text(),
                           score=cfg, ng_threshold=thresholds["ng"], unsure_threshold=thresholds["unsure"],
                           target_false_alarm=target, unsure_band=unsure_band, calibration=result)

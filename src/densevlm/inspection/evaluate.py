@@ -29,7 +29,7 @@ from densevlm.errors import DenseVLMError
 from densevlm.evaluation.manufacturing import (aupro, defect_confusion, image_auroc, recall_at_false_alarm,
                                                roc_points)
 from densevlm.inspection.scores import ScoreConfig, analyse_images
-from densevlm.vocab.vocabulary import Vocabulary, load_vocabulary
+from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = ["inspection_vocabulary", "evaluate_inspection", "FALSE_ALARM_RATES"]
 

@@ -85,7 +85,7 @@ def _from_panoptic(spec: str | Path, vocab: Vocabulary, limit: int | None) -> li
 
 
 def _from_review(path: Path, vocab: Vocabulary) -> list[LabelledImage]:
-    from densevlm.review.store import load_reviewed_regions
+    from densevlm.review.reviewed import load_reviewed
 
     if not path.is_file():
         raise DenseVLMError(f"{path}: review database not found")
@@ -94,7 +94,7 @@ def _from_review(path: Path, vocab: Vocabulary) -> list[LabelledImage]:
         for name in vocab.synonyms[k]:
             column[name.lower()] = j
     holds: dict[str, np.ndarray] = {}
-    for region in load_reviewed_regions(path):
+    for region in load_reviewed(path).regions:
         row = holds.setdefault(region.image_path, np.zeros(len(vocab.defect_indices), dtype=bool))
         if region.status in ("accepted", "corrected") and region.category and region.category.lower() in column:
             row[column[region.category.lower()]] = True

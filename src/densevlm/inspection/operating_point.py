@@ -8,38 +8,26 @@
      "target_false_alarm", "unsure_band", "calibration": {...}, "densevlm_version"}
 
 An image whose NG score is ``>= ng`` is NG, ``>= unsure`` (when set) UNSURE, else OK. The model
-checksum is the sha256 of every weight (names, dtypes, shapes, bytes); the vocabulary is
-identified by its embedding fingerprint *and* its defect list. An operating point is refused,
+checksum is :meth:`Backbone.weights_sha256 <densevlm.backbones.base.Backbone.weights_sha256>` (every
+weight's name, dtype, shape and bytes); the vocabulary is identified by its embedding fingerprint
+*and* its defect list. An operating point is refused,
 in one line, for any other model or vocabulary: its thresholds would not mean the same.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
 from densevlm.errors import DenseVLMError
 from densevlm.inspection.scores import ScoreConfig
 from densevlm.vocab.vocabulary import Vocabulary, parse_vocabulary
 
-__all__ = ["SCHEMA", "OperatingPoint", "model_checksum"]
+__all__ = ["SCHEMA", "OperatingPoint"]
 
 SCHEMA = "densevlm.operating_point/1"
-
-
-def model_checksum(model: Any) -> str:
-    """Hex sha256 of all of the model's weights and buffers (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
-    for name, tensor in model.backbone.clip.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -48,7 +36,7 @@ class OperatingPoint:
 
     Attributes:
         model_name: how the model was named (``--model``), for messages and defaults.
-        model_sha256: :func:`model_checksum` of the calibrated model.
+        model_sha256: :meth:`~densevlm.backbones.base.Backbone.weights_sha256` of the calibrated model.
         vocabulary: the vocabulary text (its defects included).
         score: the scoring settings used in calibration (resolved).
         ng_threshold: NG when the NG score is at least this.
@@ -80,7 +68,7 @@ class OperatingPoint:
         return "OK"
 
     def to_json(self) -> dict[str, Any]:
-        from densevlm import __version__
+        from densevlm.version import __version__
 
         vocab = self.vocab
         return {

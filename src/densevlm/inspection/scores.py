@@ -1,9 +1,9 @@
 """Per-image defect scores (and what monitoring needs) from one forward pass of the dense map.
 
 For an image letterboxed to the model input, the dense map ``[C, h, w]`` is scored against the
-class embeddings ``[K, C]``; the ``[K, h, w]`` logits (temperature ``model.logit_scale``) are
-bilinearly upsampled to the input and cropped to the letterbox content, where a softmax over
-the ``K`` classes gives the per-pixel probabilities ``p_k(x)``. With ``D`` defect classes
+class embeddings ``[K, C]``; the ``[K, h, w]`` logits (``model.logit_scale`` times the cosines,
+:mod:`densevlm.regions.similarity`) are bilinearly upsampled to the input and cropped to the
+letterbox content, where a softmax over the ``K`` classes gives the per-pixel probabilities ``p_k(x)``. With ``D`` defect classes
 (the vocabulary's ``[defects]``), the **score of defect d** is, by ``method``:
 
 * ``"window"`` (default): the largest mean of ``p_d`` over any square window of ``min_area``
@@ -36,7 +36,8 @@ from PIL import Image
 
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox
-from densevlm.vocab.vocabulary import Vocabulary
+from densevlm.regions import similarity
+from densevlm.vocab import Vocabulary
 
 __all__ = ["METHODS", "ScoreConfig", "ImageAnalysis", "analyse_images", "defect_scores", "peak_region"]
 
@@ -68,10 +69,8 @@ class ScoreConfig:
 
     def resolved(self, model: Any) -> "ScoreConfig":
         """A copy with ``size`` and ``min_area`` filled in for ``model``."""
-        from densevlm.inference.segment import default_size
-
         patch = int(model.patch_size)
-        return ScoreConfig(self.method, self.min_area or max(1, patch * patch // 2), self.size or default_size(model),
+        return ScoreConfig(self.method, self.min_area or max(1, patch * patch // 2), self.size or int(model.default_size),
                            self.low_confidence)
 
     def to_json(self) -> dict[str, Any]:
@@ -147,9 +146,9 @@ def peak_region(p: np.ndarray) -> tuple[np.ndarray, int]:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64), int(region.sum())
 
 
-def _analyse_one(dense: torch.Tensor, text: torch.Tensor, temperature: float, plan: Letterbox, patch: int,
+def _analyse_one(dense: torch.Tensor, text: torch.Tensor, logit_scale: float, plan: Letterbox, patch: int,
                  vocab: Vocabulary, cfg: ScoreConfig, keep_probs: bool) -> ImageAnalysis:
-    logits = temperature * torch.einsum("kc,chw->khw", text, dense)
+    logits = logit_scale * similarity.cosine(dense, text, dim=0)  # scaled after the product, as inference/maps.py
     up = F.interpolate(logits[None], size=(plan.input_height, plan.input_width), mode="bilinear", align_corners=False)[0]
     probs_t = torch.softmax(up[:, : plan.height, : plan.width].double(), dim=0).float()
     winner, labels = probs_t.max(dim=0)
@@ -162,7 +161,7 @@ def _analyse_one(dense: torch.Tensor, text: torch.Tensor, temperature: float, pl
     areas = np.zeros(len(defects), dtype=np.int64)
     for j, d in enumerate(defects):
         box, area = peak_region(probs[d])
-        boxes[j] = box / plan.scale
+        boxes[j] = plan.to_original(box)
         areas[j] = int(round(area / plan.scale**2))
     rows, cols = math.ceil(plan.height / patch), math.ceil(plan.width / patch)
     embedding = F.normalize(dense[:, :rows, :cols].mean(dim=(1, 2)), dim=0).cpu().numpy().astype(np.float64)
@@ -186,7 +185,7 @@ def analyse_images(model: Any, images: Iterable[Image.Image], vocab: Vocabulary,
     patch = int(model.patch_size)
     with torch.inference_mode():
         text = model.embed_vocabulary(vocab).float()
-    temperature = float(model.logit_scale)
+    logit_scale = float(model.logit_scale)
     batch: list[tuple[torch.Tensor, Letterbox]] = []
     iterator = iter(images)
     while True:
@@ -197,7 +196,7 @@ def analyse_images(model: Any, images: Iterable[Image.Image], vocab: Vocabulary,
             with torch.inference_mode():
                 x = torch.stack([b[0] for b in batch]).to(text.device)
                 dense = model.encode_dense(x).float()
-                done = [_analyse_one(dense[i], text, temperature, plan, patch, vocab, cfg, keep_probs)
+                done = [_analyse_one(dense[i], text, logit_scale, plan, patch, vocab, cfg, keep_probs)
                         for i, (_, plan) in enumerate(batch)]
             yield from done
             batch = []

@@ -21,9 +21,9 @@ from typing import Any, Iterator, Optional, Sequence
 from PIL import Image
 
 from densevlm.errors import DenseVLMError
-from densevlm.inspection.operating_point import OperatingPoint, model_checksum
+from densevlm.inspection.operating_point import OperatingPoint
 from densevlm.inspection.scores import ImageAnalysis, analyse_images
-from densevlm.vocab.vocabulary import Vocabulary, load_vocabulary
+from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = ["Defect", "Verdict", "inspect", "verdict_of", "write_verdicts", "CSV_FIELDS"]
 
@@ -116,7 +116,7 @@ def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Pat
         vocab = op.vocab
     elif not isinstance(vocab, Vocabulary):
         vocab = load_vocabulary(vocab)
-    op.check(model_checksum(model), vocab)
+    op.check(model.backbone.weights_sha256(), vocab)
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     errors: dict[int, str] = {}
     good = iter(list(analyse_images(model, _opened(items, errors), vocab, op.score, batch_size)))

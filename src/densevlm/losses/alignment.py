@@ -2,9 +2,9 @@
 
 All KL terms are ``KL(teacher || student)`` summed over classes and averaged over the regions
 of a group (``F.kl_div(log_softmax(student), softmax(teacher), reduction="batchmean")``), with
-logits already multiplied by the temperature. Group means can be taken over a *global*
-region count (passed by the trainer under DDP), so that N processes with batch B compute the
-same gradient as one process with batch N*B.
+logits already multiplied by the logit scale (:func:`densevlm.regions.similarity.logits`).
+Group means can be taken over a *global* region count (passed by the trainer under DDP), so
+that N processes with batch B compute the same gradient as one process with batch N*B.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A run directory is what ``densevlm train --out DIR --val-data ...`` writes: ``config.yaml``,
 ``eval_before.json`` (the student before adaptation), ``eval.json`` (after), ``metrics.jsonl``,
-``retrieval.json`` and optionally ``samples/*.overlay.png``. The report reads these *files*
-only; it never imports the training or evaluation code.
+``retrieval.json`` and optionally ``samples/*.overlay.png``. Review statistics come as the JSON
+file ``densevlm review stats --json`` writes. The report reads these *files* only; it never
+imports the training, evaluation or review code.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_write_text
-from densevlm.report import plots
+from densevlm.report.plots import group_confusion, per_class_bars, retrieval_bars, training_curves
 
 __all__ = ["RunRecord", "load_run", "build_report", "write_report", "verdict"]
 
@@ -69,8 +70,8 @@ def load_run(path: str | Path) -> RunRecord:
         raise DenseVLMError(f"{path}: run directory not found")
     config_file = path / "config.yaml"
     config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    after = _read_json(path / "eval.json")
-    if after is None and _read_json(path / "eval_before.json") is None:
+    before, after = _read_json(path / "eval_before.json"), _read_json(path / "eval.json")
+    if after is None and before is None:
         raise DenseVLMError(f"{path}: no eval.json or eval_before.json (train with --val-data to evaluate)")
     history = []
     metrics = path / "metrics.jsonl"
@@ -80,8 +81,7 @@ def load_run(path: str | Path) -> RunRecord:
                 history.append(json.loads(line))
     retrieval = _read_json(path / "retrieval.json")
     samples = sorted((path / "samples").glob("*.overlay.png")) if (path / "samples").is_dir() else []
-    return RunRecord(path, path.name, str(config.get("method", path.name)), config, _read_json(path / "eval_before.json"),
-                     after, history, retrieval, samples)
+    return RunRecord(path, path.name, str(config.get("method", path.name)), config, before, after, history, retrieval, samples)
 
 
 def _pct(value: Any) -> str:
@@ -150,10 +150,10 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
     names = ref["class_names"]
     is_thing = ref["is_thing"]
     series = {name: [row.get("box_acc1", float("nan")) for row in ev["per_class"]] for name, ev in rows}
-    body.append("<h2>Per class</h2>" + _img(plots.per_class_bars(names, series, is_thing, "box region accuracy per class"), "per-class accuracy"))
+    body.append("<h2>Per class</h2>" + _img(per_class_bars(names, series, is_thing, "box region accuracy per class"), "per-class accuracy"))
     panels = {name: _group_confusion(ev) for name, ev in rows}
     body.append("<h2>Things versus stuff</h2><p>Rows: what the region is; columns: what the model said. "
-                "The lower-left cell is the foreground bias.</p>" + _img(plots.group_confusion(panels), "thing/stuff confusion"))
+                "The lower-left cell is the foreground bias.</p>" + _img(group_confusion(panels), "thing/stuff confusion"))
     retrieval = [(r.name, r.retrieval["overall"]) for r in runs if r.retrieval and r.retrieval.get("overall", {}).get("regions")]
     if retrieval:
         body.append("<h2>What the teacher retrieved</h2>")
@@ -161,10 +161,10 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
             body.append(f"<p><b>{html.escape(name)}</b>: {stats['regions']} regions, kept {100 * stats['kept_frac']:.1f}&nbsp;% "
                         f"(confidence above the threshold), {100 * stats['thing_frac']:.1f}&nbsp;% of kept regions are things.</p>")
             if stats.get("top_categories"):
-                body.append(_img(plots.retrieval_bars(stats["top_categories"], f"{name}: most retrieved categories"), "retrieval"))
+                body.append(_img(retrieval_bars(stats["top_categories"], f"{name}: most retrieved categories"), "retrieval"))
     curves = {r.name: [h for h in r.history if "loss" in h] for r in runs if r.history}
     if any(curves.values()):
-        body.append("<h2>Training</h2>" + _img(plots.training_curves(curves), "training loss"))
+        body.append("<h2>Training</h2>" + _img(training_curves(curves), "training loss"))
     sample_sets = ([("before", base_samples)] if base_samples else []) + [(r.name, r.samples) for r in runs if r.samples]
     if sample_sets:
         body.append("<h2>Samples</h2><div class='samples'>")
@@ -188,25 +188,22 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
 
 
 def _review_section(stats: dict[str, Any]) -> str:
-    overall = stats.get("overall", stats)
     items = []
-    for key in ("reviewed", "agreement", "trusted_threshold"):
-        if key in overall:
-            items.append(f"<li>{html.escape(key.replace('_', ' '))}: {html.escape(str(overall[key]))}</li>")
+    for key in ("agreement", "trusted_threshold"):
+        if key in stats:
+            items.append(f"<li>{html.escape(key.replace('_', ' '))}: {html.escape(str(stats[key]))}</li>")
     return "<ul>" + "".join(items) + "</ul><details><summary>all statistics</summary><pre>" + html.escape(
         json.dumps(stats, indent=2, default=str)) + "</pre></details>"
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "densevlm report",
-                 review_db: Optional[str] = None, base_samples: Optional[str | Path] = None,
+                 review_stats: Optional[str | Path] = None, base_samples: Optional[str | Path] = None,
                  commands: Optional[list[str]] = None) -> Path:
-    """Read the run directories and write the report atomically; returns its path."""
+    """Read the run directories (and the review statistics JSON, if given) and write the report atomically; returns its path."""
     runs = [load_run(d) for d in run_dirs]
-    review = None
-    if review_db:
-        from densevlm.review.stats import review_stats
-
-        review = review_stats(review_db)
+    review = _read_json(Path(review_stats)) if review_stats else None
+    if review_stats and review is None:
+        raise DenseVLMError(f"{review_stats}: not found (write review statistics with `densevlm review stats --json FILE`)")
     samples = sorted(Path(base_samples).glob("*.overlay.png")) if base_samples and Path(base_samples).is_dir() else None
     return atomic_write_text(out, build_report(runs, title, review, samples, commands))
 

@@ -11,8 +11,10 @@ per region::
      "candidates": [{"category": "bolt", "prob": 0.81, "thing": true}, ...],
      "confidence": 0.81, "thing": true, "kept": true, "logits": [...]}
 
-Boxes are XYXY in original image pixels. ``logits`` (``tau * cos`` over the whole vocabulary)
-is written when the vocabulary has at most ``max_logits`` classes, or always with ``full_logits``.
+Boxes are XYXY in original image pixels. The header's ``tau`` is the logit scale the teacher
+used (the key keeps its version-1 name). ``logits`` (``logit_scale * cos`` over the whole
+vocabulary) is written when the vocabulary has at most ``max_logits`` classes, or always with
+``full_logits``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import numpy as np
 import torch
 
 from densevlm.data.images import FileListSource, ImageSource
-from densevlm.imaging import plan_letterbox
+from densevlm.regions import similarity
+from densevlm.regions.rle import encode_rle
 from densevlm.regions.sources import grid_boxes, segment_regions
 from densevlm.retrieval.teacher import RetrievalConfig, RetrievalStats, classify_regions, teacher_region_features
 from densevlm.vocab.vocabulary import Vocabulary
@@ -38,22 +41,15 @@ __all__ = ["write_candidates", "header_record"]
 log = logging.getLogger(__name__)
 
 
-def header_record(teacher, vocab: Vocabulary, images_root: Optional[str], cfg: RetrievalConfig, tau: float,
+def header_record(teacher, vocab: Vocabulary, images_root: Optional[str], cfg: RetrievalConfig, logit_scale: float,
                   region_source: str) -> dict[str, Any]:
     things = [list(s) for s, t in zip(vocab.synonyms, vocab.is_thing) if t]
     stuff = [list(s) for s, t in zip(vocab.synonyms, vocab.is_thing) if not t]
     return {
         "kind": "header", "version": 1, "teacher": teacher.spec.source, "images": images_root,
-        "vocabulary": {"things": things, "stuff": stuff}, "tau": tau, "threshold": cfg.threshold,
+        "vocabulary": {"things": things, "stuff": stuff}, "tau": logit_scale, "threshold": cfg.threshold,
         "region_source": region_source, "features": cfg.features,
     }
-
-
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def write_candidates(
@@ -83,7 +79,7 @@ def write_candidates(
 
     cfg.check()
     size = size or teacher.input_size
-    tau = float(cfg.tau or teacher.logit_scale)
+    logit_scale = float(cfg.logit_scale or teacher.logit_scale)
     class_is_thing = torch.tensor(vocab.is_thing)
     text = teacher.embed_vocabulary(vocab).float()
     stats = RetrievalStats(vocab.names)
@@ -95,7 +91,7 @@ def write_candidates(
     skipped = 0
     started = time.perf_counter()
     with open(tmp, "w", encoding="utf-8") as f, torch.inference_mode():
-        f.write(json.dumps(header_record(teacher, vocab, root, cfg, tau, region_source)) + "\n")
+        f.write(json.dumps(header_record(teacher, vocab, root, cfg, logit_scale, region_source)) + "\n")
         for index in tqdm(range(n), desc="retrieve", unit="img", disable=None if progress else True):
             try:
                 image = source.load(index)
@@ -115,12 +111,12 @@ def write_candidates(
             else:
                 boxes = grid_boxes(content.shape[-1], content.shape[-2], rng, max_boxes)
             feats = teacher_region_features(teacher, x[None].to(teacher.device), [boxes.to(teacher.device)], cfg.features, cfg.context)
-            r = classify_regions(feats, text, class_is_thing, tau, cfg.threshold, cfg.features)
+            r = classify_regions(feats, text, class_is_thing, logit_scale, cfg.threshold, cfg.features)
             stats.update(r)
             name = source.name(index)
-            top = r.probs.topk(min(cfg.top_k, len(vocab)), dim=-1)
+            top_probs, top_classes = similarity.top_k(r.probs, cfg.top_k)
             for j in range(boxes.shape[0]):
-                box = (boxes[j] / plan.scale).tolist()
+                box = plan.to_original(boxes[j]).tolist()
                 box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
                 record = {
                     "kind": "region", "id": f"{name}#{j}", "image": name, "width": image.width, "height": image.height,
@@ -128,7 +124,7 @@ def write_candidates(
                     "mask": None,
                     "candidates": [
                         {"category": vocab.names[int(k)], "prob": round(float(p), 4), "thing": bool(vocab.is_thing[int(k)])}
-                        for p, k in zip(top.values[j], top.indices[j])
+                        for p, k in zip(top_probs[j], top_classes[j])
                     ],
                     "confidence": round(float(r.confidence[j]), 4),
                     "thing": bool(r.is_thing[j]),
@@ -136,11 +132,11 @@ def write_candidates(
                 }
                 if masks is not None:
                     full = torch.nn.functional.interpolate(masks[j][None, None].float(), size=(image.height, image.width), mode="nearest")
-                    record["mask"] = _rle(full[0, 0].numpy() > 0.5)
+                    record["mask"] = encode_rle(full[0, 0].numpy() > 0.5)
                 if full_logits or len(vocab) <= max_logits:
                     record["logits"] = [round(float(v), 3) for v in r.logits[j]]
                 f.write(json.dumps(record) + "\n")
     os.replace(tmp, out)
     summary = {**stats.summary(), "images": n - skipped, "skipped": skipped, "wall_s": time.perf_counter() - started,
-               "tau": tau, "out": str(out)}
+               "logit_scale": logit_scale, "out": str(out)}
     return summary

@@ -3,9 +3,10 @@
 The teacher describes each region (dense RoI feature, or the global embedding of the region's
 crop, or the mean of both logits, or a split of the two: the dense feature decides thing or
 stuff, the crop names the thing) and classifies it against its *own* text embeddings of the
-vocabulary: ``softmax(tau * cos)``. A region is kept when its top probability exceeds the
-threshold (0.3); whether it is a thing or stuff is decided by the vocabulary section of its
-top class -- membership, not an index cut-off (the reference code's cut-off is off by one).
+vocabulary: ``softmax(logit_scale * cos)`` (:mod:`densevlm.regions.similarity`). A region is
+kept when its top probability exceeds the threshold (0.3); whether it is a thing or stuff is
+decided by the vocabulary section of its top class -- membership, not an index cut-off (the
+reference code's cut-off is off by one).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from densevlm.errors import DenseVLMError
+from densevlm.regions import similarity
 from densevlm.regions.pooling import crop_boxes, roi_pool
 
 __all__ = ["RetrievalConfig", "Retrieval", "RetrievalStats", "teacher_region_features", "classify_regions", "part_blobs",
@@ -36,15 +38,16 @@ class RetrievalConfig:
             both logits) or ``split`` (the dense verdict decides kept and thing/stuff and gives
             stuff regions their distribution; thing regions take the crop's logits, which the
             decoupled loss reads over thing classes only).
-        tau: softmax temperature; None = the teacher's learned logit scale (100 for real
-            CLIPs; the reference code hard-codes 100).
+        logit_scale: multiplier of the cosines before the softmax (the inverse temperature);
+            None = the teacher's learned one (100 for real CLIPs; the reference code
+            hard-codes 100). The command line calls it ``--logit-scale`` or ``--tau``.
         threshold: keep a region when its top probability is above this.
         context: enlarge crop boxes by this factor about their centre.
         top_k: candidates reported per region.
     """
 
     features: str = "dense"
-    tau: Optional[float] = None
+    logit_scale: Optional[float] = None
     threshold: float = 0.3
     context: float = 1.0
     top_k: int = 5
@@ -54,8 +57,8 @@ class RetrievalConfig:
             raise DenseVLMError(f"retrieval features '{self.features}': choose {', '.join(FEATURE_KINDS)}")
         if not 0.0 <= self.threshold < 1.0:
             raise DenseVLMError(f"confidence threshold {self.threshold} must be in [0, 1)")
-        if self.tau is not None and self.tau <= 0:
-            raise DenseVLMError(f"temperature tau {self.tau} must be positive")
+        if self.logit_scale is not None and self.logit_scale <= 0:
+            raise DenseVLMError(f"logit scale {self.logit_scale} must be positive")
 
 
 @dataclass
@@ -63,7 +66,7 @@ class Retrieval:
     """The teacher's verdict on N regions.
 
     Attributes:
-        logits: ``[N, K]`` ``tau * cos(region, class)``.
+        logits: ``[N, K]`` ``logit_scale * cos(region, class)``.
         probs: ``[N, K]`` softmax of ``logits``.
         confidence: ``[N]`` top probability.
         label: ``[N]`` top class index.
@@ -137,7 +140,7 @@ def classify_regions(
     features: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
     text: torch.Tensor,
     class_is_thing: torch.Tensor,
-    tau: float,
+    logit_scale: float,
     threshold: float,
     kind: str = "mean",
 ) -> Retrieval:
@@ -147,29 +150,29 @@ def classify_regions(
         features: ``[N, C]`` unit-norm region features, or a (dense, crop) pair.
         text: ``[K, C]`` unit-norm class embeddings of the same model.
         class_is_thing: ``[K]`` bool.
-        tau: temperature multiplying the cosine similarities.
+        logit_scale: multiplier of the cosine similarities (:func:`~densevlm.regions.similarity.logits`).
         kind: the :data:`FEATURE_KINDS` entry that produced ``features``. For a pair, ``mean``
             averages the two logits; ``split`` lets the dense logits decide confidence, kept and
             thing/stuff, and gives thing regions the crop's logits and best thing class.
     """
     if not isinstance(features, tuple):
-        logits = tau * features.float() @ text.t()
-        probs = F.softmax(logits, dim=-1)
+        logits = similarity.logits(features.float(), text, logit_scale)
+        probs = similarity.probabilities(logits)
         confidence, label = probs.max(dim=-1)
-        is_thing = class_is_thing.to(label.device)[label]
+        is_thing = similarity.is_thing(label, class_is_thing)
         return Retrieval(logits, probs, confidence, label, is_thing, confidence > threshold)
     if kind == "mean":  # the logits are linear in the feature: average the features
-        return classify_regions(0.5 * (features[0].float() + features[1].float()), text, class_is_thing, tau, threshold)
+        mean = 0.5 * (features[0].float() + features[1].float())
+        return classify_regions(mean, text, class_is_thing, logit_scale, threshold)
     if kind != "split":
         raise DenseVLMError(f"a (dense, crop) feature pair needs kind mean or split, not '{kind}'")
-    dense = tau * features[0].float() @ text.t()
-    crop = tau * features[1].float() @ text.t()
-    things = class_is_thing.to(dense.device)
-    confidence, label = F.softmax(dense, dim=-1).max(dim=-1)
-    is_thing = things[label]
+    dense = similarity.logits(features[0].float(), text, logit_scale)
+    crop = similarity.logits(features[1].float(), text, logit_scale)
+    confidence, label = similarity.probabilities(dense).max(dim=-1)
+    is_thing = similarity.is_thing(label, class_is_thing)
     logits = torch.where(is_thing[:, None], crop, dense)
-    label = torch.where(is_thing, crop.masked_fill(~things, float("-inf")).argmax(dim=-1), label)
-    return Retrieval(logits, F.softmax(logits, dim=-1), confidence, label, is_thing, confidence > threshold)
+    label = torch.where(is_thing, similarity.restrict(crop, class_is_thing).argmax(dim=-1), label)
+    return Retrieval(logits, similarity.probabilities(logits), confidence, label, is_thing, confidence > threshold)
 
 
 def part_blobs(
@@ -198,11 +201,10 @@ def part_blobs(
     """
     from scipy import ndimage
 
-    things = class_is_thing.to(dense.device)
-    top = torch.einsum("bchw,kc->bkhw", dense.float(), text.float().to(dense.device)).argmax(dim=1)
+    top = similarity.cosine(dense.float(), text.float().to(dense.device), dim=1).argmax(dim=1)
     out = []
     for i, (rows, cols) in enumerate(valid):
-        mask = things[top[i, :rows, :cols]].cpu().numpy()
+        mask = similarity.is_thing(top[i, :rows, :cols], class_is_thing).cpu().numpy()
         labels, n = ndimage.label(mask)
         found = []
         for blob in range(1, n + 1):
@@ -220,17 +222,17 @@ def part_blobs(
     return out
 
 
-def classify_parts(features: torch.Tensor, text: torch.Tensor, class_is_thing: torch.Tensor, tau: float) -> Retrieval:
+def classify_parts(features: torch.Tensor, text: torch.Tensor, class_is_thing: torch.Tensor,
+                   logit_scale: float) -> Retrieval:
     """Targets for part blobs: thing regions by construction, named by their best thing class.
 
     Args:
         features: ``[N, C]`` unit-norm blob features (:func:`part_blobs`).
+        logit_scale: multiplier of the cosine similarities.
     """
-    logits = tau * features.float() @ text.t()
-    things = class_is_thing.to(logits.device)
-    probs = F.softmax(logits, dim=-1)
-    thing_probs = F.softmax(logits.masked_fill(~things, float("-inf")), dim=-1)
-    confidence, label = thing_probs.max(dim=-1)
+    logits = similarity.logits(features.float(), text, logit_scale)
+    probs = similarity.probabilities(logits)
+    confidence, label = similarity.probabilities(logits, classes=class_is_thing).max(dim=-1)
     n = logits.shape[0]
     ones = torch.ones(n, dtype=torch.bool, device=logits.device)
     return Retrieval(logits, probs, confidence, label, ones, ones.clone())

@@ -13,6 +13,9 @@ HTTP API (JSON; boxes are XYXY in original image pixels, confidences and probabi
 * ``POST /api/verdict`` ``{"region_id", "reviewer", "verdict": "category"|"rejected"|"unsure",
   "category"?, "thing"?}``; answers 200 with the stored verdict only after it is committed.
   An unknown category becomes a new class and needs ``"thing": true|false``.
+* ``POST /api/classes`` ``{"name", "thing"?, "reviewer"}`` adds a class a reviewer typed (``thing``
+  required when the name is new), or finds the existing one: ``{"class": {...}, "new_class": bool}``.
+  The page pins it to a quick key (6-9, 0) so later regions take it with one key press.
 * ``POST /api/undo`` ``{"reviewer"}`` undoes R's newest verdict: ``{"undone": {...} | null, "region": {...}}``.
 * ``GET /api/progress[?reviewer=R]`` totals, per teacher top-1 category and per status.
 * ``GET /api/history?reviewer=R[&limit=n]`` R's newest current verdicts.
@@ -41,7 +44,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from pydantic import BaseModel, Field
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.store import RegionNotFound, ReviewStore, clean_reviewer
+from densevlm.review import resolve, session
+from densevlm.review.progress import review_progress
+from densevlm.review.store import ReviewStore
 
 if TYPE_CHECKING:
     import uvicorn
@@ -67,6 +72,12 @@ class VerdictIn(BaseModel):
     verdict: Literal["category", "rejected", "unsure"]
     category: Optional[str] = Field(default=None, max_length=200)
     thing: Optional[bool] = None
+
+
+class ClassIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    thing: Optional[bool] = None
+    reviewer: str = Field(min_length=1, max_length=64)
 
 
 class UndoIn(BaseModel):
@@ -158,8 +169,8 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
     async def user_error(request: Request, exc: DenseVLMError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.exception_handler(RegionNotFound)
-    async def no_region(request: Request, exc: RegionNotFound) -> JSONResponse:
+    @app.exception_handler(session.RegionNotFound)
+    async def no_region(request: Request, exc: session.RegionNotFound) -> JSONResponse:
         return JSONResponse({"detail": "no such region"}, status_code=404)
 
     @app.exception_handler(sqlite3.OperationalError)
@@ -179,7 +190,7 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
 
     @app.get("/api/images/{image_id}")
     def image(image_id: str, store: ReviewStore = Depends(get_store)) -> FileResponse:
-        path = store.image_file(_parse_id(image_id))
+        path = session.image_file(store, _parse_id(image_id))
         if path is None:
             raise HTTPException(status_code=404, detail="not found")
         return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
@@ -198,41 +209,45 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
         exclude: str = Query(default="", max_length=20000),
         store: ReviewStore = Depends(get_store),
     ) -> dict:
-        reviewer = clean_reviewer(reviewer)
+        reviewer = session.clean_reviewer(reviewer)
         skipped = {int(part) for part in exclude.split(",") if _ID.fullmatch(part.strip())}
         held = claims.held_by_others(reviewer)
         filters = dict(category=category or None, min_conf=min_conf, max_conf=max_conf, order=order)
-        region = store.next_region(reviewer, exclude=skipped | held, **filters)
+        region = session.next_region(store, reviewer, exclude=skipped | held, **filters)
         if region is None and held:
-            region = store.next_region(reviewer, exclude=skipped, **filters)
+            region = session.next_region(store, reviewer, exclude=skipped, **filters)
         if region is not None:
             claims.claim(region["id"], reviewer)
         return {"region": region}
 
     @app.get("/api/regions/{region_id}")
     def region(region_id: str, reviewer: Optional[str] = None, store: ReviewStore = Depends(get_store)) -> dict:
-        found = store.region(_parse_id(region_id), reviewer)
+        found = session.region(store, _parse_id(region_id), reviewer)
         if found is None:
             raise HTTPException(status_code=404, detail="no such region")
         return {"region": found}
 
     @app.post("/api/verdict")
     def verdict(body: VerdictIn, store: ReviewStore = Depends(get_store)) -> dict:
-        stored = store.add_verdict(body.region_id, body.reviewer, body.verdict, body.category, body.thing)
+        stored = session.add_verdict(store, body.region_id, body.reviewer, body.verdict, body.category, body.thing)
         claims.release(body.region_id, stored["reviewer"])
         return stored
 
+    @app.post("/api/classes")
+    def add_class(body: ClassIn, store: ReviewStore = Depends(get_store)) -> dict:
+        return session.add_class(store, body.name, body.thing, body.reviewer)
+
     @app.post("/api/undo")
     def undo(body: UndoIn, store: ReviewStore = Depends(get_store)) -> dict:
-        undone = store.undo(body.reviewer)
-        region = store.region(undone["region_id"], body.reviewer) if undone else None
+        undone = session.undo(store, body.reviewer)
+        region = session.region(store, undone["region_id"], body.reviewer) if undone else None
         if region is not None:
             claims.claim(region["id"], undone["reviewer"])
         return {"undone": undone, "region": region}
 
     @app.get("/api/progress")
     def progress(reviewer: Optional[str] = Query(default=None, max_length=64), store: ReviewStore = Depends(get_store)) -> dict:
-        return store.progress(reviewer or None)
+        return review_progress(store, reviewer or None)
 
     @app.get("/api/history")
     def history(
@@ -240,11 +255,11 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
         limit: int = Query(default=20, ge=1, le=500),
         store: ReviewStore = Depends(get_store),
     ) -> dict:
-        return {"verdicts": store.history(reviewer, limit)}
+        return {"verdicts": session.history(store, reviewer, limit)}
 
     @app.get("/api/conflicts")
     def conflicts(store: ReviewStore = Depends(get_store)) -> dict:
-        return {"conflicts": store.conflicts()}
+        return {"conflicts": resolve.conflicts(store)}
 
     return app
 

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Sequence
 
 from densevlm.errors import DenseVLMError, nearest_names
+from densevlm.regions.rle import rle_counts
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -26,53 +27,11 @@ __all__ = [
     "HeaderClass",
     "clean_name",
     "read_candidates",
-    "rle_area",
-    "rle_counts",
 ]
 
 logger = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 5
-
-
-# ----------------------------------------------------------------------------------------------
-# COCO compressed RLE (the ``counts`` string of pycocotools), decoded without numpy
-
-
-def rle_counts(counts: str) -> list[int]:
-    """Decode a COCO compressed RLE ``counts`` string into run lengths.
-
-    Runs alternate background/foreground starting with background, over the pixels in
-    column-major (Fortran) order. Raises ``ValueError`` on a malformed string.
-    """
-    runs: list[int] = []
-    pos = 0
-    while pos < len(counts):
-        value = 0
-        shift = 0
-        more = True
-        while more:
-            if pos >= len(counts):
-                raise ValueError("truncated RLE string")
-            chunk = ord(counts[pos]) - 48
-            if chunk < 0 or chunk > 63:
-                raise ValueError(f"invalid character {counts[pos]!r} in RLE string")
-            value |= (chunk & 0x1F) << shift
-            more = bool(chunk & 0x20)
-            pos += 1
-            shift += 5
-            if not more and chunk & 0x10:
-                value |= -1 << shift
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
-
-
-def rle_area(mask: dict) -> int:
-    """Foreground pixel count of a COCO compressed RLE dict."""
-    runs = rle_counts(mask["counts"])
-    return sum(runs[1::2])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,6 +255,8 @@ def read_candidates(path: str | Path) -> tuple[CandidatesHeader, list[CandidateR
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DenseVLMError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # a number past 4300 digits, nesting past the stack
+            raise DenseVLMError(f"{where}: not usable JSON ({str(e).splitlines()[0][:80] or type(e).__name__})") from None
         if header is None:
             header = _parse_header(obj, where)
             for index, cls in enumerate(header.classes):
@@ -333,8 +294,9 @@ def _resolve_images_dir(path: Path, header: CandidatesHeader, images_dir: str | 
 
 
 def _check_images(path: Path, root: Path, regions: Sequence[CandidateRegion]) -> dict[str, tuple[int, int]]:
-    """Open each image's header once; its size must match the regions' width and height."""
-    from PIL import Image, UnidentifiedImageError
+    """Read each image's header once; its size in the EXIF-oriented frame (the one ``retrieve``
+    and ``segment`` use) must match the regions' width and height."""
+    from densevlm.imaging import image_size
 
     sizes: dict[str, tuple[int, int]] = {}
     for region in regions:
@@ -343,9 +305,8 @@ def _check_images(path: Path, root: Path, regions: Sequence[CandidateRegion]) ->
             if not file.is_file():
                 raise DenseVLMError(f"{path}:{region.line}: image '{region.image}' not found in {root}")
             try:
-                with Image.open(file) as im:
-                    sizes[region.image] = im.size
-            except (UnidentifiedImageError, OSError):
+                sizes[region.image] = image_size(file)
+            except DenseVLMError:
                 raise DenseVLMError(f"{path}:{region.line}: image '{region.image}' is not a readable image file") from None
         width, height = sizes[region.image]
         if (region.width, region.height) != (width, height):

@@ -1,6 +1,6 @@
 """Export reviewed regions: COCO instances, Label Studio pre-annotations, or one JSON line per region.
 
-Verdicts are resolved over reviewers as in :func:`densevlm.review.store.load_reviewed_regions`
+Verdicts are resolved over reviewers as in :mod:`densevlm.review.resolve`
 (majority of current verdicts, ties to the most recent). Files are written atomically.
 
 * ``coco``: images with at least one reviewed region; one annotation per accepted or corrected
@@ -25,7 +25,8 @@ from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 from densevlm.errors import DenseVLMError
-from densevlm.review.candidates import rle_area
+from densevlm.regions.rle import rle_area
+from densevlm.review.resolve import resolved_regions
 from densevlm.review.store import ReviewStore
 
 __all__ = [
@@ -54,7 +55,7 @@ def _iso(seconds: Optional[float]) -> Optional[str]:
 def coco_dataset(db_path: str | Path) -> dict:
     """COCO instances: accepted/corrected regions as annotations (bbox XYWH pixels, RLE segmentation if masked)."""
     with ReviewStore(db_path) as store:
-        regions = store.resolved_regions()
+        regions = resolved_regions(store)
         classes = store.classes()
     class_ids = {c["name"]: c["id"] for c in classes}
     images: dict[int, dict] = {}
@@ -133,7 +134,7 @@ def _rectangle(r: dict, label: str, score: float) -> dict:
 def labelstudio_tasks(db_path: str | Path, image_prefix: str = LABELSTUDIO_PREFIX) -> list[dict]:
     """Label Studio tasks with ``rectanglelabels`` predictions in percent of the image width/height."""
     with ReviewStore(db_path) as store:
-        regions = store.resolved_regions(include_unreviewed=True)
+        regions = resolved_regions(store, include_unreviewed=True)
     tasks: dict[int, dict] = {}
     for r in regions:
         task = tasks.get(r["image_id"])
@@ -180,7 +181,7 @@ def labelstudio_config(db_path: str | Path) -> str:
 def verdict_records(db_path: str | Path) -> list[dict]:
     """One record per region: box XYXY pixels, mask, teacher top-1 and confidence, final outcome, reviewers, time."""
     with ReviewStore(db_path) as store:
-        regions = store.resolved_regions(include_unreviewed=True)
+        regions = resolved_regions(store, include_unreviewed=True)
     records = []
     for r in regions:
         final = r["category"] if r["status"] in _LABELED else r["status"]

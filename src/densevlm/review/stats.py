@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from densevlm.review.resolve import resolved_regions
 from densevlm.review.store import STATUSES, ReviewStore
 
 __all__ = ["review_stats", "trusted_threshold", "format_stats", "TARGET_PRECISION"]
@@ -63,7 +64,7 @@ def review_stats(db_path: str | Path) -> dict:
     first, last (Unix seconds), active_minutes, per_minute), ``verdict_rows`` (history rows).
     """
     with ReviewStore(db_path) as store:
-        regions = store.resolved_regions(include_unreviewed=True)
+        regions = resolved_regions(store, include_unreviewed=True)
         classes = store.classes()
         with store.snapshot() as conn:
             rows = conn.execute(

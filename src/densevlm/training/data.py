@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from densevlm.data.images import ImageSource
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import plan_letterbox
+from densevlm.model import DenseModel
 
-__all__ = ["StepBatchSampler", "ContentDataset", "make_loader", "normalise_content"]
+__all__ = ["StepBatchSampler", "ContentDataset", "make_loader", "model_batch", "normalise_content"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class StepBatchSampler(Sampler[list[int]]):
 
 
 class ContentDataset(Dataset):
-    """Image ``i`` letterboxed to longest side ``size``: ``{"index", "content": uint8 [3, h, w]}``.
+    """Image ``i`` letterboxed to longest side ``size``: ``{"index", "content": uint8 [3, h, w], "plan"}``
+    (``plan``: the :class:`~densevlm.imaging.Letterbox` from original to content pixels).
 
     An unreadable image yields ``{"index", "error"}`` instead of raising.
     """
@@ -74,7 +76,7 @@ class ContentDataset(Dataset):
         if (plan.width, plan.height) != image.size:
             image = image.resize((plan.width, plan.height), Image.BICUBIC)
         array = np.array(image, dtype=np.uint8)
-        return {"index": index, "content": torch.from_numpy(array).permute(2, 0, 1).contiguous()}
+        return {"index": index, "content": torch.from_numpy(array).permute(2, 0, 1).contiguous(), "plan": plan}
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,3 +104,10 @@ def normalise_content(content: torch.Tensor, mean, std, side: int, multiple: int
     out = torch.zeros(3, s, s)
     out[:, : x.shape[1], : x.shape[2]] = (x - m) / sd
     return out
+
+
+def model_batch(model: DenseModel, contents: list[torch.Tensor], side: int, device: torch.device) -> torch.Tensor:
+    """uint8 ``[3, h, w]`` contents -> ``[B, 3, S, S]`` on ``device``, normalised with ``model``'s
+    mean/std and padded to its patch size (see :func:`normalise_content`)."""
+    m, sd, p = model.spec.mean, model.spec.std, model.patch_size
+    return torch.stack([normalise_content(c, m, sd, side, p) for c in contents]).to(device)

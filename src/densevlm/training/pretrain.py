@@ -20,11 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from densevlm.data.captions import JsonlCaptionSource, open_caption_source
+from densevlm.data.synth import make_caption
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save, atomic_write_json
 from densevlm.model import DenseModel, load_model, pad_batch
+from densevlm.regions import similarity
+from densevlm.training.optim import param_groups, warmup_cosine
 
-__all__ = ["PretrainConfig", "pretrain", "contrastive_loss", "param_groups", "warmup_cosine"]
+__all__ = ["PretrainConfig", "pretrain", "contrastive_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -81,38 +84,20 @@ class PretrainConfig:
             raise DenseVLMError(f"--amp {self.amp}: choose off or bf16")
 
 
-def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, captions: list[str]) -> torch.Tensor:
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                     captions: list[str]) -> torch.Tensor:
     """Symmetric InfoNCE.
 
     Args:
         image: ``[B, C]`` unit-norm image embeddings.
         text: ``[B, C]`` unit-norm text embeddings of ``captions``.
-        scale: the temperature ``exp(logit_scale)``.
+        logit_scale: the multiplier of the cosines, ``exp`` of the learned parameter.
         captions: the B captions; equal captions are all positives for each other.
     """
-    logits = scale * image @ text.t()
+    logits = similarity.logits(image, text, logit_scale)
     same = torch.tensor([[a == b for b in captions] for a in captions], dtype=logits.dtype, device=logits.device)
     targets = same / same.sum(dim=1, keepdim=True)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on matrices only; none on biases, norms, scales and embeddings."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith(("cls_token", "pos_embed"))
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear from 0 over ``warmup`` steps, then cosine from 1 to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _build_model(cfg: PretrainConfig, source) -> DenseModel:
@@ -146,7 +131,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
     cfg.check()
     torch.manual_seed(cfg.seed)
     source = open_caption_source(
-        cfg.data, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed,
+        cfg.data, make_caption, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed,
         part_crop_prob=cfg.part_crop_prob,
     )
     model = _build_model(cfg, source)
@@ -177,8 +162,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
             image_emb = F.normalize(backbone.forward_image(images, pooled=True, dense=False).pooled.float(), dim=-1)
             text_emb = F.normalize(backbone.encode_text_tokens(tokens).float(), dim=-1)
-        scale = backbone.clip.logit_scale.exp().clamp(max=100.0)
-        loss = contrastive_loss(image_emb, text_emb, scale, captions)
+        logit_scale = backbone.clip.logit_scale.exp().clamp(max=100.0)
+        loss = contrastive_loss(image_emb, text_emb, logit_scale, captions)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -186,7 +171,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
         with torch.no_grad():
             backbone.clip.logit_scale.clamp_(0, math.log(100.0))
         seen += len(pils)
-        loss_value, scale_value = float(loss.detach()), float(scale.detach())
+        loss_value, scale_value = float(loss.detach()), float(logit_scale.detach())
         if step % 10 == 0 or step == cfg.steps - 1:
             rate = seen / max(1e-9, time.perf_counter() - started)
             bar.set_postfix(loss=f"{loss_value:.3f}", scale=f"{scale_value:.1f}", img_s=f"{rate:.0f}")

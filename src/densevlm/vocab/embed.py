@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from densevlm.backbones.base import Backbone
 from densevlm.vocab.prompts import fill_template, get_templates
+from densevlm.vocab.tokens import check_class_tokens
 from densevlm.vocab.vocabulary import Vocabulary
 
 __all__ = ["class_embeddings", "default_cache_dir", "encode_texts"]
@@ -51,16 +52,25 @@ def class_embeddings(
 ) -> torch.Tensor:
     """``[K, C]`` unit-norm class embeddings, in vocabulary order.
 
+    The vocabulary is first checked against the text tower (:func:`check_class_tokens`: warnings
+    for cut names and unknown words, an error for classes with identical token sequences).
     Each class embedding is the mean over its (synonym x template) sentences of the unit-norm
-    sentence embeddings, normalised again.
+    sentence embeddings, normalised again. An adapted vocabulary
+    (:class:`~densevlm.vocab.adapted.AdaptedVocabulary`) brings its own embeddings: they are
+    returned as they are, after checking they were made for this backbone's weights.
 
     Args:
         templates: template set name; default the model's own (``spec.templates``).
         cache_dir: where cached tables live (default :func:`default_cache_dir`).
         use_cache: read and write the on-disk cache.
     """
+    adapted = getattr(vocab, "embeddings", None)
+    if adapted is not None:
+        vocab.check_model(backbone.weights_sha256())
+        return torch.from_numpy(adapted).to(next(backbone.parameters()).device).clone()
     template_name = templates or backbone.spec.templates
     template_list = get_templates(template_name)
+    check_class_tokens(backbone.tokenizer, vocab, template_list, model=backbone.spec.arch)
     key = hashlib.sha256(
         "|".join([backbone.text_fingerprint(), vocab.fingerprint(), *template_list]).encode("utf-8")
     ).hexdigest()[:32]

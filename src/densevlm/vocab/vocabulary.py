@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["Vocabulary", "load_vocabulary"]
+__all__ = ["Vocabulary", "read_vocabulary_text", "parse_vocabulary"]
 
 _SECTIONS: dict[str, bool | str] = {"things": True, "thing": True, "stuff": False, "defects": "defects",
                                      "defect": "defects"}
@@ -45,12 +45,16 @@ class Vocabulary:
         synonyms: ``[K]`` tuples of every name of a class, the display name first.
         is_thing: ``[K]`` True for things, False for stuff.
         is_defect: ``[K]`` True for the things listed under ``[defects]`` (empty = none).
+        source: the file it was read from (empty when built in code); for messages only.
+        lines: ``[K]`` the line of each class in ``source`` (empty when built in code).
     """
 
     names: tuple[str, ...]
     synonyms: tuple[tuple[str, ...], ...]
     is_thing: tuple[bool, ...]
     is_defect: tuple[bool, ...] = ()
+    source: str = field(default="", compare=False)
+    lines: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if not self.is_defect:
@@ -193,7 +197,8 @@ def parse_vocabulary(text: str, source: str = "<string>") -> Vocabulary:
         (things if section else stuff).append(names)
     if not things and not stuff:
         raise DenseVLMError(f"{source}: vocabulary is empty; list classes under [things] and [stuff]")
-    return Vocabulary.from_lists(things, stuff, _resolve_defects(defects, things, stuff, first_line, source))
+    vocab = Vocabulary.from_lists(things, stuff, _resolve_defects(defects, things, stuff, first_line, source))
+    return replace(vocab, source=source, lines=tuple(first_line[n.lower()] for n in vocab.names))
 
 
 def _resolve_defects(lines: list[tuple[int, tuple[str, ...]]], things: list[tuple[str, ...]],
@@ -219,8 +224,8 @@ def _section_of(key: str, things: list[tuple[str, ...]], stuff: list[tuple[str, 
     return any(key in (n.lower() for n in syns) for syns in things)
 
 
-def load_vocabulary(path: str | Path) -> Vocabulary:
-    """Read a vocabulary file (UTF-8)."""
+def read_vocabulary_text(path: str | Path) -> Vocabulary:
+    """Read a vocabulary text file (UTF-8); :func:`densevlm.vocab.load_vocabulary` reads ``.npz`` ones too."""
     path = Path(path)
     try:
         data = path.read_bytes()

@@ -2,7 +2,8 @@
 
 from densevlm.data.synth.categories import CATEGORIES, STUFF, THINGS
 from densevlm.data.synth.scene import Scene, Segment, make_caption, make_scene, scene_caption
-from densevlm.data.synth.writer import generate_scene, world_vocabulary_text, write_world
+from densevlm.data.synth.vocabulary import default_vocabulary, world_vocabulary_text
+from densevlm.data.synth.writer import generate_scene, write_world
 
 __all__ = [
     "CATEGORIES",
@@ -10,6 +11,7 @@ __all__ = [
     "THINGS",
     "Scene",
     "Segment",
+    "default_vocabulary",
     "generate_scene",
     "make_caption",
     "make_scene",

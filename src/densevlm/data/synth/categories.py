@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Category", "CATEGORIES", "THINGS", "STUFF", "HARDWARE", "DEFECTS", "UNSEEN", "PLURALS", "by_name"]
+__all__ = ["Category", "CATEGORIES", "THINGS", "STUFF", "HARDWARE", "DEFECTS", "UNSEEN", "PLANT", "PLANT_WORDS",
+           "PLURALS", "by_name"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ UNSEEN = (
     Category(91, "cardboard", False, "surface"),
     Category(92, "oil stain", True, "defect"),
 )
+# Plant words: drawn only by `synth --plant-words` (synth/plant.py) and never named in a caption.
+PLANT = (
+    Category(31, "burr", True, "defect"),
+    Category(32, "weld spatter", True, "defect"),
+    Category(33, "porosity", True, "defect"),
+    Category(34, "rivet", True, "hardware", (0.10, 0.62, 0.66)),
+)
+PLANT_WORDS = frozenset(c.name for c in PLANT)
 
 PLURALS = {
     "bolt": "bolts",
@@ -73,7 +82,7 @@ PLURALS = {
 
 
 def by_name(name: str) -> Category:
-    for c in CATEGORIES + UNSEEN:
+    for c in CATEGORIES + UNSEEN + PLANT:
         if c.name == name:
             return c
     raise KeyError(name)

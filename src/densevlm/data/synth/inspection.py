@@ -15,6 +15,9 @@ others are drawn from parts and defects); an OK image holds parts only.
 * ``camera`` -- a different scale: the scene is zoomed 1.5x about its centre (crop, then
   nearest resize of the ground truth and bilinear resize of the image).
 
+``--plant-words`` adds the plant words (synth/plant.py): rivet among the parts; burr, weld
+spatter and porosity among the defects.
+
 Without either flag nothing here runs and the world is byte-identical to the reference one.
 """
 
@@ -26,11 +29,11 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from densevlm.data.synth.categories import DEFECTS, HARDWARE, STUFF, THINGS, UNSEEN, Category
+from densevlm.data.synth.categories import DEFECTS, HARDWARE, PLANT, STUFF, UNSEEN, Category
 from densevlm.data.synth.scene import MIN_STUFF_AREA, MIN_THING_AREA, Scene, Segment, make_scene
 from densevlm.errors import DenseVLMError
 
-__all__ = ["SHIFTS", "is_ng", "inspection_scene", "extra_categories", "check_flags", "defect_names"]
+__all__ = ["SHIFTS", "is_ng", "inspection_scene", "extra_categories", "check_flags", "defect_names", "part_names"]
 
 SHIFTS = ("lighting", "blur", "new-surface", "new-defect", "camera")
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
@@ -59,16 +62,25 @@ def extra_categories(shift: Optional[str]) -> tuple[Category, ...]:
     return tuple(c for c in UNSEEN if c.name == wanted)
 
 
-def defect_names(shift: Optional[str]) -> tuple[str, ...]:
-    """The defects drawn in a world with ``shift``."""
-    return ("oil stain",) if shift == "new-defect" else tuple(c.name for c in DEFECTS)
+def defect_names(shift: Optional[str], plant_words: bool = False) -> tuple[str, ...]:
+    """The defects drawn in a world with ``shift`` (and the plant words' defects with ``plant_words``)."""
+    if shift == "new-defect":
+        return ("oil stain",)
+    return tuple(c.name for c in DEFECTS + (PLANT if plant_words else ()) if c.supercategory == "defect")
 
 
-def inspection_scene(rng: np.random.Generator, size: int, ng: Optional[bool], shift: Optional[str]) -> Scene:
-    """One scene: NG (``True``), OK (``False``) or the reference mix (``None``), with ``shift`` applied."""
-    defects = list(defect_names(shift))
-    parts = [c.name for c in HARDWARE]
-    pool = parts + defects if shift == "new-defect" else [c.name for c in THINGS]
+def part_names(plant_words: bool = False) -> tuple[str, ...]:
+    """The parts (OK things) drawn in a world (the plant words' parts too with ``plant_words``)."""
+    return tuple(c.name for c in HARDWARE + (PLANT if plant_words else ()) if c.supercategory != "defect")
+
+
+def inspection_scene(rng: np.random.Generator, size: int, ng: Optional[bool], shift: Optional[str],
+                     plant_words: bool = False) -> Scene:
+    """One scene: NG (``True``), OK (``False``) or the reference mix (``None``), with ``shift`` applied;
+    with ``plant_words`` the plant words (synth/plant.py) are drawn among the parts and defects."""
+    defects = list(defect_names(shift, plant_words))
+    parts = list(part_names(plant_words))
+    pool = parts + defects
 
     def choose_things(rng: np.random.Generator, n: int) -> list[str]:
         if ng is None:

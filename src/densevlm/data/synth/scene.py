@@ -14,8 +14,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from densevlm.data.synth.categories import PLURALS, STUFF, THINGS, by_name
-from densevlm.data.synth.shapes import draw_thing
+from densevlm.data.synth.categories import PLANT_WORDS, PLURALS, STUFF, THINGS
+from densevlm.data.synth.plant import PLANT_DRAWERS
+from densevlm.data.synth.shapes import THING_DRAWERS
 from densevlm.data.synth.textures import render_texture, smooth_noise
 
 __all__ = ["Segment", "Scene", "make_scene", "make_caption", "MIN_THING_AREA", "MIN_STUFF_AREA"]
@@ -24,6 +25,7 @@ MIN_THING_AREA = 10  # pixels, at any size
 MIN_STUFF_FRACTION = 0.12  # of the image, for each region of the partition
 MIN_STUFF_AREA = 24  # visible pixels per stuff segment (at 64 px; scaled by area)
 PREFIXES = ("", "a photo of", "close up of", "an image of", "there is")
+DRAWERS = {**THING_DRAWERS, **PLANT_DRAWERS}  # thing name -> draw(rng, h, w, scale) -> Instance
 
 
 @dataclass
@@ -124,7 +126,7 @@ def make_scene(rng: np.random.Generator, size: int = 64, max_things: int = 3,
             names = rng.choice([c.name for c in THINGS], size=n_things)
         else:
             names = choose_things(rng, n_things)
-        instances = [draw_thing(str(n), rng, size, size, scale) for n in names]
+        instances = [DRAWERS[str(n)](rng, size, size, scale) for n in names]
         visible = _visible_masks([inst.mask for inst in instances])
         kept = [(inst, vis) for inst, vis in zip(instances, visible) if vis.sum() >= min_thing]
         visible = _visible_masks([inst.mask for inst, _ in kept])
@@ -166,15 +168,18 @@ def _join(parts: list[str]) -> str:
 
 
 def make_caption(rng: np.random.Generator, things: list[str], stuff: list[tuple[str, int]], p_stuff: float = 0.15) -> str:
-    """A web-like caption: every thing named, the background only sometimes.
+    """A web-like caption: every thing named (except plant words, never named), the background only sometimes.
 
     Args:
-        things: thing category names present (repeats allowed: "two bolts").
+        things: thing category names present (repeats allowed: "two bolts"); plant words
+            (:data:`~densevlm.data.synth.categories.PLANT_WORDS`) are dropped, so their regions
+            go uncaptioned.
         stuff: ``(name, visible area)`` of the stuff present.
         p_stuff: probability that the largest stuff is named when there are things;
             a caption without things always names its stuff.
     """
     prefix = PREFIXES[int(rng.integers(len(PREFIXES)))]
+    things = [t for t in things if t not in PLANT_WORDS]
     stuff_sorted = [name for name, _ in sorted(stuff, key=lambda s: -s[1])]
     if things:
         counts: dict[str, int] = {}
@@ -201,7 +206,3 @@ def scene_caption(rng: np.random.Generator, scene: Scene, p_stuff: float = 0.15)
     things = [s.category for s in scene.segments if s.isthing]
     stuff = [(s.category, s.area) for s in scene.segments if not s.isthing]
     return make_caption(rng, things, stuff, p_stuff)
-
-
-def category_of(name: str) -> int:
-    return by_name(name).id

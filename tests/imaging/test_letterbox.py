@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from densevlm.errors import DenseVLMError
+from densevlm.imaging import letterbox, plan_letterbox
+
+
+def test_plan_of_a_wide_image():
+    plan = plan_letterbox(400, 300, 200, 16)
+    assert (plan.scale, plan.width, plan.height, plan.input_width, plan.input_height) == (0.5, 200, 150, 208, 160)
+    square = plan_letterbox(400, 300, 200, 16, square=True)
+    assert (square.width, square.height, square.input_width, square.input_height) == (200, 150, 208, 208)
+
+
+def test_boxes_and_points_by_hand():
+    plan = plan_letterbox(50, 36, 56, 8, square=True)  # scale 56 / 50 = 1.12, content 56 x 40
+    boxes = np.array([[10.0, 5.0, 30.0, 25.0], [0.0, 0.0, 50.0, 36.0]])
+    np.testing.assert_allclose(plan.to_input(boxes), [[11.2, 5.6, 33.6, 28.0], [0.0, 0.0, 56.0, 40.32]])
+    np.testing.assert_allclose(plan.to_original(np.array([[56.0, 56.0]])), [[50.0, 50.0]])  # padding maps beyond
+    t = plan.to_input(torch.tensor([[10.0, 5.0]]))
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float32
+    torch.testing.assert_close(t, torch.tensor([[11.2, 5.6]]))
+
+
+def test_kinds_and_dtypes_are_kept():
+    plan = plan_letterbox(400, 300, 200, 16)
+    assert plan.to_input(np.zeros((0, 4))).shape == (0, 4)
+    assert plan.to_input(np.ones((2, 4), dtype=np.float32)).dtype == np.float32
+    assert plan.to_original(torch.ones(3, 4, dtype=torch.float64)).dtype == torch.float64
+    listed = plan.to_input([[100, 40, 300, 260]])
+    assert isinstance(listed, np.ndarray)
+    np.testing.assert_array_equal(listed, [[50.0, 20.0, 150.0, 130.0]])
+    np.testing.assert_array_equal(plan.to_input(np.array([2.0, 4.0, 6.0, 8.0])), [1.0, 2.0, 3.0, 4.0])
+
+
+@pytest.mark.parametrize("width,height,size,multiple", [(640, 480, 448, 14), (37, 91, 64, 16), (1, 1, 32, 8)])
+def test_round_trips(width, height, size, multiple):
+    plan = plan_letterbox(width, height, size, multiple, square=True)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 1, (20, 2)) * [width, height]
+    boxes = np.concatenate([xy, xy + rng.uniform(0, 5, (20, 2))], axis=1)
+    np.testing.assert_allclose(plan.to_original(plan.to_input(boxes)), boxes, rtol=1e-12)
+    np.testing.assert_allclose(plan.to_input(plan.to_original(boxes)), boxes, rtol=1e-12)
+    t = torch.from_numpy(boxes).float()
+    torch.testing.assert_close(plan.to_original(plan.to_input(t)), t)
+    # the content's corners map onto the original image's corners (up to the size rounding)
+    far = plan.to_original(np.array([plan.width, plan.height], dtype=np.float64))
+    assert abs(far[0] - width) <= 0.5 / plan.scale and abs(far[1] - height) <= 0.5 / plan.scale
+
+
+def test_boxes_match_the_pixels_letterbox_draws():
+    image = np.zeros((30, 40, 3), dtype=np.uint8)
+    image[10:20, 8:24] = 255  # a white box [8, 10, 24, 20] in original pixels
+    x, plan = letterbox(Image.fromarray(image), 20, 4, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    x1, y1, x2, y2 = plan.to_input(np.array([8.0, 10.0, 24.0, 20.0]))
+    assert (x1, y1, x2, y2) == (4.0, 5.0, 12.0, 10.0)
+    white = torch.nonzero(x[0] > 0.5)  # bicubic blurs the edges: half-white pixels are in
+    assert (int(white[:, 1].min()), int(white[:, 0].min())) == (x1, y1)
+    assert (int(white[:, 1].max()) + 1, int(white[:, 0].max()) + 1) == (x2, y2)
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (5, 1)])
+def test_bad_shapes_are_refused(shape):
+    plan = plan_letterbox(400, 300, 200, 16)
+    with pytest.raises(DenseVLMError, match="XYXY"):
+        plan.to_input(np.zeros(shape))
+    with pytest.raises(DenseVLMError, match="XYXY"):
+        plan.to_original(torch.zeros(shape))
+
+
+def test_masks_by_hand():
+    plan = plan_letterbox(4, 4, 2, 4)  # scale 0.5, content 2 x 2 padded to 4 x 4
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True  # one content pixel, fully covered
+    masks[1, 0, 3] = True  # a quarter of the top-right content pixel
+    out = plan.masks_to_input(masks)
+    assert out.shape == (2, 4, 4) and out.dtype == torch.float32
+    expected = torch.zeros(2, 4, 4)
+    expected[0, 0, 0] = 1.0
+    expected[1, 0, 1] = 0.25
+    torch.testing.assert_close(out, expected)
+
+
+def test_masks_keep_their_area_and_leave_the_padding_empty():
+    plan = plan_letterbox(64, 48, 32, 16, square=True)  # scale 1 / 2, content 32 x 24, input 32 x 32
+    masks = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0)) > 0.5
+    out = plan.masks_to_input(masks)
+    assert out.shape == (3, plan.input_height, plan.input_width)
+    torch.testing.assert_close(out.sum(dim=(1, 2)), masks.float().sum(dim=(1, 2)) * plan.scale**2)
+    assert out[:, plan.height :].abs().sum() == 0
+    with pytest.raises(DenseVLMError, match="do not match"):
+        plan.masks_to_input(masks[:, :47])

@@ -1,0 +1,36 @@
+"""Pixel maps: chunked upsampling and argmax against a direct computation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from densevlm.imaging import plan_letterbox
+from densevlm.inference.maps import original_maps, pixel_predictions
+
+
+def test_chunked_argmax_equals_unchunked():
+    torch.manual_seed(0)
+    dense = F.normalize(torch.randn(16, 7, 7), dim=0)
+    text = F.normalize(torch.randn(11, 16), dim=1)
+    plan = plan_letterbox(50, 36, 56, 8, square=True)
+    assert (plan.width, plan.height, plan.input_width, plan.input_height) == (56, 40, 56, 56)
+    whole = pixel_predictions(dense, text, 20.0, plan)
+    chunked = pixel_predictions(dense, text, 20.0, plan, max_chunk_elements=3 * 56 * 56)  # 3 classes at a time
+    up = F.interpolate(20.0 * torch.einsum("kc,chw->khw", text, dense)[None], size=(56, 56), mode="bilinear",
+                       align_corners=False)[0][:, :40, :56]
+    torch.testing.assert_close(whole[0], up.argmax(0), rtol=0, atol=0)
+    torch.testing.assert_close(chunked[0], whole[0], rtol=0, atol=0)
+    torch.testing.assert_close(chunked[1], up.softmax(0).max(0).values)
+
+
+def test_original_maps_undo_an_integer_downscale():
+    plan = plan_letterbox(112, 80, 56, 8, square=True)  # half size: each content pixel is a 2x2 block
+    assert (plan.width, plan.height, plan.original_width, plan.original_height) == (56, 40, 112, 80)
+    labels = torch.randint(0, 7, (40, 56), generator=torch.Generator().manual_seed(0)).numpy().astype("uint8")
+    scores = torch.full((40, 56), 0.25)
+    big_labels, big_scores = original_maps(labels, scores, plan)
+    assert big_labels.dtype == labels.dtype and big_labels.flags["C_CONTIGUOUS"]
+    assert (big_labels == labels.repeat(2, axis=0).repeat(2, axis=1)).all()
+    assert big_scores.dtype == "float32" and big_scores.shape == (80, 112)
+    assert abs(big_scores - 0.25).max() < 1e-6
