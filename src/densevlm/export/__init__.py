@@ -6,44 +6,47 @@
     >>> exported = load_export("line/")                        # runtime chosen from the manifest
 
 Needs the ``export`` extra (``pip install densevlm[export]``: onnx, onnxruntime, onnxscript); OpenVINO
-and int8 need the ``edge`` extra (openvino, nncf).
+and int8 need the ``edge`` extra (openvino, nncf). Running an export needs neither PyTorch nor the
+exporters (``pip install densevlm[runtime]``): the names below load on first use, so importing
+``densevlm.export.openvino`` or ``.runtime`` does not import the export code (and PyTorch).
 """
 
-from densevlm.export.manifest import EMBEDDINGS_FILE, ENCODER_FILE, MANIFEST_FILE, REGION_FILE, read_manifest
-from densevlm.export.build import export_edge
-from densevlm.export.onnx import export_onnx
-from densevlm.export.openvino import OpenVinoDenseModel, load_export, load_openvino_model
-from densevlm.export.runtime import ExportSpec, OnnxDenseModel, load_onnx_model, require_packages
-from densevlm.export.verify import (
-    TOLERANCES,
-    Tolerances,
-    check_export,
-    check_parity,
-    format_parity,
-    image_tower_fingerprint,
-    parity_inputs,
-)
+from __future__ import annotations
 
-__all__ = [
-    "export_onnx",
-    "export_edge",
-    "load_export",
-    "load_openvino_model",
-    "OpenVinoDenseModel",
-    "load_onnx_model",
-    "OnnxDenseModel",
-    "ExportSpec",
-    "check_parity",
-    "check_export",
-    "parity_inputs",
-    "format_parity",
-    "Tolerances",
-    "TOLERANCES",
-    "image_tower_fingerprint",
-    "read_manifest",
-    "require_packages",
-    "ENCODER_FILE",
-    "EMBEDDINGS_FILE",
-    "REGION_FILE",
-    "MANIFEST_FILE",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "export_onnx": "densevlm.export.onnx",
+    "export_edge": "densevlm.export.build",
+    "load_export": "densevlm.export.openvino",
+    "export_format": "densevlm.export.openvino",
+    "load_openvino_model": "densevlm.export.openvino",
+    "OpenVinoDenseModel": "densevlm.export.openvino",
+    "load_onnx_model": "densevlm.export.runtime",
+    "OnnxDenseModel": "densevlm.export.runtime",
+    "ExportSpec": "densevlm.export.runtime",
+    "require_packages": "densevlm.export.runtime",
+    "load_engine": "densevlm.export.engines",
+    "ENGINES": "densevlm.export.engines",
+    "check_parity": "densevlm.export.verify",
+    "check_export": "densevlm.export.verify",
+    "parity_inputs": "densevlm.export.verify",
+    "format_parity": "densevlm.export.verify",
+    "Tolerances": "densevlm.export.verify",
+    "TOLERANCES": "densevlm.export.verify",
+    "image_tower_fingerprint": "densevlm.export.verify",
+    "read_manifest": "densevlm.export.manifest",
+    "ENCODER_FILE": "densevlm.export.manifest",
+    "EMBEDDINGS_FILE": "densevlm.export.manifest",
+    "REGION_FILE": "densevlm.export.manifest",
+    "MANIFEST_FILE": "densevlm.export.manifest",
+}
+
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'densevlm.export' has no attribute {name!r}")

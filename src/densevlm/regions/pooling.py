@@ -7,13 +7,14 @@ stride ``p`` has token ``j`` centred at input pixel ``(j + 0.5) * p``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-import torch.nn.functional as F
-from torchvision.ops import roi_align
+import numpy as np
 
 from densevlm.errors import DenseVLMError
+
+if TYPE_CHECKING:  # torch and torchvision load on use: weighted_pool also serves numpy arrays without them
+    import torch
 
 __all__ = ["roi_pool", "mask_pool", "weighted_pool", "mask_token_weights", "crop_boxes", "boxes_to_rois"]
 
@@ -26,6 +27,8 @@ def boxes_to_rois(boxes: Sequence[torch.Tensor], stride: int, dtype: torch.dtype
         stride: input pixels per dense-map cell (the patch size), e.g. 16 maps a 512 px box
             edge to 32 cells.
     """
+    import torch
+
     rows = []
     for i, b in enumerate(boxes):
         b = torch.as_tensor(b, dtype=dtype, device=device).reshape(-1, 4)
@@ -51,6 +54,9 @@ def roi_pool(dense: torch.Tensor, boxes: Sequence[torch.Tensor], stride: int) ->
     Returns:
         ``[sum N_i, C]`` unit-norm features, in the order of ``boxes``.
     """
+    import torch.nn.functional as F
+    from torchvision.ops import roi_align
+
     if len(boxes) != dense.shape[0]:
         raise DenseVLMError(f"got boxes for {len(boxes)} images but {dense.shape[0]} images")
     rois = boxes_to_rois(boxes, stride, dense.dtype, dense.device)
@@ -78,22 +84,31 @@ def mask_token_weights(masks: torch.Tensor, stride: int) -> torch.Tensor:
     Raises:
         DenseVLMError: ``H`` or ``W`` is not a multiple of ``stride``.
     """
+    import torch.nn.functional as F
+
     n, h, w = masks.shape
     if h % stride or w % stride:
         raise DenseVLMError(f"mask size {h}x{w} is not a multiple of the stride {stride}")
     return F.avg_pool2d(masks.reshape(n, 1, h, w).float(), stride).reshape(n, h // stride, w // stride)
 
 
-def weighted_pool(dense: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_pool(dense: Any, weights: Any) -> Any:
     """Weighted mean of one image's dense map, then L2-normalise.
 
     Args:
-        dense: ``[C, h, w]``.
-        weights: ``[N, h, w]`` non-negative token weights.
+        dense: ``[C, h, w]``, a tensor or a numpy array.
+        weights: ``[N, h, w]`` non-negative token weights, of the same kind.
 
     Returns:
-        ``[N, C]`` unit-norm features (all-zero where a weight map is all zero).
+        ``[N, C]`` unit-norm features (all-zero where a weight map is all zero), of the same kind.
     """
+    if isinstance(dense, np.ndarray):
+        w = np.asarray(weights, dtype=dense.dtype).reshape(len(weights), -1)
+        feats = w @ dense.reshape(dense.shape[0], -1).T
+        feats = feats / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        return feats / np.maximum(np.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
+    import torch.nn.functional as F
+
     w = weights.to(dense.dtype).flatten(1)
     feats = w @ dense.flatten(1).transpose(0, 1)
     feats = feats / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
@@ -114,6 +129,8 @@ def mask_pool(dense: torch.Tensor, masks: Sequence[torch.Tensor], stride: int) -
     Returns:
         ``[sum N_i, C]`` unit-norm features (all-zero for an empty mask).
     """
+    import torch
+
     if len(masks) != dense.shape[0]:
         raise DenseVLMError(f"got masks for {len(masks)} images but {dense.shape[0]} images")
     b, c, h, w = dense.shape
@@ -146,6 +163,8 @@ def crop_boxes(image: torch.Tensor, boxes: torch.Tensor, size: int, context: flo
     Returns:
         ``[N, 3, size, size]``.
     """
+    import torch.nn.functional as F
+
     _, hgt, wid = image.shape
     out = image.new_zeros(boxes.shape[0], 3, size, size)
     for n, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
