@@ -214,7 +214,7 @@ def test_large_vocabularies_give_16_bit_label_maps():
     dense = F.normalize(torch.randn(8, 4, 4), dim=0)
     text = F.normalize(torch.randn(k, 8), dim=1)
     plan = densevlm.imaging.plan_letterbox(32, 32, 32, 8, square=True)
-    labels, scores, segments, _ = predict(dense, text, plan, vocab, temperature=50.0, patch_size=8, min_area=0)
+    labels, scores, segments, _ = predict(dense, text, plan, vocab, logit_scale=50.0, patch_size=8, min_area=0)
     up = F.interpolate(50.0 * torch.einsum("kc,chw->khw", text, dense)[None], size=(32, 32), mode="bilinear",
                        align_corners=False)[0]
     assert labels.dtype == np.uint16

@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from densevlm.dense import as_array
 from densevlm.errors import DenseVLMError
 from densevlm.export.manifest import (
     EMBEDDINGS_FILE,
@@ -38,7 +39,7 @@ from densevlm.export.manifest import (
 from densevlm.imaging import Letterbox, letterbox_array
 from densevlm.vocab import Vocabulary
 
-__all__ = ["ExportSpec", "OnnxDenseModel", "load_onnx_model", "require_packages", "default_tensors", "as_array"]
+__all__ = ["ExportSpec", "OnnxDenseModel", "load_onnx_model", "require_packages", "default_tensors"]
 
 TENSOR_KINDS = ("torch", "numpy")
 
@@ -82,13 +83,6 @@ def require_packages(*names: str) -> None:
 def default_tensors() -> str:
     """``"torch"`` where PyTorch is installed, else ``"numpy"`` (what the runtimes return by default)."""
     return "torch" if importlib.util.find_spec("torch") is not None else "numpy"
-
-
-def as_array(x: Any) -> np.ndarray:
-    """A numpy float32 view (or copy) of an array or a tensor on any device; torch is not imported."""
-    if isinstance(x, np.ndarray):
-        return x if x.dtype == np.float32 else x.astype(np.float32)
-    return x.detach().to("cpu").float().contiguous().numpy()
 
 
 def _session(path: Path, threads: Optional[int]) -> Any:

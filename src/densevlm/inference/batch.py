@@ -30,8 +30,8 @@ from densevlm.imaging import open_image
 from densevlm.inference.io import InputImage, finished_json, write_outputs, write_summary
 from densevlm.inference.overlay import display_image
 from densevlm.inference.result import SegmentResult
-from densevlm.inference.segment import predict
-from densevlm.regions.pooling import roi_pool
+from densevlm.dense import as_array
+from densevlm.inference.segment import box_logits, predict
 from densevlm.vocab import Vocabulary
 
 __all__ = ["RunConfig", "RunSummary", "segment_files"]
@@ -197,6 +197,7 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
     with torch.inference_mode(), redirect:
         text = model.embed_vocabulary(vocab)
         device = text.device
+        text_array = as_array(text)
         bar = tqdm(total=len(images), desc="segment", unit="img", disable=None if config.progress else True)
         waited = time.perf_counter()
         for batch in loader:
@@ -211,12 +212,13 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
             if good:
                 x = torch.stack([item["input"] for item in good]).to(device)
                 dense = model.encode_dense(x)
-                box_features = _box_features(model, dense, good, images, boxes)
+                box_features = _box_features(model, dense, good, images, boxes, text)
+                dense = as_array(dense)
                 shared = (time.perf_counter() - waited) / len(good)
                 for j, item in enumerate(good):
                     image = images[item["index"]]
                     rows[indices[item["index"]]] = _finish(
-                        dense[j], text, item, image, vocab, out_dir, config, temperature, patch,
+                        dense[j], text_array, item, image, vocab, out_dir, config, temperature, patch,
                         None if box_features is None else box_features[j], boxes, shared,
                     )
                     bar.update(1)
@@ -224,20 +226,15 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
         bar.close()
 
 
-def _box_features(model: Any, dense: torch.Tensor, good: list[dict[str, Any]], images: list[InputImage],
-                  boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]]) -> Optional[list[torch.Tensor]]:
-    """Per image of the batch, ``[N_i, C]`` RoI features of its boxes on the already computed
+def _box_features(model: Any, dense: Any, good: list[dict[str, Any]], images: list[InputImage],
+                  boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]], text: Any) -> Optional[list[np.ndarray]]:
+    """Per image of the batch, ``[N_i, K]`` logits of its boxes on the already computed
     ``[B, C, h, w]`` dense map (None without a boxes file)."""
     if boxes is None:
         return None
-    scaled = []
-    for item in good:
-        given = boxes.get(images[item["index"]].name, (np.zeros((0, 4)), []))[0]
-        scaled.append(torch.as_tensor(given * item["plan"].scale, dtype=torch.float32, device=dense.device))
-    counts = [int(b.shape[0]) for b in scaled]
-    if sum(counts) == 0:
-        return [dense.new_zeros(0, dense.shape[1]) for _ in good]
-    return list(torch.split(roi_pool(dense, scaled, int(model.patch_size)), counts))
+    scaled = [item["plan"].to_input(boxes.get(images[item["index"]].name, (np.zeros((0, 4)), []))[0])
+              for item in good]
+    return box_logits(model, dense, scaled, text)
 
 
 def _finish(dense: torch.Tensor, text: torch.Tensor, item: dict[str, Any], image: InputImage, vocab: Vocabulary,
@@ -251,8 +248,8 @@ def _finish(dense: torch.Tensor, text: torch.Tensor, item: dict[str, Any], image
         given = boxes.get(image.name, (np.zeros((0, 4)), []))[0]
     try:
         labels, scores, segments, min_area = predict(
-            dense, text, plan, vocab, temperature=temperature, patch_size=patch, top_k=config.top_k,
-            min_area=config.min_area, box_features=box_features, boxes=given,
+            dense, text, plan, vocab, logit_scale=temperature, patch_size=patch, top_k=config.top_k,
+            min_area=config.min_area, box_logits=box_features, boxes=given,
         )
         result = SegmentResult(
             labels=labels, scores=scores, segments=segments, vocab=vocab, width=plan.original_width,

@@ -8,6 +8,10 @@ the label map). A region's candidates (``topk``) come from the dense map mean-po
 region (token weights = the share of the region's pixels in each token cell), so they may rank
 another class above the region's pixel-wise class. A given box is classified from its RoI
 feature instead and becomes one segment whose mask is the box's pixels.
+
+Everything here is numpy: the dense map ``[C, h, w]`` and the class embeddings ``[K, C]`` are
+float32 arrays (the PyTorch engine converts its dense map once, see
+:func:`densevlm.inference.segment.predict`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from densevlm.imaging import Letterbox
 from densevlm.inference.maps import nearest_index
 from densevlm.inference.result import Segment
+from densevlm.regions import similarity
 from densevlm.regions.pooling import weighted_pool
 from densevlm.regions.rle import encode_rle
 from densevlm.vocab import Vocabulary
@@ -31,11 +35,12 @@ __all__ = ["LabelGrid", "region_segments", "box_segments"]
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
-def _topk(probs: torch.Tensor, vocab: Vocabulary, top_k: int) -> list[list[tuple[str, float]]]:
-    """``[N, K]`` probabilities -> per row the ``top_k`` (name, prob) pairs, best first."""
-    k = min(top_k, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
-    return [
+def _classify(logits: np.ndarray, vocab: Vocabulary, top_k: int) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
+    """``[N, K]`` logits -> ``[N, K]`` float64 probabilities and per row the ``top_k`` (name,
+    probability) pairs, best first."""
+    probs = similarity.probabilities(np.asarray(logits, dtype=np.float64))
+    values, indices = similarity.top_k(probs, top_k)
+    return probs, [
         [(vocab.names[int(i)], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist())]
         for row_v, row_i in zip(values, indices)
     ]
@@ -148,7 +153,7 @@ def _find_regions(grid: LabelGrid, min_area: int) -> list[_Region]:
     return regions
 
 
-def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, int]) -> torch.Tensor:
+def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, int]) -> np.ndarray:
     """``[N, h, w]`` original pixels of each region in each token cell (its area-weighted share)."""
     out = np.zeros((len(regions), shape[0], shape[1]), dtype=np.float64)
     for n, region in enumerate(regions):
@@ -159,7 +164,7 @@ def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, in
         counts = np.add.reduceat(region.mask * grid.block_areas(region.where), row_starts, axis=0)
         counts = np.add.reduceat(counts, col_starts, axis=1)
         out[n][np.ix_(rows[row_starts], cols[col_starts])] = counts
-    return torch.from_numpy(out.astype(np.float32))
+    return out.astype(np.float32)
 
 
 def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:
@@ -173,17 +178,16 @@ def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:
     return int(grid.col_starts[col] + grid.col_sizes[col] // 2), int(grid.row_starts[row] + grid.row_sizes[row] // 2)
 
 
-def region_segments(dense: torch.Tensor, text: torch.Tensor, temperature: float, grid: LabelGrid,
+def region_segments(dense: np.ndarray, text: np.ndarray, logit_scale: float, grid: LabelGrid,
                     scores: np.ndarray, vocab: Vocabulary, top_k: int, min_area: int) -> list[Segment]:
     """A segment per region of ``grid`` of at least ``min_area`` original pixels, from the ``[C, h, w]``
     dense map, ``[K, C]`` class embeddings and the ``[H0, W0]`` score map (see the module docstring)."""
     regions = _find_regions(grid, min_area)
     if not regions:
         return []
-    weights = _token_weights(regions, grid, (dense.shape[-2], dense.shape[-1])).to(dense.device)
-    feats = weighted_pool(dense, weights)
-    probs = torch.softmax(temperature * feats.double() @ text.double().t(), dim=1).cpu()
-    candidates = _topk(probs, vocab, top_k)
+    feats = weighted_pool(dense, _token_weights(regions, grid, (dense.shape[-2], dense.shape[-1])))
+    logits = similarity.logits(feats.astype(np.float64), text.astype(np.float64), logit_scale)
+    _, candidates = _classify(logits, vocab, top_k)
     h0, w0 = scores.shape
     segments = []
     for region, topk in zip(regions, candidates):
@@ -198,13 +202,13 @@ def region_segments(dense: torch.Tensor, text: torch.Tensor, temperature: float,
     return segments
 
 
-def box_segments(box_features: torch.Tensor, boxes: np.ndarray, text: torch.Tensor, temperature: float,
-                 vocab: Vocabulary, top_k: int, height: int, width: int) -> list[Segment]:
+def box_segments(box_logits: np.ndarray, boxes: np.ndarray, vocab: Vocabulary, top_k: int, height: int,
+                 width: int) -> list[Segment]:
     """A segment per ``[N, 4]`` XYXY original-pixel box of the ``height x width`` image, classified
-    from its ``[N, C]`` RoI feature against the ``[K, C]`` class embeddings; its mask is the box."""
-    probs = torch.softmax(temperature * box_features.double() @ text.double().t(), dim=1).cpu()
-    candidates = _topk(probs, vocab, top_k)
-    best = probs.argmax(dim=1).tolist()
+    by its ``[N, K]`` logits (``logit_scale`` x the cosine of its RoI feature to each class, as
+    :func:`densevlm.inference.segment.box_logits` makes them); its mask is the box."""
+    probs, candidates = _classify(box_logits, vocab, top_k)
+    best = probs.argmax(axis=1).tolist()
     segments = []
     for box, topk, k in zip(boxes, candidates, best):
         x1, y1, x2, y2 = (float(v) for v in box)

@@ -14,36 +14,39 @@ token (``0.5 * (patch / scale)^2`` original pixels, where ``scale`` is input pix
 pixel). With ``boxes``, each given box is classified from its RoI feature (RoI-align on the same
 dense map) instead, and becomes one segment whose mask is the box's pixels.
 
-The model interface used here (a DenseModel, or an ONNX runtime model with the same members)::
+The model is any :class:`~densevlm.dense.DenseRuntime` (a ``DenseModel`` in PyTorch, an ONNX
+Runtime or OpenVINO export); what is called on it::
 
-    model.prepare(pil, size, square=True) -> ([3, S, S] tensor, Letterbox)
+    model.prepare(pil, size, square=True) -> ([3, S, S] tensor or array, Letterbox)
     model.encode_dense(x [B, 3, S, S]) -> [B, C, S/p, S/p], unit norm per token
-    model.embed_vocabulary(vocab) -> [K, C] unit norm (its device is where inputs are sent)
-    model.patch_size, model.input_size, model.logit_scale, model.spec (.config, .arch)
+    model.embed_vocabulary(vocab) -> [K, C] unit norm (a tensor's device is where inputs are sent)
+    model.patch_size, model.default_size, model.logit_scale, model.spec.arch
+    model.classify_boxes(dense, boxes) with --boxes, where the runtime has a region graph
 
-Nothing else is called on the model.
+The model's outputs are converted to numpy once (:func:`densevlm.dense.as_array`); everything
+after that (:func:`predict`) is numpy, so an export segments without PyTorch installed.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
+from densevlm.dense import as_array, no_grad, stack_inputs
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
 from densevlm.inference.components import LabelGrid, box_segments, region_segments
 from densevlm.inference.maps import original_maps, pixel_predictions
 from densevlm.inference.result import Segment, SegmentResult
-from densevlm.regions.pooling import roi_pool
+from densevlm.regions import similarity
 from densevlm.vocab import Vocabulary, load_vocabulary
 
-__all__ = ["segment", "predict", "default_size", "default_min_area"]
+__all__ = ["segment", "predict", "box_logits", "default_size", "default_min_area"]
 
 # Default open_clip input side; tiny models use their own native size.
 _OPEN_CLIP_SIZE = 448
@@ -63,31 +66,60 @@ def default_min_area(plan: Letterbox, patch_size: int) -> int:
     return max(1, math.ceil(0.5 * side * side))
 
 
+def box_logits(model: Any, dense: Any, boxes: Sequence[np.ndarray], text: Any) -> list[np.ndarray]:
+    """Per image, ``[N_i, K]`` logits (``logit_scale`` x cosine) of its boxes on the computed dense map.
+
+    The exported region graph classifies them where the runtime has one (``classify_boxes``);
+    otherwise the RoI features are pooled with :func:`densevlm.regions.pooling.roi_pool`, which
+    needs PyTorch.
+
+    Args:
+        dense: ``[B, C, h, w]`` from ``model.encode_dense``.
+        boxes: B arrays ``[N_i, 4]``, XYXY in input pixels.
+        text: ``[K, C]`` class embeddings from ``model.embed_vocabulary``.
+    """
+    counts = np.cumsum([len(b) for b in boxes])[:-1]
+    if getattr(model, "has_region_classifier", False):
+        logits = as_array(model.classify_boxes(dense, [np.asarray(b, np.float32) for b in boxes]))
+        return np.split(logits, counts)
+    import torch
+
+    from densevlm.regions.pooling import roi_pool
+
+    dense_t = torch.as_tensor(dense)
+    text_t = torch.as_tensor(text, device=dense_t.device)
+    scaled = [torch.as_tensor(np.asarray(b), dtype=torch.float32, device=dense_t.device) for b in boxes]
+    feats = roi_pool(dense_t.float(), scaled, int(model.patch_size))
+    return np.split(as_array(similarity.logits(feats, text_t.float(), float(model.logit_scale))), counts)
+
+
 def predict(
-    dense: torch.Tensor,
-    text: torch.Tensor,
+    dense: np.ndarray,
+    text: np.ndarray,
     plan: Letterbox,
     vocab: Vocabulary,
     *,
-    temperature: float,
+    logit_scale: float,
     patch_size: int,
     top_k: int = 5,
     min_area: Optional[int] = None,
-    box_features: Optional[torch.Tensor] = None,
+    box_logits: Optional[np.ndarray] = None,
     boxes: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray, list[Segment], int]:
     """Maps and segments of one image from its dense map (the model-free half of :func:`segment`).
 
     Args:
-        dense: ``[C, h, w]`` dense map (unit norm per token) of the letterboxed input.
-        text: ``[K, C]`` class embeddings on the same device.
+        dense: ``[C, h, w]`` dense map (unit norm per token) of the letterboxed input (a numpy
+            array; a tensor is converted once).
+        text: ``[K, C]`` class embeddings (likewise).
         plan: the letterbox that made the input.
-        temperature: softmax temperature (``model.logit_scale``).
+        logit_scale: ``model.logit_scale``.
         patch_size: input pixels per token.
         top_k: candidates per segment.
         min_area: speck threshold in original pixels (default :func:`default_min_area`).
-        box_features, boxes: ``[N, C]`` RoI features of ``[N, 4]`` XYXY original-pixel boxes;
-            when given, the boxes are the segments instead of the connected regions.
+        box_logits, boxes: ``[N, K]`` logits (:func:`box_logits`) of ``[N, 4]`` XYXY
+            original-pixel boxes; when given, the boxes are the segments instead of the
+            connected regions.
 
     Returns:
         ``(labels [H, W], scores [H, W] float32, segments largest first, min_area used)``.
@@ -95,18 +127,16 @@ def predict(
     if len(vocab) >= 1 << 16:
         raise DenseVLMError(f"vocabulary has {len(vocab)} classes; the label map holds at most 65535")
     label_dtype = np.uint8 if len(vocab) < 256 else np.uint16
-    dense = dense.float()
-    text = text.float().to(dense.device)
+    dense, text = as_array(dense), as_array(text)
     min_area = default_min_area(plan, patch_size) if min_area is None else int(min_area)
-    arg, prob = pixel_predictions(dense, text, temperature, plan)
-    content = arg.cpu().numpy().astype(label_dtype)
+    arg, prob = pixel_predictions(dense, text, logit_scale, plan)
+    content = arg.astype(label_dtype)
     labels, scores = original_maps(content, prob, plan)
-    if box_features is not None and boxes is not None:
-        segments = box_segments(box_features.float().to(dense.device), boxes, text, temperature, vocab, top_k,
-                                 plan.original_height, plan.original_width)
+    if box_logits is not None and boxes is not None:
+        segments = box_segments(box_logits, boxes, vocab, top_k, plan.original_height, plan.original_width)
     else:
         grid = LabelGrid.build(content, labels, plan, patch_size)
-        segments = region_segments(dense, text, temperature, grid, scores, vocab, top_k, min_area)
+        segments = region_segments(dense, text, logit_scale, grid, scores, vocab, top_k, min_area)
     if segments and segments[0].source == "region":
         segments.sort(key=lambda s: (-s.area, s.bbox[1], s.bbox[0]))
     for i, seg in enumerate(segments, start=1):
@@ -127,8 +157,8 @@ def segment(
     """Label every pixel and every region of ``image`` with a class of ``vocab``.
 
     Args:
-        model: a :class:`~densevlm.model.DenseModel` (or an object with the same interface,
-            see the module docstring).
+        model: any :class:`~densevlm.dense.DenseRuntime`: a :class:`~densevlm.model.DenseModel`,
+            or an export opened with :func:`densevlm.export.load_export` (see the module docstring).
         image: a PIL image or an image file (read as RGB with its EXIF orientation applied).
         vocab: a :class:`~densevlm.vocab.Vocabulary` or a vocabulary file.
         size: longest input side in pixels; the input is letterboxed to a ``size x size``
@@ -163,17 +193,15 @@ def segment(
     if boxes is not None:
         box_array = check_boxes(boxes, image.width, image.height, where=file or "image")
     x, plan = model.prepare(image, size, square=True)
-    with torch.inference_mode():
+    with no_grad():
         text = model.embed_vocabulary(vocab)
-        x = x[None].to(text.device)
-        dense = model.encode_dense(x)[0]
-        box_features = None
+        dense = model.encode_dense(stack_inputs([x], like=text))
+        logits = None
         if box_array is not None:
-            scaled = torch.as_tensor(box_array * plan.scale, dtype=torch.float32, device=text.device)
-            box_features = roi_pool(dense[None], [scaled], int(model.patch_size))
+            logits = box_logits(model, dense, [plan.to_input(box_array)], text)[0]
         labels, scores, segments, used_min_area = predict(
-            dense, text, plan, vocab, temperature=float(model.logit_scale), patch_size=int(model.patch_size),
-            top_k=top_k, min_area=min_area, box_features=box_features, boxes=box_array,
+            as_array(dense)[0], as_array(text), plan, vocab, logit_scale=float(model.logit_scale),
+            patch_size=int(model.patch_size), top_k=top_k, min_area=min_area, box_logits=logits, boxes=box_array,
         )
     return SegmentResult(
         labels=labels,
