@@ -76,17 +76,19 @@ def class_embeddings(
                 return cached.to(next(backbone.parameters()).device).clone()
         except Exception as e:  # a corrupt cache entry is rebuilt, never fatal
             log.warning("ignoring unreadable text-embedding cache %s (%s)", path, e)
-    sentences: list[str] = []
+    sentences: dict[str, int] = {}  # each distinct sentence is embedded once (synonyms can repeat one)
     owner: list[int] = []
+    row: list[int] = []
     for k, synonyms in enumerate(vocab.synonyms):
         for name in synonyms:
             for t in template_list:
-                sentences.append(fill_template(t, name))
+                row.append(sentences.setdefault(fill_template(t, name), len(sentences)))
                 owner.append(k)
-    log.info("embedding %d classes (%d prompts) with the %s text tower; cached for the next run",
-             len(vocab), len(sentences), backbone.spec.arch)
-    with torch.no_grad():
-        emb = encode_texts(backbone, sentences)
+    log.info("embedding %d classes (%d prompts, '%s' templates) with the %s text tower; cached for the next run%s",
+             len(vocab), len(sentences), template_name, backbone.spec.arch,
+             "" if len(template_list) < 8 else " (--prompts short embeds a 7-template set, faster)")
+    with torch.no_grad():  # not inference_mode: training uses the table in autograd graphs
+        emb = encode_texts(backbone, list(sentences))[torch.tensor(row, device=next(backbone.parameters()).device)]
     index = torch.tensor(owner, device=emb.device)
     sums = torch.zeros(len(vocab), emb.shape[1], device=emb.device).index_add_(0, index, emb)
     table = F.normalize(sums, dim=-1)
