@@ -170,8 +170,10 @@ def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, in
 def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:
     """Original ``(x, y)`` of the centre of the region's base pixel closest to its centroid."""
     ys, xs = np.nonzero(region.mask)
-    weights = grid.block_areas(region.where)[ys, xs]
-    cy, cx = np.average(ys, weights=weights), np.average(xs, weights=weights)
+    row_w = grid.row_sizes[region.where[0]][ys].astype(np.float64)
+    weights = row_w * grid.col_sizes[region.where[1]][xs]
+    total = weights.sum()
+    cy, cx = float(ys @ weights) / total, float(xs @ weights) / total
     nearest = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
     row = region.where[0].start + int(ys[nearest])
     col = region.where[1].start + int(xs[nearest])
