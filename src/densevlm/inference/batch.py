@@ -31,7 +31,8 @@ from densevlm.inference.io import InputImage, finished_json, write_outputs, writ
 from densevlm.inference.overlay import display_image
 from densevlm.inference.result import SegmentResult
 from densevlm.dense import as_array
-from densevlm.inference.segment import box_logits, predict
+from densevlm.inference.pipeline import box_logits
+from densevlm.inference.segment import predict
 from densevlm.vocab import Vocabulary
 
 __all__ = ["RunConfig", "RunSummary", "segment_files"]

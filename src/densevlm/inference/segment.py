@@ -36,17 +36,17 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from densevlm.dense import as_array, no_grad, stack_inputs
+from densevlm.dense import as_array
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
 from densevlm.inference.components import LabelGrid, box_segments, region_segments
 from densevlm.inference.maps import original_maps, pixel_predictions
+from densevlm.inference.pipeline import Prepared, run_pipeline
 from densevlm.inference.result import Segment, SegmentResult
-from densevlm.regions import similarity
 from densevlm.vocab import Vocabulary, load_vocabulary
 
-__all__ = ["segment", "predict", "box_logits", "default_size", "default_min_area"]
+__all__ = ["segment", "predict", "default_size", "default_min_area"]
 
 # Default open_clip input side; tiny models use their own native size.
 _OPEN_CLIP_SIZE = 448
@@ -64,33 +64,6 @@ def default_min_area(plan: Letterbox, patch_size: int) -> int:
     """Half a model token in original pixels: ``ceil(0.5 * (patch / scale)^2)``, at least 1."""
     side = patch_size / plan.scale
     return max(1, math.ceil(0.5 * side * side))
-
-
-def box_logits(model: Any, dense: Any, boxes: Sequence[np.ndarray], text: Any) -> list[np.ndarray]:
-    """Per image, ``[N_i, K]`` logits (``logit_scale`` x cosine) of its boxes on the computed dense map.
-
-    The exported region graph classifies them where the runtime has one (``classify_boxes``);
-    otherwise the RoI features are pooled with :func:`densevlm.regions.pooling.roi_pool`, which
-    needs PyTorch.
-
-    Args:
-        dense: ``[B, C, h, w]`` from ``model.encode_dense``.
-        boxes: B arrays ``[N_i, 4]``, XYXY in input pixels.
-        text: ``[K, C]`` class embeddings from ``model.embed_vocabulary``.
-    """
-    counts = np.cumsum([len(b) for b in boxes])[:-1]
-    if getattr(model, "has_region_classifier", False):
-        logits = as_array(model.classify_boxes(dense, [np.asarray(b, np.float32) for b in boxes]))
-        return np.split(logits, counts)
-    import torch
-
-    from densevlm.regions.pooling import roi_pool
-
-    dense_t = torch.as_tensor(dense)
-    text_t = torch.as_tensor(text, device=dense_t.device)
-    scaled = [torch.as_tensor(np.asarray(b), dtype=torch.float32, device=dense_t.device) for b in boxes]
-    feats = roi_pool(dense_t.float(), scaled, int(model.patch_size))
-    return np.split(as_array(similarity.logits(feats, text_t.float(), float(model.logit_scale))), counts)
 
 
 def predict(
@@ -117,7 +90,7 @@ def predict(
         patch_size: input pixels per token.
         top_k: candidates per segment.
         min_area: speck threshold in original pixels (default :func:`default_min_area`).
-        box_logits, boxes: ``[N, K]`` logits (:func:`box_logits`) of ``[N, 4]`` XYXY
+        box_logits, boxes: ``[N, K]`` logits (:func:`~densevlm.inference.pipeline.box_logits`) of ``[N, 4]`` XYXY
             original-pixel boxes; when given, the boxes are the segments instead of the
             connected regions.
 
@@ -146,42 +119,45 @@ def predict(
 
 def segment(
     model: Any,
-    image: Image.Image | str | Path,
+    image: Image.Image | str | Path | Sequence[Image.Image | str | Path],
     vocab: Vocabulary | str | Path,
     size: Optional[int] = None,
     top_k: int = 5,
     boxes: Optional[Any] = None,
     min_area: Optional[int] = None,
     model_name: Optional[str] = None,
-) -> SegmentResult:
+    *,
+    templates: Optional[str] = None,
+    batch_size: int = 8,
+    workers: Optional[int] = None,
+) -> SegmentResult | list[SegmentResult]:
     """Label every pixel and every region of ``image`` with a class of ``vocab``.
 
     Args:
         model: any :class:`~densevlm.dense.DenseRuntime`: a :class:`~densevlm.model.DenseModel`,
             or an export opened with :func:`densevlm.export.load_export` (see the module docstring).
-        image: a PIL image or an image file (read as RGB with its EXIF orientation applied).
+        image: a PIL image or an image file (read as RGB with its EXIF orientation applied), or
+            a list of them: the vocabulary is then embedded once, the model runs ``batch_size``
+            images at a time and decoding and post-processing run in ``workers`` threads around
+            it (:mod:`densevlm.inference.pipeline`).
         vocab: a :class:`~densevlm.vocab.Vocabulary` or a vocabulary file.
         size: longest input side in pixels; the input is letterboxed to a ``size x size``
             square (default: native for tiny models, 448 otherwise).
         top_k: candidates kept per segment.
-        boxes: ``[N, 4]`` XYXY boxes in original pixels to classify instead of regions.
+        boxes: ``[N, 4]`` XYXY boxes in original pixels to classify instead of regions (one image only).
         min_area: regions under this many original pixels get no segment (default: half a
             model token, see :func:`default_min_area`; 0 keeps every region).
         model_name: name written to the JSON (default ``model.spec.arch``).
+        templates: prompt template set (default the model's own; exports carry theirs).
+        batch_size, workers: for a list of images (``workers=0``: no threads).
 
     Returns:
-        A :class:`SegmentResult` at the image's original size.
+        A :class:`SegmentResult` at the image's original size; for a list, one per image, in order.
 
     Raises:
         DenseVLMError: unreadable image, bad vocabulary file, or a box that is inverted or
             outside the image.
     """
-    file = None
-    if isinstance(image, (str, Path)):
-        file = str(image)
-        image = open_image(image)
-    else:
-        image = to_rgb(image)
     if not isinstance(vocab, Vocabulary):
         vocab = load_vocabulary(vocab)
     if top_k < 1:
@@ -189,31 +165,31 @@ def segment(
     size = int(size or default_size(model))
     if size <= 0:
         raise DenseVLMError(f"size must be positive, got {size}")
-    box_array = None
-    if boxes is not None:
-        box_array = check_boxes(boxes, image.width, image.height, where=file or "image")
-    x, plan = model.prepare(image, size, square=True)
-    with no_grad():
-        text = model.embed_vocabulary(vocab)
-        dense = model.encode_dense(stack_inputs([x], like=text))
-        logits = None
-        if box_array is not None:
-            logits = box_logits(model, dense, [plan.to_input(box_array)], text)[0]
+    many = isinstance(image, (list, tuple))
+    if many and boxes is not None:
+        raise DenseVLMError("boxes apply to one image; call segment() per image to classify boxes")
+    images = list(image) if many else [image]
+
+    def prepare(index: int, item: Image.Image | str | Path) -> Prepared:
+        file = str(item) if isinstance(item, (str, Path)) else None
+        pil = open_image(item) if file else to_rgb(item)
+        box_array = None if boxes is None else check_boxes(boxes, pil.width, pil.height, where=file or "image")
+        x, plan = model.prepare(pil, size, square=True)
+        return Prepared(index, x, plan, extra=(pil, file), boxes=box_array)
+
+    def finish(prepared: Prepared, dense: np.ndarray, text: np.ndarray) -> SegmentResult:
+        pil, file = prepared.extra
+        plan = prepared.plan
         labels, scores, segments, used_min_area = predict(
-            as_array(dense)[0], as_array(text), plan, vocab, logit_scale=float(model.logit_scale),
-            patch_size=int(model.patch_size), top_k=top_k, min_area=min_area, box_logits=logits, boxes=box_array,
+            dense, text, plan, vocab, logit_scale=float(model.logit_scale), patch_size=int(model.patch_size),
+            top_k=top_k, min_area=min_area, box_logits=prepared.box_logits, boxes=prepared.boxes,
         )
-    return SegmentResult(
-        labels=labels,
-        scores=scores,
-        segments=segments,
-        vocab=vocab,
-        width=plan.original_width,
-        height=plan.original_height,
-        model=model_name or str(model.spec.arch),
-        input_size=size,
-        mode="boxes" if box_array is not None else "regions",
-        min_area=used_min_area,
-        file=file,
-        image=image,
-    )
+        return SegmentResult(
+            labels=labels, scores=scores, segments=segments, vocab=vocab, width=plan.original_width,
+            height=plan.original_height, model=model_name or str(model.spec.arch), input_size=size,
+            mode="boxes" if prepared.boxes is not None else "regions", min_area=used_min_area, file=file, image=pil,
+        )
+
+    results = list(run_pipeline(model, images, vocab, prepare, finish, batch_size=batch_size,
+                                workers=workers if many else 0, templates=templates))
+    return results if many else results[0]
