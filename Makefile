@@ -22,8 +22,9 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# the demo's own folder (densevlm-demo/) is replaced on every run
 demo: $(STAMP)
-	$(BIN)/densevlm demo
+	$(BIN)/densevlm demo --overwrite
 
 models: $(STAMP)
 	bash scripts/build_models.sh

@@ -109,19 +109,28 @@ def _default_mode() -> int:
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over
-    ``path`` (with the permissions a plain ``open`` would give, not mkstemp's 0600)."""
+    ``path`` (with the permissions a plain ``open`` would give, not mkstemp's 0600).
+
+    Raises:
+        DenseVLMError: any OSError on the way (no space, no permission, a file where a folder
+            should be), as one line naming ``path``; ``path`` is then left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        why = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+        raise DenseVLMError(f"{path}: cannot write ({why})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 

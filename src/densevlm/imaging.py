@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # torch is imported on use: the review server reads image siz
 __all__ = ["IMAGE_SUFFIXES", "open_image", "image_size", "to_rgb", "Letterbox", "letterbox", "letterbox_array", "normalize",
            "normalize_array"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# .gif: the first frame of an animated GIF is the image
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 # Decompression-bomb guard: allow large factory photos (e.g. 100 MP) but not absurd ones.
 Image.MAX_IMAGE_PIXELS = 200_000_000
@@ -102,12 +103,14 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:120] if text else type(e).__name__
 
 
-def open_image(path: str | Path | BinaryIO, name: Optional[str] = None) -> Image.Image:
+def open_image(path: str | Path | BinaryIO, name: Optional[str] = None, orientation: bool = True) -> Image.Image:
     """Read an image as RGB with its EXIF orientation applied (the frame of :func:`image_size`).
 
     Args:
         path: a file path, or a binary file object (e.g. a member of a tar shard).
         name: what messages call the image (default ``path``).
+        orientation: apply the EXIF orientation; False keeps the stored pixel frame (the frame
+            of COCO annotations, see :class:`~densevlm.data.panoptic.PanopticDataset`).
 
     Raises:
         DenseVLMError: the file is missing, not an image, truncated or too large.
@@ -118,7 +121,8 @@ def open_image(path: str | Path | BinaryIO, name: Optional[str] = None) -> Image
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path if hasattr(path, "read") else Path(path)) as im:
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                if orientation:
+                    im = ImageOps.exif_transpose(im)
                 return to_rgb(im)
     except FileNotFoundError:
         raise DenseVLMError(f"{label}: image file not found") from None

@@ -69,7 +69,7 @@ def test_brace_expansion():
     assert expand_braces("{x,y}/{1..2}") == ["x/1", "x/2", "y/1", "y/2"]
 
 
-@pytest.mark.parametrize("spec, message", [("nope-dir", "image folder not found"), ("none-{1..2}.tar", "no tar shards match")])
+@pytest.mark.parametrize("spec, message", [("nope-dir", "no such file or folder; --images takes a folder"), ("none-{1..2}.tar", "no tar shards match")])
 def test_bad_sources(tmp_path, spec, message):
     with pytest.raises(DenseVLMError, match=message):
         open_image_source(str(tmp_path / spec))

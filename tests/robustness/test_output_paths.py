@@ -81,7 +81,7 @@ def test_eval_checks_json_before_loading_anything(tmp_path, capsys, target, frag
     world = _world(tmp_path)
     out = world / target if not target.startswith("/") else Path(target)
     before = (world / "panoptic.json").read_bytes()
-    code = main(["eval", "--data", str(world), "--model", "no-such-model", "--json", str(out)])
+    code = main(["eval", "--data", str(world), "--model", "no-such-model", "--json", str(out), "--overwrite"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and fragment in lines[0] and f"--json {out}" in lines[0]
     assert (world / "panoptic.json").read_bytes() == before
@@ -96,15 +96,154 @@ def test_eval_refuses_an_earlier_result_without_overwrite(tmp_path, capsys):
     assert old.read_text() == "{}"
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
 @pytest.mark.parametrize("verb", ["export", "stats"])
-def test_review_outputs_never_replace_the_database(tmp_path, capsys, verb):
-    from densevlm.review.store import import_candidates
+def test_review_outputs_never_replace_the_database(tmp_path, capsys, verb, overwrite):
+    from densevlm.review.importing import import_candidates
 
     data = make_dataset(tmp_path)
     import_candidates(data.db, data.candidates, None)
     before = data.db.read_bytes()
     flag = ["--format", "jsonl", "--out"] if verb == "export" else ["--json"]
-    assert main(["review", verb, "--db", str(data.db), *flag, str(data.db)]) == 2
+    assert main(["review", verb, "--db", str(data.db), *flag, str(data.db), *overwrite]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and "is also an input of this command" in errors[0] and str(data.db) in errors[0]
+    assert data.db.read_bytes() == before
+
+
+def _one_error_line(capsys) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def user_files(tmp_path):
+    """A folder of things a user made: an image, a vocabulary, a plain file, an earlier run."""
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "photos" / "a.png")
+    (tmp_path / "vocab.txt").write_text("[things]\nbolt\n[stuff]\nfloor\n")
+    (tmp_path / "notes.txt").write_text("mine\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("last.pt", "state.pt", "config.yaml", "metrics.jsonl"):
+        (run / name).write_bytes(b"earlier " + name.encode())
+    (run / "my-notes.md").write_text("keep me\n")
+    return tmp_path
+
+
+_PROC = "/proc/x/y"
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["segment", "{photos}", "--out", "{notes}"], "--out {notes}: is an existing file; give a directory"),
+    (["segment", "{photos}", "--vocab", "{vocab}", "--out", "{root}"], "holds the input"),
+    (["retrieve", "--images", "{photos}", "--vocab", "{vocab}", "--out", "{vocab}"],
+     "--out {vocab}: is also an input of this command"),
+    (["retrieve", "--images", "{photos}", "--vocab", "{vocab}", "--out", "{vocab}", "--overwrite"],
+     "--out {vocab}: is also an input of this command"),
+    (["retrieve", "--images", "{photos}", "--out", "{notes}"], "--out {notes}: exists already; pass --overwrite"),
+    (["export", "--model", "no-such-model", "--out", "{run}"], "--out {run}: exists already; pass --overwrite"),
+    (["export", "--model", "no-such-model", "--out", "{notes}"], "--out {notes}: is an existing file"),
+    (["train", "--images", "{photos}", "--out", "{run}"], "--out {run}: holds an earlier run (last.pt, state.pt, "
+     "config.yaml, metrics.jsonl); pass --resume to continue it or --overwrite to start again"),
+    (["train", "--images", "{photos}", "--out", "{notes}"], "--out {notes}: is an existing file"),
+    (["report", "{run}", "--out", "{notes}"], "--out {notes}: exists already; pass --overwrite"),
+    (["synth", "--out", "{run}"], "--out {run}: exists already; pass --overwrite"),
+    (["pretrain", "--data", "{photos}", "--out", "{notes}"], "--out {notes}: exists already; pass --overwrite"),
+    (["demo", "--out", "{run}"], "--out {run}: exists already; pass --overwrite"),
+] + [([*argv, _PROC], f"--out {_PROC}: cannot write under /proc") for argv in (
+    ["segment", "{photos}", "--out"], ["retrieve", "--images", "{photos}", "--out"],
+    ["export", "--model", "no-such-model", "--out"], ["train", "--images", "{photos}", "--out"],
+    ["report", "{run}", "--out"], ["synth", "--out"], ["pretrain", "--data", "{photos}", "--out"], ["demo", "--out"],
+)])
+def test_every_command_checks_its_outputs_before_any_work(user_files, capsys, argv, fragment):
+    if _PROC in argv and not sys.platform.startswith("linux"):
+        pytest.skip("/proc is Linux's")
+    names = {"photos": user_files / "photos", "vocab": user_files / "vocab.txt", "notes": user_files / "notes.txt",
+             "run": user_files / "run", "root": user_files}
+    before = _snapshot(user_files)
+    code = main([a.format(**names) for a in argv])
+    line = _one_error_line(capsys)
+    assert code == 2 and fragment.format(**names) in line, line
+    assert _snapshot(user_files) == before
+
+
+def test_review_export_and_stats_replace_an_earlier_file_only_with_overwrite(tmp_path, capsys):
+    from densevlm.review.importing import import_candidates
+
+    data = make_dataset(tmp_path)
+    import_candidates(data.db, data.candidates, None)
+    old = tmp_path / "old.jsonl"
+    old.write_text("earlier\n")
+    for argv in (["export", "--format", "jsonl", "--out", str(old)], ["stats", "--json", str(old)]):
+        assert main(["review", argv[0], "--db", str(data.db), *argv[1:]]) == 2
+        line = _one_error_line(capsys)
+        assert f"{old}: exists already; pass --overwrite" in line
+        assert old.read_text() == "earlier\n"
+    assert main(["review", "export", "--db", str(data.db), "--format", "jsonl", "--out", str(old), "--overwrite"]) == 0
+    assert old.read_text() != "earlier\n"
+
+
+def test_review_init_refuses_a_database_path_that_is_its_candidates_file(tmp_path, capsys):
+    data = make_dataset(tmp_path)
+    before = data.candidates.read_bytes()
+    assert main(["review", "init", "--candidates", str(data.candidates), "--db", str(data.candidates)]) == 2
+    assert f"--db {data.candidates}: is also an input of this command" in _one_error_line(capsys)
+    assert data.candidates.read_bytes() == before
+
+
+def test_train_overwrite_removes_only_the_earlier_run_files(user_files):
+    from densevlm.cli.train import check_run_dir
+
+    run = user_files / "run"
+    (run / "tb").mkdir()
+    (run / "tb" / "events").write_bytes(b"x")
+    check_run_dir(str(run), [], resume=True, overwrite=False)  # --resume continues it: nothing removed
+    assert (run / "state.pt").is_file()
+    with pytest.raises(DenseVLMError, match="pass one of them"):
+        check_run_dir(str(run), [], resume=True, overwrite=True)
+    check_run_dir(str(run), [], resume=False, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["my-notes.md"]
+    assert (run / "my-notes.md").read_text() == "keep me\n"
+
+
+def test_train_into_an_earlier_run_needs_resume_or_overwrite(tmp_path, capsys):
+    """End to end: a second `train --out RUN` is refused with RUN untouched; --overwrite starts
+    clean (metrics.jsonl holds the new run only)."""
+    from densevlm.data.synth import write_world
+
+    write_world(tmp_path / "world", 4, seed=5, progress=False)
+    run = tmp_path / "run"
+    argv = ["train", "--images", str(tmp_path / "world"), "--out", str(run), "--steps", "2", "--batch-size", "2",
+            "--max-boxes", "2", "--log-every", "1", "--save-every", "2", "-q"]
+    assert main(argv) == 0
+    assert str(run / "last.pt") in capsys.readouterr().out
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + '{"step": 999}\n')  # marks the old run
+    before = _snapshot(run)
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert f"--out {run}: holds an earlier run (last.pt, state.pt" in line and "--overwrite to start again" in line
+    assert _snapshot(run) == before
+    assert main([*argv, "--overwrite"]) == 0
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(r.get("step") != 999 for r in rows)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+@pytest.mark.parametrize("argv", [["export", "--format", "coco", "--out"], ["stats", "--json"]])
+def test_review_outputs_under_a_tree_that_takes_no_files(tmp_path, capsys, argv):
+    from densevlm.review.importing import import_candidates
+
+    data = make_dataset(tmp_path)
+    import_candidates(data.db, data.candidates, None)
+    before = data.db.read_bytes()
+    assert main(["review", argv[0], "--db", str(data.db), *argv[1:], "/proc/x/out.json"]) == 2
+    assert f"{argv[-1]} /proc/x/out.json: cannot write under /proc" in _one_error_line(capsys)
     assert data.db.read_bytes() == before

@@ -43,6 +43,12 @@ def init_distributed(device: str = "cpu") -> tuple[int, int]:
     return _init(device)
 
 
+def existing_paths(*names: Optional[str]) -> list[str]:
+    """The arguments that name an existing file or folder: the inputs an output must not replace
+    (model names such as ``tiny-student`` and unset flags drop out)."""
+    return [str(n) for n in names if n and Path(n).exists()]
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     from densevlm.fileio import atomic_write_json
 

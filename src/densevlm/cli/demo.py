@@ -8,7 +8,9 @@
 6. segment a few sample images before and after;
 7. write the HTML report. The last line printed is its path.
 
-Takes about 5 minutes on 2 CPU cores (--fast: about 2). Nothing is downloaded.
+Takes about 5 minutes on 2 CPU cores (--fast: about 2). Nothing is downloaded. An --out folder
+that is not empty (an earlier demo) is only reused with --overwrite, which starts every stage
+again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true", help="smaller sets and shorter training (about 2 minutes)")
     p.add_argument("--student", default="tiny-student", help="student model (default: tiny-student)")
     p.add_argument("--teacher", default="tiny-teacher", help="teacher model (default: tiny-teacher)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="run again in an --out folder that holds an earlier demo (or anything else)")
 
 
 class _Stages:
@@ -61,11 +65,12 @@ class _Stage:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from densevlm.cli.train import check_run_dir
     from densevlm.data.images import open_image_source
     from densevlm.data.panoptic import PanopticDataset
     from densevlm.data.synth import write_world
     from densevlm.evaluation import EvalConfig, evaluate, format_table, make_validator
-    from densevlm.fileio import atomic_write_json
+    from densevlm.fileio import atomic_write_json, check_output
     from densevlm.model import load_model
     from densevlm.report import write_report
     from densevlm.retrieval.candidates import write_candidates
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.data.synth import default_vocabulary
     from densevlm.training.trainer import train
 
-    out = Path(args.out)
+    out = check_output(args.out, "dir", overwrite=args.overwrite)  # an earlier demo needs --overwrite
     n_val, n_pool, steps = (200, 800, 120) if args.fast else (500, 2000, 300)
     stage = _Stages(7)
     vocab = default_vocabulary()
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     for method in ("densevlm", "clipself"):
         label = "DenseVLM decoupled alignment" if method == "densevlm" else "CLIPSelf (baseline, for comparison)"
         with stage(f"fine-tuning the student with {label}, {steps} steps"):
+            check_run_dir(str(out / method), [], resume=False, overwrite=True)  # no metrics of two runs
             cfg = TrainConfig(student=args.student, teacher=args.teacher, images=str(pool_dir), out=str(out / method),
                               method=method, steps=steps, seed=args.seed, val_before=False)
             result = train(cfg, progress=sys.stderr.isatty(), validate=validate)

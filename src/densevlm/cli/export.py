@@ -70,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="accuracy gate: least dense-label and box-score agreement with fp32 (default: 0.99)")
     p.add_argument("--max-macc-drop", type=float, default=None,
                    help="accuracy gate with --eval-data: largest drop of box thing/stuff mAcc in points (default: 1)")
-    p.add_argument("--overwrite", action="store_true", help="--format openvino: replace a non-empty --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing export in --out (and an existing --json file)")
 
 
 def _human_bytes(n: int) -> str:
@@ -193,12 +194,21 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.export import require_packages
 
     require_packages("onnx", "onnxruntime", "onnxscript")
+    from densevlm.cli._common import existing_paths
+    from densevlm.fileio import check_output
+
+    inputs = existing_paths(args.vocab, args.model, args.pretrained, args.calibration, args.eval_data)
     if args.check:
         if args.out:
             raise DenseVLMError("--check DIR re-checks an existing export; drop --out (or drop --check to export)")
+        if args.json:
+            check_output(args.json, "file", inputs=[*inputs, args.check], overwrite=args.overwrite, flag="--json")
         return _check(args)
     if not args.out:
         raise DenseVLMError("--out DIR is required: where to write the export")
+    check_output(args.out, "dir", inputs=inputs, overwrite=args.overwrite)
+    if args.json:
+        check_output(args.json, "file", inputs=inputs, overwrite=args.overwrite, flag="--json")
     if args.format == "openvino":
         return _export_edge(args)
 

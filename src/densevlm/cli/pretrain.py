@@ -39,13 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", choices=["off", "bf16"], default="off", help="bf16 autocast (default: off)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.resume.pt if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from densevlm.cli._common import existing_paths
+    from densevlm.fileio import check_output
     from densevlm.training.pretrain import PretrainConfig, pretrain
 
+    check_output(args.out, "file", inputs=existing_paths(args.data, args.pretrained),
+                 overwrite=args.overwrite or args.resume)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = PretrainConfig(

@@ -21,11 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default="densevlm: adapting a VLM to the plant's images", help="report title")
     p.add_argument("--review-stats", metavar="FILE", help="review statistics JSON (`densevlm review stats --json FILE`)")
     p.add_argument("--before-samples", default=None, help="folder of *.overlay.png of the model before adaptation")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
+    from densevlm.cli._common import existing_paths
+    from densevlm.fileio import check_output
     from densevlm.report import write_report
 
+    inputs = existing_paths(*args.runs, args.review_stats, args.before_samples)
+    check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite)
     path = write_report(args.runs, args.out, args.title, args.review_stats, args.before_samples)
     print(path)
     return 0

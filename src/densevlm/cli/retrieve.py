@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the grid splits (default: 0)")
     p.add_argument("--full-logits", action="store_true", help="store the full logit vector even for large vocabularies")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.data.synth import default_vocabulary
     from densevlm.vocab import load_vocabulary
 
+    from densevlm.cli._common import existing_paths
+    from densevlm.fileio import check_output
+
+    image_inputs = [part.split("=", 1)[-1] for part in args.images.split(",")]  # json=FILE,images=DIR too
+    inputs = existing_paths(args.vocab, args.teacher, args.teacher_pretrained, *image_inputs)
+    check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite)
     teacher = load_model_arg(args.teacher, args.teacher_pretrained, default_device(args.device))
     vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
     cfg = RetrievalConfig(features=args.features, logit_scale=args.logit_scale, threshold=args.threshold,

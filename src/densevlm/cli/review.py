@@ -9,6 +9,9 @@
 already there and their verdicts are kept). `serve` opens the page where experts accept a
 candidate (keys 1-5), type another category, reject or mark unsure, and undo. `export` writes
 COCO, Label Studio or JSONL files; `stats` says how far the teacher can be trusted.
+
+A database another process is writing to is waited for $DENSEVLM_REVIEW_BUSY_TIMEOUT seconds
+(default 5), then the command stops with one line saying so.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     export.add_argument("--db", required=True, metavar="FILE", help="review database")
     export.add_argument("--format", required=True, choices=["coco", "labelstudio", "jsonl"], help="output format")
     export.add_argument("--out", required=True, metavar="FILE", help="output file (written atomically)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     export.add_argument(
         "--image-prefix",
         default="/data/local-files/?d=",
@@ -89,6 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     stats.add_argument("--db", required=True, metavar="FILE", help="review database")
     stats.add_argument("--json", metavar="FILE", help="also write the statistics as JSON")
+    stats.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,8 +111,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from densevlm.fileio import check_output
     from densevlm.review.importing import import_candidates
 
+    # an existing database is imported into (that is what init does); it must not be an input
+    check_output(args.db, "file", inputs=[args.candidates, args.images], overwrite=True, flag="--db")
     summary = import_candidates(args.db, args.candidates, args.images)
     print(
         f"{args.db}: added {summary.regions_added} regions ({summary.regions_present} already there), "
@@ -140,7 +148,7 @@ def _export(args: argparse.Namespace) -> int:
     from densevlm.fileio import check_output
     from densevlm.review.export import export_reviews, labelstudio_config
 
-    check_output(args.out, "file", inputs=[args.db], overwrite=True)  # never the database itself
+    check_output(args.out, "file", inputs=[args.db], overwrite=args.overwrite)  # never the database itself
     export_reviews(args.db, args.format, args.out, image_prefix=args.image_prefix)
     if args.format == "labelstudio":
         print("Label Studio labeling config for these tasks:")
@@ -153,7 +161,7 @@ def _stats(args: argparse.Namespace) -> int:
     from densevlm.review.stats import format_stats, review_stats
 
     if args.json:
-        check_output(args.json, "file", inputs=[args.db], overwrite=True, flag="--json")
+        check_output(args.json, "file", inputs=[args.db], overwrite=args.overwrite, flag="--json")
     stats = review_stats(args.db)
     print(format_stats(stats))
     if args.json:

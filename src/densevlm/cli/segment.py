@@ -2,7 +2,10 @@
 
 INPUT: image files, folders (searched recursively, hidden files and folders skipped) or globs
 ('photos/**/*.jpg', only image files kept); any size, RGB, grayscale, RGBA or 16-bit, EXIF
-orientation applied. For each image, --out DIR gets:
+orientation applied; a GIF is read by its first frame. A folder or glob never yields the outputs
+of an earlier segment run (NAME.overlay.png / NAME.labels.png beside NAME.json or summary.csv,
+wherever its --out was), and one line lists what a scan skipped and why. For each image,
+--out DIR gets:
 
   NAME.overlay.png  the image with stuff tinted, things outlined, labels and a legend
                     (small images are upscaled, large ones drawn at most --overlay-max-side px)
@@ -21,7 +24,8 @@ segments, top_classes (by area), seconds. NAME is the path relative to the input
 A pixel's class is the argmax of its dense feature against the class embeddings, its score the
 softmax probability of that class. Segments are the 8-connected regions of each class; regions
 under --min-area pixels are dropped as specks (default: half a model token, e.g. 0.5 * (16 px /
-scale)^2 for a patch-16 model). A segment's score is the mean pixel score, its topk the
+scale)^2 for a patch-16 model, clipped to the image for very thin images); when that removes
+every region, a warning and the summary's reason say so. A segment's score is the mean pixel score, its topk the
 classification of the features pooled under its mask. With --boxes, each given box is
 classified (RoI features) and becomes a segment instead: COCO JSON ({"images": [{"id",
 "file_name"}], "annotations": [{"image_id", "bbox": [x, y, w, h]}]}) or a list
@@ -124,7 +128,13 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.inference.boxes import assign_boxes, load_boxes
     from densevlm.inference.io import collect_inputs
 
-    out = Path(args.out)
+    from densevlm.cli._common import existing_paths
+    from densevlm.fileio import check_output
+
+    # an earlier run's outputs are skipped image by image (--overwrite redoes them), so an existing
+    # folder is fine; a file, an unwritable place or a folder holding --vocab/--boxes/--model is not
+    inputs = existing_paths(args.vocab, args.boxes, args.model, args.pretrained)
+    out = check_output(args.out, "dir", inputs=inputs, overwrite=True)
     images = collect_inputs(args.inputs, exclude=out)
     boxes = assign_boxes(load_boxes(args.boxes), images, args.boxes) if args.boxes else None
 
@@ -140,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         vocab = default_vocabulary()
     model, model_name = _load_model(args)
     size = args.size or default_size(model)
+    if args.engine == "onnx":
+        model.check_size(size)  # a fixed-size export at another --size: one line, before any image
     config = RunConfig(
         size=size, top_k=args.top_k, min_area=args.min_area, batch_size=args.batch_size, workers=args.workers,
         overwrite=args.overwrite, overlay_max_side=args.overlay_max_side,

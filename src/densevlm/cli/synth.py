@@ -23,13 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probability that a caption names the background (default: 0.15, which makes the "
                         "foreground-biased captions a web-trained CLIP sees)")
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default: 2)")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
     from densevlm.data.synth import write_world
+    from densevlm.fileio import check_output
 
+    check_output(args.out, "dir", overwrite=args.overwrite)
     start = time.perf_counter()
     out = write_world(args.out, args.n, seed=args.seed, size=args.size, p_stuff=args.p_stuff, workers=args.workers)
     print(f"wrote {args.n} scenes to {out} in {time.perf_counter() - start:.1f} s")

@@ -7,7 +7,9 @@ pulled towards objects. Baselines: --method clipself | nodecouple | stuffonly.
 
 --batch-size is per process; run on several GPUs or nodes with
   torchrun --nproc_per_node 4 -m densevlm train ...
-Settings may come from --config file.yaml (flags given on the command line win).
+Settings may come from --config file.yaml (flags given on the command line win). An --out that
+holds an earlier run (last.pt, state.pt, config.yaml, metrics.jsonl ...) is refused unless
+--resume continues it or --overwrite starts again (removing those run files, nothing else).
 
 Examples:
   densevlm train --images world/unlabeled --out runs/densevlm
@@ -69,6 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reviewed-weight", type=float, default=d, help="loss weight of a reviewed region (default: 1)")
     p.add_argument("--device", default=d, help="cpu, cuda ... (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in an --out that holds an earlier run (its run files are removed first)")
 
 
 def build_config(args: argparse.Namespace):
@@ -84,11 +88,52 @@ def build_config(args: argparse.Namespace):
     return TrainConfig(**values)
 
 
+# what a run writes in --out (densevlm.training.trainer); their presence means an earlier run
+RUN_FILES = ("last.pt", "state.pt", "config.yaml", "metrics.jsonl", "retrieval.json", "eval.json", "eval_before.json")
+RUN_FOLDERS = ("tb",)
+
+
+def check_run_dir(out: str, inputs: list[str], resume: bool, overwrite: bool) -> None:
+    """Before any work: ``out`` can be written, holds none of the inputs and, unless ``resume``
+    or ``overwrite``, no earlier run; with ``overwrite`` the earlier run's files are removed.
+
+    Raises:
+        DenseVLMError: one line naming ``--out``, the problem and the flag that would allow it.
+    """
+    import os
+    import shutil
+
+    from densevlm.errors import DenseVLMError
+    from densevlm.fileio import check_output
+
+    if resume and overwrite:
+        raise DenseVLMError("--resume continues the run in --out and --overwrite starts it again; pass one of them")
+    path = check_output(out, "dir", inputs=inputs, overwrite=True)
+    earlier = [name for name in RUN_FILES + RUN_FOLDERS if (path / name).exists()]
+    if not earlier or resume:
+        return
+    if not overwrite:
+        raise DenseVLMError(f"--out {path}: holds an earlier run ({', '.join(earlier)}); pass --resume to continue "
+                            "it or --overwrite to start again")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process removes them
+        for name in earlier:
+            target = path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
+    from densevlm.cli._common import existing_paths
     from densevlm.review.reviewed import load_reviewed
     from densevlm.training.trainer import train
 
     cfg = build_config(args)
+    cfg.check()
+    inputs = existing_paths(args.config, cfg.images, cfg.vocab, cfg.val_data, cfg.reviewed, cfg.student,
+                            cfg.teacher, cfg.student_pretrained, cfg.teacher_pretrained)
+    check_run_dir(cfg.out, inputs, args.resume, args.overwrite)
     if cfg.device:
         default_device(cfg.device)  # one line, before any work, when the machine lacks the device
     validate = None

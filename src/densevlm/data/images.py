@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import logging
 import os
 import re
 import tarfile
@@ -32,9 +33,17 @@ from PIL import Image
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import IMAGE_SUFFIXES, open_image
 
-__all__ = ["ImageSource", "FileListSource", "TarShardSource", "open_image_source", "expand_braces", "find_images"]
+__all__ = ["ImageSource", "FileListSource", "TarShardSource", "open_image_source", "expand_braces", "find_images",
+           "is_densevlm_output"]
+
+log = logging.getLogger(__name__)
 
 _GLOB_CHARS = "*?["
+# what `densevlm segment` writes beside NAME.json (see densevlm.inference.io.output_paths)
+_OUTPUT_SUFFIXES = (".overlay.png", ".labels.png")
+_EXAMPLES = 3
+_EXPECTED = ("a folder, an image file (" + ", ".join(IMAGE_SUFFIXES) + "), a glob, a world directory, "
+             "a COCO JSON or tar shards")
 
 
 class ImageSource:
@@ -164,7 +173,9 @@ def open_image_source(spec: str | Path) -> ImageSource:
     if path.suffix == ".json":
         return _coco_json_source(path, None)
     if not path.exists() and not _is_glob(text):
-        raise DenseVLMError(f"{path}: image folder not found")
+        raise DenseVLMError(f"{path}: no such file or folder; --images takes {_EXPECTED}")
+    if path.is_file() and not path.name.lower().endswith(IMAGE_SUFFIXES):
+        raise DenseVLMError(f"{path}: not an image file, a COCO JSON or a tar shard; --images takes {_EXPECTED}")
     if (path / "panoptic.json").is_file() and (path / "images").is_dir():
         path = path / "images"
     root, files = find_images(path)
@@ -185,14 +196,66 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def _walk(folder: Path, exclude: Optional[Path]) -> list[Path]:
-    """Image files under ``folder`` (recursive), skipping hidden entries and the folder ``exclude``."""
+def is_densevlm_output(path: Path) -> bool:
+    """Whether ``path`` is a file that ``densevlm segment`` wrote, wherever its ``--out`` was.
+
+    An overlay or label map is named ``NAME.overlay.png`` or ``NAME.labels.png`` and has
+    ``NAME.json`` or a ``summary.csv`` beside it; ``NAME.json`` has one of those two beside it;
+    ``summary.csv`` starts with the run summary's header (``file,name,status``).
+    """
+    name = path.name.lower()
+    for suffix in _OUTPUT_SUFFIXES:
+        if name.endswith(suffix):
+            stem = path.name[: -len(suffix)]
+            return (path.parent / f"{stem}.json").is_file() or (path.parent / "summary.csv").is_file()
+    if name.endswith(".json"):
+        return any((path.parent / f"{path.name[:-5]}{suffix}").is_file() for suffix in _OUTPUT_SUFFIXES)
+    if name == "summary.csv":
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.readline().startswith("file,name,status")
+        except OSError:
+            return False
+    return False
+
+
+def _skip_reason(path: Path) -> Optional[str]:
+    """Why a file found in a scan is not an input (None: it is one)."""
+    if is_densevlm_output(path):
+        return "densevlm outputs"
+    if not path.name.lower().endswith(IMAGE_SUFFIXES):
+        return "not an image type densevlm reads"
+    return None
+
+
+def _walk(folder: Path, exclude: Optional[Path], skipped: dict[str, set[Path]]) -> list[Path]:
+    """Image files under ``folder`` (recursive), skipping hidden entries and the folder ``exclude``;
+    other files are added to ``skipped`` under their reason."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)]
-        found += [here / f for f in filenames if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            reason = _skip_reason(here / f)
+            if reason is None:
+                found.append(here / f)
+            else:
+                skipped.setdefault(reason, set()).add(here / f)
     return found
+
+
+def _report_skipped(spec: str | Path, skipped: dict[str, set[Path]]) -> None:
+    """One line: how many files the scan of ``spec`` left out, why, and a few of each."""
+    if not skipped:
+        return
+    parts = []
+    for reason, paths in sorted(skipped.items()):
+        examples = ", ".join(p.name for p in sorted(paths)[:_EXAMPLES]) + (", ..." if len(paths) > _EXAMPLES else "")
+        parts.append(f"{len(paths)} {reason} ({examples})")
+    total = sum(len(p) for p in skipped.values())
+    log.info("%s: skipped %d file%s: %s", spec, total, "" if total == 1 else "s", "; ".join(parts))
 
 
 def find_images(spec: str | Path, exclude: Optional[str | Path] = None) -> tuple[Path, list[Path]]:
@@ -206,29 +269,46 @@ def find_images(spec: str | Path, exclude: Optional[str | Path] = None) -> tuple
     files and folders (``.name``) are skipped below the spec; a glob matches them only where its
     own pattern starts a name with ``.``. Nothing inside the folder ``exclude`` is found.
 
+    A folder or glob never yields densevlm's own outputs (:func:`is_densevlm_output`: the
+    overlays and label maps of an earlier ``densevlm segment``, wherever its ``--out`` was) nor
+    files of other types; what it left out is logged as one line (counts per reason and a few
+    names). GIFs are read (an animated GIF by its first frame).
+
     Returns:
         ``root`` and the files under it, sorted, each once.
 
     Raises:
-        DenseVLMError: a path that does not exist, or a glob that matches nothing.
+        DenseVLMError: a path that does not exist, a file named explicitly that is not an image
+            (by its suffix), or a glob that matches nothing.
     """
     excluded = Path(exclude).resolve() if exclude is not None else None
     path = Path(spec)
+    skipped: dict[str, set[Path]] = {}
     if path.is_file():
+        if not path.name.lower().endswith(IMAGE_SUFFIXES):
+            raise DenseVLMError(f"{path}: not an image file; expected a folder, a glob or an image file "
+                                f"({', '.join(IMAGE_SUFFIXES)})")
         return path.parent, [path]
     if path.is_dir():
-        return path, sorted(_walk(path, excluded))
+        files = sorted(_walk(path, excluded, skipped))
+        _report_skipped(spec, skipped)
+        return path, files
     if not _is_glob(spec):
         raise DenseVLMError(f"{spec}: no such file or folder")
     matches = [Path(m) for m in glob.glob(str(spec), recursive=True)]
     if not matches:
         raise DenseVLMError(f"{spec}: the pattern matches no files")
-    files: set[Path] = set()
+    found: set[Path] = set()
     for match in matches:
         if excluded is not None and (match.resolve() == excluded or excluded in match.resolve().parents):
             continue
         if match.is_dir():
-            files.update(_walk(match, excluded))
-        elif match.name.lower().endswith(IMAGE_SUFFIXES):
-            files.add(match)
-    return _glob_root(str(spec)), sorted(files)
+            found.update(_walk(match, excluded, skipped))
+        else:
+            reason = _skip_reason(match)
+            if reason is None:
+                found.add(match)
+            else:
+                skipped.setdefault(reason, set()).add(match)
+    _report_skipped(spec, skipped)
+    return _glob_root(str(spec)), sorted(found)

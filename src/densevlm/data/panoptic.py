@@ -10,6 +10,10 @@ segment id as ``R + 256 G + 256^2 B`` (0 = void). ``--data`` accepts:
 * ``ade:ROOT`` -- ADE20K panoptic val (detectron2's conversion): ``ROOT/images/validation``,
   ``ROOT/ade20k_panoptic_val``, ``ROOT/ade20k_panoptic_val.json``;
 * ``json=FILE,images=DIR,panoptic=DIR`` for any other layout.
+
+Ground truth is read in the stored pixel frame: the panoptic PNGs and the JSON's boxes describe
+the pixels as stored, so an image's EXIF orientation is *not* applied here (unlike every
+command that reads user photos), and image and PNG always share one frame.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class PanopticSample:
     Attributes:
         index: position in the dataset.
         image_id: the JSON's image id.
-        image: RGB PIL image at its original size.
+        image: RGB PIL image at its original size, in the stored pixel frame (no EXIF rotation).
         ids: ``[H, W]`` int64 segment id per pixel (0 = void).
         segments: the JSON's ``segments_info`` entries (``id``, ``category_id``, ``bbox`` XYWH,
             ``area``, ``iscrowd``) that are present in the PNG.
@@ -172,7 +176,7 @@ class PanopticDataset:
                 also PNG ids that no entry lists.
         """
         info, ann = self.records[index]
-        image = open_image(self.image_path(index))
+        image = open_image(self.image_path(index), orientation=False)  # the annotations' frame
         png_path = self.panoptic_dir / ann["file_name"]
         ids = read_panoptic_png(png_path)
         if ids.shape != (image.height, image.width):

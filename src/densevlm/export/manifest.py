@@ -92,6 +92,11 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     """
     directory = Path(directory)
     path = directory / MANIFEST_FILE
+    if directory.is_file():
+        raise DenseVLMError(
+            f"{directory}: is a file; expected an export directory (the --out DIR of `densevlm export`, "
+            f"holding {MANIFEST_FILE})"
+        )
     if not directory.is_dir():
         raise DenseVLMError(
             f"{directory}: export directory not found; create one with `densevlm export --out {directory}`"

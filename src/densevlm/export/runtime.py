@@ -250,15 +250,23 @@ class OnnxDenseModel:
             DenseVLMError: a fixed-size export is asked for another size.
         """
         if not self.dynamic:
-            if size is not None and size != self._input_size:
-                raise DenseVLMError(
-                    f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
-                    "re-export with --dynamic or --size"
-                )
+            self.check_size(size)
             size, square = self._input_size, True
         array, plan = letterbox_array(image, size or self._input_size, self.patch_size, self._spec.mean,
                                       self._spec.std, square)
         return self._out(array), plan
+
+    def check_size(self, size: Optional[int]) -> None:
+        """Check an input side before any image is read (None: the export's own size).
+
+        Raises:
+            DenseVLMError: a fixed-size export is asked for another size.
+        """
+        if not self.dynamic and size is not None and size != self._input_size:
+            raise DenseVLMError(
+                f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
+                "re-export with --dynamic or --size"
+            )
 
     def transform(self, image: Image.Image, size: Optional[int] = None) -> Any:
         """``[3, H, W]`` normalised input for a PIL image (see :meth:`prepare`)."""

@@ -152,7 +152,10 @@ def segment_files(
         The summary (also written as CSV, even when the run is interrupted).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DenseVLMError(f"{out_dir}: cannot create the output folder ({e.strerror or type(e).__name__})") from None
     started = time.perf_counter()
     rows: dict[int, dict[str, Any]] = {}
     todo: list[int] = []
@@ -264,7 +267,11 @@ def _finish(dense: torch.Tensor, text: torch.Tensor, item: dict[str, Any], image
         log.warning("skipped %s", reason)
         return _error_row(image, reason, shared_seconds + time.perf_counter() - started)
     seconds = shared_seconds + time.perf_counter() - started
+    reason = ""
+    if not segments and given is None and min_area > 0:
+        reason = f"every region is under the minimum area of {min_area} pixels (--min-area 0 keeps them)"
+        log.warning("%s: no segments: %s", image.path, reason)
     return {
-        "file": str(image.path), "name": image.name, "status": "ok", "reason": "", "segments": len(segments),
+        "file": str(image.path), "name": image.name, "status": "ok", "reason": reason, "segments": len(segments),
         "top_classes": _top_classes(result.class_areas()), "seconds": round(seconds, 3),
     }

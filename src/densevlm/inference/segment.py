@@ -11,8 +11,9 @@ The pixel maps are made in :mod:`densevlm.inference.maps`, the regions and their
 :mod:`densevlm.inference.components`; the result types are in :mod:`densevlm.inference.result`.
 Regions smaller than ``min_area`` original pixels get no segment; the default is half a model
 token (``0.5 * (patch / scale)^2`` original pixels, where ``scale`` is input pixels per original
-pixel). With ``boxes``, each given box is classified from its RoI feature (RoI-align on the same
-dense map) instead, and becomes one segment whose mask is the box's pixels.
+pixel), clipped to the image (see :func:`default_min_area`). With ``boxes``, each given box is
+classified from its RoI feature (RoI-align on the same dense map) instead, and becomes one
+segment whose mask is the box's pixels.
 
 The model is any :class:`~densevlm.dense.DenseRuntime` (a ``DenseModel`` in PyTorch, an ONNX
 Runtime or OpenVINO export); what is called on it::
@@ -61,9 +62,15 @@ def default_size(model: Any) -> int:
 
 
 def default_min_area(plan: Letterbox, patch_size: int) -> int:
-    """Half a model token in original pixels: ``ceil(0.5 * (patch / scale)^2)``, at least 1."""
+    """Half of a model token's pixels inside the image: ``ceil(0.5 * min(t, W) * min(t, H))``
+    original pixels, where ``t = patch / scale`` is a token's side in original pixels, at least 1.
+
+    For most images this is half a token, ``0.5 * t^2``; an image narrower than a token in one
+    direction (20000x20, 640x1) gets the part of a token it holds, so its regions are not all
+    specks.
+    """
     side = patch_size / plan.scale
-    return max(1, math.ceil(0.5 * side * side))
+    return max(1, math.ceil(0.5 * min(side, plan.original_width) * min(side, plan.original_height)))
 
 
 def predict(

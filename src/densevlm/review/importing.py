@@ -134,6 +134,12 @@ def _image_id(conn: sqlite3.Connection, root: Path, region: CandidateRegion, siz
         "SELECT id, width, height FROM images WHERE root = ? AND file_name = ?", (str(root), region.image)
     ).fetchone()
     if row is not None:
+        if (row["width"], row["height"]) == (region.height, region.width) != (region.width, region.height):
+            raise DenseVLMError(
+                f"{path}:{region.line}: image '{region.image}' is {region.width}x{region.height} upright (EXIF "
+                f"orientation applied) but {row['width']}x{row['height']} in the database, which an older densevlm "
+                "made without applying EXIF orientation; import into a new database (--db NEW.sqlite)"
+            )
         if (row["width"], row["height"]) != (region.width, region.height):
             raise DenseVLMError(
                 f"{path}:{region.line}: image '{region.image}' is {region.width}x{region.height} here but "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Iterator, Optional
 from densevlm.errors import DenseVLMError
 from densevlm.review.candidates import clean_name
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "ReviewStore"]
+__all__ = ["SCHEMA_VERSION", "STATUSES", "BUSY_TIMEOUT_ENV", "DatabaseBusy", "busy_timeout", "ReviewStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +106,52 @@ CREATE VIEW current_verdicts AS
 """
 
 
-def _connect(db_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(db_path), isolation_level=None, timeout=30.0, check_same_thread=False)
+BUSY_TIMEOUT_ENV = "DENSEVLM_REVIEW_BUSY_TIMEOUT"
+_DEFAULT_BUSY_TIMEOUT = 5.0
+
+
+class DatabaseBusy(sqlite3.OperationalError, DenseVLMError):
+    """Another process held the database for longer than the busy timeout.
+
+    A :class:`~densevlm.errors.DenseVLMError` (the command line prints one line) and still a
+    ``sqlite3.OperationalError`` (the review page answers 503, try again).
+    """
+
+
+def busy_timeout() -> float:
+    """Seconds to wait for a database another process is writing: ``$DENSEVLM_REVIEW_BUSY_TIMEOUT``,
+    else 5.
+
+    Raises:
+        DenseVLMError: the variable is not a number of seconds >= 0.
+    """
+    text = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    if not text:
+        return _DEFAULT_BUSY_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0.0 or value == float("inf"):
+        raise DenseVLMError(f"${BUSY_TIMEOUT_ENV}={text}: give a number of seconds, 0 or more")
+    return value
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    text = str(e).lower()
+    return "locked" in text or "busy" in text
+
+
+def _busy(path: Path, timeout: float) -> DatabaseBusy:
+    return DatabaseBusy(f"{path}: another process holds the database (still locked after {timeout:g} s); "
+                        f"try again when it is done, or wait longer with ${BUSY_TIMEOUT_ENV}=SECONDS")
+
+
+def _connect(db_path: Path, timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(db_path), isolation_level=None, timeout=timeout, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     conn.execute("PRAGMA synchronous = FULL")
     return conn
 
@@ -119,11 +161,14 @@ class ReviewStore:
 
     ``ReviewStore(path)`` opens an existing database (one-line error when it is missing or not
     a review database); ``ReviewStore(path, create=True)`` creates it when missing.
-    A store holds one SQLite connection; open one store per thread.
+    A store holds one SQLite connection; open one store per thread. While another process
+    writes, a write waits up to ``timeout`` seconds (default :func:`busy_timeout`), then raises
+    :class:`DatabaseBusy`.
     """
 
-    def __init__(self, db_path: str | Path, create: bool = False) -> None:
+    def __init__(self, db_path: str | Path, create: bool = False, timeout: Optional[float] = None) -> None:
         self.path = Path(db_path)
+        self.timeout = busy_timeout() if timeout is None else float(timeout)
         if not self.path.exists():
             if not create:
                 raise DenseVLMError(f"{self.path}: review database not found; create it with `densevlm review init`")
@@ -132,8 +177,14 @@ class ReviewStore:
         elif self.path.is_dir():
             raise DenseVLMError(f"{self.path}: is a directory, not a review database")
         try:
-            self.conn = _connect(self.path)
+            self.conn = _connect(self.path, self.timeout)
             self._prepare(create)
+        except DatabaseBusy:
+            raise
+        except sqlite3.OperationalError as e:
+            if _is_busy(e):
+                raise _busy(self.path, self.timeout) from None
+            raise DenseVLMError(f"{self.path}: not a usable SQLite review database ({e})") from None
         except sqlite3.DatabaseError as e:
             raise DenseVLMError(f"{self.path}: not a usable SQLite review database ({e})") from None
 
@@ -171,14 +222,29 @@ class ReviewStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception.
+
+        Raises:
+            DatabaseBusy: another process held the write lock longer than the busy timeout.
+        """
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if _is_busy(e):
+                raise _busy(self.path, self.timeout) from None
+            raise
         try:
             yield self.conn
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if not _is_busy(e):
+                raise
+            self.conn.execute("ROLLBACK")
+            raise _busy(self.path, self.timeout) from None
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
