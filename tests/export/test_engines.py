@@ -174,3 +174,37 @@ print(json.dumps({{"engine": engine, "labels": labels, "loaded": loaded}}))
 def test_blocker_really_blocks_torch(tmp_path):
     done = _without_torch("import torch\n", tmp_path)
     assert done.returncode != 0 and "blocked by the test" in done.stderr
+
+
+def test_cli_segment_openvino_without_torch_equals_torch(student, openvino_dir, scenes, tmp_path):
+    """`densevlm segment --model EXPORT` (engine from the manifest) in a process where torch cannot
+    be imported: the label maps equal the PyTorch engine's on >= 99 % of pixels, and no torch loaded."""
+    folder = scenes[0].parent
+    out = tmp_path / "seg"
+    code = f"""
+from densevlm.cli.main import main
+status = main(["segment", {str(folder)!r}, "--model", {str(openvino_dir)!r}, "--out", {str(out)!r}, "--threads", "1",
+               "--workers", "2", "--batch-size", "3", "-q"])
+print("loaded", sorted(m for m in {BLOCKED!r} if m in sys.modules), "status", status)
+"""
+    done = _without_torch(code, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loaded [] status 0" in done.stdout, done.stdout + done.stderr
+    same = total = 0
+    for path in scenes:
+        doc = json.loads((out / f"{path.name}.json").read_text())
+        assert doc["model"] == str(openvino_dir) and doc["width"] == Image.open(path).width
+        labels = np.asarray(Image.open(out / f"{path.name}.labels.png"))
+        reference = densevlm.segment(student, path, default_vocabulary()).labels
+        same += int((labels == reference).sum())
+        total += reference.size
+    assert same / total >= 0.99
+    assert (out / f"{scenes[0].name}.overlay.png").is_file()
+
+
+def test_cli_prompts_short_is_refused_for_an_export(openvino_dir, scenes, tmp_path):
+    from densevlm.cli.main import main
+
+    status = main(["segment", str(scenes[1]), "--model", str(openvino_dir), "--prompts", "short",
+                   "--out", str(tmp_path / "seg"), "-q"])
+    assert status == 2 and not (tmp_path / "seg" / f"{scenes[1].name}.json").exists()
