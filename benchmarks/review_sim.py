@@ -12,6 +12,21 @@
    of the time).
 
     python benchmarks/review_sim.py [--regions 200] [--reviewed-weight 1]
+
+With ``--plant-words`` it measures instead what review teaches about words the VLM never
+learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in a caption):
+
+1. A simulated expert labels the first K ground-truth regions (boxes) of each plant word in a
+   plant-word pool, for K in ``--shots`` (default 1 3 10 30).
+2. ``densevlm vocab adapt``'s blend turns them into few-shot class embeddings for ``--model``.
+3. Box mAcc on a plant-word held-out set, on the plant words and on the other things and the
+   stuff, for: text only (the plant words' untrained tokens) and (a) few-shot embeddings.
+4. With ``--train-shots K``: (b) DenseVLM fine-tuning of the student (default recipe, reviewed
+   regions as targets, ``--train-steps``) on the plant-word pool with the K-shot verdicts in a
+   review database, and (a)+(b) (the fine-tuned student's few-shot embeddings).
+
+    python benchmarks/review_sim.py --plant-words [--model tiny-teacher] [--shots 1 3 10 30]
+        [--pool 600] [--heldout 300] [--k0 3] [--no-gap-shift]
 """
 
 from __future__ import annotations
@@ -36,8 +51,20 @@ def main() -> None:
     parser.add_argument("--reviewed-weight", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plant-words", action="store_true", help="the few-shot curve on plant words (docstring)")
+    parser.add_argument("--model", default="tiny-teacher", help="--plant-words: the model to adapt")
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 3, 10, 30], help="--plant-words: K")
+    parser.add_argument("--pool", type=int, default=600, help="--plant-words: scenes the expert labels from")
+    parser.add_argument("--heldout", type=int, default=300, help="--plant-words: held-out scenes")
+    parser.add_argument("--k0", type=float, default=3.0, help="--plant-words: prior strength of the text")
+    parser.add_argument("--no-gap-shift", action="store_true", help="--plant-words: blend raw prototypes")
+    parser.add_argument("--train-shots", type=int, default=None, help="--plant-words: also (b) and (a)+(b) at this K")
+    parser.add_argument("--train-steps", type=int, default=300, help="--plant-words: steps of the (b) fine-tuning")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.plant_words:
+        plant_curve(args)
+        return
 
     from densevlm.data.images import open_image_source
     from densevlm.data.panoptic import PanopticDataset
@@ -107,6 +134,135 @@ def main() -> None:
     print("|" + "---|" * (len(KEYS) + 1))
     for label, m in results.items():
         print(f"| {label} | " + " | ".join(f"{m[k]:.1f}" for k, _ in KEYS) + " |")
+
+
+def _plant_world(path: Path, n: int, seed: int) -> Path:
+    from densevlm.data.synth import write_world
+
+    if not (path / "panoptic.json").is_file():
+        write_world(path, n, seed=seed, workers=2, progress=False, plant_words=True)
+    return path
+
+
+def expert_examples(pool: Path, shots: int) -> list:
+    """The first ``shots`` ground-truth regions of each plant word in ``pool`` (image order), as the expert's labels."""
+    from densevlm.data.panoptic import PanopticDataset
+    from densevlm.data.synth.categories import PLANT
+    from densevlm.training.fewshot import ExampleRegion
+
+    truth = PanopticDataset(pool)
+    wanted = {c.name: 0 for c in PLANT}
+    out = []
+    for i in range(len(truth)):
+        info, record = truth.records[i]
+        for s in record["segments_info"]:
+            name = truth.names[truth.category_index[s["category_id"]]]
+            if name in wanted and wanted[name] < shots:
+                x, y, w, h = s["bbox"]
+                out.append(ExampleRegion(str(truth.image_path(i)), (x, y, x + w, y + h), name))
+                wanted[name] += 1
+    short = [n for n, k in wanted.items() if k < shots]
+    if short:
+        raise SystemExit(f"the pool has fewer than {shots} regions of {', '.join(short)}; raise --pool")
+    return out
+
+
+def _split_macc(result) -> dict[str, float]:
+    from densevlm.data.synth.categories import PLANT_WORDS
+
+    rows = [r for r in result.per_class if r["n"] > 0]
+    groups = {"plant words": [r for r in rows if r["class"] in PLANT_WORDS],
+              "other things": [r for r in rows if r["isthing"] and r["class"] not in PLANT_WORDS],
+              "stuff": [r for r in rows if not r["isthing"]]}
+    return {k: float(np.mean([r["box_acc1"] for r in v])) for k, v in groups.items()}
+
+
+def plant_curve(args: argparse.Namespace) -> None:
+    """Few-shot class embeddings on plant words: box mAcc vs K (module docstring)."""
+    from _worlds import HELDOUT_SEED, POOL_SEED
+
+    from densevlm.data.panoptic import PanopticDataset
+    from densevlm.evaluation import EvalConfig, evaluate
+    from densevlm.model import load_model
+    from densevlm.training.fewshot import adapt_from_regions
+    from densevlm.vocab import load_vocabulary
+
+    work = Path(args.work) / "plant"
+    pool = _plant_world(work / "pool", args.pool, POOL_SEED + 7)
+    heldout = _plant_world(work / "heldout", args.heldout, HELDOUT_SEED + 7)
+    vocab = load_vocabulary(heldout / "vocab.txt")
+    dataset = PanopticDataset(heldout)
+    model = load_model(args.model)
+    cfg = EvalConfig(crops=False, segmentation=False)
+    rows = [("text only", 0, _split_macc(evaluate(model, dataset, vocab, cfg, progress=False)), 0.0)]
+    for k in args.shots:
+        started = time.perf_counter()
+        adapted = adapt_from_regions(model, vocab, expert_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift)
+        took = time.perf_counter() - started
+        rows.append(("(a) few-shot embeddings", k, _split_macc(evaluate(model, dataset, adapted, cfg, progress=False)),
+                     took))
+    if args.train_shots:
+        rows += _trained_rows(args, pool, work, vocab, dataset, cfg)
+    print(f"model {args.model}, held-out {args.heldout} plant-word scenes (seed {HELDOUT_SEED + 7}), k0 {args.k0}, "
+          f"gap shift {'off' if args.no_gap_shift else 'on'}; box mAcc (%)")
+    print("| method | K per plant word | plant words | other things | stuff | seconds (adapt or train) |")
+    print("|---|---|---|---|---|---|")
+    for label, k, m, took in rows:
+        print(f"| {label} | {k} | {m['plant words']:.1f} | {m['other things']:.1f} | {m['stuff']:.1f} | {took:.1f} |")
+
+
+def expert_database(examples: list, vocab, images: Path, db: Path) -> Path:
+    """A review database holding the expert's regions (their ground-truth boxes) and verdicts."""
+    import json
+
+    from densevlm.review import session
+    from densevlm.review.importing import import_candidates
+    from densevlm.review.store import ReviewStore
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    things = [list(n) for n, t in zip(vocab.synonyms, vocab.is_thing) if t]
+    stuff = [list(n) for n, t in zip(vocab.synonyms, vocab.is_thing) if not t]
+    lines = [{"kind": "header", "version": 1, "teacher": "simulated expert", "images": str(images),
+              "vocabulary": {"things": things, "stuff": stuff}, "tau": 1.0, "threshold": 0.0, "region_source": "expert"}]
+    for j, e in enumerate(examples):
+        lines.append({"kind": "region", "id": f"{Path(e.image).name}#e{j}", "image": Path(e.image).name, "width": 64,
+                      "height": 64, "box": list(e.box), "mask": None,
+                      "candidates": [{"category": vocab.names[0], "prob": 1.0, "thing": True}],
+                      "confidence": 1.0, "thing": True, "kept": True})
+    jsonl = db.with_suffix(".jsonl")
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    import_candidates(db, jsonl)
+    with ReviewStore(db) as store:
+        ids = [rid for (rid,) in store.conn.execute("SELECT id FROM regions ORDER BY id")]
+        for region_id, e in zip(ids, examples):
+            session.add_verdict(store, region_id, "simulated-expert", "category", category=e.category)
+    return db
+
+
+def _trained_rows(args: argparse.Namespace, pool: Path, work: Path, vocab, dataset, cfg) -> list:
+    """(b): fine-tune the student with the K-shot verdicts as targets; (a)+(b): adapt the result."""
+    from densevlm.evaluation import evaluate
+    from densevlm.model import load_model
+    from densevlm.review.reviewed import load_reviewed
+    from densevlm.training.config import TrainConfig
+    from densevlm.training.fewshot import adapt_from_regions
+    from densevlm.training.trainer import train
+
+    k = args.train_shots
+    examples = expert_examples(pool, k)
+    db = expert_database(examples, vocab, pool / "images", work / f"expert-{k}.sqlite")
+    out = work / f"trained-{k}"
+    train_cfg = TrainConfig(images=str(pool / "images"), out=str(out), seed=args.seed, steps=args.train_steps,
+                            reviewed_weight=args.reviewed_weight)
+    started = time.perf_counter()
+    train(train_cfg, progress=False, reviewed=load_reviewed(db))
+    took = time.perf_counter() - started
+    student = load_model(str(out / "last.pt"))
+    rows = [("(b) training", k, _split_macc(evaluate(student, dataset, vocab, cfg, progress=False)), took)]
+    adapted = adapt_from_regions(student, vocab, examples, k0=args.k0, gap=not args.no_gap_shift)
+    rows.append(("(a)+(b)", k, _split_macc(evaluate(student, dataset, adapted, cfg, progress=False)), took))
+    return rows
 
 
 if __name__ == "__main__":

@@ -46,5 +46,15 @@ model = load_model(sys.argv[1])
 save_model(model, Path(sys.argv[2]), {'built_by': 'scripts/build_models.sh'}, half=True)
 " "$WORK/teacher-parts-clipself/last.pt" "$OUT/tiny-teacher-parts.safetensors"
 rm -f "$OUT"/*.resume.pt
+# plant words (synth --plant-words): no caption names them, so pretraining never gave them a token;
+# give each its own untrained token, as a BPE CLIP has for any word (seeded rows with the trained
+# rows' statistics; every other weight and every known word's embedding unchanged)
+$PY -c "
+import sys
+from densevlm.backbones.tiny import add_words_to_checkpoint
+from densevlm.data.synth.categories import PLANT
+for path in sys.argv[1:]:
+    print(path, 'new words:', add_words_to_checkpoint(path, [c.name for c in PLANT], path, seed=0))
+" "$OUT/tiny-student.safetensors" "$OUT/tiny-teacher.safetensors" "$OUT/tiny-teacher-parts.safetensors"
 $PY benchmarks/model_card.py
 $PY benchmarks/model_card.py --student tiny-student --teacher tiny-teacher-parts

@@ -21,7 +21,7 @@ _EXPORTS = {
     "load_model": "densevlm.model",
     "DenseVLMError": "densevlm.errors",
     "Vocabulary": "densevlm.vocab.vocabulary",
-    "load_vocabulary": "densevlm.vocab.vocabulary",
+    "load_vocabulary": "densevlm.vocab.loading",
     "segment": "densevlm.inference.segment",
     "SegmentResult": "densevlm.inference.result",
 }

@@ -169,3 +169,21 @@ def test_page_url_carries_token():
     assert page_url("127.0.0.1", 8765) == "http://127.0.0.1:8765/"
     assert page_url("0.0.0.0", 80, "a b/c") == "http://127.0.0.1:80/?token=a%20b%2Fc"
     assert page_url("::1", 1) == "http://[::1]:1/"
+
+
+def test_a_typed_class_is_added_once_then_assigned_by_name(imported):
+    with live_server(imported.db) as base, httpx.Client(base_url=base, timeout=30) as client:
+        missing = client.post("/api/classes", json={"name": "porosity", "reviewer": "ann"})
+        assert missing.status_code == 400 and "thing or stuff" in missing.json()["detail"]
+        added = client.post("/api/classes", json={"name": "  porosity ", "thing": True, "reviewer": "ann"}).json()
+        assert added["new_class"] is True and added["class"]["name"] == "porosity" and added["class"]["thing"] is True
+        again = client.post("/api/classes", json={"name": "Porosity", "reviewer": "bob"}).json()
+        assert again == {"class": added["class"], "new_class": False}
+        assert "porosity" in [c["name"] for c in client.get("/api/vocabulary").json()["classes"]]
+        bad = client.post("/api/classes", json={"name": "a,b", "thing": True, "reviewer": "ann"})
+        assert bad.status_code == 400 and "not allowed" in bad.json()["detail"]
+        for _ in range(2):  # later regions take it by name, no thing flag needed
+            region = client.get("/api/next", params={"reviewer": "ann"}).json()["region"]
+            saved = client.post("/api/verdict", json={"region_id": region["id"], "reviewer": "ann",
+                                                      "verdict": "category", "category": "porosity"}).json()
+            assert (saved["category"], saved["new_class"]) == ("porosity", False)

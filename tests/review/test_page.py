@@ -177,3 +177,34 @@ def test_two_reviewers_with_the_keyboard(imported):
         washer = store.find_class("washer")
     assert tuple(rows) == (7, 2)
     assert washer is not None and washer["thing"] == 1 and washer["added_by"] == "alice"
+
+
+def test_a_new_word_is_typed_once_then_one_key(imported):
+    """Type "porosity" once (a new thing); it is pinned to key 6; the next regions take it with "6"."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium not found at /usr/bin/chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with live_server(imported.db) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            ann = Reviewer(browser.new_context(viewport={"width": 1280, "height": 900}), base, "ann")
+            page = ann.page
+            ann.expect(page.locator("#quick")).to_be_hidden()
+            first = ann.settle()
+            ann.type_category("porosity")
+            ann.expect(page.locator("#new-thing")).to_be_focused()
+            page.keyboard.press("Enter")
+            second = ann.settle()
+            ann.expect(page.locator("#quick button")).to_have_text(["6 porosity"])
+            third = ann.press("6")
+            fourth = ann.press("6")
+            page.reload()  # the quick key survives a reload
+            ann.settle()
+            ann.expect(page.locator("#quick button")).to_have_text(["6 porosity"])
+            assert ann.problems == []
+        finally:
+            browser.close()
+    with ReviewStore(imported.db) as store:
+        current = {v["key"]: v["category"] for v in session.history(store, "ann", 10)}
+    assert current == {first: "porosity", second: "porosity", third: "porosity"} and fourth not in current

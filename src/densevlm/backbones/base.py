@@ -168,6 +168,24 @@ class Backbone(nn.Module):
             return x
         return clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
 
+    def weights_sha256(self) -> str:
+        """Hex sha256 of every weight and buffer of ``clip`` (names, dtypes, shapes and bytes, in
+        state-dict order): what an adapted vocabulary or an operating point is bound to.
+
+        Recomputed only when a tensor changed in place (or was replaced) since the last call.
+        """
+        state = self.clip.state_dict()
+        version = (sum(t._version for t in state.values()), tuple(t.data_ptr() for t in state.values()))
+        cached = getattr(self, "_weights_sha256", None)
+        if cached is None or cached[0] != version:
+            h = hashlib.sha256()
+            for name, tensor in state.items():
+                t = tensor.detach().to("cpu").contiguous()
+                h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._weights_sha256 = (version, h.hexdigest())
+        return self._weights_sha256[1]
+
     def text_fingerprint(self) -> str:
         """A hash of the text encoder's weights (and template set), for caching text embeddings.
 

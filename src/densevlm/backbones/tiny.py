@@ -9,13 +9,20 @@ vocabulary stored in the model config (the BPE embedding table alone would be 25
 from __future__ import annotations
 
 import copy
+import json
 import re
-from typing import Any
+import zlib
+from pathlib import Path
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-__all__ = ["TINY_ARCHS", "WordTokenizer", "build_tiny_clip", "tiny_config", "DEFAULT_WORDS"]
+from densevlm.errors import DenseVLMError
+
+__all__ = ["TINY_ARCHS", "WordTokenizer", "build_tiny_clip", "tiny_config", "DEFAULT_WORDS", "add_words",
+           "add_words_to_checkpoint"]
 
 # Words of the embedded world's captions, class names and prompt templates. Unknown words
 # map to <unk>; `densevlm pretrain` extends this list with the words of the captions it sees.
@@ -93,3 +100,82 @@ def build_tiny_clip(config: dict[str, Any]) -> tuple[CLIP, WordTokenizer]:
     text = CLIPTextCfg(vocab_size=tokenizer.vocab_size, **config["text"])
     clip = CLIP(embed_dim=config["embed_dim"], vision_cfg=vision, text_cfg=text)
     return clip, tokenizer
+
+
+def add_words(config: dict[str, Any], state_dict: dict[str, torch.Tensor], words: Sequence[str],
+              seed: int = 0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Give a tiny model its own untrained token for each new word, as a BPE CLIP has for any word.
+
+    Each word of ``words`` (split like :class:`WordTokenizer` splits text; words the model
+    already has are skipped) is appended to ``config["words"]``. The token table
+    ``token_embedding.weight`` (``[n + 4, D]``: pad, unknown, the ``n`` words, start, end) gets
+    one row per new word, inserted before the start and end rows, which move up so that the end
+    token keeps the highest id (open_clip pools at the ``argmax`` id). Every other tensor is
+    unchanged, so every text made of known words embeds exactly as before.
+
+    A new row is drawn from ``N(mu, sigma^2)`` per dimension, with ``mu`` and ``sigma`` the mean
+    and standard deviation of the trained word rows (ids ``2 .. n+1``): a token that looks like
+    any other to the text tower and carries no meaning. The draw uses
+    ``numpy.random.default_rng([seed, crc32(word)])``, so a word's row depends on the seed and the
+    word only, not on the order or on the other words added.
+
+    Args:
+        config: a tiny model config (``spec.config``: ``words``, ``text`` ...); not modified.
+        state_dict: its open_clip state dict; not modified.
+        words: words or multi-word names (``"weld spatter"`` adds ``weld`` and ``spatter``).
+        seed: the draw's seed.
+
+    Returns:
+        ``(config, state_dict)``: copies with the new words (the same objects' contents when
+        nothing is new).
+    """
+    config = copy.deepcopy(config)
+    table = state_dict["token_embedding.weight"]
+    n = len(config["words"])
+    if table.shape[0] != n + 4:
+        raise DenseVLMError(f"token table has {table.shape[0]} rows but the config lists {n} words (expected {n + 4})")
+    new: list[str] = []
+    for name in words:
+        for word in WordTokenizer.split(name):
+            if word not in config["words"] and word not in new:
+                new.append(word)
+    if not new:
+        return config, dict(state_dict)
+    trained = table[2 : n + 2].float().numpy().astype(np.float64)
+    mu, sigma = trained.mean(axis=0), trained.std(axis=0)
+    rows = [np.random.default_rng([seed, zlib.crc32(w.encode("utf-8"))]).normal(mu, sigma) for w in new]
+    added = torch.from_numpy(np.stack(rows).astype(np.float32)).to(table.dtype)
+    out = dict(state_dict)
+    out["token_embedding.weight"] = torch.cat([table[: n + 2], added, table[n + 2 :]], dim=0).contiguous()
+    config["words"] = list(config["words"]) + new
+    return config, out
+
+
+def add_words_to_checkpoint(path: str | Path, words: Sequence[str], out: str | Path, seed: int = 0) -> list[str]:
+    """:func:`add_words` on a densevlm tiny ``.safetensors`` file, written atomically to ``out``.
+
+    The tensors keep their dtype (fp16 stays fp16); the header's ``spec.config.words`` grows and
+    ``meta.added_words`` records every word added this way so far (the file's hash changes).
+
+    Returns:
+        The words that were new (empty when the file already had them all; ``out`` is still written).
+    """
+    from safetensors.torch import save_file
+
+    from densevlm.backbones.weights import read_checkpoint
+    from densevlm.fileio import atomic_write
+
+    state, header = read_checkpoint(path)
+    if header is None or Path(path).suffix != ".safetensors" or not header.get("spec", {}).get("config"):
+        raise DenseVLMError(f"{path}: not a densevlm tiny-model .safetensors file (no word list in its header)")
+    before = list(header["spec"]["config"]["words"])
+    config, state = add_words(header["spec"]["config"], state, words, seed=seed)
+    added = config["words"][len(before):]
+    header = copy.deepcopy(header)
+    header["spec"]["config"] = config
+    meta = header.setdefault("meta", {})
+    meta["added_words"] = list(meta.get("added_words", [])) + added
+    tensors = {k: v.contiguous() for k, v in state.items()}
+    text = json.dumps(header, sort_keys=True)
+    atomic_write(Path(out), lambda tmp: save_file(tensors, tmp, metadata={"densevlm": text}))
+    return added

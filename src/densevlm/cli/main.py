@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "generate the embedded factory-floor world (COCO panoptic + captions)"),
     "pretrain": ("pretrain", "contrastive CLIP pretraining on (image, caption) pairs"),
     "models": ("models", "list model names and built-in checkpoints"),
+    "vocab": ("vocab", "vocabulary tools: `vocab adapt` blends reviewed regions into class embeddings"),
 }
 
 

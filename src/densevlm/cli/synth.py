@@ -7,6 +7,7 @@ for training and held-out sets.
 
 Example:
   densevlm synth --out world/val --n 500 --seed 2000000
+  densevlm synth --out plant/pool --n 2000 --seed 5 --plant-words
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probability that a caption names the background (default: 0.15, which makes the "
                         "foreground-biased captions a web-trained CLIP sees)")
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default: 2)")
+    p.add_argument("--plant-words", action="store_true",
+                   help="add four classes no caption ever names (burr, weld spatter, porosity, rivet), as a "
+                        "plant's own words are unknown to a web-trained VLM; review teaches them")
     p.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
 
 
@@ -34,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.out, "dir", overwrite=args.overwrite)
     start = time.perf_counter()
-    out = write_world(args.out, args.n, seed=args.seed, size=args.size, p_stuff=args.p_stuff, workers=args.workers)
+    out = write_world(args.out, args.n, seed=args.seed, size=args.size, p_stuff=args.p_stuff, workers=args.workers,
+                      plant_words=args.plant_words)
     print(f"wrote {args.n} scenes to {out} in {time.perf_counter() - start:.1f} s")
     return 0

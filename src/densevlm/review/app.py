@@ -13,6 +13,9 @@ HTTP API (JSON; boxes are XYXY in original image pixels, confidences and probabi
 * ``POST /api/verdict`` ``{"region_id", "reviewer", "verdict": "category"|"rejected"|"unsure",
   "category"?, "thing"?}``; answers 200 with the stored verdict only after it is committed.
   An unknown category becomes a new class and needs ``"thing": true|false``.
+* ``POST /api/classes`` ``{"name", "thing"?, "reviewer"}`` adds a class a reviewer typed (``thing``
+  required when the name is new), or finds the existing one: ``{"class": {...}, "new_class": bool}``.
+  The page pins it to a quick key (6-9, 0) so later regions take it with one key press.
 * ``POST /api/undo`` ``{"reviewer"}`` undoes R's newest verdict: ``{"undone": {...} | null, "region": {...}}``.
 * ``GET /api/progress[?reviewer=R]`` totals, per teacher top-1 category and per status.
 * ``GET /api/history?reviewer=R[&limit=n]`` R's newest current verdicts.
@@ -69,6 +72,12 @@ class VerdictIn(BaseModel):
     verdict: Literal["category", "rejected", "unsure"]
     category: Optional[str] = Field(default=None, max_length=200)
     thing: Optional[bool] = None
+
+
+class ClassIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    thing: Optional[bool] = None
+    reviewer: str = Field(min_length=1, max_length=64)
 
 
 class UndoIn(BaseModel):
@@ -223,6 +232,10 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
         stored = session.add_verdict(store, body.region_id, body.reviewer, body.verdict, body.category, body.thing)
         claims.release(body.region_id, stored["reviewer"])
         return stored
+
+    @app.post("/api/classes")
+    def add_class(body: ClassIn, store: ReviewStore = Depends(get_store)) -> dict:
+        return session.add_class(store, body.name, body.thing, body.reviewer)
 
     @app.post("/api/undo")
     def undo(body: UndoIn, store: ReviewStore = Depends(get_store)) -> dict:

@@ -19,7 +19,7 @@ from densevlm.regions.rle import rle_counts
 from densevlm.review.candidates import clean_name
 from densevlm.review.store import ReviewStore
 
-__all__ = ["RegionNotFound", "add_verdict", "clean_reviewer", "history", "image_file", "next_region", "region", "undo"]
+__all__ = ["RegionNotFound", "add_class", "add_verdict", "clean_reviewer", "history", "image_file", "next_region", "region", "undo"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,15 @@ def add_verdict(store: ReviewStore, region_id: int, reviewer: str, verdict: str,
         result = _verdict_dict(conn, row)
     result["new_class"] = new_class
     return result
+
+
+def add_class(store: ReviewStore, name: str, thing: Optional[bool], reviewer: str, at: Optional[float] = None) -> dict:
+    """Add a class a reviewer typed, or find the one with that name or synonym: ``{"class": {...},
+    "new_class": bool}``. ``thing`` is required for a new name. Raises DenseVLMError on bad input."""
+    reviewer = clean_reviewer(reviewer)
+    with store.transaction() as conn:
+        class_id, new = _class_for_verdict(store, conn, name, thing, reviewer, time.time() if at is None else float(at))
+    return {"class": next(c for c in store.classes() if c["id"] == class_id), "new_class": new}
 
 
 def _class_for_verdict(store: ReviewStore, conn: sqlite3.Connection, category: Optional[str], thing: Optional[bool],

@@ -63,13 +63,19 @@ def class_embeddings(
     The vocabulary is first checked against the text tower (:func:`check_class_tokens`: warnings
     for cut names and unknown words, an error for classes with identical token sequences).
     Each class embedding is the mean over its (synonym x template) sentences of the unit-norm
-    sentence embeddings, normalised again.
+    sentence embeddings, normalised again. An adapted vocabulary
+    (:class:`~densevlm.vocab.adapted.AdaptedVocabulary`) brings its own embeddings: they are
+    returned as they are, after checking they were made for this backbone's weights.
 
     Args:
         templates: template set name; default the model's own (``spec.templates``).
         cache_dir: where cached tables live (default :func:`default_cache_dir`).
         use_cache: read and write the on-disk cache.
     """
+    adapted = getattr(vocab, "embeddings", None)
+    if adapted is not None:
+        vocab.check_model(backbone.weights_sha256())
+        return torch.from_numpy(adapted).to(next(backbone.parameters()).device).clone()
     template_name = templates or backbone.spec.templates
     recent_key = (id(backbone), template_name, vocab.fingerprint(), str(cache_dir), use_cache)
     recent = _RECENT.get(recent_key)

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["Vocabulary", "load_vocabulary"]
+__all__ = ["Vocabulary", "read_vocabulary_text", "parse_vocabulary"]
 
 _SECTIONS = {"things": True, "thing": True, "stuff": False}
 
@@ -165,8 +165,8 @@ def _section_of(key: str, things: list[tuple[str, ...]], stuff: list[tuple[str, 
     return any(key in (n.lower() for n in syns) for syns in things)
 
 
-def load_vocabulary(path: str | Path) -> Vocabulary:
-    """Read a vocabulary file (UTF-8)."""
+def read_vocabulary_text(path: str | Path) -> Vocabulary:
+    """Read a vocabulary text file (UTF-8); :func:`densevlm.vocab.load_vocabulary` reads ``.npz`` ones too."""
     path = Path(path)
     try:
         data = path.read_bytes()

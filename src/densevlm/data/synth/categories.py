@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Category", "CATEGORIES", "THINGS", "STUFF", "HARDWARE", "DEFECTS", "PLURALS", "by_name"]
+__all__ = ["Category", "CATEGORIES", "THINGS", "STUFF", "HARDWARE", "DEFECTS", "PLANT", "PLANT_WORDS", "PLURALS", "by_name"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,14 @@ STUFF = (
 )
 THINGS = HARDWARE + DEFECTS
 CATEGORIES = THINGS + STUFF
+# Plant words: drawn only by `synth --plant-words` (synth/plant.py) and never named in a caption.
+PLANT = (
+    Category(31, "burr", True, "defect"),
+    Category(32, "weld spatter", True, "defect"),
+    Category(33, "porosity", True, "defect"),
+    Category(34, "rivet", True, "hardware", (0.10, 0.62, 0.66)),
+)
+PLANT_WORDS = frozenset(c.name for c in PLANT)
 
 PLURALS = {
     "bolt": "bolts",
@@ -67,7 +75,7 @@ PLURALS = {
 
 
 def by_name(name: str) -> Category:
-    for c in CATEGORIES:
+    for c in CATEGORIES + PLANT:
         if c.name == name:
             return c
     raise KeyError(name)

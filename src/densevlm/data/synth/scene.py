@@ -10,11 +10,13 @@ makes the scene be drawn again, so no segment is ever empty or a few pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
-from densevlm.data.synth.categories import PLURALS, STUFF, THINGS, by_name
-from densevlm.data.synth.shapes import draw_thing
+from densevlm.data.synth.categories import PLANT_WORDS, PLURALS, STUFF, THINGS, by_name
+from densevlm.data.synth.plant import PLANT_DRAWERS
+from densevlm.data.synth.shapes import THING_DRAWERS
 from densevlm.data.synth.textures import render_texture, smooth_noise
 
 __all__ = ["Segment", "Scene", "make_scene", "make_caption", "MIN_THING_AREA", "MIN_STUFF_AREA"]
@@ -23,6 +25,7 @@ MIN_THING_AREA = 10  # pixels, at any size
 MIN_STUFF_FRACTION = 0.12  # of the image, for each region of the partition
 MIN_STUFF_AREA = 24  # visible pixels per stuff segment (at 64 px; scaled by area)
 PREFIXES = ("", "a photo of", "close up of", "an image of", "there is")
+DRAWERS = {**THING_DRAWERS, **PLANT_DRAWERS}  # thing name -> draw(rng, h, w, scale) -> Instance
 
 
 @dataclass
@@ -95,21 +98,35 @@ def _partition(rng: np.random.Generator, size: int) -> list[np.ndarray]:
     return [labels == k for k in alive]
 
 
-def make_scene(rng: np.random.Generator, size: int = 64, max_things: int = 3) -> Scene:
-    """Draw one scene of ``size x size`` pixels from ``rng``."""
+def make_scene(rng: np.random.Generator, size: int = 64, max_things: int = 3,
+               choose_things: Optional[Callable[[np.random.Generator, int], list[str]]] = None,
+               choose_stuff: Optional[Callable[[np.random.Generator, int], list[str]]] = None,
+               accept: Optional[Callable[[list[str]], bool]] = None) -> Scene:
+    """Draw one scene of ``size x size`` pixels from ``rng``.
+
+    The optional hooks change what is drawn (without them the scene is today's): ``choose_things
+    (rng, n)`` and ``choose_stuff(rng, n)`` name the things and the stuff regions, and a scene
+    whose visible things' categories ``accept`` refuses is drawn again.
+    """
     scale = size / 64.0
     min_thing = MIN_THING_AREA
     min_stuff = max(MIN_STUFF_AREA, int(MIN_STUFF_AREA * scale * scale))
     while True:
         regions = _partition(rng, size)
-        stuff_names = rng.choice([c.name for c in STUFF], size=len(regions), replace=False)
+        if choose_stuff is None:
+            stuff_names = rng.choice([c.name for c in STUFF], size=len(regions), replace=False)
+        else:
+            stuff_names = choose_stuff(rng, len(regions))
         image = np.zeros((size, size, 3))
         for mask, name in zip(regions, stuff_names):
             texture = render_texture(str(name), rng, size, size)
             image[mask] = texture[mask]
         n_things = int(rng.integers(1, max_things + 1))
-        names = rng.choice([c.name for c in THINGS], size=n_things)
-        instances = [draw_thing(str(n), rng, size, size, scale) for n in names]
+        if choose_things is None:
+            names = rng.choice([c.name for c in THINGS], size=n_things)
+        else:
+            names = choose_things(rng, n_things)
+        instances = [DRAWERS[str(n)](rng, size, size, scale) for n in names]
         visible = _visible_masks([inst.mask for inst in instances])
         kept = [(inst, vis) for inst, vis in zip(instances, visible) if vis.sum() >= min_thing]
         visible = _visible_masks([inst.mask for inst, _ in kept])
@@ -118,6 +135,8 @@ def make_scene(rng: np.random.Generator, size: int = 64, max_things: int = 3) ->
             covered |= vis
         stuff_visible = [mask & ~covered for mask in regions]
         if not kept or any(m.sum() < min_stuff for m in stuff_visible):
+            continue
+        if accept is not None and not accept([inst.category for inst, _ in kept]):
             continue
         for inst, _ in kept:
             image = inst.paint(image)
@@ -149,15 +168,18 @@ def _join(parts: list[str]) -> str:
 
 
 def make_caption(rng: np.random.Generator, things: list[str], stuff: list[tuple[str, int]], p_stuff: float = 0.15) -> str:
-    """A web-like caption: every thing named, the background only sometimes.
+    """A web-like caption: every thing named (except plant words, never named), the background only sometimes.
 
     Args:
-        things: thing category names present (repeats allowed: "two bolts").
+        things: thing category names present (repeats allowed: "two bolts"); plant words
+            (:data:`~densevlm.data.synth.categories.PLANT_WORDS`) are dropped, so their regions
+            go uncaptioned.
         stuff: ``(name, visible area)`` of the stuff present.
         p_stuff: probability that the largest stuff is named when there are things;
             a caption without things always names its stuff.
     """
     prefix = PREFIXES[int(rng.integers(len(PREFIXES)))]
+    things = [t for t in things if t not in PLANT_WORDS]
     stuff_sorted = [name for name, _ in sorted(stuff, key=lambda s: -s[1])]
     if things:
         counts: dict[str, int] = {}

@@ -14,7 +14,7 @@ import numpy as np
 
 from densevlm.data.synth.categories import by_name
 
-__all__ = ["Instance", "draw_thing", "THING_DRAWERS"]
+__all__ = ["Instance", "THING_DRAWERS"]
 
 
 @dataclass
@@ -233,8 +233,3 @@ THING_DRAWERS: dict[str, Callable[[np.random.Generator, int, int, float], Instan
     "dent": draw_dent,
     "rust spot": draw_rust_spot,
 }
-
-
-def draw_thing(name: str, rng: np.random.Generator, h: int, w: int, scale: float) -> Instance:
-    """Draw one instance of thing ``name`` at a random pose in an ``h x w`` image."""
-    return THING_DRAWERS[name](rng, h, w, scale)

@@ -5,16 +5,18 @@ What every command uses when no ``--vocab`` is given, and what :func:`write_worl
 
 from __future__ import annotations
 
-from densevlm.data.synth.categories import STUFF, THINGS
+from typing import Sequence
+
+from densevlm.data.synth.categories import STUFF, THINGS, Category
 from densevlm.vocab import Vocabulary, parse_vocabulary
 
 __all__ = ["default_vocabulary", "world_vocabulary_text"]
 
 
-def world_vocabulary_text() -> str:
-    """The world's classes in the vocabulary file format."""
+def world_vocabulary_text(extra: Sequence[Category] = ()) -> str:
+    """The world's classes (plus ``extra`` things, e.g. the plant words) in the vocabulary file format."""
     lines = ["# densevlm embedded world: parts and defects on factory surfaces", "[things]"]
-    lines += [c.name for c in THINGS]
+    lines += [c.name for c in THINGS + tuple(extra)]
     lines += ["[stuff]"]
     lines += [c.name for c in STUFF]
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ Layout of ``OUT``::
     panoptic.json              images, annotations[].segments_info[], categories[]
     captions.jsonl             {"image": "images/000000.png", "caption": "..."}
     vocab.txt                  the 10 things and 6 stuff classes in the vocabulary format
+                               (with --plant-words: 14 things, the 4 plant words among them)
 
 Scene ``i`` is drawn from ``numpy.random.default_rng([seed, i])``, so the same seed gives
 byte-identical files, and two seeds give disjoint, independent sets.
@@ -23,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from densevlm.data.synth.categories import CATEGORIES, by_name
+from densevlm.data.synth.categories import CATEGORIES, PLANT, by_name
 from densevlm.data.synth.scene import Scene, make_scene, scene_caption
 from densevlm.data.synth.vocabulary import world_vocabulary_text
 from densevlm.errors import DenseVLMError
@@ -38,14 +39,18 @@ def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
     return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
 
 
-def generate_scene(seed: int, index: int, size: int) -> Scene:
-    """Scene ``index`` of the world with ``seed``."""
+def generate_scene(seed: int, index: int, size: int, plant_words: bool = False) -> Scene:
+    """Scene ``index`` of the world with ``seed`` (things drawn among the plant words too with ``plant_words``)."""
+    if plant_words:
+        from densevlm.data.synth.plant import plant_things
+
+        return make_scene(np.random.default_rng([seed, index]), size=size, choose_things=plant_things)
     return make_scene(np.random.default_rng([seed, index]), size=size)
 
 
-def _write_one(job: tuple[str, int, int, int, float]) -> dict[str, Any]:
-    out, seed, index, size, p_stuff = job
-    scene = generate_scene(seed, index, size)
+def _write_one(job: tuple[str, int, int, int, float, bool]) -> dict[str, Any]:
+    out, seed, index, size, p_stuff, plant_words = job
+    scene = generate_scene(seed, index, size, plant_words)
     name = f"{index:06d}.png"
     Image.fromarray(scene.image).save(os.path.join(out, "images", name), optimize=False)
     Image.fromarray(ids_to_rgb(scene.panoptic_ids())).save(os.path.join(out, "panoptic", name), optimize=False)
@@ -57,9 +62,9 @@ def _write_one(job: tuple[str, int, int, int, float]) -> dict[str, Any]:
     return {"index": index, "file_name": name, "segments_info": segments, "caption": caption}
 
 
-def _jobs(out: Path, n: int, seed: int, size: int, p_stuff: float, start: int) -> Iterator[tuple]:
+def _jobs(out: Path, n: int, seed: int, size: int, p_stuff: float, start: int, plant_words: bool) -> Iterator[tuple]:
     for i in range(start, start + n):
-        yield (str(out), seed, i, size, p_stuff)
+        yield (str(out), seed, i, size, p_stuff, plant_words)
 
 
 def write_world(
@@ -72,6 +77,7 @@ def write_world(
     workers: int = 1,
     progress: bool = True,
     patch_size: int = 8,
+    plant_words: bool = False,
 ) -> Path:
     """Generate ``n`` scenes into ``out`` (see the module docstring for the layout).
 
@@ -83,6 +89,8 @@ def write_world(
             foreground-biased captions).
         start: index of the first scene (file names continue from it).
         workers: processes to render with.
+        plant_words: add the four plant words (synth/plant.py), drawn like any thing and never
+            named in a caption; without it the files are byte-identical to the reference world.
     """
     if n <= 0:
         raise DenseVLMError(f"--n must be positive, got {n}")
@@ -101,7 +109,7 @@ def write_world(
         raise DenseVLMError(f"{out}: cannot write there ({e.strerror})") from None
     from tqdm import tqdm
 
-    jobs = _jobs(out, n, seed, size, p_stuff, start)
+    jobs = _jobs(out, n, seed, size, p_stuff, start, plant_words)
     bar = tqdm(total=n, desc="synth", unit="img", disable=None if progress else True, leave=False)
     records: list[dict[str, Any]] = []
     if workers > 1:
@@ -119,14 +127,17 @@ def write_world(
         {"image_id": r["index"], "file_name": r["file_name"], "segments_info": r["segments_info"]} for r in records
     ]
     categories = [
-        {"id": c.id, "name": c.name, "isthing": int(c.isthing), "supercategory": c.supercategory} for c in CATEGORIES
+        {"id": c.id, "name": c.name, "isthing": int(c.isthing), "supercategory": c.supercategory}
+        for c in CATEGORIES + (PLANT if plant_words else ())
     ]
     info = {"description": "densevlm embedded world", "generator_version": GENERATOR_VERSION, "seed": seed,
             "n": n, "start": start, "size": size, "p_stuff": p_stuff}
+    if plant_words:
+        info["plant_words"] = [c.name for c in PLANT]
     panoptic = {"info": info, "images": images, "annotations": annotations, "categories": categories}
     (out / "panoptic.json").write_text(json.dumps(panoptic, sort_keys=True) + "\n", encoding="utf-8")
     with open(out / "captions.jsonl", "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps({"image": f"images/{r['file_name']}", "caption": r["caption"]}, sort_keys=True) + "\n")
-    (out / "vocab.txt").write_text(world_vocabulary_text(), encoding="utf-8")
+    (out / "vocab.txt").write_text(world_vocabulary_text(PLANT if plant_words else ()), encoding="utf-8")
     return out

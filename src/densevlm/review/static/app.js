@@ -4,6 +4,8 @@
 
   const REVIEWER_KEY = "densevlm.review.reviewer";
   const FILTER_KEY = "densevlm.review.filters";
+  const QUICK_KEY = "densevlm.review.quick";
+  const QUICK_KEYS = ["6", "7", "8", "9", "0"]; // typed categories, newest pinned last, oldest dropped
   const MAX_STAGE_W = 560;
   const MAX_STAGE_H = 440;
   const ZOOM = 256;
@@ -103,6 +105,49 @@
       select.appendChild(new Option(cls.name, cls.name));
     }
     select.value = chosen;
+    renderQuick();
+  }
+
+  // ---- quick keys: a category typed once is then one key press ----------------------------
+
+  function quickNames() {
+    let saved = [];
+    try {
+      saved = JSON.parse(localStorage.getItem(QUICK_KEY) || "[]");
+    } catch (e) {
+      saved = [];
+    }
+    const known = Array.isArray(saved) ? saved.filter((n) => typeof n === "string" && state.names.has(n.toLowerCase())) : [];
+    return known.map((n) => state.names.get(n.toLowerCase())).slice(-QUICK_KEYS.length);
+  }
+
+  function pin(name) {
+    const names = quickNames().filter((n) => n.toLowerCase() !== name.toLowerCase());
+    names.push(name);
+    localStorage.setItem(QUICK_KEY, JSON.stringify(names.slice(-QUICK_KEYS.length)));
+    renderQuick();
+  }
+
+  function renderQuick() {
+    const box = $("quick");
+    box.replaceChildren();
+    quickNames().forEach((name, i) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.category = name;
+      const key = document.createElement("kbd");
+      key.textContent = QUICK_KEYS[i];
+      button.append(key, " " + name);
+      button.addEventListener("click", () => quick(i));
+      box.appendChild(button);
+    });
+    box.hidden = box.childElementCount === 0;
+  }
+
+  function quick(index) {
+    const name = quickNames()[index];
+    if (!state.region || name === undefined) return;
+    run(() => submit("category", name));
   }
 
   function filters() {
@@ -397,9 +442,15 @@
       say("“" + typed + "” is not in the vocabulary: choose thing or stuff to add it.", "");
       return;
     }
-    const name = state.names.get(typed.toLowerCase()) || typed;
     run(async () => {
-      await submit("category", name, state.names.has(typed.toLowerCase()) ? undefined : thing);
+      let name = state.names.get(typed.toLowerCase());
+      if (name === undefined) {
+        const added = await api("/api/classes", { name: typed, thing: thing, reviewer: state.reviewer });
+        name = added.class.name;
+        await loadVocabulary();
+      }
+      pin(name);
+      await submit("category", name);
       $("category-input").blur();
     });
   }
@@ -475,6 +526,9 @@
     if (event.key >= "1" && event.key <= "5") {
       event.preventDefault();
       accept(Number(event.key) - 1);
+    } else if (QUICK_KEYS.includes(event.key)) {
+      event.preventDefault();
+      quick(QUICK_KEYS.indexOf(event.key));
     } else if (event.key === "t" || event.key === "/") {
       event.preventDefault();
       $("category-input").focus();

@@ -1,0 +1,162 @@
+"""Few-shot class embeddings: prototypes on a stub with known features, the CLI, and ONNX export."""
+
+from __future__ import annotations
+
+import sqlite3
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from densevlm.backbones.tiny import add_words_to_checkpoint
+from densevlm.cli.main import main
+from densevlm.data.synth.categories import PLANT
+from densevlm.data.synth import write_world
+from densevlm.model import load_model
+from densevlm.training.fewshot import ExampleRegion, adapt_from_regions, class_prototypes
+from densevlm.training.pretrain import save_model
+from densevlm.vocab import AdaptedVocabulary, Vocabulary, load_vocabulary
+from tests.conftest import perturb_
+from tests.evaluation.stubs import PALETTE, ColourStub
+
+
+class TextStub(ColourStub):
+    """ColourStub (a token's feature = one-hot of its colour) with named text embeddings and a checksum."""
+
+    TEXT = {"a": [0.0, 1.0, 0.0], "b": [0.0, 0.0, 1.0], "c": [1.0, 0.0, 0.0], "d": [0.0, 0.0, 1.0]}
+
+    def __init__(self) -> None:
+        super().__init__(3, patch=4, size=32)
+        self.embed_dim = 3
+        self.backbone = SimpleNamespace(weights_sha256=lambda: "stub")
+
+    def embed_vocabulary(self, vocab, templates=None):
+        return torch.tensor([self.TEXT[n] for n in vocab.names])
+
+
+def _image(left: int, right: int) -> Image.Image:
+    """32x32: the left half colour ``left``, the right half colour ``right`` (palette indices)."""
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    pixels[:, :16], pixels[:, 16:] = PALETTE[left], PALETTE[right]
+    return Image.fromarray(pixels)
+
+
+def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding():
+    stub, vocab = TextStub(), Vocabulary.from_lists(["a", "b"], ["c"])
+    red_green = _image(0, 1)
+    regions = [ExampleRegion(red_green, (0, 0, 16, 16), "a"), ExampleRegion(red_green, (0, 16, 16, 32), "a"),
+               ExampleRegion(red_green, (16, 0, 32, 32), "d")]
+    protos, counts, image_mean = class_prototypes(stub, regions, vocab.extended("d", True))
+    np.testing.assert_allclose(protos, [[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0]], atol=1e-6)  # a, b, d, c
+    assert counts.tolist() == [2, 0, 1, 0]
+    np.testing.assert_allclose(image_mean, [0.5, 0.5, 0.0], atol=1e-6)
+    out = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=False)
+    assert out.names == ("a", "b", "d", "c") and out.is_thing == (True, True, True, False)
+    # a: text e1, two red regions (e0): w = 2/5 -> normalise(0.6 e1 + 0.4 e0)
+    np.testing.assert_allclose(out.embeddings[0], np.array([0.4, 0.6, 0.0]) / np.hypot(0.4, 0.6), rtol=1e-6)
+    np.testing.assert_allclose(out.embeddings[1], [0, 0, 1])  # b: never reviewed, its text
+    # d: new class, text e2, one green region (e1): w = 1/4
+    np.testing.assert_allclose(out.embeddings[2], np.array([0.0, 0.25, 0.75]) / np.hypot(0.25, 0.75), rtol=1e-6)
+    np.testing.assert_allclose(out.embeddings[3], [1, 0, 0])
+    assert out.counts == (2, 0, 1, 0) and out.model_sha256 == "stub"
+    # with the gap shift: p~ = normalise(p - image_mean + text_mean) before blending
+    shifted = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=True)
+    text_mean = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0]], float).mean(0)
+    p = np.array([1.0, 0, 0]) - image_mean + text_mean
+    expected = 0.6 * np.array([0, 1.0, 0]) + 0.4 * p / np.linalg.norm(p)
+    np.testing.assert_allclose(shifted.embeddings[0], expected / np.linalg.norm(expected), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fewshot")
+    write_world(root / "world", 6, seed=5, progress=False, plant_words=True)
+    torch.manual_seed(0)
+    model = load_model("tiny-vit")
+    perturb_(model.backbone.clip, seed=4)
+    # as the shipped models, it gets a token of its own for each plant word (else they all read as <unk>)
+    save_model(model, root / "m.safetensors", {}, half=False)
+    add_words_to_checkpoint(root / "m.safetensors", [c.name for c in PLANT], root / "m.safetensors")
+    return root, load_model(root / "m.safetensors")
+
+
+def _regions(root) -> list[ExampleRegion]:
+    import json
+
+    data = json.loads((root / "world" / "panoptic.json").read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    out = []
+    for ann in data["annotations"]:
+        for s in ann["segments_info"]:
+            x, y, w, h = s["bbox"]
+            out.append(ExampleRegion(str(root / "world" / "images" / ann["file_name"]), (x, y, x + w, y + h),
+                                     names[s["category_id"]], names[s["category_id"]] not in {"cloth", "steel plate"}))
+    return out
+
+
+def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
+    from densevlm.export import export_onnx, load_onnx_model
+    from densevlm.inference.segment import segment
+    from densevlm.data.synth import default_vocabulary
+    from densevlm.vocab.adapted import save_adapted
+
+    root, model = world
+    regions = _regions(root)
+    vocab = adapt_from_regions(model, default_vocabulary(), regions, k0=1.0)
+    assert len(vocab) > len(default_vocabulary()), "plant words became new classes"
+    save_adapted(vocab, tmp_path / "plant.vocab.npz")
+    loaded = load_vocabulary(tmp_path / "plant.vocab.npz")
+    export_onnx(model, tmp_path / "onnx", loaded, threads=1, parity_images=1)
+    onnx_model = load_onnx_model(tmp_path / "onnx", threads=1)
+    np.testing.assert_allclose(onnx_model.embed_vocabulary(loaded).numpy(), vocab.embeddings, atol=1e-6)
+    images = sorted({r.image for r in regions})[:3]
+    for image in images:
+        ours = segment(model, image, loaded)
+        theirs = segment(onnx_model, image, loaded)
+        assert (ours.labels == theirs.labels).mean() > 0.99
+    other = load_model(root / "m.safetensors")
+    perturb_(other.backbone.clip, seed=5)
+    with pytest.raises(Exception, match="adapted for another model"):
+        segment(other, images[0], loaded)
+
+
+def test_vocab_adapt_cli_on_a_review_database(world, tmp_path, capsys):
+    from densevlm.data.images import open_image_source
+    from densevlm.retrieval.candidates import write_candidates
+    from densevlm.retrieval.teacher import RetrievalConfig
+    from densevlm.review import session
+    from densevlm.review.importing import import_candidates
+    from densevlm.review.store import ReviewStore
+    from densevlm.data.synth import default_vocabulary
+
+    root, model = world
+    model_path = model.save(tmp_path / "m.pt")
+    write_candidates(model, open_image_source(root / "world"), default_vocabulary(), tmp_path / "cand.jsonl",
+                     RetrievalConfig(logit_scale=100.0), max_boxes=4, limit=3, progress=False)
+    db = tmp_path / "review.sqlite"
+    import_candidates(db, tmp_path / "cand.jsonl")
+    with sqlite3.connect(db) as conn:
+        ids = [rid for (rid,) in conn.execute("SELECT id FROM regions ORDER BY id")]
+    with ReviewStore(db) as store:
+        session.add_verdict(store, ids[0], "ana", "category", category="porosity", thing=True)
+        session.add_verdict(store, ids[1], "ana", "category", category="porosity", thing=True)
+        session.add_verdict(store, ids[2], "ana", "category", category="gear")
+        session.add_verdict(store, ids[3], "ana", "rejected")
+    out = tmp_path / "plant.vocab.npz"
+    assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 0
+    assert "porosity (2)" in capsys.readouterr().out
+    vocab = load_vocabulary(out)
+    assert isinstance(vocab, AdaptedVocabulary) and vocab.counts[vocab.index("porosity")] == 2
+    assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    seg = tmp_path / "seg"
+    assert main(["segment", str(root / "world" / "images"), "--model", str(model_path), "--vocab", str(out),
+                 "--out", str(seg)]) == 0
+    capsys.readouterr()
+    assert main(["segment", str(root / "world" / "images"), "--model", "tiny-student", "--vocab", str(out),
+                 "--out", str(tmp_path / "seg2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("densevlm segment: error:") and "adapted for another model" in err[-1]
+    assert not any("Traceback" in line for line in err)
