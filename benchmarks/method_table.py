@@ -79,7 +79,7 @@ def main() -> None:
         for tau in args.taus:
             label = {"densevlm": "DenseVLM", "nodecouple": "no-decouple", "stuffonly": "stuff-only"}[method]
             tau_value = None if tau == "scale" else float(tau)
-            configs.append((f"{label}, tau={'logit scale' if tau_value is None else tau}", {"method": method, "tau": tau_value}))
+            configs.append((f"{label}, tau={'logit scale' if tau_value is None else tau}", {"method": method, "logit_scale": tau_value}))
     for text in args.variant:
         name, values = _parse_variant(text)
         configs.append((name, {"method": "densevlm", **values}))

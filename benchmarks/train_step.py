@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 
-def reference_step(student, teacher, optimizer, contents, boxes, text_s, text_t, class_is_thing, tau) -> int:
+def reference_step(student, teacher, optimizer, contents, boxes, text_s, text_t, class_is_thing, logit_scale) -> int:
     """The simplest correct DenseVLM step: one image and one crop at a time, no batching, no cache."""
     from densevlm.losses.alignment import decoupled_alignment_loss
     from densevlm.regions.pooling import roi_pool
@@ -38,12 +38,12 @@ def reference_step(student, teacher, optimizer, contents, boxes, text_s, text_t,
     for content, b in zip(contents, boxes):
         x_t = normalise_content(content, teacher.spec.mean, teacher.spec.std, content.shape[-1], teacher.patch_size)
         with torch.no_grad():
-            t_logits = tau * roi_pool(teacher.encode_dense(x_t[None]), [b], teacher.patch_size) @ text_t.t()
+            t_logits = logit_scale * roi_pool(teacher.encode_dense(x_t[None]), [b], teacher.patch_size) @ text_t.t()
         conf, label = F.softmax(t_logits, -1).max(-1)
         keep = conf > 0.3
         x_s = normalise_content(content, student.spec.mean, student.spec.std, content.shape[-1], student.patch_size)
         feats = roi_pool(student.encode_dense(x_s[None]), [b[keep]], student.patch_size)
-        s_logits = tau * feats @ text_s.t()
+        s_logits = logit_scale * feats @ text_s.t()
         thing = class_is_thing[label[keep]]
         per_image.append(decoupled_alignment_loss(s_logits, t_logits[keep], thing, class_is_thing))
         regions += int(keep.sum())
@@ -75,7 +75,7 @@ def bench_pair(student_name, teacher_name, size, batch, repeats, tmp, label, amp
     rows = []
     for amp in amps:
         cfg = TrainConfig(student=student_name, teacher=teacher_name, images=world, out=f"{tmp}/run-{label}-{amp}",
-                          steps=1000, batch_size=batch, size=size, tau=100.0, amp=amp, max_boxes=8, lr=1e-5)
+                          steps=1000, batch_size=batch, size=size, logit_scale=100.0, amp=amp, max_boxes=8, lr=1e-5)
         trainer = Trainer(cfg, progress=False)
         data = ContentDataset(trainer.source, size)
         items = [data[i] for i in range(batch)]

@@ -10,10 +10,8 @@ The public surface (imported lazily, so the command line starts fast)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-__version__ = "0.1.0"
+from densevlm.lazy import loader
+from densevlm.version import __version__
 
 _EXPORTS = {
     "DenseModel": "densevlm.model",
@@ -27,9 +25,4 @@ _EXPORTS = {
 }
 
 __all__ = [*_EXPORTS, "__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'densevlm' has no attribute {name!r}")
+__getattr__ = loader(__name__, _EXPORTS)

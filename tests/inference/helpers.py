@@ -23,21 +23,21 @@ COLOURS = np.array(
 
 
 class PaletteStub:
-    """Exactly the model interface ``segment`` documents, and nothing more.
+    """Exactly the :class:`densevlm.dense.DenseRuntime` members ``segment`` calls, and nothing more.
 
     A token's dense feature is the normalised histogram of its pixels' classes (nearest
     palette colour), the class embeddings are the identity, so a region painted in one
     colour has a one-hot feature and a known softmax: ``e^T / (e^T + K - 1)`` for its class.
     """
 
-    __slots__ = ("k", "patch_size", "input_size", "logit_scale", "spec")
+    __slots__ = ("k", "patch_size", "input_size", "default_size", "logit_scale", "spec")
 
-    def __init__(self, num_classes: int, patch: int = 8, size: int = 64, temperature: float = 10.0) -> None:
+    def __init__(self, num_classes: int, patch: int = 8, size: int = 64, logit_scale: float = 10.0) -> None:
         self.k = num_classes
         self.patch_size = patch
-        self.input_size = size
-        self.logit_scale = temperature
-        self.spec = SimpleNamespace(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), config={}, arch="palette-stub", source="stub")
+        self.input_size = self.default_size = size
+        self.logit_scale = logit_scale
+        self.spec = SimpleNamespace(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), arch="palette-stub", source="stub")
 
     def prepare(self, image, size=None, square=False):
         return letterbox(image, size or self.input_size, self.patch_size, self.spec.mean, self.spec.std, square)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 import densevlm
-from densevlm.regions.pooling import crop_boxes, mask_pool, roi_pool
+from densevlm.regions.pooling import crop_boxes, grid_token_weights, mask_pool, mask_token_weights, roi_pool
 from tests.conftest import perturb_
 
 
@@ -57,6 +57,21 @@ def test_mask_pool_weights_tokens_by_covered_fraction():
     feats = mask_pool(dense, [mask], stride=8)
     expected = F.normalize(torch.tensor([1.0, 0.5]), dim=0)
     assert torch.allclose(feats[0], expected, atol=1e-6)
+
+
+def test_grid_token_weights_sum_each_pixel_into_its_token():
+    g = torch.Generator().manual_seed(3)
+    masks = torch.rand(2, 7, 5, generator=g, dtype=torch.float64)
+    rows = torch.tensor([0, 0, 2, 2, 2, 1, 0])  # any pixel -> token map, not only strides
+    cols = torch.tensor([1, 1, 0, 2, 2])
+    expected = torch.zeros(2, 3, 4, dtype=torch.float64)
+    for i in range(7):
+        for j in range(5):
+            expected[:, rows[i], cols[j]] += masks[:, i, j]
+    assert torch.allclose(grid_token_weights(masks, rows, cols, (3, 4)), expected)
+    # the stride form is the covered fraction of each cell
+    square = torch.rand(3, 16, 8, generator=g) > 0.5
+    assert torch.allclose(mask_token_weights(square, 4), F.avg_pool2d(square.float()[:, None], 4)[:, 0])
 
 
 def test_mask_size_mismatch_is_clear():

@@ -1,4 +1,4 @@
-"""Reviewed regions for consumers: labels index the reviewed vocabulary, rejected regions are marked."""
+"""Reviewed regions for consumers: categories are in the reviewed vocabulary, rejected regions are marked."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from densevlm.review.store import ReviewStore
 from .conftest import region_id
 
 
-def test_labels_index_the_reviewed_vocabulary(imported):
+def test_categories_are_in_the_reviewed_vocabulary(imported):
     with ReviewStore(imported.db) as store:
         session.add_verdict(store, region_id(store, "a.png#0"), "ann", "category", "bolt")
         session.add_verdict(store, region_id(store, "a.png#1"), "ann", "rejected")
@@ -21,9 +21,9 @@ def test_labels_index_the_reviewed_vocabulary(imported):
     assert len(data.regions) == 4 and len(by_box) == 4
     bolt, rejected, unsure, washer = (by_box[b] for b in [(4.0, 4.0, 20.0, 20.0), (20.0, 10.0, 44.0, 30.0),
                                                           (2.0, 2.0, 24.0, 30.0), (10.0, 5.0, 20.0, 15.0)])
-    assert (bolt.label, bolt.rejected) == (data.vocab.index("bolt"), False)
-    assert (washer.label, washer.rejected) == (data.vocab.index("washer"), False)
-    assert (rejected.label, rejected.rejected) == (None, True)
-    assert (unsure.label, unsure.rejected) == (None, False)
+    assert (bolt.category, bolt.thing, bolt.rejected) == ("bolt", True, False)
+    assert (washer.category, washer.status, data.vocab.is_thing[data.vocab.index("washer")]) == ("washer", "corrected", True)
+    assert (rejected.category, rejected.rejected) == (None, True)
+    assert (unsure.category, unsure.status, unsure.rejected) == (None, "unsure", False)
     assert (washer.width, washer.height) == (48, 32)
     assert washer.image_path == str(imported.images.resolve() / "c.png")

@@ -38,6 +38,17 @@ def test_unknown_setting_in_file_suggests_the_name(tmp_path):
         train_cli.build_config(_parse("--config", str(config)))
 
 
+def test_tau_is_the_old_name_of_logit_scale_in_files_and_flags(tmp_path):
+    config = tmp_path / "old.yaml"
+    config.write_text("images: x\ntau: 50\n")  # a config.yaml saved before the rename
+    assert train_cli.build_config(_parse("--config", str(config))).logit_scale == 50
+    assert train_cli.build_config(_parse("--config", str(config), "--tau", "20")).logit_scale == 20
+    assert train_cli.build_config(_parse("--logit-scale", "30")).logit_scale == 30
+    config.write_text("tau: 50\nlogit_scale: 40\n")
+    with pytest.raises(DenseVLMError, match="'logit_scale' repeats a setting"):
+        load_config_file(config)
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -45,6 +56,7 @@ def test_unknown_setting_in_file_suggests_the_name(tmp_path):
         ({"regions": "boxes"}, "--regions boxes: choose grid, segments, mixed"),
         ({"lr": 2.0}, "--lr 2.0 is outside"),
         ({"alpha": 1.5}, "--alpha 1.5 is outside"),
+        ({"logit_scale": 0.0}, "--logit-scale 0.0 must be positive"),
         ({"thing_mass_weight": -1.0}, "--thing-mass-weight must be >= 0"),
         ({"images": ""}, "--images is required"),
     ],

@@ -49,7 +49,7 @@ def test_verdicts_become_training_targets(reviewed):
     data = load_reviewed(reviewed["db"])
     assert "oil stain" in data.vocab.names and data.vocab.is_thing[data.vocab.index("oil stain")]
     cfg = TrainConfig(student="tiny-vit", teacher=reviewed["teacher"], images=str(reviewed["root"] / "world"),
-                      out=str(reviewed["root"] / "run"), steps=1, batch_size=2, tau=100.0, reviewed_weight=3.0)
+                      out=str(reviewed["root"] / "run"), steps=1, batch_size=2, logit_scale=100.0, reviewed_weight=3.0)
     trainer = Trainer(cfg, progress=False, reviewed=data)
     image = next(iter(trainer.targets.reviewed))
     verdicts = trainer.targets.reviewed[image]
@@ -57,15 +57,16 @@ def test_verdicts_become_training_targets(reviewed):
     targets = trainer.targets([item], step=0)[0]
     r = targets.retrieval
     assert targets.boxes.shape[0] == len(verdicts)
-    for j, v in enumerate(verdicts):
+    for j, (v, label) in enumerate(verdicts):
+        assert label == (None if v.category is None else data.vocab.index(v.category))
         if v.rejected:
             assert not r.kept[j] and targets.weights[j] == 1.0
-        elif v.label is not None:
-            assert int(r.label[j]) == v.label and bool(r.kept[j])
-            assert bool(r.is_thing[j]) == data.vocab.is_thing[v.label]
-            assert float(r.probs[j, v.label]) == pytest.approx(0.95)
+        elif label is not None:
+            assert int(r.label[j]) == label and bool(r.kept[j])
+            assert bool(r.is_thing[j]) == data.vocab.is_thing[label]
+            assert float(r.probs[j, label]) == pytest.approx(0.95)
             assert targets.weights[j] == 3.0
-    labels = {data.vocab.names[v.label] for v in verdicts if v.label is not None}
+    labels = {v.category for v, label in verdicts if label is not None}
     assert labels and labels <= {"gear", "cloth", "oil stain"}
     out = trainer.step([item])
     assert torch.isfinite(torch.tensor(out["loss"]))

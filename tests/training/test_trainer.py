@@ -49,7 +49,7 @@ def _state(out: Path) -> dict[str, torch.Tensor]:
 
 def test_train_writes_a_loadable_ensembled_checkpoint(world, tmp_path):
     cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"], out=str(tmp_path / "run"),
-                      steps=3, batch_size=4, tau=100.0, max_boxes=4, alpha=0.5, log_every=1)
+                      steps=3, batch_size=4, logit_scale=100.0, max_boxes=4, alpha=0.5, log_every=1)
     result = train(cfg, progress=False)
     assert result.steps == 3 and np.isfinite(result.final_loss)
     tuned = _state(tmp_path / "run")
@@ -67,7 +67,7 @@ def test_thing_mass_term_enters_the_loss_scaled_by_its_weight(world, tmp_path):
     first = {}
     for weight in (0.0, 1.0, 2.0):
         cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"],
-                          out=str(tmp_path / f"w{weight}"), steps=1, batch_size=4, tau=100.0, max_boxes=4,
+                          out=str(tmp_path / f"w{weight}"), steps=1, batch_size=4, logit_scale=100.0, max_boxes=4,
                           thing_mass_weight=weight, log_every=1, val_before=False)
         result = train(cfg, progress=False)
         assert result.retrieval["thing_frac"] > 0  # the random teacher calls some regions things
@@ -81,7 +81,7 @@ def test_teacher_parts_add_kept_thing_regions(world, tmp_path):
     counts = {}
     for parts in (0, 3):
         cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"],
-                          out=str(tmp_path / f"p{parts}"), steps=2, batch_size=6, tau=100.0, max_boxes=4,
+                          out=str(tmp_path / f"p{parts}"), steps=2, batch_size=6, logit_scale=100.0, max_boxes=4,
                           teacher_parts=parts, log_every=1, val_before=False)
         summary = train(cfg, progress=False).retrieval
         kept = round(summary["kept_frac"] * summary["regions"])
@@ -147,7 +147,7 @@ def test_bad_images_are_skipped_and_counted(world, tmp_path):
     Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)).save(folder / "sixteen.png")
     Image.new("RGB", (1, 1), (200, 10, 10)).save(folder / "dot.png")
     cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=str(folder), out=str(tmp_path / "run"),
-                      steps=4, batch_size=5, tau=100.0, max_boxes=4)
+                      steps=4, batch_size=5, logit_scale=100.0, max_boxes=4)
     result = train(cfg, progress=False)
     assert result.steps == 4
     assert result.skipped_images >= 1  # the corrupt file, every time it is drawn

@@ -47,7 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-parts", type=int, default=d,
                    help="add up to N regions per image around the teacher's part blobs, taught as parts (default: 0)")
     p.add_argument("--retrieval-features", default=d, help="teacher region features: dense (RoI, the paper's; default), crop, mean (of both logits) or split (dense decides thing/stuff, crops name the things)")
-    p.add_argument("--tau", type=float, default=d, help="softmax temperature (default: the teacher's logit scale)")
+    p.add_argument("--logit-scale", "--tau", dest="logit_scale", type=float, default=d,
+                   help="multiplier of the cosines before the softmax, i.e. the inverse temperature "
+                        "(default: the teacher's own logit scale; --tau is the old name)")
     p.add_argument("--threshold", type=float, default=d, help="teacher confidence threshold (default: 0.3)")
     p.add_argument("--thing-weight", type=float, default=d, help="weight of the thing term (default: 1)")
     p.add_argument("--thing-mass-weight", type=float, default=d,

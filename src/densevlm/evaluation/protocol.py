@@ -352,7 +352,7 @@ def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
             if cfg.crops:
                 counters["crop"].update(_crop_logits(model, it, cfg, text), labels)
         if cfg.segmentation:
-            predicted, _ = pixel_predictions(own, text, 1.0, plan)  # the argmax ignores the temperature
+            predicted, _ = pixel_predictions(own, text, 1.0, plan)  # the argmax ignores the logit scale
             seg_counter.update(predicted.cpu(), it["sem"])
 
 

@@ -113,9 +113,5 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
 def evaluate_reviewed(model, db_path: str | Path, cfg: Optional[EvalConfig] = None) -> EvalResult:
     """:func:`evaluate_regions` on the regions of a review database that experts accepted or corrected."""
     reviewed = load_reviewed(db_path)
-    regions = [
-        LabelledRegion(r.image_path, r.box, r.category, r.thing, r.mask_rle, r.width, r.height, r.status, r.region_id)
-        for r in reviewed.regions
-        if r.label is not None
-    ]
+    regions = [r for r in reviewed.regions if r.category is not None]
     return evaluate_regions(model, regions, reviewed.vocab, cfg)

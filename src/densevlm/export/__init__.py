@@ -13,40 +13,18 @@ exporters (``pip install densevlm[runtime]``): the names below load on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from densevlm.lazy import homes, loader
 
-_HOMES = {
-    "export_onnx": "densevlm.export.onnx",
-    "export_edge": "densevlm.export.build",
-    "load_export": "densevlm.export.openvino",
-    "export_format": "densevlm.export.openvino",
-    "load_openvino_model": "densevlm.export.openvino",
-    "OpenVinoDenseModel": "densevlm.export.openvino",
-    "load_onnx_model": "densevlm.export.runtime",
-    "OnnxDenseModel": "densevlm.export.runtime",
-    "ExportSpec": "densevlm.export.runtime",
-    "require_packages": "densevlm.export.runtime",
-    "load_engine": "densevlm.export.engines",
-    "ENGINES": "densevlm.export.engines",
-    "check_parity": "densevlm.export.verify",
-    "check_export": "densevlm.export.verify",
-    "parity_inputs": "densevlm.export.verify",
-    "format_parity": "densevlm.export.verify",
-    "Tolerances": "densevlm.export.verify",
-    "TOLERANCES": "densevlm.export.verify",
-    "image_tower_fingerprint": "densevlm.export.verify",
-    "read_manifest": "densevlm.export.manifest",
-    "ENCODER_FILE": "densevlm.export.manifest",
-    "EMBEDDINGS_FILE": "densevlm.export.manifest",
-    "REGION_FILE": "densevlm.export.manifest",
-    "MANIFEST_FILE": "densevlm.export.manifest",
-}
+_HOMES = homes(__name__, {
+    "onnx": ("export_onnx",),
+    "build": ("export_edge",),
+    "openvino": ("load_export", "export_format", "load_openvino_model", "OpenVinoDenseModel"),
+    "runtime": ("load_onnx_model", "OnnxDenseModel", "ExportSpec", "require_packages"),
+    "engines": ("load_engine", "infer_engine", "ENGINES"),
+    "verify": ("check_parity", "check_export", "parity_inputs", "format_parity", "Tolerances", "TOLERANCES",
+               "image_tower_fingerprint"),
+    "manifest": ("read_manifest", "ENCODER_FILE", "EMBEDDINGS_FILE", "REGION_FILE", "MANIFEST_FILE"),
+})
 
 __all__ = list(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'densevlm.export' has no attribute {name!r}")
+__getattr__ = loader(__name__, _HOMES)

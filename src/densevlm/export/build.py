@@ -36,6 +36,7 @@ from densevlm.export.manifest import (
 )
 from densevlm.fileio import atomic_write_json
 from densevlm.model import DenseModel
+from densevlm.version import __version__
 from densevlm.vocab import Vocabulary
 
 __all__ = ["FORMATS", "PRECISIONS", "export_edge", "gate_inputs", "check_gate"]
@@ -156,7 +157,6 @@ def export_edge(
     Raises:
         DenseVLMError: bad arguments, a failed parity check or gate (one line; ``out`` untouched).
     """
-    import densevlm
     from densevlm.export.onnx import export_onnx
     from densevlm.export.openvino import load_openvino_model, require_openvino, save_ir
 
@@ -196,7 +196,7 @@ def export_edge(
             record["nncf"] = nncf.__version__
         manifest["export"].update(record)
         manifest["parity"] = None
-        manifest["densevlm_version"] = densevlm.__version__
+        manifest["densevlm_version"] = __version__
         manifest["files"] = {p.name: file_record(p) for p in sorted(final.iterdir())}
         atomic_write_json(final / MANIFEST_FILE, manifest)
         exported = load_openvino_model(final, threads=threads, verify=False)

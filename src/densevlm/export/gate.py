@@ -27,6 +27,7 @@ import torch
 
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox
+from densevlm.regions import similarity
 from densevlm.regions.pooling import roi_pool
 from densevlm.vocab import Vocabulary
 
@@ -91,14 +92,14 @@ def compare_outputs(
         for b, plan in enumerate(plans[start : start + batch_size]):
             rows, cols = math.ceil(plan.height / p), math.ceil(plan.width / p)
             r, o = ref[b, :, :rows, :cols], out[b, :, :rows, :cols]
-            labels_ref = torch.einsum("chw,kc->khw", r, text_ref).argmax(dim=0)
-            labels_out = torch.einsum("chw,kc->khw", o, text_out).argmax(dim=0)
+            labels_ref = similarity.cosine(r, text_ref, dim=0).argmax(dim=0)
+            labels_out = similarity.cosine(o, text_out, dim=0).argmax(dim=0)
             tokens += labels_ref.numel()
             agree += int((labels_ref == labels_out).sum())
             cos_sum += float(torch.nn.functional.cosine_similarity(r, o, dim=0).sum())
             grid = [grid_boxes(plan)]
-            scores_ref = roi_pool(ref[b : b + 1], grid, p) @ text_ref.t()
-            scores_out = roi_pool(out[b : b + 1], grid, p) @ text_out.t()
+            scores_ref = similarity.cosine(roi_pool(ref[b : b + 1], grid, p), text_ref)
+            scores_out = similarity.cosine(roi_pool(out[b : b + 1], grid, p), text_out)
             boxes += int(scores_ref.shape[0])
             box_agree += int((scores_ref.argmax(dim=1) == scores_out.argmax(dim=1)).sum())
             score_err = max(score_err, float((scores_ref - scores_out).abs().max()))

@@ -39,6 +39,7 @@ from densevlm.export.manifest import (
 from densevlm.export.wrappers import DenseEncoder, RegionClassifier
 from densevlm.fileio import atomic_write, atomic_write_json
 from densevlm.model import DenseModel
+from densevlm.version import __version__
 from densevlm.vocab import Vocabulary
 
 __all__ = ["export_onnx", "MIN_OPSET"]
@@ -237,7 +238,6 @@ def export_onnx(
         The manifest written to ``out/densevlm_export.json``, including ``parity`` (None when
         skipped; ``parity["passed"]`` False when a tolerance was exceeded: the files are kept).
     """
-    import densevlm
     from densevlm.export.runtime import load_onnx_model, require_packages
 
     require_packages("onnx", "onnxscript", "onnxruntime")
@@ -292,7 +292,7 @@ def export_onnx(
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "densevlm_version": densevlm.__version__,
+        "densevlm_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {
             "arch": model.spec.arch,

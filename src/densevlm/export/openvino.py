@@ -29,7 +29,7 @@ from densevlm.export.manifest import (
     region_file,
     verify_files,
 )
-from densevlm.export.runtime import OnnxDenseModel
+from densevlm.export.runtime import OnnxDenseModel, open_runtime
 
 __all__ = [
     "require_openvino",
@@ -157,12 +157,7 @@ def load_openvino_model(
         raise DenseVLMError(f"{directory} is an ONNX export, not OpenVINO; open it with load_export()")
     if verify:
         verify_files(directory, manifest)
-    try:
-        model = OpenVinoDenseModel(directory, manifest, threads=threads, tensors=tensors)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DenseVLMError(
-            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
-        ) from None
+    model = open_runtime(OpenVinoDenseModel, directory, manifest, threads, tensors)
     log.info("loaded OpenVINO export %s (%s, %s)", directory, model.spec.arch, model.precision)
     return model
 

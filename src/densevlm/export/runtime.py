@@ -55,8 +55,6 @@ class ExportSpec:
         image_size: native input side in pixels; patch_size: pixels per token side.
         mean, std: RGB normalisation applied by :meth:`OnnxDenseModel.prepare`.
         templates: prompt template set the text embeddings were made with.
-        config: always None (the text tower is not exported).
-        exported: always True: inference defaults to the size the graph was exported at.
     """
 
     family: str
@@ -67,8 +65,6 @@ class ExportSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     templates: str
-    config: None = None
-    exported: bool = True
 
 
 def require_packages(*names: str) -> None:
@@ -373,6 +369,17 @@ class OnnxDenseModel:
         return f"OnnxDenseModel({self.directory}, {self._spec.arch}, {kind}, {len(self.vocabulary)} classes)"
 
 
+def open_runtime(cls: type, directory: Path, manifest: dict[str, Any], threads: Optional[int],
+                 tensors: Optional[str] = None) -> Any:
+    """``cls(directory, manifest, threads=threads, tensors=tensors)``; a malformed manifest is one line naming it."""
+    try:
+        return cls(directory, manifest, threads=threads, tensors=tensors)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DenseVLMError(
+            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
+        ) from None
+
+
 def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True,
                     tensors: Optional[str] = None) -> OnnxDenseModel:
     """Open an export made by ``densevlm export``.
@@ -398,11 +405,6 @@ def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, veri
         verify_files(directory, manifest)
     if manifest.get("parity") and not manifest["parity"].get("passed", True):
         log.warning("%s: the parity check at export time FAILED; see %s", directory, MANIFEST_FILE)
-    try:
-        model = OnnxDenseModel(directory, manifest, threads=threads, tensors=tensors)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DenseVLMError(
-            f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
-        ) from None
+    model = open_runtime(OnnxDenseModel, directory, manifest, threads, tensors)
     log.info("loaded ONNX export %s (%s, %s exporter)", directory, model.spec.arch, manifest["export"].get("exporter"))
     return model

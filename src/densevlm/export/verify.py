@@ -36,6 +36,7 @@ from PIL import Image
 from densevlm.errors import DenseVLMError
 from densevlm.export.openvino import load_export
 from densevlm.export.runtime import OnnxDenseModel
+from densevlm.imaging import Letterbox
 from densevlm.model import DenseModel
 from densevlm.regions import similarity
 from densevlm.regions.pooling import roi_pool
@@ -99,13 +100,12 @@ def _edge_boxes(height: int, width: int, patch: int) -> list[list[float]]:
     ]
 
 
-def _scene_boxes(scene: Any, sx: float, sy: float, height: int, width: int, patch: int) -> torch.Tensor:
-    """``[N + 4, 4]``: every segment's box scaled by ``(sx, sy)`` into input pixels, then :func:`_edge_boxes`."""
-    rows = []
-    for seg in scene.segments:
-        x, y, w, h = seg.bbox
-        rows.append([x * sx, y * sy, (x + w) * sx, (y + h) * sy])
-    rows += _edge_boxes(height, width, patch)
+def _scene_boxes(scene: Any, plan: Letterbox, patch: int, stretch: float = 1.0) -> torch.Tensor:
+    """``[N + 4, 4]``: every segment's box in input pixels (widened by ``stretch`` as its image
+    was, then :meth:`Letterbox.to_input`), then :func:`_edge_boxes`."""
+    boxes = [[x * stretch, y, (x + w) * stretch, y + h] for x, y, w, h in (seg.bbox for seg in scene.segments)]
+    rows = plan.to_input(torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4)).tolist()
+    rows += _edge_boxes(plan.input_height, plan.input_width, patch)
     return torch.tensor(rows, dtype=torch.float32)
 
 
@@ -138,7 +138,7 @@ def parity_inputs(
     for scene in scenes:
         x, plan = onnx_model.prepare(Image.fromarray(scene.image), size=size, square=True)
         square.append(x)
-        square_boxes.append(_scene_boxes(scene, plan.scale, plan.scale, plan.input_height, plan.input_width, patch))
+        square_boxes.append(_scene_boxes(scene, plan, patch))
     groups.append(torch.stack(square))
     boxes.append(square_boxes)
     if onnx_model.dynamic:
@@ -148,8 +148,7 @@ def parity_inputs(
             image = Image.fromarray(scene.image).resize((wide, size), Image.BICUBIC)
             x, plan = onnx_model.prepare(image, size=wide)
             batch.append(x)
-            sx = plan.scale * wide / size  # scene pixels -> stretched image -> input
-            batch_boxes.append(_scene_boxes(scene, sx, plan.scale, plan.input_height, plan.input_width, patch))
+            batch_boxes.append(_scene_boxes(scene, plan, patch, stretch=wide / size))
         groups.append(torch.stack(batch))
         boxes.append(batch_boxes)
     return groups, boxes

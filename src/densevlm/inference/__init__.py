@@ -8,22 +8,12 @@ Modules: ``result`` (result types, JSON schema), ``maps`` (pixel maps), ``compon
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from densevlm.lazy import homes, loader
 
-__all__ = ["SCHEMA", "Segment", "SegmentResult", "predict", "default_size", "default_min_area"]
+_HOMES = homes(__name__, {
+    "result": ("SCHEMA", "Segment", "SegmentResult"),
+    "segment": ("predict", "default_size", "default_min_area"),
+})
 
-_HOMES = {
-    "SCHEMA": "densevlm.inference.result",
-    "Segment": "densevlm.inference.result",
-    "SegmentResult": "densevlm.inference.result",
-    "predict": "densevlm.inference.segment",
-    "default_size": "densevlm.inference.segment",
-    "default_min_area": "densevlm.inference.segment",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'densevlm.inference' has no attribute {name!r}")
+__all__ = list(_HOMES)
+__getattr__ = loader(__name__, _HOMES)

@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from densevlm.dense import DenseRuntime
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
 from densevlm.inference.io import InputImage, finished_json, write_outputs, write_summary
@@ -97,7 +98,7 @@ def _error_row(image: InputImage, reason: str, seconds: float = 0.0) -> dict[str
 
 
 def segment_files(
-    model: Any,
+    model: DenseRuntime,
     images: Sequence[InputImage],
     vocab: Vocabulary,
     out_dir: str | Path,
@@ -107,7 +108,7 @@ def segment_files(
     """Segment ``images`` into ``out_dir`` and write ``out_dir/summary.csv``.
 
     Args:
-        model: see :mod:`densevlm.inference.segment` for the interface used.
+        model: a :class:`~densevlm.dense.DenseRuntime`.
         images: from :func:`~densevlm.inference.io.collect_inputs`.
         vocab: the classes.
         config: run settings.

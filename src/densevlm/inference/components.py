@@ -26,7 +26,7 @@ from densevlm.imaging import Letterbox
 from densevlm.inference.maps import nearest_index
 from densevlm.inference.result import Segment
 from densevlm.regions import similarity
-from densevlm.regions.pooling import weighted_pool
+from densevlm.regions.pooling import grid_token_weights, weighted_pool
 from densevlm.regions.rle import encode_rle
 from densevlm.vocab import Vocabulary
 
@@ -154,17 +154,13 @@ def _find_regions(grid: LabelGrid, min_area: int) -> list[_Region]:
 
 
 def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, int]) -> np.ndarray:
-    """``[N, h, w]`` original pixels of each region in each token cell (its area-weighted share)."""
-    out = np.zeros((len(regions), shape[0], shape[1]), dtype=np.float64)
-    for n, region in enumerate(regions):
-        rows = grid.token_rows[region.where[0]]
-        cols = grid.token_cols[region.where[1]]
-        row_starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        col_starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
-        counts = np.add.reduceat(region.mask * grid.block_areas(region.where), row_starts, axis=0)
-        counts = np.add.reduceat(counts, col_starts, axis=1)
-        out[n][np.ix_(rows[row_starts], cols[col_starts])] = counts
-    return out.astype(np.float32)
+    """``[N, h, w]`` float32 original pixels of each region in each token cell (its area-weighted
+    share), counted on the region's base crop (:func:`~densevlm.regions.pooling.grid_token_weights`)."""
+    return np.stack([
+        grid_token_weights((region.mask * grid.block_areas(region.where))[None], grid.token_rows[region.where[0]],
+                           grid.token_cols[region.where[1]], shape)[0]
+        for region in regions
+    ]).astype(np.float32)
 
 
 def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:

@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from densevlm.dense import as_array
+from densevlm.dense import DenseRuntime, as_array
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
@@ -49,16 +49,9 @@ from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = ["segment", "predict", "default_size", "default_min_area"]
 
-# Default open_clip input side; tiny models use their own native size.
-_OPEN_CLIP_SIZE = 448
-
-
-def default_size(model: Any) -> int:
-    """Input side used when none is given: native for tiny models, the export size for ONNX
-    exports, else 448 px."""
-    if model.spec.config is not None or getattr(model.spec, "exported", False):
-        return int(model.input_size)
-    return _OPEN_CLIP_SIZE
+def default_size(model: DenseRuntime) -> int:
+    """Input side used when none is given: :attr:`DenseRuntime.default_size <densevlm.dense.DenseRuntime.default_size>`."""
+    return int(model.default_size)
 
 
 def default_min_area(plan: Letterbox, patch_size: int) -> int:
@@ -125,7 +118,7 @@ def predict(
 
 
 def segment(
-    model: Any,
+    model: DenseRuntime,
     image: Image.Image | str | Path | Sequence[Image.Image | str | Path],
     vocab: Vocabulary | str | Path,
     size: Optional[int] = None,
@@ -149,7 +142,7 @@ def segment(
             it (:mod:`densevlm.inference.pipeline`).
         vocab: a :class:`~densevlm.vocab.Vocabulary` or a vocabulary file.
         size: longest input side in pixels; the input is letterboxed to a ``size x size``
-            square (default: native for tiny models, 448 otherwise).
+            square (default: ``model.default_size``).
         top_k: candidates kept per segment.
         boxes: ``[N, 4]`` XYXY boxes in original pixels to classify instead of regions (one image only).
         min_area: regions under this many original pixels get no segment (default: half a

@@ -13,10 +13,10 @@ import numpy as np
 
 from densevlm.errors import DenseVLMError
 
-if TYPE_CHECKING:  # torch and torchvision load on use: weighted_pool also serves numpy arrays without them
+if TYPE_CHECKING:  # torch and torchvision load on use: the mask pooling also serves numpy arrays without them
     import torch
 
-__all__ = ["roi_pool", "mask_pool", "weighted_pool", "mask_token_weights", "crop_boxes", "boxes_to_rois"]
+__all__ = ["roi_pool", "mask_pool", "weighted_pool", "grid_token_weights", "mask_token_weights", "crop_boxes", "boxes_to_rois"]
 
 
 def boxes_to_rois(boxes: Sequence[torch.Tensor], stride: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -66,12 +66,41 @@ def roi_pool(dense: torch.Tensor, boxes: Sequence[torch.Tensor], stride: int) ->
     return F.normalize(pooled.flatten(1), dim=-1)
 
 
-def mask_token_weights(masks: torch.Tensor, stride: int) -> torch.Tensor:
-    """Area-average input-size masks onto the token grid: the one mask -> token weights.
+def grid_token_weights(masks: Any, token_rows: Any, token_cols: Any, shape: tuple[int, int]) -> Any:
+    """Sum masks over token cells: the one mask -> token weights, for any pixel -> token map.
 
-    The weight of a token is the fraction of its ``stride x stride`` input-pixel cell that the
-    mask covers (a float mask counts its values). Masks at the original image size are brought
-    to the input size first with :meth:`densevlm.imaging.Letterbox.masks_to_input`.
+    Pixel ``(i, j)`` of the masks lies in token ``(token_rows[i], token_cols[j])``; a mask
+    value may be a pixel's area (e.g. the original pixels a resized pixel stands for), so a
+    token's weight is the mask's mass in its cell. Computed as ``R^T M C`` with one-hot
+    ``R [H, h]``, ``C [W, w]``, so masks only as large as their pixel grid are ever built.
+
+    Args:
+        masks: ``[N, H, W]`` float (the dtype of the result), a tensor or a numpy array.
+        token_rows, token_cols: ``[H]`` / ``[W]`` int64 token row (column) of each pixel row
+            (column), in ``[0, h)`` / ``[0, w)``, of the same kind.
+        shape: the token grid ``(h, w)``.
+
+    Returns:
+        ``[N, h, w]`` mask mass per token (0 for tokens no pixel maps to), of the masks' kind.
+    """
+    if isinstance(masks, np.ndarray):
+        rows = np.eye(shape[0], dtype=masks.dtype)[np.asarray(token_rows)]
+        cols = np.eye(shape[1], dtype=masks.dtype)[np.asarray(token_cols)]
+        return rows.T @ masks @ cols
+    import torch.nn.functional as F
+
+    rows = F.one_hot(token_rows.to(masks.device), shape[0]).to(masks.dtype)
+    cols = F.one_hot(token_cols.to(masks.device), shape[1]).to(masks.dtype)
+    return rows.t() @ masks @ cols
+
+
+def mask_token_weights(masks: torch.Tensor, stride: int) -> torch.Tensor:
+    """Area-average input-size masks onto the token grid (:func:`grid_token_weights` over
+    ``stride x stride`` cells, divided by the cell area).
+
+    The weight of a token is the fraction of its input-pixel cell that the mask covers (a
+    float mask counts its values). Masks at the original image size are brought to the input
+    size first with :meth:`densevlm.imaging.Letterbox.masks_to_input`.
 
     Args:
         masks: ``[N, H, W]`` bool or float in ``[0, 1]``, in input pixels; ``H`` and ``W``
@@ -84,12 +113,14 @@ def mask_token_weights(masks: torch.Tensor, stride: int) -> torch.Tensor:
     Raises:
         DenseVLMError: ``H`` or ``W`` is not a multiple of ``stride``.
     """
-    import torch.nn.functional as F
+    import torch
 
     n, h, w = masks.shape
     if h % stride or w % stride:
         raise DenseVLMError(f"mask size {h}x{w} is not a multiple of the stride {stride}")
-    return F.avg_pool2d(masks.reshape(n, 1, h, w).float(), stride).reshape(n, h // stride, w // stride)
+    rows = torch.arange(h, device=masks.device) // stride
+    cols = torch.arange(w, device=masks.device) // stride
+    return grid_token_weights(masks.float(), rows, cols, (h // stride, w // stride)) / (stride * stride)
 
 
 def weighted_pool(dense: Any, weights: Any) -> Any:

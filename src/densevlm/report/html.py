@@ -22,7 +22,7 @@ import numpy as np
 
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_write_text
-from densevlm.report import plots
+from densevlm.report.plots import group_confusion, per_class_bars, retrieval_bars, training_curves
 
 __all__ = ["RunRecord", "load_run", "build_report", "write_report", "verdict"]
 
@@ -150,10 +150,10 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
     names = ref["class_names"]
     is_thing = ref["is_thing"]
     series = {name: [row.get("box_acc1", float("nan")) for row in ev["per_class"]] for name, ev in rows}
-    body.append("<h2>Per class</h2>" + _img(plots.per_class_bars(names, series, is_thing, "box region accuracy per class"), "per-class accuracy"))
+    body.append("<h2>Per class</h2>" + _img(per_class_bars(names, series, is_thing, "box region accuracy per class"), "per-class accuracy"))
     panels = {name: _group_confusion(ev) for name, ev in rows}
     body.append("<h2>Things versus stuff</h2><p>Rows: what the region is; columns: what the model said. "
-                "The lower-left cell is the foreground bias.</p>" + _img(plots.group_confusion(panels), "thing/stuff confusion"))
+                "The lower-left cell is the foreground bias.</p>" + _img(group_confusion(panels), "thing/stuff confusion"))
     retrieval = [(r.name, r.retrieval["overall"]) for r in runs if r.retrieval and r.retrieval.get("overall", {}).get("regions")]
     if retrieval:
         body.append("<h2>What the teacher retrieved</h2>")
@@ -161,10 +161,10 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
             body.append(f"<p><b>{html.escape(name)}</b>: {stats['regions']} regions, kept {100 * stats['kept_frac']:.1f}&nbsp;% "
                         f"(confidence above the threshold), {100 * stats['thing_frac']:.1f}&nbsp;% of kept regions are things.</p>")
             if stats.get("top_categories"):
-                body.append(_img(plots.retrieval_bars(stats["top_categories"], f"{name}: most retrieved categories"), "retrieval"))
+                body.append(_img(retrieval_bars(stats["top_categories"], f"{name}: most retrieved categories"), "retrieval"))
     curves = {r.name: [h for h in r.history if "loss" in h] for r in runs if r.history}
     if any(curves.values()):
-        body.append("<h2>Training</h2>" + _img(plots.training_curves(curves), "training loss"))
+        body.append("<h2>Training</h2>" + _img(training_curves(curves), "training loss"))
     sample_sets = ([("before", base_samples)] if base_samples else []) + [(r.name, r.samples) for r in runs if r.samples]
     if sample_sets:
         body.append("<h2>Samples</h2><div class='samples'>")

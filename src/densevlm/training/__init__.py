@@ -5,8 +5,7 @@ Names are imported on first use, so reading a config does not load the models.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from densevlm.lazy import homes, loader
 
 _MODULES = {
     "config": ("TrainConfig", "load_config_file"),
@@ -15,12 +14,7 @@ _MODULES = {
     "optim": ("apply_freezing", "param_groups", "warmup_cosine"),
     "pretrain": ("PretrainConfig", "pretrain"),
 }
-_EXPORTS = {name: f"densevlm.training.{module}" for module, names in _MODULES.items() for name in names}
+_HOMES = homes(__name__, _MODULES)
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'densevlm.training' has no attribute {name!r}")
+__all__ = list(_HOMES)
+__getattr__ = loader(__name__, _HOMES)

@@ -36,9 +36,9 @@ class TrainConfig:
         teacher_parts: add up to this many regions per image around the teacher's part blobs
             (connected tokens of its dense map whose top class is a thing), taught as things
             with the blob's mask-pooled naming (:func:`~densevlm.retrieval.teacher.part_blobs`).
-        retrieval_features, tau, threshold: the teacher's region features (``crop``, ``dense``,
-            ``mean``, ``split``), softmax temperature (None = the teacher's logit scale) and confidence
-            threshold.
+        retrieval_features, logit_scale, threshold: the teacher's region features (``crop``, ``dense``,
+            ``mean``, ``split``), the cosines' multiplier (None = the teacher's own logit scale; ``tau``
+            in older config files) and confidence threshold.
         thing_weight: multiplier of the thing term of the decoupled loss.
         thing_mass_weight: add this times ``-log P(thing section)`` of the student on regions
             the teacher calls things (:func:`~densevlm.losses.alignment.thing_mass_loss`):
@@ -79,7 +79,7 @@ class TrainConfig:
     max_boxes: Optional[int] = 8
     teacher_parts: int = 0
     retrieval_features: str = "dense"
-    tau: Optional[float] = None
+    logit_scale: Optional[float] = None
     threshold: float = 0.3
     thing_weight: float = 1.0
     thing_mass_weight: float = 0.0
@@ -124,8 +124,8 @@ class TrainConfig:
             raise DenseVLMError(f"--alpha {self.alpha} is outside [0, 1]")
         if not 0.0 <= self.threshold < 1.0:
             raise DenseVLMError(f"--threshold {self.threshold} is outside [0, 1)")
-        if self.tau is not None and self.tau <= 0:
-            raise DenseVLMError(f"--tau {self.tau} must be positive")
+        if self.logit_scale is not None and self.logit_scale <= 0:
+            raise DenseVLMError(f"--logit-scale {self.logit_scale} must be positive")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise DenseVLMError(f"--amp {self.amp}: choose auto, off, bf16 or fp16")
         if self.clipself_weight < 0 or self.thing_mass_weight < 0 or self.thing_weight <= 0:
@@ -140,7 +140,10 @@ class TrainConfig:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (or JSON) file of :class:`TrainConfig` fields; unknown keys are errors."""
+    """Read a YAML (or JSON) file of :class:`TrainConfig` fields; unknown keys are errors.
+
+    ``tau`` (the old name, still in saved ``config.yaml`` files) is read as ``logit_scale``.
+    """
     import yaml
 
     path = Path(path)
@@ -153,8 +156,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DenseVLMError(f"{path}: expected a mapping of settings")
     known = {f.name for f in fields(TrainConfig)}
-    for key in data:
-        if key.replace("-", "_") not in known:
+    values = {}
+    for key, value in data.items():
+        name = "logit_scale" if key == "tau" else key.replace("-", "_")
+        if name not in known:
             hint = nearest_names(key, known)
             raise DenseVLMError(f"{path}: unknown setting '{key}'" + (f"; did you mean {hint}?" if hint else ""))
-    return {k.replace("-", "_"): v for k, v in data.items()}
+        if name in values:
+            raise DenseVLMError(f"{path}: '{key}' repeats a setting given under another name")
+        values[name] = value
+    return values

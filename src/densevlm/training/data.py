@@ -53,7 +53,8 @@ class StepBatchSampler(Sampler[list[int]]):
 
 
 class ContentDataset(Dataset):
-    """Image ``i`` letterboxed to longest side ``size``: ``{"index", "content": uint8 [3, h, w]}``.
+    """Image ``i`` letterboxed to longest side ``size``: ``{"index", "content": uint8 [3, h, w], "plan"}``
+    (``plan``: the :class:`~densevlm.imaging.Letterbox` from original to content pixels).
 
     An unreadable image yields ``{"index", "error"}`` instead of raising.
     """
@@ -75,7 +76,7 @@ class ContentDataset(Dataset):
         if (plan.width, plan.height) != image.size:
             image = image.resize((plan.width, plan.height), Image.BICUBIC)
         array = np.array(image, dtype=np.uint8)
-        return {"index": index, "content": torch.from_numpy(array).permute(2, 0, 1).contiguous()}
+        return {"index": index, "content": torch.from_numpy(array).permute(2, 0, 1).contiguous(), "plan": plan}
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

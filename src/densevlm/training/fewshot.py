@@ -72,7 +72,7 @@ def class_prototypes(model, regions: Sequence[ExampleRegion], vocab: Vocabulary,
             dense = model.encode_dense(x[None].to(model.device)).float()
             token_sum += dense[0].flatten(1).sum(dim=1).double().cpu()
             n_tokens += dense.shape[2] * dense.shape[3]
-            boxes = torch.tensor([r.box for r in items], dtype=torch.float32) * plan.scale
+            boxes = plan.to_input(torch.tensor([r.box for r in items], dtype=torch.float32))
             feats = roi_pool(dense, [boxes], model.patch_size).double().cpu()
             labels = [vocab.index(r.category) for r in items]
             for f, k in zip(feats, labels):

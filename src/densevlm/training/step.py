@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from densevlm.losses.alignment import clipself_loss, decoupled_alignment_loss, thing_mass_loss
+from densevlm.regions import similarity
 from densevlm.retrieval.teacher import Retrieval, RetrievalStats
 from densevlm.training.config import TrainConfig
 from densevlm.training.distributed import all_reduce_sum
@@ -50,7 +51,7 @@ def clipself_step_loss(forward: RegionForward, images: torch.Tensor, targets: li
 
 
 def alignment_step_loss(cfg: TrainConfig, forward: RegionForward, images: torch.Tensor, targets: list[RegionTargets],
-                        text_student: torch.Tensor, class_is_thing: torch.Tensor, tau: float, stats: RetrievalStats,
+                        text_student: torch.Tensor, class_is_thing: torch.Tensor, logit_scale: float, stats: RetrievalStats,
                         precision: Precision, with_crops: bool) -> StepLoss:
     """The DenseVLM family (``cfg.method``): decoupled alignment to the teacher's retrieval on the
     kept regions, plus the thing-mass term and, when ``with_crops``, a CLIPSelf term on things.
@@ -58,7 +59,7 @@ def alignment_step_loss(cfg: TrainConfig, forward: RegionForward, images: torch.
     Args:
         text_student: ``[K, C]`` the student's class embeddings.
         class_is_thing: ``[K]`` bool.
-        tau: softmax temperature of the student's logits.
+        logit_scale: multiplier of the student's cosines.
         stats: running retrieval counters, updated with this step's targets.
     """
     device = precision.device
@@ -76,7 +77,7 @@ def alignment_step_loss(cfg: TrainConfig, forward: RegionForward, images: torch.
         counts = [counts[0] + counts[1], 0.0]
     with precision.autocast():
         feats = forward(images, [b.to(device) for b in boxes])
-    student_logits = tau * feats.float() @ text_student.t()
+    student_logits = similarity.logits(feats.float(), text_student, logit_scale)
     loss = decoupled_alignment_loss(
         student_logits, kept.logits.to(device), thing, class_is_thing, cfg.method, tuple(counts),
         kept_weights.to(device), cfg.thing_weight,

@@ -21,9 +21,10 @@ import torch
 from densevlm.data.images import FileListSource, ImageSource
 from densevlm.errors import DenseVLMError
 from densevlm.model import DenseModel
+from densevlm.regions.labelled import LabelledRegion
 from densevlm.regions.sources import region_boxes
 from densevlm.retrieval.teacher import Retrieval, classify_parts, classify_regions, part_blobs, teacher_region_features
-from densevlm.review.reviewed import ReviewedRegion, ReviewedSet
+from densevlm.review.reviewed import ReviewedSet
 from densevlm.training.config import TrainConfig
 from densevlm.training.data import model_batch
 from densevlm.training.precision import Precision
@@ -43,8 +44,13 @@ class RegionTargets:
     weights: Optional[torch.Tensor] = None  # [N] loss weights (reviewed regions)
 
 
-def match_reviewed(reviewed: ReviewedSet, source: ImageSource) -> dict[int, list[ReviewedRegion]]:
-    """Group verdicts by the index of their image in the training source (by resolved path).
+# An expert verdict and the index of its category in the reviewed vocabulary (None: no category).
+Verdict = tuple[LabelledRegion, Optional[int]]
+
+
+def match_reviewed(reviewed: ReviewedSet, source: ImageSource) -> dict[int, list[Verdict]]:
+    """Group verdicts by the index of their image in the training source (by resolved path),
+    each with its category's index in ``reviewed.vocab``.
 
     Raises:
         DenseVLMError: ``source`` is not a list of files (tar shards have no paths to match).
@@ -52,21 +58,21 @@ def match_reviewed(reviewed: ReviewedSet, source: ImageSource) -> dict[int, list
     if not isinstance(source, FileListSource):
         raise DenseVLMError("--reviewed needs --images to be a folder (the reviewed images are files)")
     index = {str(Path(p).resolve()): i for i, p in enumerate(source.files)}
-    out: dict[int, list[ReviewedRegion]] = {}
+    out: dict[int, list[Verdict]] = {}
     unmatched = 0
     for t in reviewed.regions:
         i = index.get(str(Path(t.image_path).resolve()))
         if i is None:
             unmatched += 1
         else:
-            out.setdefault(i, []).append(t)
+            out.setdefault(i, []).append((t, None if t.category is None else reviewed.vocab.index(t.category)))
     if unmatched:
         log.warning("%d reviewed regions are on images outside --images; they are not used", unmatched)
     log.info("%d reviewed regions on %d training images", sum(len(v) for v in out.values()), len(out))
     return out
 
 
-def apply_verdicts(targets: RegionTargets, verdicts: list[ReviewedRegion], class_is_thing: torch.Tensor,
+def apply_verdicts(targets: RegionTargets, verdicts: list[Verdict], class_is_thing: torch.Tensor,
                    smoothing: float, weight: float) -> None:
     """Expert labels replace the teacher's, in place: a near one-hot target (``smoothing`` spread
     over the other classes), the section of the category decides thing/stuff, rejected regions
@@ -74,17 +80,17 @@ def apply_verdicts(targets: RegionTargets, verdicts: list[ReviewedRegion], class
     r = targets.retrieval
     k = len(class_is_thing)
     weights = torch.ones(len(verdicts))
-    for j, v in enumerate(verdicts):
+    for j, (v, label) in enumerate(verdicts):
         if v.rejected:
             r.kept[j] = False
-        elif v.label is not None:
+        elif label is not None:
             probs = torch.full((k,), smoothing / max(1, k - 1))
-            probs[v.label] = 1.0 - smoothing if k > 1 else 1.0
+            probs[label] = 1.0 - smoothing if k > 1 else 1.0
             r.probs[j] = probs
             r.logits[j] = probs.clamp_min(1e-8).log()
-            r.label[j] = v.label
-            r.confidence[j] = probs[v.label]
-            r.is_thing[j] = bool(class_is_thing[v.label])
+            r.label[j] = label
+            r.confidence[j] = probs[label]
+            r.is_thing[j] = bool(class_is_thing[label])
             r.kept[j] = True
             weights[j] = weight
     targets.weights = weights
@@ -96,17 +102,18 @@ class TargetBuilder:
     Args:
         teacher: names regions (for ``clipself``: the frozen copy of the student, embedding crops).
         frozen: frozen copy of the student for a CLIPSelf term beside the KL, or None.
-        text_teacher, class_is_thing, tau: ``[K, C]`` teacher class embeddings, ``[K]`` bool, temperature.
+        text_teacher, class_is_thing, logit_scale: ``[K, C]`` teacher class embeddings, ``[K]`` bool, the
+            cosines' multiplier.
         side: input side of the models (content is letterboxed to it).
         reviewed, smoothing: expert verdicts by image index (:func:`match_reviewed`), label smoothing.
     """
 
     def __init__(self, cfg: TrainConfig, teacher: DenseModel, frozen: Optional[DenseModel], text_teacher: torch.Tensor,
-                 class_is_thing: torch.Tensor, tau: float, side: int, precision: Precision,
-                 reviewed: dict[int, list[ReviewedRegion]], smoothing: float) -> None:
+                 class_is_thing: torch.Tensor, logit_scale: float, side: int, precision: Precision,
+                 reviewed: dict[int, list[Verdict]], smoothing: float) -> None:
         self.cfg = cfg
         self.teacher, self.frozen = teacher, frozen
-        self.text_teacher, self.class_is_thing, self.tau = text_teacher, class_is_thing, tau
+        self.text_teacher, self.class_is_thing, self.logit_scale = text_teacher, class_is_thing, logit_scale
         self.side, self.precision = side, precision
         self.device = precision.device
         self.reviewed, self.smoothing = reviewed, smoothing
@@ -132,9 +139,8 @@ class TargetBuilder:
         return region_boxes(self.cfg.regions, content.float() / 255.0, rng, self.cfg.max_boxes)
 
     def _reviewed_boxes(self, item: dict[str, Any]) -> torch.Tensor:
-        verdicts = self.reviewed[item["index"]]
-        scale = item["content"].shape[-1] / verdicts[0].width
-        return torch.tensor([v.box for v in verdicts], dtype=torch.float32).reshape(-1, 4) * scale
+        boxes = torch.tensor([v.box for v, _ in self.reviewed[item["index"]]], dtype=torch.float32).reshape(-1, 4)
+        return item["plan"].to_input(boxes)
 
     def _compute(self, items: list[dict[str, Any]], step: int) -> list[RegionTargets]:
         """Regions of each image and the frozen models' verdicts on them (on the CPU)."""
@@ -153,7 +159,7 @@ class TargetBuilder:
             feats = teacher_region_features(self.teacher, images, on_device, cfg.retrieval_features,
                                             dense_map=dense_map)
             feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
-            r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.tau, cfg.threshold,
+            r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.logit_scale, cfg.threshold,
                                  cfg.retrieval_features).cpu()
             per_image, start = [], 0
             for n in counts:
@@ -195,7 +201,7 @@ class TargetBuilder:
             extra = blob_boxes * p
             extra[:, 0::2] = extra[:, 0::2].clamp(max=float(w))
             extra[:, 1::2] = extra[:, 1::2].clamp(max=float(h))
-            parts = classify_parts(blob_feats, self.text_teacher, self.class_is_thing, self.tau).cpu()
+            parts = classify_parts(blob_feats, self.text_teacher, self.class_is_thing, self.logit_scale).cpu()
             out_boxes.append(torch.cat([b, extra]))
             out_retrieval.append(Retrieval.cat([r, parts]))
         return out_boxes, out_retrieval

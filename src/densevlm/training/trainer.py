@@ -118,7 +118,7 @@ class Trainer:
         with torch.no_grad():
             self.text_student = self.student.embed_vocabulary(self.vocab).float().to(self.device)
             self.text_teacher = self.teacher.embed_vocabulary(self.vocab).float().to(self.device)
-        self.tau = float(cfg.tau or self.teacher.logit_scale)
+        self.logit_scale = float(cfg.logit_scale or self.teacher.logit_scale)
         self.trainable = apply_freezing(self.student, cfg.unlocked_blocks, cfg.train_embed, cfg.train_head)
         self.student.train()
         if self.world > 1:
@@ -136,7 +136,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.dtype == torch.float16)
         self.source = open_image_source(cfg.images)
         self.targets = TargetBuilder(
-            cfg, self.teacher, self.frozen, self.text_teacher, self.class_is_thing, self.tau, self.size, self.precision,
+            cfg, self.teacher, self.frozen, self.text_teacher, self.class_is_thing, self.logit_scale, self.size, self.precision,
             match_reviewed(reviewed, self.source) if reviewed is not None else {},
             reviewed.smoothing if reviewed is not None else 0.0,
         )
@@ -176,7 +176,7 @@ class Trainer:
             out = clipself_step_loss(self.forward, images, targets, self.precision)
         else:
             out = alignment_step_loss(cfg, self.forward, images, targets, self.text_student, self.class_is_thing,
-                                      self.tau, self.stats, self.precision, with_crops=self.frozen is not None)
+                                      self.logit_scale, self.stats, self.precision, with_crops=self.frozen is not None)
         if out.loss is None:
             self.schedule.step()
             totals = {"loss": float("nan"), "regions": 0.0}

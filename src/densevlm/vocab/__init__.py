@@ -7,8 +7,7 @@ vocabulary or an adapted one (``.npz``, :mod:`densevlm.vocab.adapted`).
 
 from __future__ import annotations
 
-from typing import Any
-
+from densevlm.lazy import loader
 from densevlm.vocab.adapted import AdaptedVocabulary
 from densevlm.vocab.loading import load_vocabulary
 from densevlm.vocab.prompts import TEMPLATE_SETS, fill_template, get_templates
@@ -24,11 +23,4 @@ __all__ = [
     "fill_template",
     "get_templates",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "class_embeddings":
-        from densevlm.vocab.embed import class_embeddings
-
-        return class_embeddings
-    raise AttributeError(f"module 'densevlm.vocab' has no attribute {name!r}")
+__getattr__ = loader(__name__, {"class_embeddings": "densevlm.vocab.embed"})

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from densevlm.data.synth.categories import PLANT_WORDS, PLURALS, STUFF, THINGS, by_name
+from densevlm.data.synth.categories import PLANT_WORDS, PLURALS, STUFF, THINGS
 from densevlm.data.synth.plant import PLANT_DRAWERS
 from densevlm.data.synth.shapes import THING_DRAWERS
 from densevlm.data.synth.textures import render_texture, smooth_noise
@@ -206,7 +206,3 @@ def scene_caption(rng: np.random.Generator, scene: Scene, p_stuff: float = 0.15)
     things = [s.category for s in scene.segments if s.isthing]
     stuff = [(s.category, s.area) for s in scene.segments if not s.isthing]
     return make_caption(rng, things, stuff, p_stuff)
-
-
-def category_of(name: str) -> int:
-    return by_name(name).id
