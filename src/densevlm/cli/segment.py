@@ -125,6 +125,11 @@ def _load_model(args: argparse.Namespace):
     from densevlm.export.engines import load_engine
 
     name = args.model
+    if name is None and args.engine in ("onnx", "openvino"):
+        from densevlm.errors import DenseVLMError
+
+        raise DenseVLMError(f"--engine {args.engine} needs --model EXPORT_DIR (written by `densevlm export "
+                            f"--format {args.engine} --out EXPORT_DIR`)")
     if name is None:
         if DEMO_CHECKPOINT.is_file():
             name = str(DEMO_CHECKPOINT)
