@@ -153,14 +153,22 @@ def _find_regions(grid: LabelGrid, min_area: int) -> list[_Region]:
     return regions
 
 
-def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, int]) -> np.ndarray:
+def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, int],
+                   chunk_elements: int = 1 << 22) -> np.ndarray:
     """``[N, h, w]`` float32 original pixels of each region in each token cell (its area-weighted
-    share), counted on the region's base crop (:func:`~densevlm.regions.pooling.grid_token_weights`)."""
-    return np.stack([
-        grid_token_weights((region.mask * grid.block_areas(region.where))[None], grid.token_rows[region.where[0]],
-                           grid.token_cols[region.where[1]], shape)[0]
-        for region in regions
-    ]).astype(np.float32)
+    share): :func:`~densevlm.regions.pooling.grid_token_weights` of the regions' base masks
+    (weighted by the original pixels each base pixel stands for), a chunk of regions at a time."""
+    hb, wb = grid.labels.shape
+    areas = np.outer(grid.row_sizes, grid.col_sizes).astype(np.float32)
+    out = np.empty((len(regions), shape[0], shape[1]), dtype=np.float32)
+    step = max(1, chunk_elements // (hb * wb))
+    for start in range(0, len(regions), step):
+        part = regions[start: start + step]
+        masks = np.zeros((len(part), hb, wb), dtype=np.float32)
+        for n, region in enumerate(part):
+            masks[n][region.where] = region.mask * areas[region.where]
+        out[start: start + len(part)] = grid_token_weights(masks, grid.token_rows, grid.token_cols, shape)
+    return out
 
 
 def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:
