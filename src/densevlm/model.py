@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from densevlm.backbones import Backbone, BackboneSpec, load_backbone
+from densevlm.backbones.weights import nonfinite_tensors, tensor_digest
 from densevlm.devices import check_device
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_torch_save
@@ -189,14 +190,24 @@ class DenseModel(nn.Module):
 
     # ---- persistence ------------------------------------------------------------------------
     def checkpoint(self, meta: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        """A ``weights_only``-loadable dict: the open_clip state dict plus the architecture spec."""
+        """A ``weights_only``-loadable dict: the open_clip state dict plus the architecture spec and
+        the sha256 of the tensors (:func:`~densevlm.backbones.weights.tensor_digest`)."""
         state = {k: v.detach().cpu() for k, v in self.backbone.clip.state_dict().items()}
-        header = {"format": 1, "spec": self.spec.to_dict(), "input_size": self.input_size, "meta": meta or {}}
+        header = {"format": 1, "spec": self.spec.to_dict(), "input_size": self.input_size, "meta": meta or {},
+                  "sha256": tensor_digest(state)}
         return {"densevlm": header, "state_dict": state}
 
     def save(self, path: str | Path, meta: Optional[dict[str, Any]] = None) -> Path:
-        """Write a checkpoint that :func:`load_model` reads back (atomic)."""
-        return atomic_torch_save(self.checkpoint(meta), path)
+        """Write a checkpoint that :func:`load_model` reads back (atomic).
+
+        Raises:
+            DenseVLMError: a weight holds NaN or infinity (nothing is written).
+        """
+        ckpt = self.checkpoint(meta)
+        bad = nonfinite_tensors(ckpt["state_dict"])
+        if bad:
+            raise DenseVLMError(f"{path}: not saved: {len(bad)} weight tensor(s) hold NaN or infinity ({bad[0]} ...)")
+        return atomic_torch_save(ckpt, path)
 
 
 def load_model(

@@ -14,4 +14,8 @@
 * test_messages -- --check / --images given a file, a fixed-size ONNX export at another --size.
 * test_atomic_write -- a failed write is one line naming the file; the earlier file is kept.
 * test_property_readers -- vocabulary, candidates and panoptic readers under arbitrary input.
+* test_training_state -- damaged state.pt / OUT.resume.pt / model files, non-finite weights never saved.
+* test_one_sided_vocabulary -- train on only things or only stuff warns (nothing to decouple).
+* test_nothing_learned -- a teacher that keeps no region: one line why, no NaN loss logged.
+* tests/training/test_trainer.py::test_kill_and_resume_* -- exact resume at three kill points.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from densevlm.model import load_model
-from densevlm.training.checkpoints import ensemble_state, ensembled_model, load_state, save_state
+from densevlm.training.checkpoints import TrainProgress, ensemble_state, ensembled_model, load_state, save_state
 
 
 def test_ensemble_is_a_convex_mix():
@@ -38,10 +38,11 @@ def test_state_round_trip_restores_weights_optimizer_and_rng(tmp_path):
     optimizer.step()
     schedule.step()
     assert load_state(tmp_path / "state.pt", model, optimizer, schedule, scaler) is None  # nothing saved yet
-    save_state(tmp_path / "state.pt", model, optimizer, schedule, scaler, step=7, skipped=2, history=[{"step": 7}])
+    progress = TrainProgress(7, 2, [{"step": 7}], {"total": 9, "categories": {"cat": 3}}, [{"step": 6}])
+    save_state(tmp_path / "state.pt", model, optimizer, schedule, scaler, progress)
     expected = torch.rand(3)
     other = parts(1)
-    assert load_state(tmp_path / "state.pt", *other) == (7, 2, [{"step": 7}])
+    assert load_state(tmp_path / "state.pt", *other) == progress
     assert torch.equal(torch.rand(3), expected)  # the RNG continues where the saved run was
     a, b = model.backbone.clip.state_dict(), other[0].backbone.clip.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

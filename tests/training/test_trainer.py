@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from PIL import Image
 from densevlm.data.synth import write_world
 from densevlm.model import load_model
 from densevlm.training.config import TrainConfig
-from densevlm.training.trainer import train
+from densevlm.training.trainer import KILL_AT_STEP, train
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
@@ -113,27 +113,43 @@ def test_two_processes_equal_one_process_with_double_batch(world, tmp_path):
         assert torch.allclose(x, y, atol=1e-5), k
 
 
-def test_kill_and_resume_matches_an_uninterrupted_run(world, tmp_path):
-    common = ["--steps", "30", "--batch-size", "4", "--save-every", "2"]
-    straight = subprocess.run([sys.executable, "-m", "densevlm", *_args(world, tmp_path / "straight", *common)],
-                              capture_output=True, text=True)
-    assert straight.returncode == 0, straight.stderr
+RESUME_RUN = ["--steps", "14", "--batch-size", "4", "--save-every", "2"]  # 24 images: an epoch is 6 steps
+
+
+def _cli(world, out, *extra, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "densevlm", *_args(world, out, *RESUME_RUN, *extra)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def _rows(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "regions_per_s"} for r in rows]  # all but the timing
+
+
+@pytest.fixture(scope="module")
+def straight(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    done = _cli(world, out)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+# killed right after the first checkpoint; mid-epoch, one step past a checkpoint (its logged row
+# must be dropped); at the end of the second epoch (the teacher cache then covers every image)
+@pytest.mark.parametrize("kill_at, saved_at", [(2, 2), (9, 8), (12, 12)])
+def test_kill_and_resume_matches_an_uninterrupted_run(world, straight, tmp_path, kill_at, saved_at):
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "densevlm", *_args(world, out, *common)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = torch.load(out / "state.pt", map_location="cpu", weights_only=True)["step"]
-    assert 0 < killed_at < 30, "the kill must land mid-run for this test to mean anything"
-    resumed = subprocess.run([sys.executable, "-m", "densevlm", *_args(world, out, *common), "--resume"],
-                             capture_output=True, text=True)
+    killed = _cli(world, out, env={KILL_AT_STEP: str(kill_at)})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert torch.load(out / "state.pt", map_location="cpu", weights_only=True)["step"] == saved_at
+    assert not (out / "retrieval.json").exists()
+    resumed = _cli(world, out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = _state(tmp_path / "straight"), _state(out)
+    a, b = _state(straight), _state(out)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    assert _rows(out) == _rows(straight)
+    assert (out / "retrieval.json").read_text() == (straight / "retrieval.json").read_text()
 
 
 def test_bad_images_are_skipped_and_counted(world, tmp_path):

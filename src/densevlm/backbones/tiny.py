@@ -42,6 +42,13 @@ TINY_ARCHS: dict[str, dict[str, Any]] = {
         "text": {"context_length": 16, "width": 128, "heads": 4, "layers": 2},
         "words": list(DEFAULT_WORDS),
     },
+    # the small tower of `densevlm distill`: tiny-vit's width and heads, half its blocks
+    "tiny-vit-s": {
+        "embed_dim": 128,
+        "vision": {"image_size": 64, "patch_size": 8, "width": 128, "layers": 2, "head_width": 32, "mlp_ratio": 4.0},
+        "text": {"context_length": 16, "width": 128, "heads": 4, "layers": 2},
+        "words": list(DEFAULT_WORDS),
+    },
     "tiny-vit-l": {
         "embed_dim": 128,
         "vision": {"image_size": 64, "patch_size": 8, "width": 192, "layers": 6, "head_width": 32, "mlp_ratio": 4.0},
@@ -162,7 +169,7 @@ def add_words_to_checkpoint(path: str | Path, words: Sequence[str], out: str | P
     """
     from safetensors.torch import save_file
 
-    from densevlm.backbones.weights import read_checkpoint
+    from densevlm.backbones.weights import read_checkpoint, tensor_digest
     from densevlm.fileio import atomic_write
 
     state, header = read_checkpoint(path)
@@ -176,6 +183,7 @@ def add_words_to_checkpoint(path: str | Path, words: Sequence[str], out: str | P
     meta = header.setdefault("meta", {})
     meta["added_words"] = list(meta.get("added_words", [])) + added
     tensors = {k: v.contiguous() for k, v in state.items()}
+    header["sha256"] = tensor_digest(tensors)  # the tensors changed: a new checksum
     text = json.dumps(header, sort_keys=True)
     atomic_write(Path(out), lambda tmp: save_file(tensors, tmp, metadata={"densevlm": text}))
     return added

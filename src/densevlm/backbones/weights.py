@@ -1,11 +1,14 @@
 """Reading weights safely: checkpoint files, foreign key names, and open_clip tags offline.
 
 Files are read with safetensors or ``torch.load(weights_only=True)``, never with a full
-unpickler. Every failure is a one-line :class:`~densevlm.errors.DenseVLMError`.
+unpickler. Every failure is a one-line :class:`~densevlm.errors.DenseVLMError`. densevlm's own
+files carry a sha256 of their tensors (:func:`tensor_digest`) in the header, checked on reading,
+so bytes damaged after writing are refused rather than loaded as wrong (often NaN) weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +24,8 @@ from densevlm.errors import DenseVLMError
 __all__ = [
     "CHECKPOINT_SUFFIXES",
     "read_checkpoint",
+    "tensor_digest",
+    "nonfinite_tensors",
     "unwrap_state_dict",
     "is_eva_fork_state_dict",
     "convert_eva_fork_state_dict",
@@ -60,7 +65,45 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Optional
     if not isinstance(obj, dict):
         raise DenseVLMError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     header = obj.get(HEADER_KEY) if isinstance(obj.get(HEADER_KEY), dict) else None
-    return unwrap_state_dict(obj, str(path)), header
+    return _checked(path, unwrap_state_dict(obj, str(path)), header), header
+
+
+def tensor_digest(obj: Any) -> str:
+    """sha256 (hex) of every tensor in a nested dict / list / tuple: each tensor's key path,
+    dtype, shape and bytes, dict keys taken in sorted order (so the order a file format stores
+    them in does not matter). Non-tensor leaves are ignored."""
+    h = hashlib.sha256()
+
+    def walk(prefix: str, x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{prefix}|{t.dtype}|{tuple(x.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                walk(f"{prefix}/{k}", x[k])
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(f"{prefix}/{i}", v)
+
+    walk("", obj)
+    return h.hexdigest()
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors of ``state`` holding a NaN or an infinity."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _checked(path: Path, state: dict[str, torch.Tensor], header: Optional[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """``state``, after checking it against the sha256 in densevlm's ``header`` (when there is one)."""
+    expected = (header or {}).get("sha256")
+    if expected is not None and tensor_digest(state) != expected:
+        raise DenseVLMError(
+            f"{path}: the weights do not match the checksum written with them (the file was damaged after it "
+            "was saved); restore it from a copy or write it again"
+        )
+    return state
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
@@ -75,7 +118,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], Optional[dic
     except (SafetensorError, OSError, ValueError) as e:
         raise DenseVLMError(f"{path}: not a readable safetensors file ({str(e)[:200]})") from None
     header = json.loads(meta[HEADER_KEY]) if HEADER_KEY in meta else None
-    return unwrap_state_dict(tensors, str(path)), header
+    return _checked(path, unwrap_state_dict(tensors, str(path)), header), header
 
 
 def unwrap_state_dict(obj: dict[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:

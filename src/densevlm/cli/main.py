@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retrieve": ("retrieve", "let a strong frozen VLM propose categories for image regions"),
     "review": ("review", "review the proposed categories in a local web page (init/serve/export/stats)"),
     "train": ("train", "adapt a model with DenseVLM's decoupled region-language alignment"),
+    "distill": ("distill", "train a smaller, faster image encoder to reproduce a model's dense map"),
     "eval": ("evaluate", "region classification (box/mask/crop mAcc), foreground bias, mIoU"),
     "export": ("export", "export an image encoder and text embeddings to ONNX, with a parity check"),
     "report": ("report", "write a self-contained HTML report from run directories"),

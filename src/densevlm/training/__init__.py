@@ -13,6 +13,7 @@ _MODULES = {
     "checkpoints": ("ensemble_state",),
     "optim": ("apply_freezing", "param_groups", "warmup_cosine"),
     "pretrain": ("PretrainConfig", "pretrain"),
+    "distill": ("DistillConfig", "distill"),
 }
 _HOMES = homes(__name__, _MODULES)
 

@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from densevlm.data.captions import JsonlCaptionSource, open_caption_source
 from densevlm.data.synth import make_caption
 from densevlm.errors import DenseVLMError
-from densevlm.fileio import atomic_torch_save, atomic_write_json
+from densevlm.backbones.weights import tensor_digest
+from densevlm.fileio import atomic_write_json
 from densevlm.model import DenseModel, load_model, pad_batch
 from densevlm.regions import similarity
+from densevlm.training.checkpoints import read_state, write_state
 from densevlm.training.optim import param_groups, warmup_cosine
 
 __all__ = ["PretrainConfig", "pretrain", "contrastive_loss"]
@@ -129,6 +131,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
             time-limited job would; the final checkpoint is then not written.
     """
     cfg.check()
+    out = Path(cfg.out)
+    resume_file = _resume_path(out)
+    state = None
+    if resume and resume_file.is_file():  # read first: a damaged file stops the run before any work
+        state = read_state(resume_file, ("model", "optimizer", "schedule", "step", "history"))
     torch.manual_seed(cfg.seed)
     source = open_caption_source(
         cfg.data, make_caption, p_stuff=cfg.p_stuff, crop_prob=cfg.crop_prob, crop_area=tuple(cfg.crop_area), seed=cfg.seed,
@@ -140,11 +147,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     warmup = int(round(cfg.warmup * cfg.steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.steps, warmup))
-    out = Path(cfg.out)
     start_step, history = 0, []
-    resume_file = _resume_path(out)
-    if resume and resume_file.is_file():
-        state = torch.load(resume_file, map_location="cpu", weights_only=True)
+    if state is not None:
         model.backbone.clip.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -181,7 +185,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
                          loss_value, scale_value, rate)
         done = step + 1
         if done % cfg.save_every == 0 or done == cfg.steps or done == stop_after:
-            atomic_torch_save(
+            write_state(
                 {"model": model.backbone.clip.state_dict(), "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict(), "step": done, "history": json.dumps(history)},
                 resume_file,
@@ -210,7 +214,7 @@ def save_model(model: DenseModel, path: Path, meta: dict[str, Any], half: bool =
 
     ckpt = model.checkpoint(meta)
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in ckpt["state_dict"].items()}
-    header = json.dumps(ckpt["densevlm"], sort_keys=True)
+    header = json.dumps({**ckpt["densevlm"], "sha256": tensor_digest(tensors)}, sort_keys=True)
 
     def write(tmp: str) -> None:
         save_file(tensors, tmp, metadata={"densevlm": header})

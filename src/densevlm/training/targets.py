@@ -5,7 +5,13 @@ For the DenseVLM family the frozen teacher retrieves a category for every region
 part blobs; for CLIPSelf (or a CLIPSelf term) a frozen copy of the student embeds each region's
 crop. Expert verdicts from the review loop replace the sampled regions of their images and the
 teacher's label of each region. Targets live on the CPU and, with ``cache_teacher``, are
-computed once per image.
+computed once per image, together with the other images first seen at the same step.
+
+Float results of the teacher depend, in their last bits, on the batch an image is computed in,
+so a resumed run must compute each image in the batch the uninterrupted run used: after
+:meth:`TargetBuilder.resume_at`, an image first seen before the resume is computed with the
+rest of its first step's new images (decoded again), which makes resume exact and costs no
+more teacher passes than the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -118,20 +124,52 @@ class TargetBuilder:
         self.device = precision.device
         self.reviewed, self.smoothing = reviewed, smoothing
         self.cache: dict[int, RegionTargets] = {}
+        self._first_step: dict[int, int] = {}  # image -> first step, for images first seen before a resume
+        self._load: Optional[Callable[[int], dict[str, Any]]] = None
+        self._steps: Optional[Callable[[int], list[int]]] = None
 
     def __call__(self, items: list[dict[str, Any]], step: int) -> list[RegionTargets]:
         """Targets of ``items`` (decoded images with ``index`` and ``content``) at ``step``."""
         if not self.cfg.cache_teacher:
             return self._compute(items, step)
+        for first in sorted({self._first_step[it["index"]] for it in items if it["index"] in self._first_step}):
+            self._replay(first)
+        self._fill(items, step)
+        return [self.cache[it["index"]] for it in items]
+
+    def resume_at(self, start: int, n_images: int, steps: Callable[[int], list[int]],
+                  load: Callable[[int], dict[str, Any]]) -> None:
+        """Prepare to continue a run at step ``start`` with an empty cache (no-op without the cache).
+
+        Args:
+            n_images: images in the source (the scan for first steps stops once all were seen).
+            steps: step -> this process's image indices at that step (the run's sampler).
+            load: index -> decoded item as the run's loader makes it (``content`` or ``error``).
+        """
+        if not self.cfg.cache_teacher:
+            return
+        self._steps, self._load = steps, load
+        for t in range(start):
+            for i in steps(t):
+                self._first_step.setdefault(i, t)
+            if len(self._first_step) == n_images:
+                break
+
+    def _fill(self, items: list[dict[str, Any]], step: int) -> None:
         missing = [it for it in items if it["index"] not in self.cache]
         if missing:
             for it, t in zip(missing, self._compute(missing, step)):
                 self.cache[it["index"]] = t
-        return [self.cache[it["index"]] for it in items]
 
-    def clear_cache(self) -> None:
-        """Forget every cached target (the next step recomputes them, as the first epoch does)."""
-        self.cache.clear()
+    def _replay(self, first: int) -> None:
+        """Compute the images first seen at step ``first`` (before the resume) as one batch, as
+        the uninterrupted run did."""
+        group = [i for i in self._steps(first) if self._first_step.get(i) == first]
+        for i in group:
+            self._first_step.pop(i, None)
+        items = [it for it in map(self._load, group) if "error" not in it]
+        if items:
+            self._fill(items, first)
 
     def _regions(self, index: int, step: int, content: torch.Tensor) -> torch.Tensor:
         key = [self.cfg.seed, index] if self.cfg.cache_teacher else [self.cfg.seed, step, index]

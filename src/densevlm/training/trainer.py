@@ -14,6 +14,15 @@ and TensorBoard events in ``tb/``.
     >>> trainer = Trainer(cfg, progress=False)
     >>> trainer.step(items)          # one optimisation step on decoded images
     >>> result = trainer.run()       # the whole run, with logging, validation and checkpoints
+
+Resume is exact: a run killed at any point and resumed from its last ``state.pt`` ends with the
+same weights, ``metrics.jsonl`` rows, TensorBoard scalars and ``retrieval.json`` as one that was
+never interrupted (rows logged after the last checkpoint are dropped; teacher targets are
+recomputed in the batches the interrupted run used, see :mod:`densevlm.training.targets`).
+
+Test hook: with the environment variable ``DENSEVLM_TEST_KILL_AT_STEP=N`` the process sends
+itself SIGKILL right after step ``N`` (its logging and any checkpoint included), so a test can
+interrupt a run at an exact point rather than by timing.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ import json
 import logging
 import math
 import os
+import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -37,9 +48,9 @@ from densevlm.fileio import atomic_write_json, atomic_write_text
 from densevlm.model import DenseModel, load_model
 from densevlm.retrieval.teacher import RetrievalStats
 from densevlm.review.reviewed import ReviewedSet
-from densevlm.training.checkpoints import ensembled_model, load_state, save_state
+from densevlm.training.checkpoints import TrainProgress, ensembled_model, load_state, save_state
 from densevlm.training.config import TrainConfig
-from densevlm.training.data import StepBatchSampler, make_loader, model_batch
+from densevlm.training.data import ContentDataset, StepBatchSampler, make_loader, model_batch
 from densevlm.training.distributed import all_reduce_sum, barrier, init_distributed
 from densevlm.training.optim import apply_freezing, param_groups, warmup_cosine
 from densevlm.training.precision import resolve_precision
@@ -47,11 +58,14 @@ from densevlm.training.step import alignment_step_loss, clipself_step_loss, opti
 from densevlm.training.targets import TargetBuilder, match_reviewed
 from densevlm.vocab import load_vocabulary
 
-__all__ = ["Trainer", "TrainResult", "train"]
+__all__ = ["Trainer", "TrainResult", "train", "KILL_AT_STEP"]
 
 log = logging.getLogger(__name__)
 
 Validator = Callable[[DenseModel], dict[str, Any]]
+
+KILL_AT_STEP = "DENSEVLM_TEST_KILL_AT_STEP"
+"""Environment variable of the test hook (see the module docstring)."""
 
 
 @dataclass
@@ -60,7 +74,7 @@ class TrainResult:
 
     out: Path
     steps: int
-    final_loss: float
+    final_loss: float  # of the last step whose teacher kept a region
     wall_s: float
     skipped_images: int
     retrieval: dict[str, Any]
@@ -101,6 +115,7 @@ class Trainer:
         if reviewed is not None:
             self.vocab = reviewed.vocab
         self.class_is_thing = torch.tensor(self.vocab.is_thing)
+        _warn_one_sided(cfg, self.vocab.is_thing)
         self.student = load_model(cfg.student, cfg.student_pretrained, self.device, input_size=cfg.size)
         self.size = cfg.size or self.student.input_size
         self.original = {k: v.detach().clone() for k, v in self.student.backbone.clip.state_dict().items()}
@@ -145,18 +160,39 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.skipped = 0
         self.global_step = 0
+        self.resumed = False
         if resume:
             restored = load_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler)
             if restored is not None:
-                self.global_step, self.skipped, self.history = restored
+                self._restore(restored)
+
+    def _restore(self, p: TrainProgress) -> None:
+        self.resumed = True
+        self.global_step, self.skipped, self.history, self.epoch_stats = p.step, p.skipped, p.history, p.epoch_stats
+        for k in ("total", "kept", "things"):
+            setattr(self.stats, k, int(p.stats.get(k, 0)))
+        self.stats.categories.update(p.stats.get("categories", {}))
+        sampler = self._sampler()
+        self.targets.resume_at(p.step, len(self.source), sampler.indices, ContentDataset(self.source, self.size).__getitem__)
+        if self.rank == 0:
+            _truncate_jsonl(self.out / "metrics.jsonl", p.step)
+
+    def _sampler(self) -> StepBatchSampler:
+        cfg = self.cfg
+        return StepBatchSampler(len(self.source), cfg.batch_size, cfg.steps, cfg.seed, self.rank, self.world,
+                                self.global_step)
+
+    def _progress(self) -> TrainProgress:
+        stats = {"total": self.stats.total, "kept": self.stats.kept, "things": self.stats.things,
+                 "categories": dict(self.stats.categories)}
+        return TrainProgress(self.global_step, self.skipped, self.history, stats, self.epoch_stats)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def save(self, final: bool = False) -> None:
         """Write ``state.pt`` and ``last.pt`` (and ``retrieval.json`` when ``final``); rank 0 only."""
         if self.rank != 0:
             return
-        save_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler, self.global_step,
-                   self.skipped, self.history)
+        save_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler, self._progress())
         meta = {"train": self.cfg.to_dict(), "step": self.global_step, "alpha": self.cfg.alpha}
         ensembled_model(self.student, self.original, self.cfg.alpha).save(self.out / "last.pt", meta)
         if final:
@@ -167,7 +203,7 @@ class Trainer:
         """One optimisation step on this process's decoded images (``index`` and uint8 ``content``).
 
         Returns the loss and region count summed over processes, with the targets' ``kept_frac``
-        and ``thing_frac``; the loss is NaN (and only the schedule steps) when no region carries weight.
+        and ``thing_frac``; the loss is None (and only the schedule steps) when no region carries weight.
         """
         cfg = self.cfg
         targets = self.targets(items, self.global_step)
@@ -178,8 +214,10 @@ class Trainer:
             out = alignment_step_loss(cfg, self.forward, images, targets, self.text_student, self.class_is_thing,
                                       self.logit_scale, self.stats, self.precision, with_crops=self.frozen is not None)
         if out.loss is None:
-            self.schedule.step()
-            totals = {"loss": float("nan"), "regions": 0.0}
+            with warnings.catch_warnings():  # stepping the schedule alone is meant: the step's LR is spent unused
+                warnings.simplefilter("ignore", UserWarning)
+                self.schedule.step()
+            totals = {"loss": None, "regions": 0.0}
         else:
             optimizer_step(out.loss, self.optimizer, self.scaler, self.schedule, self.world)
             (global_loss, global_regions) = all_reduce_sum([float(out.loss.detach()), float(out.regions)])
@@ -197,10 +235,10 @@ class Trainer:
             import yaml
 
             atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
-        writer = _tensorboard(self.out / "tb") if self.rank == 0 else None
-        sampler = StepBatchSampler(len(self.source), cfg.batch_size, cfg.steps, cfg.seed, self.rank, self.world,
-                                   self.global_step)
-        loader = make_loader(self.source, self.size, sampler, cfg.workers)
+        # a resumed run drops the events logged after its checkpoint (TensorBoard's purge_step)
+        writer = _tensorboard(self.out / "tb", self.global_step + 1 if self.resumed else None) if self.rank == 0 else None
+        loader = make_loader(self.source, self.size, self._sampler(), cfg.workers)
+        kill_at = int(os.environ.get(KILL_AT_STEP, "0") or 0)
         bar = tqdm(total=cfg.steps, initial=self.global_step, desc=f"train {cfg.method}",
                    disable=None if self.progress else True)
         if self.validate is not None and self.global_step == 0 and cfg.val_before:
@@ -208,7 +246,7 @@ class Trainer:
         started = time.perf_counter()
         window_regions, window_start = 0.0, time.perf_counter()
         epoch_size = max(1, math.ceil(len(self.source) / (cfg.batch_size * self.world)))
-        last_loss = float("nan")
+        last_loss, learned = None, any(row.get("loss") is not None for row in self.history)
         for batch in loader:
             items = [it for it in batch if "error" not in it]
             for bad in (it for it in batch if "error" in it):
@@ -218,21 +256,27 @@ class Trainer:
                 raise DenseVLMError(f"every image of step {self.global_step} was unreadable ({batch[0]['error']})")
             out = self.step(items)
             step = self.global_step
-            last_loss = out["loss"]
+            if out["loss"] is not None and not math.isfinite(out["loss"]):
+                raise DenseVLMError(
+                    f"{self.out}: training diverged at step {step} (the loss is {out['loss']}); stopped before logging "
+                    "or saving it, the last checkpoint stays; lower --lr and resume, or start again")
+            if out["loss"] is not None:
+                last_loss, learned = out["loss"], True
             window_regions += out["regions"]
             bar.update()
             if step % cfg.log_every == 0 or step == cfg.steps:
                 rate = window_regions / max(1e-9, time.perf_counter() - window_start)
                 window_regions, window_start = 0.0, time.perf_counter()
-                row = {"step": step, "loss": last_loss, "lr": self.schedule.get_last_lr()[0], "regions_per_s": rate,
+                row = {"step": step, "loss": out["loss"], "lr": self.schedule.get_last_lr()[0], "regions_per_s": rate,
                        "kept_frac": out["kept_frac"], "thing_frac": out["thing_frac"], "skipped": self.skipped}
                 self.history.append(row)
-                bar.set_postfix(loss=f"{last_loss:.4f}", reg_s=f"{rate:.0f}", kept=f"{out['kept_frac']:.2f}")
+                bar.set_postfix(loss="-" if out["loss"] is None else f"{out['loss']:.4f}", reg_s=f"{rate:.0f}",
+                                kept=f"{out['kept_frac']:.2f}")
                 if self.rank == 0:
                     _append_jsonl(self.out / "metrics.jsonl", row)
                     if writer is not None:
                         for k, v in row.items():
-                            if k != "step" and isinstance(v, (int, float)) and not math.isnan(v):
+                            if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
                                 writer.add_scalar(f"train/{k}", v, step)
             if cfg.method != "clipself" and step % epoch_size == 0:
                 self.epoch_stats.append({"step": step, **self.stats.summary()})
@@ -240,13 +284,19 @@ class Trainer:
                 self._validate(writer)
             if step % cfg.save_every == 0 and step < cfg.steps:
                 self.save()
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
         self.save(final=True)
+        if not learned:
+            raise DenseVLMError(_nothing_learned(cfg, self.vocab.names))
         if self.validate is not None:
             self._validate(writer, final=True)
         barrier()
         if writer is not None:
             writer.close()
+        if last_loss is None:
+            last_loss = next(row["loss"] for row in reversed(self.history) if row.get("loss") is not None)
         return TrainResult(self.out, self.global_step, last_loss, time.perf_counter() - started, self.skipped,
                            self.stats.summary(), self.history)
 
@@ -271,12 +321,47 @@ def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row, default=float) + "\n")
 
 
-def _tensorboard(path: Path):
+def _truncate_jsonl(path: Path, step: int) -> None:
+    """Drop the rows of ``path`` logged after ``step`` (by a run killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if _row_step(line) <= step]
+    if len(kept) < len(lines):
+        atomic_write_text(path, "".join(kept))
+
+
+def _row_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 0  # not a row of ours: keep it
+
+
+def _tensorboard(path: Path, purge_step: Optional[int] = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(path))
+    return SummaryWriter(str(path), purge_step=purge_step)
+
+
+def _warn_one_sided(cfg: TrainConfig, is_thing: list[bool]) -> None:
+    """Warn when the vocabulary has only things or only stuff: the decoupled loss then has one group."""
+    if cfg.method not in ("densevlm", "stuffonly") or (any(is_thing) and not all(is_thing)):
+        return
+    has, lacks = ("things", "stuff") if all(is_thing) else ("stuff", "things")
+    log.warning("%s: every class is %s (no %s), so --method %s has nothing to decouple and trains like "
+                "--method nodecouple; add %s classes to the vocabulary to use the decoupled loss",
+                cfg.vocab or "the default vocabulary", "a thing" if has == "things" else "stuff", lacks, cfg.method, lacks)
+
+
+def _nothing_learned(cfg: TrainConfig, names: list[str]) -> str:
+    """The one line that says why a run learned nothing: the teacher kept no region."""
+    return (f"{cfg.out}: nothing was learned: in all {cfg.steps} steps the teacher kept no region (every region's top "
+            f"class probability was under --threshold {cfg.threshold}); the teacher ({cfg.teacher}) may be untrained "
+            f"or not match the {len(names)} classes of {cfg.vocab or 'the default vocabulary'}; lower --threshold or "
+            "check --teacher and --vocab")
 
 
 def train(

@@ -1,0 +1,63 @@
+"""Distil a model's dense map into a smaller, faster image encoder, on your unlabeled images.
+
+The student keeps the teacher's text tower, tokenizer and logit scale (so every vocabulary
+and cached class embedding of the teacher works unchanged) and gets a smaller image tower
+(--arch) trained to reproduce the teacher's dense tokens: 1 - cosine per token, plus the KL
+of the class probabilities over --vocab at the teacher's logit scale. OUT/last.pt is a normal
+checkpoint for segment, eval and export; --resume continues OUT/state.pt.
+
+Small towers: tiny-vit-s (tiny-vit's width, half its blocks). For open_clip teachers
+(ViT-B/16 -> a ViT-S/16-sized tower) the recipe is documented in densevlm.training.distill.
+
+Examples:
+  densevlm distill --teacher tiny-teacher --arch tiny-vit-s --images world/unlabeled --out runs/small
+  densevlm distill --teacher runs/embedded/last.pt --arch tiny-vit-s --images world/unlabeled --out runs/small --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default="tiny-teacher",
+                   help="model whose dense map is copied: a checkpoint (e.g. RUN/last.pt) or a built-in tiny model "
+                        "(default: tiny-teacher)")
+    p.add_argument("--arch", default="tiny-vit-s", help="small image tower (default: tiny-vit-s)")
+    p.add_argument("--images", required=True, help="unlabeled images: folder, world dir, COCO JSON or tar shards")
+    p.add_argument("--out", required=True, help="run directory (last.pt, state.pt, metrics.jsonl, config.yaml)")
+    p.add_argument("--vocab", default=None, help="vocabulary of the KL term (default: the embedded world's)")
+    p.add_argument("--cosine-weight", type=float, default=1.0, help="weight of 1 - token cosine (default: 1)")
+    p.add_argument("--kl-weight", type=float, default=1.0,
+                   help="weight of the class-probability KL at the teacher's logit scale (default: 1)")
+    p.add_argument("--steps", type=int, default=500, help="optimisation steps (default: 500)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: 0.05)")
+    p.add_argument("--warmup-steps", type=int, default=20, help="linear warm-up steps (default: 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order (default: 0)")
+    p.add_argument("--size", type=int, default=None, help="longest input side (default: the teacher's)")
+    p.add_argument("--amp", default="auto", help="auto (default; off on the CPU), off, bf16 or fp16")
+    p.add_argument("--workers", type=int, default=0, help="image decoding processes (default: 0)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between log lines (default: 10)")
+    p.add_argument("--save-every", type=int, default=100, help="steps between checkpoints (default: 100)")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue from OUT/state.pt exactly where it stopped")
+    group.add_argument("--overwrite", action="store_true", help="start afresh in an existing run directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from densevlm.cli._common import default_device
+    from densevlm.training.distill import DistillConfig, distill
+
+    if args.device:
+        default_device(args.device)  # one line, before any work, when the machine lacks the device
+    cfg = DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig)})
+    result = distill(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(f"{result.steps} steps in {result.wall_s:.0f} s, final loss {result.final_loss:.4f}, "
+          f"label agreement with the teacher {100 * result.agreement:.1f}%, {result.skipped_images} images skipped")
+    print(result.out / "last.pt")
+    return 0

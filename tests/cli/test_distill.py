@@ -1,0 +1,35 @@
+"""`densevlm distill` on the command line: a run that prints its checkpoint, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from densevlm.cli.main import main
+from densevlm.data.synth import write_world
+from densevlm.model import load_model
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-distill")
+    write_world(root / "world", 4, seed=43, progress=False)
+    return str(root / "world")
+
+
+def test_distill_prints_a_loadable_checkpoint(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["distill", "--images", images, "--out", str(out), "--steps", "1", "--batch-size", "2", "-q"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == str(out / "last.pt") and "label agreement" in printed[0]
+    assert load_model(printed[-1]).spec.arch == "tiny-vit-s"
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--arch", "tiny-vit-q"], "--arch tiny-vit-q"),
+    (["--kl-weight", "0", "--cosine-weight", "0"], "not both 0"),
+    (["--teacher", "no/such/teacher.pt"], "no/such/teacher.pt"),
+])
+def test_bad_input_is_one_line_exit_2(images, tmp_path, capsys, extra, words):
+    status = main(["distill", "--images", images, "--out", str(tmp_path / "o"), "--steps", "1", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("densevlm distill: error:") and words in err[0], err
