@@ -17,12 +17,13 @@ KEYS = [("box.thing.macc1", "box thing"), ("box.stuff.macc1", "box stuff"), ("bo
         ("mask.thing.macc1", "mask thing"), ("mask.stuff.macc1", "mask stuff"), ("mask.fg_bias", "mask fg_bias")]
 
 
-def ensure_world(path: Path, n: int, seed: int) -> Path:
-    """Generate an embedded world of ``n`` scenes at ``path`` unless one is there already."""
+def ensure_world(path: Path, n: int, seed: int, **flags) -> Path:
+    """Generate an embedded world of ``n`` scenes at ``path`` unless one is there already
+    (``flags``: ``defect_rate``, ``shift`` of ``write_world``)."""
     from densevlm.data.synth import write_world
 
     if not (path / "panoptic.json").is_file():
-        write_world(path, n, seed=seed, workers=2, progress=False)
+        write_world(path, n, seed=seed, workers=2, progress=False, **flags)
     return path
 
 

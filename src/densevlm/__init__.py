@@ -6,6 +6,7 @@ The public surface (imported lazily, so the command line starts fast)::
     DenseRuntime   (the contract DenseModel and the exported runtimes share)
     Vocabulary, load_vocabulary
     segment(model, image, vocab) -> SegmentResult
+    inspect(model, images, operating_point) -> [Verdict]   (OK / UNSURE / NG)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _EXPORTS = {
     "load_vocabulary": "densevlm.vocab.loading",
     "segment": "densevlm.inference.segment",
     "SegmentResult": "densevlm.inference.result",
+    "inspect": "densevlm.inspection.verdict",
+    "OperatingPoint": "densevlm.inspection.operating_point",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

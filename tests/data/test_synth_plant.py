@@ -14,15 +14,16 @@ from densevlm.data.synth.plant import PLANT_DRAWERS, plant_things
 from densevlm.data.synth.scene import make_scene
 from densevlm.vocab import load_vocabulary
 
-# sha256 over (relative path, bytes) of every file of `write_world(out, 12, seed=11)`, computed with
-# the generator before plant words existed: the reference world must not change by a byte.
-REFERENCE_DIGEST = "e9ef4049223d414bdbbb3e213fb68f799840d744e722775001b7eed9d720af35"
+# sha256 over (relative path, bytes) of every file but vocab.txt of `write_world(out, 12, seed=11)`,
+# computed with main's generator before the [defects] section existed (vocab.txt gained it, issue 14):
+# the reference world's images and annotations must not change by a byte.
+REFERENCE_DIGEST = "16c4e66376f242dbf2294236a34566ee839e75582f64704573fa251e2d01e6b9"
 
 
 def _digest(root) -> str:
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.name != "vocab.txt":
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()

@@ -158,10 +158,21 @@ _PROC = "/proc/x/y"
     (["synth", "--out", "{run}"], "--out {run}: exists already; pass --overwrite"),
     (["pretrain", "--data", "{photos}", "--out", "{notes}"], "--out {notes}: exists already; pass --overwrite"),
     (["demo", "--out", "{run}"], "--out {run}: exists already; pass --overwrite"),
+    (["calibrate", "--data", "{photos}", "--max-false-alarm", "0.02", "--out", "{notes}"],
+     "--out {notes}: exists already; pass --overwrite"),
+    (["calibrate", "--data", "{photos}", "--vocab", "{vocab}", "--max-false-alarm", "0.02", "--out", "{vocab}",
+      "--overwrite"], "--out {vocab}: is also an input of this command"),
+    (["inspect", "{photos}", "--operating-point", "{notes}", "--out", "{run}"],
+     "--out {run}: exists already; pass --overwrite"),
+    (["inspect", "{photos}", "--operating-point", "{notes}", "--out", "{notes}"], "--out {notes}: is an existing file"),
+    (["monitor", "--reference", "{photos}", "--batch", "{photos}", "--json", "{notes}"],
+     "--json {notes}: exists already; pass --overwrite"),
 ] + [([*argv, _PROC], f"--out {_PROC}: cannot write under /proc") for argv in (
     ["segment", "{photos}", "--out"], ["retrieve", "--images", "{photos}", "--out"],
     ["export", "--model", "no-such-model", "--out"], ["train", "--images", "{photos}", "--out"],
     ["report", "{run}", "--out"], ["synth", "--out"], ["pretrain", "--data", "{photos}", "--out"], ["demo", "--out"],
+    ["calibrate", "--data", "{photos}", "--max-false-alarm", "0.02", "--out"],
+    ["inspect", "{photos}", "--operating-point", "{notes}", "--out"],
 )])
 def test_every_command_checks_its_outputs_before_any_work(user_files, capsys, argv, fragment):
     if _PROC in argv and not sys.platform.startswith("linux"):

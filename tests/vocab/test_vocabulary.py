@@ -113,3 +113,35 @@ def test_shipped_dataset_vocabularies():
     assert (len(ade), ade.num_things) == (150, 100)
     assert coco.names[0] == "person" and coco.names[80] == "banner"
     assert ade.synonyms[ade.index("conveyor belt")][0] == "conveyer belt"
+
+
+def test_defects_section_marks_things_and_adds_new_ones():
+    v = parse_vocabulary(GOOD + "[defects]\nScuff\ndent, ding\n")
+    assert v.names == ("bolt", "scratch", "dent", "conveyor belt", "steel plate")
+    assert v.is_defect == (False, True, True, False, False)
+    assert v.defects == ("scratch", "dent") and v.defect_indices == [1, 2]
+    assert v.synonyms[2] == ("dent", "ding") and v.is_thing[2]
+    assert parse_vocabulary(v.to_text()) == v
+    plain = parse_vocabulary(GOOD)
+    assert plain.is_defect == (False,) * 4 and plain.defects == ()
+    assert v.extended("nut", thing=True).defects == ("scratch", "dent")
+
+
+def test_defects_do_not_change_the_embedding_fingerprint():
+    marked = parse_vocabulary(GOOD + "[defects]\nscratch\n")
+    assert marked.fingerprint() == parse_vocabulary(GOOD).fingerprint()
+    assert marked != parse_vocabulary(GOOD)
+
+
+def test_stuff_listed_as_defect_is_a_one_line_error(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text(GOOD + "[defects]\nsteel plate\n", encoding="utf-8")
+    with pytest.raises(densevlm.DenseVLMError, match=r":10: defect 'steel plate' is stuff \(line 8\)"):
+        load_vocabulary(path)
+
+
+def test_embedded_world_lists_its_four_defects():
+    from densevlm.data.synth import world_vocabulary_text
+
+    v = parse_vocabulary(world_vocabulary_text())
+    assert v.defects == ("scratch", "crack", "dent", "rust spot") and len(v) == 16

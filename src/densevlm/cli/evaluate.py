@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "does not list) instead of counting it as void and warning")
     p.add_argument("--templates", default=None, help="prompt template set: vild, tiny, single, name")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--inspection", action="store_true",
+                   help="also the manufacturing metrics (inspection.image_auroc, recall_at_fa_0.01/0.05, aupro, "
+                        "per-defect AUROC and recall, defect confusion); needs a vocabulary with [defects]")
 
 
 def builtin_vocab_for(spec: str):
@@ -70,13 +73,27 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(size=size, crops=not args.no_crops, segmentation=not args.no_seg, batch_size=args.batch_size,
                      workers=args.workers, skip_bad=args.skip_bad, templates=args.templates)
     if args.data.endswith((".sqlite", ".db", ".sqlite3")):
+        if args.inspection:
+            from densevlm.errors import DenseVLMError
+
+            raise DenseVLMError("--inspection needs a panoptic dataset (pixel ground truth), not a review database")
         result = evaluate_reviewed(model, args.data, cfg)
     else:
         dataset = PanopticDataset(args.data, limit=args.limit, strict=args.strict)
         vocab = load_vocabulary(args.vocab) if args.vocab else builtin_vocab_for(args.data)
         result = evaluate(model, dataset, vocab, cfg, progress=rank == 0)
+        if args.inspection:
+            from densevlm.inspection.evaluate import evaluate_inspection
+
+            result.metrics.update(evaluate_inspection(model, args.data, vocab, limit=args.limit,
+                                                      batch_size=args.batch_size, progress=rank == 0))
     if rank == 0:
         print(format_table(result.metrics, title=f"{args.model} on {args.data} ({size} px)"))
+        if args.inspection:
+            m = result.metrics
+            print(f"inspection: image AUROC {m['inspection.image_auroc']:.3f}  recall at 1 % / 5 % false alarms "
+                  f"{m['inspection.recall_at_fa_0.01']:.3f} / {m['inspection.recall_at_fa_0.05']:.3f}  "
+                  f"AUPRO {m['inspection.aupro']:.3f}")
         if result.skipped:
             print(f"skipped {len(result.skipped)} items, e.g. {result.skipped[0]}")
         if args.json:

@@ -4,7 +4,9 @@ Each RUN_DIR is a `densevlm train --out DIR --val-data ...` directory: the repor
 student before adaptation and every run after it (thing/stuff accuracy, the foreground-bias
 rate, mIoU), per-class bars, the thing/stuff confusion, what the teacher retrieved, training
 curves, sample overlays, the configuration and, with --review-stats, the expert review's statistics.
-A verdict paragraph sits on top.
+A verdict paragraph sits on top. When an evaluation JSON of a run holds inspection metrics
+(`densevlm eval --inspection`, or the demo's), an inspection section shows the ROC curve per model,
+the recall at --false-alarm and the defect confusion, and with --inspect-dir a few items called NG.
 
 Example:
   densevlm report demo/densevlm demo/clipself --out demo/report.html
@@ -21,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default="densevlm: adapting a VLM to the plant's images", help="report title")
     p.add_argument("--review-stats", metavar="FILE", help="review statistics JSON (`densevlm review stats --json FILE`)")
     p.add_argument("--before-samples", default=None, help="folder of *.overlay.png of the model before adaptation")
+    p.add_argument("--false-alarm", type=float, default=0.02, metavar="RATE",
+                   help="false-alarm rate the inspection recall is read at (default: 0.02, i.e. 2 %%)")
+    p.add_argument("--inspect-dir", default=None, metavar="DIR",
+                   help="a `densevlm inspect --out` folder: its first NG overlays go into the inspection section")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
@@ -29,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.fileio import check_output
     from densevlm.report import write_report
 
-    inputs = existing_paths(*args.runs, args.review_stats, args.before_samples)
+    inputs = existing_paths(*args.runs, args.review_stats, args.before_samples, args.inspect_dir)
     check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite)
-    path = write_report(args.runs, args.out, args.title, args.review_stats, args.before_samples)
+    path = write_report(args.runs, args.out, args.title, args.review_stats, args.before_samples,
+                        false_alarm=args.false_alarm, inspect_dir=args.inspect_dir)
     print(path)
     return 0

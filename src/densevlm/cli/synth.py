@@ -7,7 +7,10 @@ for training and held-out sets.
 
 Example:
   densevlm synth --out world/val --n 500 --seed 2000000
+  densevlm synth --out line/ref --n 500 --seed 3000000 --defect-rate 0.5
+  densevlm synth --out line/dark --n 100 --seed 3100000 --defect-rate 0.5 --shift lighting
   densevlm synth --out plant/pool --n 2000 --seed 5 --plant-words
+  densevlm synth --out plant/line --n 500 --seed 3200000 --plant-words --defect-rate 0.5
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probability that a caption names the background (default: 0.15, which makes the "
                         "foreground-biased captions a web-trained CLIP sees)")
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default: 2)")
+    p.add_argument("--defect-rate", type=float, default=None, metavar="R",
+                   help="share of NG images (at least one defect; the others hold parts only); writes "
+                        "inspection.json with the per-image ground truth (default: the reference mix)")
+    p.add_argument("--shift", default=None, choices=("lighting", "blur", "new-surface", "new-defect", "camera"),
+                   help="a drifted line: darker, blurred, a new surface (cardboard), a new defect (oil stain) "
+                        "or a 1.5x camera zoom")
     p.add_argument("--plant-words", action="store_true",
                    help="add four classes no caption ever names (burr, weld spatter, porosity, rivet), as a "
                         "plant's own words are unknown to a web-trained VLM; review teaches them")
@@ -39,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, "dir", overwrite=args.overwrite)
     start = time.perf_counter()
     out = write_world(args.out, args.n, seed=args.seed, size=args.size, p_stuff=args.p_stuff, workers=args.workers,
-                      plant_words=args.plant_words)
+                      plant_words=args.plant_words, defect_rate=args.defect_rate, shift=args.shift)
     print(f"wrote {args.n} scenes to {out} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -2,27 +2,28 @@
 
 A run directory is what ``densevlm train --out DIR --val-data ...`` writes: ``config.yaml``,
 ``eval_before.json`` (the student before adaptation), ``eval.json`` (after), ``metrics.jsonl``,
-``retrieval.json`` and optionally ``samples/*.overlay.png``. Review statistics come as the JSON
-file ``densevlm review stats --json`` writes. The report reads these *files* only; it never
-imports the training, evaluation or review code.
+``retrieval.json`` and optionally ``samples/*.overlay.png``; an evaluation JSON with inspection
+metrics (``eval --inspection``) adds the inspection section (:mod:`densevlm.report.inspection`).
+Review statistics come as the JSON file ``densevlm review stats --json`` writes. The report reads
+these *files* only; it never imports the training, evaluation, inspection or review code.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_write_text
-from densevlm.report.plots import group_confusion, per_class_bars, retrieval_bars, training_curves
+from densevlm.report.inspection import inspection_section, ng_overlays
+from densevlm.report.plots import group_confusion, img_tag, per_class_bars, retrieval_bars, training_curves
 
 __all__ = ["RunRecord", "load_run", "build_report", "write_report", "verdict"]
 
@@ -90,11 +91,6 @@ def _pct(value: Any) -> str:
     return f"{value:.1f}"
 
 
-def _img(data: bytes, alt: str, css: str = "") -> str:
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" class="{css}" src="data:image/png;base64,{encoded}">'
-
-
 def verdict(base: dict[str, Any], runs: list[RunRecord]) -> str:
     """One paragraph a manager can read: the foreground bias before and after, and the cost."""
     dense = next((r for r in runs if r.method == "densevlm" and r.after), None) or next((r for r in runs if r.after), None)
@@ -128,8 +124,10 @@ def _group_confusion(ev: dict[str, Any], kind: str = "box") -> np.ndarray:
 
 
 def build_report(runs: list[RunRecord], title: str = "densevlm report", review: Optional[dict[str, Any]] = None,
-                 base_samples: Optional[list[Path]] = None, commands: Optional[list[str]] = None) -> str:
-    """The HTML text of the report."""
+                 base_samples: Optional[list[Path]] = None, commands: Optional[list[str]] = None,
+                 false_alarm: float = 0.02, ng_images: Sequence[Path] = ()) -> str:
+    """The HTML text of the report; ``false_alarm`` and ``ng_images`` feed the inspection section
+    (:mod:`densevlm.report.inspection`), shown when an evaluation JSON holds inspection metrics."""
     if not runs:
         raise DenseVLMError("no run directories given")
     base = next((r.before for r in runs if r.before), None)
@@ -150,10 +148,10 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
     names = ref["class_names"]
     is_thing = ref["is_thing"]
     series = {name: [row.get("box_acc1", float("nan")) for row in ev["per_class"]] for name, ev in rows}
-    body.append("<h2>Per class</h2>" + _img(per_class_bars(names, series, is_thing, "box region accuracy per class"), "per-class accuracy"))
+    body.append("<h2>Per class</h2>" + img_tag(per_class_bars(names, series, is_thing, "box region accuracy per class"), "per-class accuracy"))
     panels = {name: _group_confusion(ev) for name, ev in rows}
     body.append("<h2>Things versus stuff</h2><p>Rows: what the region is; columns: what the model said. "
-                "The lower-left cell is the foreground bias.</p>" + _img(group_confusion(panels), "thing/stuff confusion"))
+                "The lower-left cell is the foreground bias.</p>" + img_tag(group_confusion(panels), "thing/stuff confusion"))
     retrieval = [(r.name, r.retrieval["overall"]) for r in runs if r.retrieval and r.retrieval.get("overall", {}).get("regions")]
     if retrieval:
         body.append("<h2>What the teacher retrieved</h2>")
@@ -161,19 +159,20 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
             body.append(f"<p><b>{html.escape(name)}</b>: {stats['regions']} regions, kept {100 * stats['kept_frac']:.1f}&nbsp;% "
                         f"(confidence above the threshold), {100 * stats['thing_frac']:.1f}&nbsp;% of kept regions are things.</p>")
             if stats.get("top_categories"):
-                body.append(_img(retrieval_bars(stats["top_categories"], f"{name}: most retrieved categories"), "retrieval"))
+                body.append(img_tag(retrieval_bars(stats["top_categories"], f"{name}: most retrieved categories"), "retrieval"))
     curves = {r.name: [h for h in r.history if "loss" in h] for r in runs if r.history}
     if any(curves.values()):
-        body.append("<h2>Training</h2>" + _img(training_curves(curves), "training loss"))
+        body.append("<h2>Training</h2>" + img_tag(training_curves(curves), "training loss"))
     sample_sets = ([("before", base_samples)] if base_samples else []) + [(r.name, r.samples) for r in runs if r.samples]
     if sample_sets:
         body.append("<h2>Samples</h2><div class='samples'>")
         for name, paths in sample_sets:
             body.append(f"<div class='col'><h3>{html.escape(name)}</h3>")
             for p in paths:
-                body.append(_img(p.read_bytes(), f"{name} {p.name}", "sample"))
+                body.append(img_tag(p.read_bytes(), f"{name} {p.name}", "sample"))
             body.append("</div>")
         body.append("</div>")
+    body.append(inspection_section(rows, false_alarm, ng_images))
     if review:
         body.append("<h2>Expert review</h2>" + _review_section(review))
     body.append("<h2>How this was made</h2>")
@@ -198,14 +197,20 @@ def _review_section(stats: dict[str, Any]) -> str:
 
 def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "densevlm report",
                  review_stats: Optional[str | Path] = None, base_samples: Optional[str | Path] = None,
-                 commands: Optional[list[str]] = None) -> Path:
-    """Read the run directories (and the review statistics JSON, if given) and write the report atomically; returns its path."""
+                 commands: Optional[list[str]] = None, false_alarm: float = 0.02,
+                 inspect_dir: Optional[str | Path] = None) -> Path:
+    """Read the run directories (and the review statistics JSON, if given) and write the report atomically; returns its path.
+
+    ``inspect_dir``: a ``densevlm inspect --out`` folder whose first NG overlays the inspection
+    section shows; ``false_alarm``: the rate its recall is read at.
+    """
     runs = [load_run(d) for d in run_dirs]
     review = _read_json(Path(review_stats)) if review_stats else None
     if review_stats and review is None:
         raise DenseVLMError(f"{review_stats}: not found (write review statistics with `densevlm review stats --json FILE`)")
     samples = sorted(Path(base_samples).glob("*.overlay.png")) if base_samples and Path(base_samples).is_dir() else None
-    return atomic_write_text(out, build_report(runs, title, review, samples, commands))
+    ng_images = ng_overlays(inspect_dir) if inspect_dir else []
+    return atomic_write_text(out, build_report(runs, title, review, samples, commands, false_alarm, ng_images))
 
 
 _PAGE = """<!doctype html>

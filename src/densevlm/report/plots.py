@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["per_class_bars", "group_confusion", "training_curves", "retrieval_bars", "png_bytes"]
+__all__ = ["per_class_bars", "group_confusion", "training_curves", "retrieval_bars", "roc_curves", "defect_confusion",
+           "png_bytes", "img_tag"]
 
 COLOURS = ["#8a8f98", "#1b7f5f", "#c2571a", "#3a5fc8", "#9b3fb5", "#b59b2a"]
 
@@ -26,6 +29,12 @@ def png_bytes(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return buf.getvalue()
+
+
+def img_tag(data: bytes, alt: str, css: str = "") -> str:
+    """An ``<img>`` element with the PNG ``data`` embedded (base64), so the page needs no other file."""
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" class="{css}" src="data:image/png;base64,{encoded}">'
 
 
 def per_class_bars(names: Sequence[str], series: dict[str, Sequence[float]], is_thing: Sequence[bool], title: str) -> bytes:
@@ -97,4 +106,48 @@ def retrieval_bars(top: Sequence[Sequence[Any]], title: str) -> bytes:
     ax.barh(names, counts, color=COLOURS[1])
     ax.set_xlabel("regions")
     ax.set_title(title, fontsize=10)
+    return png_bytes(fig)
+
+
+def roc_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]], false_alarm: float) -> bytes:
+    """Image-level ROC, one line per model: ``{label: (false-alarm rates, recalls)}`` (both in [0, 1],
+    drawn as %), with a dotted line at the chosen ``false_alarm`` rate."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    for i, (label, (fa, recall)) in enumerate(curves.items()):
+        ax.plot(100 * np.asarray(fa, dtype=float), 100 * np.asarray(recall, dtype=float), label=label,
+                color=COLOURS[i % len(COLOURS)])
+    ax.plot([0, 100], [0, 100], color="#bbb", linewidth=0.8)
+    ax.axvline(100 * false_alarm, color="#444", linestyle=":", linewidth=1)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("false alarms: OK items called NG (%)")
+    ax.set_ylabel("recall: NG items caught (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def defect_confusion(panels: dict[str, tuple[Sequence[str], Sequence[str], np.ndarray]]) -> bytes:
+    """Defect confusion per model: ``{label: (row names, column names, counts [D, D + 1])}``, rows the
+    ground-truth defect, columns what the model said (a defect or "not a defect"), row-normalised %."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+    for ax, (label, (rows, columns, counts)) in zip(axes[0], panels.items()):
+        counts = np.asarray(counts, dtype=float).reshape(len(rows), len(columns))
+        total = counts.sum(axis=1, keepdims=True)
+        share = np.where(total > 0, 100.0 * counts / np.maximum(total, 1), 0.0)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
+        for i in range(share.shape[0]):
+            for j in range(share.shape[1]):
+                ax.text(j, i, f"{share[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 55 else "black")
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels(columns, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(rows, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("ground truth")
+        ax.set_title(label, fontsize=10)
+    fig.tight_layout()
     return png_bytes(fig)

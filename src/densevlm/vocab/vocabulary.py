@@ -9,9 +9,15 @@ The file format is written by hand by a plant engineer::
     [stuff]
     conveyor belt
     steel plate
+    [defects]               # optional: which things make an inspected item NG
+    scratch                 # a thing above, or a new thing
+    crack
 
 Each non-empty line is one class; its first comma-separated name is the class name and the
-others are synonyms whose prompt embeddings are averaged into the class embedding.
+others are synonyms whose prompt embeddings are averaged into the class embedding. A
+``[defects]`` line names a thing (by any of its names) or adds a new thing; either way that
+class is a defect. Defects change verdicts, not embeddings: :meth:`Vocabulary.fingerprint`
+ignores them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from densevlm.errors import DenseVLMError
 
 __all__ = ["Vocabulary", "read_vocabulary_text", "parse_vocabulary"]
 
-_SECTIONS = {"things": True, "thing": True, "stuff": False}
+_SECTIONS: dict[str, bool | str] = {"things": True, "thing": True, "stuff": False, "defects": "defects",
+                                     "defect": "defects"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Vocabulary:
         names: ``[K]`` display names (the first name of each class).
         synonyms: ``[K]`` tuples of every name of a class, the display name first.
         is_thing: ``[K]`` True for things, False for stuff.
+        is_defect: ``[K]`` True for the things listed under ``[defects]`` (empty = none).
         source: the file it was read from (empty when built in code); for messages only.
         lines: ``[K]`` the line of each class in ``source`` (empty when built in code).
     """
@@ -44,10 +52,15 @@ class Vocabulary:
     names: tuple[str, ...]
     synonyms: tuple[tuple[str, ...], ...]
     is_thing: tuple[bool, ...]
+    is_defect: tuple[bool, ...] = ()
     source: str = field(default="", compare=False)
     lines: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        if not self.is_defect:
+            object.__setattr__(self, "is_defect", (False,) * len(self.names))
+        if len(self.is_defect) != len(self.names) or any(d and not t for d, t in zip(self.is_defect, self.is_thing)):
+            raise DenseVLMError("vocabulary: is_defect must have one entry per class and mark things only")
         if not self.names:
             raise DenseVLMError("vocabulary is empty: give at least one class under [things] or [stuff]")
         if not (len(self.names) == len(self.synonyms) == len(self.is_thing)):
@@ -61,13 +74,24 @@ class Vocabulary:
                 seen[key] = name
 
     @classmethod
-    def from_lists(cls, things: Sequence[str | Sequence[str]], stuff: Sequence[str | Sequence[str]]) -> "Vocabulary":
-        """Build from Python lists; an entry is a name or a list of synonyms (display name first)."""
+    def from_lists(cls, things: Sequence[str | Sequence[str]], stuff: Sequence[str | Sequence[str]],
+                   defects: Sequence[str] = ()) -> "Vocabulary":
+        """Build from Python lists; an entry is a name or a list of synonyms (display name first).
+
+        ``defects`` names things (any synonym, case-insensitive) that make an item NG.
+        """
         entries = [(_as_synonyms(e), True) for e in things] + [(_as_synonyms(e), False) for e in stuff]
+        keys = {n.lower(): i for i, (syns, t) in enumerate(entries) if t for n in syns}
+        marked = set()
+        for name in defects:
+            if name.strip().lower() not in keys:
+                raise DenseVLMError(f"vocabulary: defect '{name}' is not a thing of the vocabulary")
+            marked.add(keys[name.strip().lower()])
         return cls(
             names=tuple(s[0] for s, _ in entries),
             synonyms=tuple(s for s, _ in entries),
             is_thing=tuple(t for _, t in entries),
+            is_defect=tuple(i in marked for i in range(len(entries))),
         )
 
     def __len__(self) -> int:
@@ -87,6 +111,16 @@ class Vocabulary:
     def num_things(self) -> int:
         return sum(self.is_thing)
 
+    @property
+    def defect_indices(self) -> list[int]:
+        """Indices of the defect classes (things listed under ``[defects]``)."""
+        return [i for i, d in enumerate(self.is_defect) if d]
+
+    @property
+    def defects(self) -> tuple[str, ...]:
+        """Display names of the defect classes, in vocabulary order."""
+        return tuple(self.names[i] for i in self.defect_indices)
+
     def index(self, name: str) -> int:
         """Index of the class that has ``name`` (any synonym, case-insensitive)."""
         key = name.strip().lower()
@@ -101,11 +135,11 @@ class Vocabulary:
         return hashlib.sha256(payload).hexdigest()[:16]
 
     def extended(self, name: str, thing: bool) -> "Vocabulary":
-        """A copy with one more class, placed at the end of its section."""
+        """A copy with one more class, placed at the end of its section (defects kept)."""
         things = [s for s, t in zip(self.synonyms, self.is_thing) if t]
         stuff = [s for s, t in zip(self.synonyms, self.is_thing) if not t]
         (things if thing else stuff).append((name,))
-        return Vocabulary.from_lists(things, stuff)
+        return Vocabulary.from_lists(things, stuff, self.defects)
 
     def to_text(self) -> str:
         """The vocabulary in the file format (round-trips through :func:`load_vocabulary`)."""
@@ -113,6 +147,8 @@ class Vocabulary:
         lines += [", ".join(s) for s, t in zip(self.synonyms, self.is_thing) if t]
         lines += ["[stuff]"]
         lines += [", ".join(s) for s, t in zip(self.synonyms, self.is_thing) if not t]
+        if self.defects:
+            lines += ["[defects]", *self.defects]
         return "\n".join(lines) + "\n"
 
     def save(self, path: str | Path) -> None:
@@ -131,7 +167,8 @@ def parse_vocabulary(text: str, source: str = "<string>") -> Vocabulary:
     """Parse the vocabulary file format; errors name ``source`` and the line number."""
     things: list[tuple[str, ...]] = []
     stuff: list[tuple[str, ...]] = []
-    section: bool | None = None
+    defects: list[tuple[int, tuple[str, ...]]] = []
+    section: bool | str | None = None
     first_line: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -140,7 +177,7 @@ def parse_vocabulary(text: str, source: str = "<string>") -> Vocabulary:
         if line.startswith("["):
             key = line.strip("[]").strip().lower()
             if not line.endswith("]") or key not in _SECTIONS:
-                raise DenseVLMError(f"{source}:{lineno}: unknown section header '{line}'; use [things] or [stuff]")
+                raise DenseVLMError(f"{source}:{lineno}: unknown section header '{line}'; use [things], [stuff] or [defects]")
             section = _SECTIONS[key]
             continue
         if section is None:
@@ -148,6 +185,9 @@ def parse_vocabulary(text: str, source: str = "<string>") -> Vocabulary:
         names = tuple(" ".join(n.split()) for n in line.split(","))
         if any(not n for n in names):
             raise DenseVLMError(f"{source}:{lineno}: empty name in '{line}'")
+        if section == "defects":
+            defects.append((lineno, names))
+            continue
         for n in names:
             key = n.lower()
             if key in first_line:
@@ -157,8 +197,27 @@ def parse_vocabulary(text: str, source: str = "<string>") -> Vocabulary:
         (things if section else stuff).append(names)
     if not things and not stuff:
         raise DenseVLMError(f"{source}: vocabulary is empty; list classes under [things] and [stuff]")
-    vocab = Vocabulary.from_lists(things, stuff)
+    vocab = Vocabulary.from_lists(things, stuff, _resolve_defects(defects, things, stuff, first_line, source))
     return replace(vocab, source=source, lines=tuple(first_line[n.lower()] for n in vocab.names))
+
+
+def _resolve_defects(lines: list[tuple[int, tuple[str, ...]]], things: list[tuple[str, ...]],
+                     stuff: list[tuple[str, ...]], first_line: dict[str, int], source: str) -> list[str]:
+    """Display names of the ``[defects]`` lines; a line naming no thing is appended to ``things``."""
+    names = []
+    for lineno, syns in lines:
+        known = [n for n in syns if n.lower() in first_line]
+        if known and _section_of(known[0].lower(), things, stuff):
+            names.append(known[0])
+        elif known:
+            raise DenseVLMError(f"{source}:{lineno}: defect '{known[0]}' is stuff (line {first_line[known[0].lower()]}); "
+                                "[defects] lists things")
+        else:
+            things.append(syns)
+            for n in syns:
+                first_line[n.lower()] = lineno
+            names.append(syns[0])
+    return names
 
 
 def _section_of(key: str, things: list[tuple[str, ...]], stuff: list[tuple[str, ...]]) -> bool:

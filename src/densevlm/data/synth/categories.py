@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Category", "CATEGORIES", "THINGS", "STUFF", "HARDWARE", "DEFECTS", "PLANT", "PLANT_WORDS", "PLURALS", "by_name"]
+__all__ = ["Category", "CATEGORIES", "THINGS", "STUFF", "HARDWARE", "DEFECTS", "UNSEEN", "PLANT", "PLANT_WORDS",
+           "PLURALS", "by_name"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ STUFF = (
 )
 THINGS = HARDWARE + DEFECTS
 CATEGORIES = THINGS + STUFF
+# Never in the reference world: drawn only by `synth --shift new-surface` / `--shift new-defect`.
+UNSEEN = (
+    Category(91, "cardboard", False, "surface"),
+    Category(92, "oil stain", True, "defect"),
+)
 # Plant words: drawn only by `synth --plant-words` (synth/plant.py) and never named in a caption.
 PLANT = (
     Category(31, "burr", True, "defect"),
@@ -71,11 +77,12 @@ PLURALS = {
     "crack": "cracks",
     "dent": "dents",
     "rust spot": "rust spots",
+    "oil stain": "oil stains",
 }
 
 
 def by_name(name: str) -> Category:
-    for c in CATEGORIES + PLANT:
+    for c in CATEGORIES + UNSEEN + PLANT:
         if c.name == name:
             return c
     raise KeyError(name)

@@ -221,6 +221,25 @@ def draw_rust_spot(rng: np.random.Generator, h: int, w: int, scale: float) -> In
     return Instance("rust spot", mask, paint)
 
 
+def draw_oil_stain(rng: np.random.Generator, h: int, w: int, scale: float) -> Instance:
+    """A dark, glossy, translucent blob with a bright rim highlight (``--shift new-defect`` only)."""
+    r = rng.uniform(5, 9) * scale
+    u, v, _ = _frame(rng, h, w, r)
+    theta = np.arctan2(v, u)
+    wobble = 1.0 + 0.12 * np.sin(4 * theta + rng.uniform(0, 2 * np.pi))
+    d = np.sqrt(u**2 + v**2) / (r * wobble)
+    mask = d <= 1.0
+    sheen = np.clip(1.0 - np.abs(d - 0.6) * 5.0, 0.0, 1.0)
+
+    def paint(image: np.ndarray) -> np.ndarray:
+        out = image.copy()
+        tint = np.array([0.10, 0.09, 0.14])
+        out[mask] = 0.35 * out[mask] + 0.65 * tint + 0.25 * sheen[mask][:, None] * np.array([0.55, 0.70, 0.60])
+        return np.clip(out, 0.0, 1.0)
+
+    return Instance("oil stain", mask, paint)
+
+
 THING_DRAWERS: dict[str, Callable[[np.random.Generator, int, int, float], Instance]] = {
     "bolt": draw_bolt,
     "nut": draw_nut,
@@ -232,4 +251,5 @@ THING_DRAWERS: dict[str, Callable[[np.random.Generator, int, int, float], Instan
     "crack": draw_crack,
     "dent": draw_dent,
     "rust spot": draw_rust_spot,
+    "oil stain": draw_oil_stain,
 }

@@ -103,6 +103,14 @@ def rubber_mat(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return _tint(gray, (1.0, 1.0, 1.0))
 
 
+def cardboard(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Tan corrugated board: soft parallel flutes (not in the reference world; ``--shift new-surface``)."""
+    u, _ = _coords(h, w, rng.uniform(0, np.pi))
+    flutes = 0.5 + 0.5 * np.sin(2 * np.pi * u / rng.uniform(2.5, 3.5))
+    gray = rng.uniform(0.78, 0.88) + 0.08 * flutes + 0.05 * (smooth_noise(rng, h, w, 8.0) - 0.5)
+    return np.clip(gray[..., None] * np.array([0.80, 0.62, 0.40])[None, None, :], 0.0, 1.0)
+
+
 TEXTURES: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {
     "conveyor belt": conveyor_belt,
     "steel plate": steel_plate,
@@ -110,6 +118,7 @@ TEXTURES: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {
     "concrete floor": concrete_floor,
     "cloth": cloth,
     "rubber mat": rubber_mat,
+    "cardboard": cardboard,
 }
 
 

@@ -6,8 +6,10 @@ Layout of ``OUT``::
     panoptic/000000.png ...    segment ids as R + 256 G + 256^2 B
     panoptic.json              images, annotations[].segments_info[], categories[]
     captions.jsonl             {"image": "images/000000.png", "caption": "..."}
-    vocab.txt                  the 10 things and 6 stuff classes in the vocabulary format
-                               (with --plant-words: 14 things, the 4 plant words among them)
+    inspection.json            only with --defect-rate / --shift: {"defect_rate", "shift", "defects",
+                               "images": [{"file_name", "ng", "defects"}]} (see synth/inspection.py)
+    vocab.txt                  the 10 things (4 of them [defects]) and 6 stuff classes in the vocabulary format
+                               (with --plant-words: 14 things, the 4 plant words among them, 3 of them defects)
 
 Scene ``i`` is drawn from ``numpy.random.default_rng([seed, i])``, so the same seed gives
 byte-identical files, and two seeds give disjoint, independent sets.
@@ -19,7 +21,7 @@ import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -39,18 +41,26 @@ def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
     return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
 
 
-def generate_scene(seed: int, index: int, size: int, plant_words: bool = False) -> Scene:
-    """Scene ``index`` of the world with ``seed`` (things drawn among the plant words too with ``plant_words``)."""
-    if plant_words:
-        from densevlm.data.synth.plant import plant_things
+def generate_scene(seed: int, index: int, size: int, plant_words: bool = False,
+                   defect_rate: Optional[float] = None, shift: Optional[str] = None) -> Scene:
+    """Scene ``index`` of the world with ``seed``: things drawn among the plant words too with
+    ``plant_words``, and the inspection flags (see synth/inspection.py)."""
+    rng = np.random.default_rng([seed, index])
+    if defect_rate is None and shift is None:
+        if plant_words:
+            from densevlm.data.synth.plant import plant_things
 
-        return make_scene(np.random.default_rng([seed, index]), size=size, choose_things=plant_things)
-    return make_scene(np.random.default_rng([seed, index]), size=size)
+            return make_scene(rng, size=size, choose_things=plant_things)
+        return make_scene(rng, size=size)
+    from densevlm.data.synth.inspection import inspection_scene, is_ng
+
+    ng = None if defect_rate is None else is_ng(seed, index, defect_rate)
+    return inspection_scene(rng, size, ng, shift, plant_words)
 
 
-def _write_one(job: tuple[str, int, int, int, float, bool]) -> dict[str, Any]:
-    out, seed, index, size, p_stuff, plant_words = job
-    scene = generate_scene(seed, index, size, plant_words)
+def _write_one(job: tuple) -> dict[str, Any]:
+    out, seed, index, size, p_stuff, plant_words, defect_rate, shift = job
+    scene = generate_scene(seed, index, size, plant_words, defect_rate, shift)
     name = f"{index:06d}.png"
     Image.fromarray(scene.image).save(os.path.join(out, "images", name), optimize=False)
     Image.fromarray(ids_to_rgb(scene.panoptic_ids())).save(os.path.join(out, "panoptic", name), optimize=False)
@@ -62,9 +72,10 @@ def _write_one(job: tuple[str, int, int, int, float, bool]) -> dict[str, Any]:
     return {"index": index, "file_name": name, "segments_info": segments, "caption": caption}
 
 
-def _jobs(out: Path, n: int, seed: int, size: int, p_stuff: float, start: int, plant_words: bool) -> Iterator[tuple]:
+def _jobs(out: Path, n: int, seed: int, size: int, p_stuff: float, start: int, plant_words: bool,
+          defect_rate: Optional[float], shift: Optional[str]) -> Iterator[tuple]:
     for i in range(start, start + n):
-        yield (str(out), seed, i, size, p_stuff, plant_words)
+        yield (str(out), seed, i, size, p_stuff, plant_words, defect_rate, shift)
 
 
 def write_world(
@@ -78,6 +89,8 @@ def write_world(
     progress: bool = True,
     patch_size: int = 8,
     plant_words: bool = False,
+    defect_rate: Optional[float] = None,
+    shift: Optional[str] = None,
 ) -> Path:
     """Generate ``n`` scenes into ``out`` (see the module docstring for the layout).
 
@@ -91,7 +104,14 @@ def write_world(
         workers: processes to render with.
         plant_words: add the four plant words (synth/plant.py), drawn like any thing and never
             named in a caption; without it the files are byte-identical to the reference world.
+        defect_rate: share of NG images (at least one defect; the others hold parts only);
+            None keeps the reference mix.
+        shift: ``lighting``, ``blur``, ``new-surface``, ``new-defect`` or ``camera``: a drifted line.
     """
+    from densevlm.data.synth.inspection import check_flags, extra_categories
+
+    check_flags(defect_rate, shift)
+    extra = (PLANT if plant_words else ()) + extra_categories(shift)
     if n <= 0:
         raise DenseVLMError(f"--n must be positive, got {n}")
     if size <= 0 or size % patch_size:
@@ -109,7 +129,7 @@ def write_world(
         raise DenseVLMError(f"{out}: cannot write there ({e.strerror})") from None
     from tqdm import tqdm
 
-    jobs = _jobs(out, n, seed, size, p_stuff, start, plant_words)
+    jobs = _jobs(out, n, seed, size, p_stuff, start, plant_words, defect_rate, shift)
     bar = tqdm(total=n, desc="synth", unit="img", disable=None if progress else True, leave=False)
     records: list[dict[str, Any]] = []
     if workers > 1:
@@ -128,16 +148,34 @@ def write_world(
     ]
     categories = [
         {"id": c.id, "name": c.name, "isthing": int(c.isthing), "supercategory": c.supercategory}
-        for c in CATEGORIES + (PLANT if plant_words else ())
+        for c in CATEGORIES + extra
     ]
     info = {"description": "densevlm embedded world", "generator_version": GENERATOR_VERSION, "seed": seed,
             "n": n, "start": start, "size": size, "p_stuff": p_stuff}
     if plant_words:
         info["plant_words"] = [c.name for c in PLANT]
+    if defect_rate is not None or shift is not None:
+        info.update({"defect_rate": defect_rate, "shift": shift})
+        _write_ground_truth(out / "inspection.json", records, defect_rate, shift, plant_words)
     panoptic = {"info": info, "images": images, "annotations": annotations, "categories": categories}
     (out / "panoptic.json").write_text(json.dumps(panoptic, sort_keys=True) + "\n", encoding="utf-8")
     with open(out / "captions.jsonl", "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps({"image": f"images/{r['file_name']}", "caption": r["caption"]}, sort_keys=True) + "\n")
-    (out / "vocab.txt").write_text(world_vocabulary_text(PLANT if plant_words else ()), encoding="utf-8")
+    (out / "vocab.txt").write_text(world_vocabulary_text(extra), encoding="utf-8")
     return out
+
+
+def _write_ground_truth(path: Path, records: list[dict[str, Any]], defect_rate: Optional[float],
+                        shift: Optional[str], plant_words: bool) -> None:
+    """``inspection.json``: per image whether it is NG and which defects it holds."""
+    from densevlm.data.synth.inspection import defect_names
+
+    ids = {by_name(name).id: name for name in defect_names(shift, plant_words)}
+    images = []
+    for r in records:
+        held = sorted({ids[s["category_id"]] for s in r["segments_info"] if s["category_id"] in ids})
+        images.append({"file_name": r["file_name"], "ng": bool(held), "defects": held})
+    doc = {"defect_rate": defect_rate, "shift": shift, "defects": list(defect_names(shift, plant_words)), "images": images,
+           "n_ng": sum(im["ng"] for im in images)}
+    path.write_text(json.dumps(doc, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,144 @@
+"""Inspection on the embedded world: image AUROC, recall at 1 % / 5 % false alarms, AUPRO, defect
+confusion, and whether a 2 % false-alarm calibration holds on fresh images.
+
+Worlds (defect rate 0.5): a labelled calibration set (``--n-cal``, 500) and a fresh test set
+(``--n-test``, 1000) of other seeds. For each model -- the base student (``tiny-student``), the
+teacher (``tiny-teacher``) and tuned students given as ``--runs LABEL=RUN_DIR`` (a run directory
+holding ``last.pt``, e.g. from ``benchmarks/method_table.py``'s ``runs/``, or a checkpoint file):
+
+* the ``eval --inspection`` metrics on the test set;
+* ``calibrate`` at ``--max-false-alarm`` (0.02) on the calibration set, then the false-alarm rate
+  and recall of that operating point on the test set (target: false alarms <= 3.5 %);
+* with ``--compare-methods``, the test-set image AUROC of every score method and minimum area
+  (the choice of the default in ``densevlm.inspection.scores``).
+
+    python benchmarks/inspection.py --runs CLIPSelf=/tmp/densevlm-methods/runs/CLIPSelf-s0 \\
+        DenseVLM=/tmp/densevlm-methods/runs/DenseVLM_tau_logit_scale-s0 --compare-methods --markdown insp.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from _worlds import ensure_world
+
+CAL_SEED = 3_000_000
+TEST_SEED = 4_000_000
+
+
+def _model(spec: str):
+    from densevlm.model import load_model
+
+    path = Path(spec)
+    return load_model(str(path / "last.pt") if path.is_dir() else spec)
+
+
+def _method_aurocs(model, test: Path, vocab, variants) -> dict[str, float]:
+    """Test-set image AUROC of each (method, min_area) variant, from one pass over the images."""
+    from densevlm.evaluation.manufacturing import image_auroc
+    from densevlm.imaging import open_image
+    from densevlm.inspection.labelled import load_labelled
+    from densevlm.inspection.scores import ScoreConfig, analyse_images, defect_scores
+
+    labelled = load_labelled(test, vocab)
+    cfg = ScoreConfig().resolved(model)
+    scores = {v: [] for v in variants}
+    for a in analyse_images(model, (open_image(im.path) for im in labelled), vocab, cfg, keep_probs=True):
+        for method, area in variants:
+            scores[(method, area)].append(defect_scores(a.probs, vocab.defect_indices, method, area).max())
+    ng = np.array([im.ng for im in labelled])
+    return {f"{m} (min area {a})": image_auroc(ng, np.array(s)) for (m, a), s in scores.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="/tmp/densevlm-inspection")
+    parser.add_argument("--n-cal", type=int, default=500)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--defect-rate", type=float, default=0.5)
+    parser.add_argument("--max-false-alarm", type=float, default=0.02)
+    parser.add_argument("--models", nargs="+", default=["base=tiny-student", "teacher=tiny-teacher"])
+    parser.add_argument("--runs", nargs="*", default=[], help="LABEL=RUN_DIR (or checkpoint) of tuned students")
+    parser.add_argument("--compare-methods", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--markdown", default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from densevlm.imaging import open_image
+    from densevlm.inspection.calibrate import calibrate
+    from densevlm.inspection.evaluate import evaluate_inspection
+    from densevlm.inspection.labelled import load_labelled
+    from densevlm.inspection.verdict import inspect
+    from densevlm.data.synth import default_vocabulary
+
+    work = Path(args.work)
+    cal = ensure_world(work / f"cal-{args.n_cal}", args.n_cal, CAL_SEED, defect_rate=args.defect_rate)
+    test = ensure_world(work / f"test-{args.n_test}", args.n_test, TEST_SEED, defect_rate=args.defect_rate)
+    vocab = default_vocabulary()
+    cal_images, test_images = load_labelled(cal, vocab), load_labelled(test, vocab)
+    test_ng = np.array([im.ng for im in test_images])
+    records = {}
+    for label, spec in (item.split("=", 1) for item in [*args.models, *args.runs]):
+        model = _model(spec)
+        start = time.perf_counter()
+        metrics = evaluate_inspection(model, test, vocab)
+        op = calibrate(model, cal_images, vocab, args.max_false_alarm, model_name=spec, data=str(cal), n_resamples=1000)
+        verdicts = inspect(model, [im.path for im in test_images], op)
+        called = np.array([v.verdict == "NG" for v in verdicts])
+        record = {
+            "metrics": {k: v for k, v in metrics.items() if k != "inspection.roc"},
+            "calibration": op.calibration,
+            "fresh_false_alarm": float(called[~test_ng].mean()),
+            "fresh_recall": float(called[test_ng].mean()),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        if args.compare_methods:
+            areas = sorted({1, 16, int(op.score.min_area), 64})
+            variants = [("pixel", 1)] + [("window", a) for a in areas if a > 1] + [("region", a) for a in areas]
+            record["method_auroc"] = _method_aurocs(model, test, vocab, variants)
+        records[label] = record
+        m = record["metrics"]
+        print(f"{label}: AUROC {m['inspection.image_auroc']:.3f}  R@1% {m['inspection.recall_at_fa_0.01']:.3f}  "
+              f"R@5% {m['inspection.recall_at_fa_0.05']:.3f}  AUPRO {m['inspection.aupro']:.3f}  "
+              f"calibrated FA {op.calibration['false_alarm']['value']:.3f} -> fresh FA {record['fresh_false_alarm']:.3f}, "
+              f"fresh recall {record['fresh_recall']:.3f}  ({record['seconds']} s)", flush=True)
+    lines = [f"Embedded world, defect rate {args.defect_rate}: test {args.n_test} images, calibration {args.n_cal} "
+             f"images at {args.max_false_alarm:.0%} false alarms.", "",
+             "| model | image AUROC | recall @1 % FA | recall @5 % FA | AUPRO | FA on cal. [95 % CI] | FA fresh | recall fresh |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, r in records.items():
+        m, c = r["metrics"], r["calibration"]["false_alarm"]
+        lines.append(f"| {label} | {m['inspection.image_auroc']:.3f} | {m['inspection.recall_at_fa_0.01']:.3f} | "
+                     f"{m['inspection.recall_at_fa_0.05']:.3f} | {m['inspection.aupro']:.3f} | {c['value']:.3f} "
+                     f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] | {r['fresh_false_alarm']:.3f} | {r['fresh_recall']:.3f} |")
+    for label, r in records.items():
+        conf = r["metrics"]["inspection.confusion"]
+        lines += ["", f"Defect confusion, {label} (rows: true defect segments; columns: class of largest mean probability)", "",
+                  "| true \\ called | " + " | ".join(conf["columns"]) + " |", "|---|" + "---|" * len(conf["columns"])]
+        lines += [f"| {d} | " + " | ".join(str(c) for c in row) + " |" for d, row in zip(conf["defects"], conf["counts"])]
+    if args.compare_methods:
+        names = list(next(iter(records.values()))["method_auroc"])
+        lines += ["", "Image AUROC by score method (test set)", "", "| model | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]
+        lines += [f"| {label} | " + " | ".join(f"{r['method_auroc'][n]:.3f}" for n in names) + " |"
+                  for label, r in records.items()]
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n", encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Compare a production batch with a reference set: `stable`, or `drift` and what to do.
+
+The reference is a set of images from the line as it was when the model was evaluated and
+calibrated (e.g. the calibration images), or the statistics of such a set saved once with
+--save-reference ref.json. Four signals are tested on per-image statistics, each at --alpha
+(default 0.0125, so a 5 % false-drift rate over all four):
+
+  class_shares    population stability index of the predicted class shares (permutation p-value)
+  scores          two-sample Kolmogorov-Smirnov test of the NG scores
+  low_confidence  Mann-Whitney U test: more low-confidence pixels than in the reference
+  embeddings      MMD of the pooled image embeddings (Gaussian kernel, permutation p-value)
+
+Each signal that fires names an action: re-calibrate (scores), re-evaluate on labelled images
+(class shares, embeddings), review new regions (low confidence).
+
+INPUT for --reference / --batch: image folders (a `densevlm synth` folder means its images/),
+files or globs; --reference may also be a ref.json. With --operating-point the scores use its
+settings and the model and vocabulary are checked against it.
+
+Exit status: 0, or 1 with --fail-on-drift when the batch drifted.
+
+Examples:
+  densevlm monitor --model tuned.pt --reference calib/ --save-reference ref.json
+  densevlm monitor --model tuned.pt --reference ref.json --batch today/ --json drift.json --history drift/
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from densevlm.cli._common import add_model_arguments
+    from densevlm.inspection.monitor import DEFAULT_ALPHA
+
+    add_model_arguments(p)
+    p.add_argument("--reference", required=True, metavar="REF", help="reference images, or a ref.json from --save-reference")
+    p.add_argument("--batch", nargs="+", default=None, metavar="NEW", help="the production batch: image folders, files or globs")
+    p.add_argument("--vocab", default=None, metavar="FILE", help="vocabulary (default: the operating point's, else the embedded world's)")
+    p.add_argument("--operating-point", default=None, metavar="OP.JSON", help="take the score settings from this operating point")
+    p.add_argument("--save-reference", default=None, metavar="REF.JSON", help="save the reference statistics for later runs")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the drift report here")
+    p.add_argument("--history", default=None, metavar="DIR", help="also keep the report as DIR/NNNN-BATCH.json (one per batch)")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when the batch drifted")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"p-value under which a signal fires (default: {DEFAULT_ALPHA})")
+    p.add_argument("--permutations", type=int, default=1000, help="permutations for the PSI and MMD p-values (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="permutation seed (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json / --save-reference files")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def _stats(model, specs: list[str], vocab, cfg, batch_size: int):
+    from densevlm.cli.inspect import image_inputs
+    from densevlm.imaging import open_image
+    from densevlm.inspection.monitor import BatchStats
+    from densevlm.inspection.scores import analyse_images
+
+    images = image_inputs(specs)
+    return BatchStats.from_analyses(list(analyse_images(model, (open_image(im.path) for im in images), vocab, cfg,
+                                                        batch_size)))
+
+
+def _history_path(folder: Path, batch: list[str]) -> Path:
+    import re
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(list(folder.glob("[0-9][0-9][0-9][0-9]-*.json"))) + 1
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(batch[0].rstrip("/")).name or "batch")[:60]
+    return folder / f"{n:04d}-{slug}.json"
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from densevlm.cli._common import default_device, existing_paths, load_model_arg, write_json
+    from densevlm.cli.calibrate import load_vocab_arg
+    from densevlm.errors import DenseVLMError
+    from densevlm.fileio import check_output
+    from densevlm.inspection.monitor import compare, load_reference, save_reference
+    from densevlm.inspection.operating_point import OperatingPoint
+    from densevlm.inspection.scores import ScoreConfig
+
+    if args.batch is None and args.save_reference is None:
+        raise DenseVLMError("give --batch NEW to compare, or --save-reference REF.JSON to store the reference")
+    inputs = existing_paths(args.reference, *(args.batch or ()), args.vocab, args.operating_point, args.model,
+                            args.pretrained)
+    for flag, path in (("--json", args.json), ("--save-reference", args.save_reference)):
+        if path:
+            check_output(path, "file", inputs=inputs, overwrite=args.overwrite, flag=flag)
+    if args.history:  # one new numbered file per batch: an existing folder is the point
+        check_output(args.history, "dir", inputs=inputs, overwrite=True, flag="--history")
+    if not 0.0 < args.alpha < 1.0:
+        raise DenseVLMError(f"--alpha {args.alpha} must be in (0, 1)")
+    op = OperatingPoint.load(args.operating_point) if args.operating_point else None
+    vocab = load_vocab_arg(args.vocab) if args.vocab or op is None else op.vocab
+    model = load_model_arg(args.model, args.pretrained, default_device(args.device))
+    checksum = model.backbone.weights_sha256()
+    if op is not None:
+        op.check(checksum, vocab, where=args.operating_point)
+    cfg = (op.score if op is not None else ScoreConfig()).resolved(model)
+    meta = {"model": {"name": args.model, "sha256": checksum}, "vocabulary": {"fingerprint": vocab.fingerprint(),
+            "names": list(vocab.names)}, "score": cfg.to_json()}
+    started = time.perf_counter()
+    if args.reference.endswith(".json"):
+        reference, ref_meta = load_reference(args.reference)
+        if ref_meta.get("model", {}).get("sha256") != checksum or ref_meta.get("vocabulary", {}).get("fingerprint") != vocab.fingerprint():
+            raise DenseVLMError(f"{args.reference}: reference statistics were made with another model or vocabulary "
+                                f"({ref_meta.get('model', {}).get('name')}); rebuild it with --save-reference")
+        if ref_meta.get("score") != cfg.to_json():
+            raise DenseVLMError(f"{args.reference}: reference scores used other settings ({ref_meta.get('score')}); rebuild it")
+    else:
+        reference = _stats(model, [args.reference], vocab, cfg, args.batch_size)
+    if args.save_reference:
+        save_reference(args.save_reference, reference, meta, overwrite=args.overwrite)
+        print(f"reference statistics of {len(reference)} images: {args.save_reference}")
+    if args.batch is None:
+        return 0
+    batch = _stats(model, args.batch, vocab, cfg, args.batch_size)
+    report = compare(reference, batch, alpha=args.alpha, n_resamples=args.permutations, seed=args.seed)
+    report.update({"reference": args.reference, "batch": args.batch, "seconds": round(time.perf_counter() - started, 2),
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta})
+    print(f"{report['verdict']}: batch of {len(batch)} images against {len(reference)} reference images")
+    for name, entry in report["signals"].items():
+        print(f"  {'FIRED' if entry['fired'] else 'ok':5} {name:15} statistic {entry['statistic']:.4f}  p {entry['p_value']:.4f}")
+    for action in report["actions"]:
+        print(f"  -> {action}")
+    if args.json:
+        write_json(args.json, report)
+    if args.history:
+        write_json(_history_path(Path(args.history), args.batch), report)
+    return 1 if args.fail_on_drift and report["verdict"] == "drift" else 0

@@ -1,0 +1,229 @@
+"""Drift monitoring: is a production batch still like the reference the thresholds were set on?
+
+Four signals, each a test of "batch and reference come from the same line" on per-image
+statistics (images are the independent units; pixels of one image are not):
+
+* ``class_shares`` -- population stability index (PSI) of the predicted class shares,
+  ``sum_k (b_k - r_k) ln(b_k / r_k)`` over the mean per-image pixel shares (floored at 1e-4);
+  p-value by permuting images between the two sets (``scipy.stats.permutation_test``).
+* ``scores`` -- two-sample Kolmogorov-Smirnov test of the NG scores (``scipy.stats.ks_2samp``).
+* ``low_confidence`` -- one-sided Mann-Whitney U test that the batch's per-image shares of
+  low-confidence pixels are larger (``scipy.stats.mannwhitneyu``).
+* ``embeddings`` -- maximum mean discrepancy (MMD, Gretton et al., JMLR 2012) of the pooled
+  image embeddings with a Gaussian kernel (bandwidth: median pairwise distance of the pooled
+  sets), p-value by permutation (``scipy.stats.permutation_test``). alibi-detect's MMDDrift
+  would be the library choice, but ``pip install --dry-run alibi-detect`` beside this project's
+  numpy 2.4.6 finds no release that resolves (0.13.0, the newest, requires ``numpy<2``), so the
+  statistic is computed here and tested against hand-computed values and an exact permutation
+  p-value in ``tests/inspection/test_monitor.py``.
+
+A signal fires when its p-value is below ``alpha``; the default 0.0125 splits a 5 % family-wise
+false-drift rate over the four signals (Bonferroni). Any signal firing makes the verdict
+``drift``, with the actions that signal calls for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from densevlm.errors import DenseVLMError
+
+__all__ = ["BatchStats", "psi", "mmd2", "median_bandwidth", "permutation_pvalue", "compare", "ACTIONS",
+           "DEFAULT_ALPHA"]
+
+DEFAULT_ALPHA = 0.05 / 4
+_PSI_FLOOR = 1e-4
+ACTIONS = {
+    "class_shares": "re-evaluate on labelled images of this batch: the mix of predicted classes changed",
+    "scores": "re-calibrate the operating point (densevlm calibrate) on labelled images of the new line",
+    "low_confidence": "review new regions (densevlm retrieve + review): the model is unsure of what it sees",
+    "embeddings": "re-evaluate: the images look different (lighting, focus, camera, surface)",
+}
+
+
+@dataclass
+class BatchStats:
+    """Per-image statistics of a set of images (see :class:`~densevlm.inspection.scores.ImageAnalysis`).
+
+    Attributes:
+        class_shares: ``[N, K]`` share of each predicted class per image.
+        scores: ``[N]`` NG scores.
+        low_confidence: ``[N]`` share of low-confidence pixels per image.
+        embeddings: ``[N, C]`` unit-norm image embeddings.
+    """
+
+    class_shares: np.ndarray
+    scores: np.ndarray
+    low_confidence: np.ndarray
+    embeddings: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @classmethod
+    def from_analyses(cls, analyses: Sequence[Any]) -> "BatchStats":
+        if not analyses:
+            raise DenseVLMError("no images to take statistics of")
+        return cls(np.stack([a.class_shares for a in analyses]), np.array([a.score for a in analyses]),
+                   np.array([a.low_confidence for a in analyses]), np.stack([a.embedding for a in analyses]))
+
+    def to_json(self) -> dict[str, Any]:
+        def rounded(a: np.ndarray) -> list:
+            return np.round(a.astype(np.float64), 6).tolist()
+
+        return {"class_shares": rounded(self.class_shares), "scores": rounded(self.scores),
+                "low_confidence": rounded(self.low_confidence), "embeddings": rounded(self.embeddings)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str) -> "BatchStats":
+        try:
+            return cls(*(np.asarray(data[k], dtype=np.float64)
+                         for k in ("class_shares", "scores", "low_confidence", "embeddings")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DenseVLMError(f"{where}: reference statistics are missing or malformed ({e})") from None
+
+
+def psi(reference: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Population stability index of share vectors ``[..., K]`` (each floored at 1e-4 and renormalised)."""
+    r = np.maximum(reference, _PSI_FLOOR)
+    b = np.maximum(batch, _PSI_FLOOR)
+    r = r / r.sum(axis=-1, keepdims=True)
+    b = b / b.sum(axis=-1, keepdims=True)
+    return ((b - r) * np.log(b / r)).sum(axis=-1)
+
+
+def median_bandwidth(x: np.ndarray) -> float:
+    """Median pairwise Euclidean distance between the rows of ``x`` (distinct pairs; 1.0 if all equal)."""
+    d = np.sqrt(np.maximum(_sq_dists(x, x), 0.0))
+    values = d[np.triu_indices(x.shape[0], k=1)]
+    median = float(np.median(values)) if values.size else 0.0
+    return median if median > 0 else 1.0
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+
+
+def _kernel(x: np.ndarray, bandwidth: float) -> np.ndarray:
+    return np.exp(-np.maximum(_sq_dists(x, x), 0.0) / (2.0 * bandwidth**2))
+
+
+def mmd2(x: np.ndarray, y: np.ndarray, bandwidth: Optional[float] = None) -> float:
+    """Biased squared MMD of samples ``x [m, C]`` and ``y [n, C]`` with ``k(a, b) = exp(-|a-b|^2 / 2 s^2)``.
+
+    ``mean k(x, x') + mean k(y, y') - 2 mean k(x, y)`` over all pairs (self-pairs included); ``s``
+    defaults to :func:`median_bandwidth` of the pooled samples.
+    """
+    z = np.concatenate([x, y]).astype(np.float64)
+    k = _kernel(z, bandwidth or median_bandwidth(z))
+    w = np.r_[np.full(len(x), 1.0 / len(x)), np.full(len(y), -1.0 / len(y))]
+    return float(w @ k @ w)
+
+
+def permutation_pvalue(statistic, n_x: int, n_y: int, n_resamples: int, seed: int) -> tuple[float, float]:
+    """``(observed, p)`` of ``statistic(weights [B, n])`` under random relabelling of the pooled items.
+
+    ``weights`` rows are ``+1/n_x`` on the items playing the first set and ``-1/n_y`` on the
+    others; the p-value is ``scipy.stats.permutation_test``'s (one-sided, larger is more
+    extreme; exact when ``n_resamples`` covers every split).
+    """
+    from scipy.stats import permutation_test
+
+    def stat(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        single = a.ndim == 1
+        a, b = np.atleast_2d(a), np.atleast_2d(b)
+        w = np.zeros((a.shape[0], n_x + n_y))
+        rows = np.arange(a.shape[0])[:, None]
+        w[rows, a.astype(np.int64)] = 1.0 / n_x
+        w[rows, b.astype(np.int64)] = -1.0 / n_y
+        out = statistic(w)
+        return out[0] if single else out
+
+    res = permutation_test((np.arange(n_x), np.arange(n_x, n_x + n_y)), stat, permutation_type="independent",
+                           vectorized=True, n_resamples=n_resamples, alternative="greater",
+                           rng=np.random.default_rng(seed), batch=200)
+    return float(np.ravel(res.statistic)[0]), float(res.pvalue)
+
+
+def _psi_signal(ref: BatchStats, batch: BatchStats, n_resamples: int, seed: int) -> tuple[float, float]:
+    shares = np.concatenate([ref.class_shares, batch.class_shares])
+    n_x = len(ref)
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        r = np.where(w > 0, w, 0.0) @ shares
+        b = np.where(w < 0, -w, 0.0) @ shares
+        return psi(r, b)
+
+    return permutation_pvalue(statistic, n_x, len(batch), n_resamples, seed)
+
+
+def _mmd_signal(ref: BatchStats, batch: BatchStats, n_resamples: int, seed: int) -> tuple[float, float]:
+    z = np.concatenate([ref.embeddings, batch.embeddings]).astype(np.float64)
+    k = _kernel(z, median_bandwidth(z))
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        return np.einsum("bi,ij,bj->b", w, k, w)
+
+    return permutation_pvalue(statistic, len(ref), len(batch), n_resamples, seed)
+
+
+def compare(reference: BatchStats, batch: BatchStats, alpha: float = DEFAULT_ALPHA, n_resamples: int = 1000,
+            seed: int = 0) -> dict[str, Any]:
+    """The drift report of ``batch`` against ``reference``.
+
+    Returns:
+        ``{"verdict": "stable"|"drift", "fired": [...], "actions": [...], "alpha", "n_reference",
+        "n_batch", "signals": {name: {"statistic", "p_value", "fired", ...}}}``.
+    """
+    from scipy.stats import ks_2samp, mannwhitneyu
+
+    if len(reference) < 2 or len(batch) < 2:
+        raise DenseVLMError(f"drift tests need at least 2 images on each side (reference {len(reference)}, batch {len(batch)})")
+    if reference.class_shares.shape[1] != batch.class_shares.shape[1]:
+        raise DenseVLMError("reference and batch were scored with vocabularies of different sizes")
+    signals: dict[str, dict[str, Any]] = {}
+    value, p = _psi_signal(reference, batch, n_resamples, seed)
+    signals["class_shares"] = {"statistic": value, "p_value": p, "test": "PSI, permutation"}
+    ks = ks_2samp(reference.scores, batch.scores)
+    signals["scores"] = {"statistic": float(ks.statistic), "p_value": float(ks.pvalue), "test": "two-sample KS",
+                         "reference_mean": float(reference.scores.mean()), "batch_mean": float(batch.scores.mean())}
+    mw = mannwhitneyu(batch.low_confidence, reference.low_confidence, alternative="greater")
+    signals["low_confidence"] = {"statistic": float(batch.low_confidence.mean()), "p_value": float(mw.pvalue),
+                                 "test": "Mann-Whitney U, batch greater",
+                                 "reference_mean": float(reference.low_confidence.mean())}
+    value, p = _mmd_signal(reference, batch, n_resamples, seed)
+    signals["embeddings"] = {"statistic": value, "p_value": p, "test": "MMD^2 (Gaussian, median bandwidth), permutation"}
+    for entry in signals.values():
+        entry["fired"] = bool(entry["p_value"] < alpha)
+    fired = [name for name, entry in signals.items() if entry["fired"]]
+    return {"verdict": "drift" if fired else "stable", "fired": fired, "actions": [ACTIONS[n] for n in fired],
+            "alpha": alpha, "n_reference": len(reference), "n_batch": len(batch), "signals": signals}
+
+
+def save_reference(path: str | Path, stats: BatchStats, meta: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write reference statistics (``densevlm.monitor_reference/1``) with the model and vocabulary they belong to."""
+    from densevlm.fileio import atomic_write_text
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DenseVLMError(f"{path} exists; pass --overwrite to replace it")
+    doc = {"schema": "densevlm.monitor_reference/1", **meta, "stats": stats.to_json()}
+    return atomic_write_text(path, json.dumps(doc) + "\n")
+
+
+def load_reference(path: str | Path) -> tuple[BatchStats, dict[str, Any]]:
+    """``(stats, meta)`` of a file written by :func:`save_reference`."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DenseVLMError(f"{path}: not a readable reference file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != "densevlm.monitor_reference/1":
+        raise DenseVLMError(f"{path}: not a reference file (written by `densevlm monitor --save-reference`)")
+    stats = BatchStats.from_json(doc.get("stats", {}), str(path))
+    return stats, {k: v for k, v in doc.items() if k not in ("stats", "schema")}

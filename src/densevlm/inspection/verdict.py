@@ -1,0 +1,142 @@
+"""Verdicts per image (OK / UNSURE / NG, with the defects found) and ``densevlm.inspect``.
+
+    >>> op = OperatingPoint.load("op.json")          # made by `densevlm calibrate`
+    >>> for v in densevlm.inspect(model, ["part1.png", "part2.png"], op):
+    ...     print(v.file, v.verdict, [(d.name, round(d.score, 2)) for d in v.defects])
+
+A defect is listed when its score reaches the lowest threshold in use (the UNSURE threshold when
+the operating point has a band, else the NG one); the image's verdict comes from its NG score,
+the largest defect score (see :mod:`densevlm.inspection.scores`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from PIL import Image
+
+from densevlm.errors import DenseVLMError
+from densevlm.inspection.operating_point import OperatingPoint
+from densevlm.inspection.scores import ImageAnalysis, analyse_images
+from densevlm.vocab import Vocabulary, load_vocabulary
+
+__all__ = ["Defect", "Verdict", "inspect", "verdict_of", "write_verdicts", "CSV_FIELDS"]
+
+log = logging.getLogger(__name__)
+CSV_FIELDS = ("image", "verdict", "score", "defects", "reason")
+
+
+@dataclass(frozen=True)
+class Defect:
+    """A defect found in an image: score in [0, 1], box XYXY and area in original pixels."""
+
+    name: str
+    score: float
+    box: tuple[float, float, float, float]
+    area: int
+
+
+@dataclass
+class Verdict:
+    """One image's verdict.
+
+    Attributes:
+        file: the image file (None for an in-memory image).
+        verdict: ``OK``, ``UNSURE``, ``NG``, or ``ERROR`` (unreadable image; see ``reason``).
+        score: the NG score (largest defect score).
+        defects: defects at or above the lowest threshold, highest score first.
+        analysis: the scores and maps behind the verdict (None for ERROR).
+    """
+
+    file: Optional[str]
+    verdict: str
+    score: float = float("nan")
+    defects: list[Defect] = field(default_factory=list)
+    reason: str = ""
+    analysis: Optional[ImageAnalysis] = field(default=None, repr=False)
+
+    def csv_row(self) -> dict[str, str]:
+        defects = "; ".join(
+            f"{d.name} {d.score:.3f} [{d.box[0]:.0f},{d.box[1]:.0f},{d.box[2]:.0f},{d.box[3]:.0f}] {d.area}px"
+            for d in self.defects)
+        score = "" if self.verdict == "ERROR" else f"{self.score:.4f}"
+        return {"image": self.file or "", "verdict": self.verdict, "score": score, "defects": defects,
+                "reason": self.reason}
+
+
+def verdict_of(analysis: ImageAnalysis, op: OperatingPoint, defects: Sequence[str], file: Optional[str] = None) -> Verdict:
+    """The verdict for one analysed image at operating point ``op``."""
+    floor = op.unsure_threshold if op.unsure_threshold is not None else op.ng_threshold
+    found = [
+        Defect(name, float(s), tuple(float(v) for v in box), int(area))
+        for name, s, box, area in zip(defects, analysis.defect_scores, analysis.defect_boxes, analysis.defect_areas)
+        if s >= floor
+    ]
+    found.sort(key=lambda d: -d.score)
+    return Verdict(file, op.verdict(analysis.score), analysis.score, found, analysis=analysis)
+
+
+def _opened(items: Sequence[Any], errors: dict[int, str]) -> Iterator[Image.Image]:
+    from densevlm.imaging import open_image, to_rgb
+
+    for i, item in enumerate(items):
+        if isinstance(item, Image.Image):
+            yield to_rgb(item)
+            continue
+        try:
+            yield open_image(item)
+        except DenseVLMError as e:
+            errors[i] = str(e)
+            log.warning("skipped: %s", e)
+
+
+def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Path,
+            vocab: Vocabulary | str | Path | None = None, batch_size: int = 8) -> list[Verdict]:
+    """OK / UNSURE / NG for each image at a calibrated operating point.
+
+    Args:
+        model: the :class:`~densevlm.model.DenseModel` the operating point was calibrated for.
+        images: an image file or PIL image, or a list of them.
+        operating_point: an :class:`OperatingPoint` or its JSON file.
+        vocab: the vocabulary (default: the operating point's own).
+
+    Returns:
+        One :class:`Verdict` per image, in order; unreadable files get verdict ``ERROR``.
+
+    Raises:
+        DenseVLMError: the operating point was made for another model or vocabulary.
+    """
+    op = operating_point if isinstance(operating_point, OperatingPoint) else OperatingPoint.load(operating_point)
+    if vocab is None:
+        vocab = op.vocab
+    elif not isinstance(vocab, Vocabulary):
+        vocab = load_vocabulary(vocab)
+    op.check(model.backbone.weights_sha256(), vocab)
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    errors: dict[int, str] = {}
+    good = iter(list(analyse_images(model, _opened(items, errors), vocab, op.score, batch_size)))
+    out = []
+    for i, item in enumerate(items):
+        file = None if isinstance(item, Image.Image) else str(item)
+        if i in errors:
+            out.append(Verdict(file, "ERROR", reason=errors[i]))
+        else:
+            out.append(verdict_of(next(good), op, vocab.defects, file))
+    return out
+
+
+def write_verdicts(path: str | Path, verdicts: Sequence[Verdict]) -> Path:
+    """``verdicts.csv``: image, verdict, score, defects (``name score [x1,y1,x2,y2] areapx; ...``), reason."""
+    from densevlm.fileio import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for v in verdicts:
+        writer.writerow(v.csv_row())
+    return atomic_write_text(path, buf.getvalue())

@@ -1,0 +1,83 @@
+"""Operating points bind a model and a vocabulary; `inspect` gives verdicts and refuses foreign points."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+import densevlm
+from densevlm.cli.main import main
+from densevlm.errors import DenseVLMError
+from densevlm.inspection.calibrate import calibrate
+from densevlm.inspection.labelled import load_labelled
+from densevlm.inspection.operating_point import OperatingPoint
+from densevlm.data.synth import default_vocabulary
+
+
+@pytest.fixture(scope="module")
+def student():
+    return densevlm.load_model("tiny-student")
+
+
+def test_labelled_world_marks_images_holding_defects(labelled_world):
+    import json
+
+    vocab = default_vocabulary()
+    images = load_labelled(labelled_world, vocab)
+    data = json.loads((labelled_world / "panoptic.json").read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    for image, ann in zip(images, data["annotations"]):
+        held = {names[s["category_id"]] for s in ann["segments_info"]} & set(vocab.defects)
+        assert {d for d, h in zip(vocab.defects, image.holds) if h} == held
+    with pytest.raises(DenseVLMError, match=r"no \[defects\] section"):
+        load_labelled(labelled_world, densevlm.Vocabulary.from_lists(["bolt"], ["floor"]))
+
+
+def test_calibrated_point_gives_verdicts_and_refuses_other_models(labelled_world, student, tmp_path):
+    vocab = default_vocabulary()
+    images = load_labelled(labelled_world, vocab)
+    op = calibrate(student, images, vocab, 0.2, model_name="tiny-student", data=str(labelled_world), n_resamples=100)
+    n_ok = sum(not im.ng for im in images)
+    assert op.calibration["false_alarm"]["value"] <= 0.2 + 1e-9 and op.calibration["n_ok"] == n_ok
+    path = op.save(tmp_path / "op.json")
+    with pytest.raises(DenseVLMError, match="exists; pass --overwrite"):
+        op.save(path)
+    loaded = OperatingPoint.load(path)
+    assert loaded.ng_threshold == op.ng_threshold and loaded.vocab == vocab
+    verdicts = densevlm.inspect(student, [im.path for im in images], path)
+    ok_called_ng = sum(v.verdict == "NG" for v, im in zip(verdicts, images) if not im.ng)
+    assert ok_called_ng == round(op.calibration["false_alarm"]["value"] * n_ok)
+    for v in verdicts:
+        assert v.verdict == ("NG" if v.score >= op.ng_threshold else "OK")
+        assert all(d.score >= op.ng_threshold for d in v.defects) and bool(v.defects) == (v.verdict == "NG")
+    teacher = densevlm.load_model("tiny-teacher")
+    with pytest.raises(DenseVLMError, match="calibrated for another model .tiny-student"):
+        densevlm.inspect(teacher, images[0].path, path)
+    other = densevlm.Vocabulary.from_lists(list(vocab.names[:10]), list(vocab.names[10:]), ["scratch"])
+    with pytest.raises(DenseVLMError, match="another vocabulary"):
+        densevlm.inspect(student, images[0].path, path, vocab=other)
+
+
+def test_cli_calibrate_then_inspect(labelled_world, tmp_path, capsys):
+    op = tmp_path / "op.json"
+    args = ["calibrate", "--model", "tiny-student", "--data", str(labelled_world), "--max-false-alarm", "0.1",
+            "--out", str(op), "--bootstrap", "100", "--unsure-band", "0.2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--out {op}: exists already; pass --overwrite" in err and err.count("\n") == 1
+    assert "embedding" not in err, "the output is checked before any work"
+    out = tmp_path / "v"
+    status = main(["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(out), "--fail-on-ng"])
+    rows = list(csv.DictReader(open(out / "verdicts.csv")))
+    assert len(rows) == 24 and {r["verdict"] for r in rows} <= {"OK", "UNSURE", "NG"}
+    assert status == (1 if any(r["verdict"] == "NG" for r in rows) else 0)
+    assert len(list((out / "overlays").glob("*.png"))) == 24
+    assert main(["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(out)]) == 2
+    assert f"--out {out}: exists already; pass --overwrite" in capsys.readouterr().err
+    assert main(["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(out), "--model",
+                 "tiny-teacher", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "calibrated for another model" in err and err.count("\n") == 1
