@@ -1,13 +1,26 @@
-"""CPU throughput of ``densevlm.segment``: images per second, median of several timed runs.
+"""CPU speed of ``densevlm segment`` on every engine: PyTorch fp32, ONNX Runtime fp32, OpenVINO fp32 and int8.
 
-Models: ``tiny-student`` at 64 px (``tiny-vit`` with random weights when the shipped weights are
-missing; timing does not depend on the weights) and ``ViT-B-16`` (random init) at 448 px, on
-the embedded world's vocabulary (16 classes). Each run is one full ``segment`` call on one image
-(dense map, label and score maps at the original size, regions, RLE); the ``model s`` column
-is ``encode_dense`` alone, so the rest is the post-processing. The class embeddings are
-computed once during the warm-up and read from the cache afterwards.
+Every row in one run, on one machine state:
 
-    PYTHONPATH=src python benchmarks/segment_cpu.py [--threads 2] [--runs 5] [--only tiny|vit-b]
+1. **End to end on a 640x480 photo** (an embedded-world scene upscaled), one image per
+   ``densevlm.segment`` call: tiny-student at 64 px and ViT-B-16 (random weights: speed only)
+   at 448 px, plus a distilled model with ``--distilled CKPT``. ``model s`` is ``encode_dense``
+   alone, the rest of ``s/img`` is preprocessing and post-processing (label and score maps at
+   640x480, regions, RLE). ``x torch`` is the images/s ratio to the same model's PyTorch fp32 row.
+2. **Throughput on 64 px scenes** (tiny-student, and the distilled model): ``--scenes`` images
+   through the ``segment()`` API given the whole list (batched, post-processing in threads), and
+   through the command line (``densevlm segment SCENES --engine E``, writing overlays, label maps
+   and JSON; the seconds the command prints, which exclude start-up and model loading).
+
+Vocabulary embeddings are cached in every row: the exports carry theirs, the PyTorch models
+embed once in the warm-up (and the command line reads the on-disk cache a warm-up run wrote).
+Exports are written once into ``--work`` and reused by later runs. The int8 exports are
+calibrated on embedded-world scenes; their accuracy gate is lowered to 0 because a random
+ViT-B-16 has no labels worth agreeing on (the dense-label agreement each int8 export measured is
+printed). OpenVINO int8 with a random ViT-B-16 is a speed figure only.
+
+    PYTHONPATH=src python benchmarks/segment_cpu.py --threads 2 --runs 7 --work /tmp/segment-bench
+    PYTHONPATH=src python benchmarks/segment_cpu.py --only tiny --runs 3        # the quick rows
 
 This is a script, not a test; run it on an idle machine (HF_HUB_OFFLINE=1 is set for you).
 """
@@ -19,27 +32,29 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 from PIL import Image
 
 import densevlm
-from densevlm.data.synth import default_vocabulary, generate_scene
-from densevlm.errors import DenseVLMError
+from densevlm.data.synth import default_vocabulary, generate_scene, write_world
+from densevlm.dense import no_grad, stack_inputs
+
+ENGINES = ("torch fp32", "onnxruntime fp32", "openvino fp32", "openvino int8")
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _tiny_model() -> tuple[object, str]:
-    try:
-        return densevlm.load_model("tiny-student"), "tiny-student"
-    except DenseVLMError:
-        torch.manual_seed(0)
-        return densevlm.load_model("tiny-vit"), "tiny-vit (random)"
-
-
-def _median_seconds(fn, runs: int, warmup: int = 1) -> float:
+def median_seconds(fn: Callable[[], object], runs: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``runs`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -50,44 +65,160 @@ def _median_seconds(fn, runs: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def bench(model, label: str, image: Image.Image, size: int, runs: int) -> dict[str, object]:
+def make_exports(model: Any, name: str, size: int, work: Path, calibration: Path, threads: int,
+                 load_args: dict[str, Any]) -> dict[str, Path]:
+    """``{engine: export directory}`` for the three export rows, written once under ``work/name``."""
+    from densevlm.export.build import export_edge
+    from densevlm.export.onnx import export_onnx
+
     vocab = default_vocabulary()
-    total = _median_seconds(lambda: densevlm.segment(model, image, vocab, size=size), runs)
-    x, _ = model.prepare(image, size, square=True)
+    dirs = {"onnxruntime fp32": work / name / "onnx", "openvino fp32": work / name / "ov-fp32",
+            "openvino int8": work / name / "ov-int8"}
+    if not (dirs["onnxruntime fp32"] / "densevlm_export.json").is_file():
+        export_onnx(model, dirs["onnxruntime fp32"], vocab, size=size, parity=False, load_args=load_args)
+    if not (dirs["openvino fp32"] / "densevlm_export.json").is_file():
+        export_edge(model, dirs["openvino fp32"], vocab, precision="fp32", size=size, threads=threads,
+                    parity_images=1, load_args=load_args)
+    if not (dirs["openvino int8"] / "densevlm_export.json").is_file():
+        export_edge(model, dirs["openvino int8"], vocab, precision="int8", size=size, calibration=str(calibration),
+                    calibration_size=64, min_agreement=0.0, max_macc_drop=100.0, threads=threads,
+                    parity_images=1, load_args=load_args)
+    return dirs
 
-    def forward() -> None:
-        with torch.inference_mode():
-            model.encode_dense(x[None])
 
-    dense = _median_seconds(forward, runs)
-    return {"model": label, "size": size, "image": f"{image.width}x{image.height}", "seconds": total,
-            "model_seconds": dense, "images_per_s": 1.0 / total, "runs": runs}
+def int8_agreement(directory: Path) -> str:
+    import json
+
+    gate = json.loads((directory / "densevlm_export.json").read_text()).get("gate") or {}
+    held = gate.get("heldout") or {}
+    return f"{100 * held['label_agreement']:.1f} %" if "label_agreement" in held else "?"
+
+
+def runtimes(model: Any, dirs: dict[str, Path], threads: int) -> dict[str, Any]:
+    from densevlm.export.openvino import load_export
+
+    out = {"torch fp32": model}
+    for engine, directory in dirs.items():
+        out[engine] = load_export(directory, threads=threads, tensors="numpy")
+    return out
+
+
+def photo_rows(label: str, engines: dict[str, Any], photo: Image.Image, size: int, runs: int) -> list[dict[str, Any]]:
+    """End-to-end ``segment`` on one photo and ``encode_dense`` alone, per engine."""
+    vocab = default_vocabulary()
+    rows = []
+    for engine, runtime in engines.items():
+        total = median_seconds(lambda: densevlm.segment(runtime, photo, vocab, size=size), runs)
+        x, _ = runtime.prepare(photo, size, square=True)
+        batch = stack_inputs([x])
+
+        def forward() -> None:
+            with no_grad():
+                runtime.encode_dense(batch)
+
+        rows.append({"model": label, "engine": engine, "size": size, "seconds": total,
+                     "model_seconds": median_seconds(forward, runs)})
+    base = next(r for r in rows if r["engine"] == "torch fp32")["seconds"]
+    for r in rows:
+        r["ratio"] = base / r["seconds"]
+    return rows
+
+
+def cli_seconds(model_arg: str, engine: str, scenes: Path, threads: int, cache: str) -> float:
+    """Seconds ``densevlm segment`` reports for the scenes folder (fresh output folder)."""
+    out = Path(tempfile.mkdtemp(prefix="segment-bench-out-"))
+    try:
+        cmd = [sys.executable, "-m", "densevlm", "segment", str(scenes), "--model", model_arg, "--engine", engine,
+               "--out", str(out / "seg"), "--threads", str(threads), "-q"]
+        env = {**os.environ, "PYTHONPATH": str(SRC), "DENSEVLM_CACHE": cache}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        return float(re.search(r"in ([0-9.]+) s", done.stdout).group(1))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def throughput_rows(label: str, engines: dict[str, Any], model_args: dict[str, str], scenes: Path, size: int,
+                    runs: int, threads: int, cli: bool) -> list[dict[str, Any]]:
+    """Images/s of the ``segment()`` API on the scene list and of the command line on the folder."""
+    vocab = default_vocabulary()
+    images = [Image.open(p).convert("RGB") for p in sorted(scenes.glob("*.png"))]
+    rows = []
+    for engine, runtime in engines.items():
+        api = median_seconds(lambda: densevlm.segment(runtime, images, vocab, size=size), max(1, runs // 2))
+        row = {"model": label, "engine": engine, "images": len(images), "api": len(images) / api}
+        if cli:
+            kind = engine.split()[0].replace("onnxruntime", "onnx")
+            cli_seconds(model_args[engine], kind, scenes, threads, os.environ["DENSEVLM_CACHE"])  # warm-up
+            row["cli"] = len(images) / cli_seconds(model_args[engine], kind, scenes, threads,
+                                                   os.environ["DENSEVLM_CACHE"])
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per model after one warm-up (default: 5)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of every engine (default: 2)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per row after one warm-up (default: 5)")
     parser.add_argument("--only", choices=("tiny", "vit-b"), default=None, help="benchmark one model only")
+    parser.add_argument("--distilled", metavar="CKPT", default=None,
+                        help="also benchmark this checkpoint (e.g. `densevlm distill --out RUN`'s RUN/last.pt)")
+    parser.add_argument("--distilled-size", type=int, default=64, help="input side of --distilled (default: 64)")
+    parser.add_argument("--scenes", type=int, default=200, help="64 px scenes for the throughput rows (default: 200)")
+    parser.add_argument("--no-cli", action="store_true", help="skip the command-line throughput column")
+    parser.add_argument("--work", default=None, help="folder for exports and scenes, reused (default: a temp dir)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("DENSEVLM_CACHE", tempfile.mkdtemp(prefix="densevlm-bench-"))
-    scene = Image.fromarray(generate_scene(seed=0, index=0, size=64).image)
-    rows = []
+    work = Path(args.work or tempfile.mkdtemp(prefix="segment-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DENSEVLM_CACHE", str(work / "cache"))
+    calibration = work / "calibration"
+    if not (calibration / "panoptic.json").is_file():
+        write_world(calibration, 80, seed=3_000_000, size=64, progress=False)
+    scenes = work / f"scenes{args.scenes}"
+    if not scenes.is_dir():
+        scenes.mkdir()
+        for i in range(args.scenes):
+            Image.fromarray(generate_scene(seed=4_000_000, index=i, size=64).image).save(scenes / f"{i:04d}.png")
+    photo = Image.fromarray(generate_scene(seed=0, index=0, size=64).image).resize((640, 480), Image.BICUBIC)
+
+    models: list[tuple[str, str, int, Optional[dict[str, Any]]]] = []
     if args.only in (None, "tiny"):
-        model, label = _tiny_model()
-        rows.append(bench(model, label, scene, 64, args.runs))
+        models.append(("tiny-student", "tiny-student", 64, {"model": "tiny-student", "pretrained": None}))
+    if args.distilled and args.only in (None, "tiny"):
+        models.append(("distilled", args.distilled, args.distilled_size, {"model": args.distilled, "pretrained": None}))
     if args.only in (None, "vit-b"):
-        model = densevlm.load_model("ViT-B-16")
-        photo = scene.resize((640, 480), Image.BICUBIC)
-        rows.append(bench(model, "ViT-B-16 (random)", photo, 448, args.runs))
-    print(f"densevlm.segment on CPU, {args.threads} threads, torch {torch.__version__}, median of {args.runs} runs")
-    header = f"{'model':<20} {'size':>5} {'image':>9} {'s/img':>8} {'model s':>8} {'img/s':>8}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['model']:<20} {r['size']:>5} {r['image']:>9} {r['seconds']:>8.3f} {r['model_seconds']:>8.3f} "
-              f"{r['images_per_s']:>8.2f}")
+        models.append(("ViT-B-16 (random)", "ViT-B-16", 448, {"model": "ViT-B-16", "pretrained": None}))
+    photo_table, speed_table, agreements = [], [], {}
+    for label, name, size, load_args in models:
+        torch.manual_seed(0)
+        model = densevlm.load_model(name)
+        key = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")
+        dirs = make_exports(model, key, size, work, calibration, args.threads, load_args)
+        agreements[label] = int8_agreement(dirs["openvino int8"])
+        engines = runtimes(model, dirs, args.threads)
+        photo_table += photo_rows(label, engines, photo, size, args.runs)
+        if size <= 64:
+            model_args = {"torch fp32": name, **{e: str(d) for e, d in dirs.items()}}
+            speed_table += throughput_rows(label, engines, model_args, scenes, size, args.runs, args.threads,
+                                           not args.no_cli)
+
+    print(f"densevlm segment on the CPU: {args.threads} threads, torch {torch.__version__}, median of {args.runs} runs")
+    print("\nEnd to end, one 640x480 photo per segment() call")
+    header = f"{'model':<20} {'engine':<17} {'size':>5} {'s/img':>8} {'model s':>8} {'img/s':>8} {'x torch':>8}"
+    print(header + "\n" + "-" * len(header))
+    for r in photo_table:
+        print(f"{r['model']:<20} {r['engine']:<17} {r['size']:>5} {r['seconds']:>8.4f} {r['model_seconds']:>8.4f} "
+              f"{1.0 / r['seconds']:>8.1f} {r['ratio']:>8.2f}")
+    print("\nint8 dense-label agreement with fp32 (held-back calibration scenes): "
+          + ", ".join(f"{k}: {v}" for k, v in agreements.items()))
+    if speed_table:
+        print(f"\nThroughput on {args.scenes} scenes of 64x64 (images/s)")
+        header = f"{'model':<20} {'engine':<17} {'segment() API':>14} {'CLI + files':>12}"
+        print(header + "\n" + "-" * len(header))
+        for r in speed_table:
+            cli = f"{r['cli']:>12.1f}" if "cli" in r else f"{'-':>12}"
+            print(f"{r['model']:<20} {r['engine']:<17} {r['api']:>14.1f} {cli}")
+    print(f"\nexports and scenes: {work}")
 
 
 if __name__ == "__main__":

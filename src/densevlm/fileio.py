@@ -107,9 +107,13 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], None], durable: bool = True) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over
     ``path`` (with the permissions a plain ``open`` would give, not mkstemp's 0600).
+
+    ``durable=False`` skips the fsync: the file is still never seen half-written, but a power cut
+    may leave it empty. For outputs a rerun redoes anyway (segment's per-image files, which a
+    resumed run checks by reading the JSON back); the fsync was most of their writing time.
 
     Raises:
         DenseVLMError: any OSError on the way (no space, no permission, a file where a folder
@@ -122,8 +126,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except OSError as e:
@@ -135,15 +140,15 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path:
     def write(tmp: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, durable)
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+def atomic_write_json(path: str | Path, obj: Any, durable: bool = True) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", durable)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:

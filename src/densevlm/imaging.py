@@ -23,7 +23,8 @@ from densevlm.errors import DenseVLMError
 if TYPE_CHECKING:  # torch is imported on use: the review server reads image sizes without it
     import torch
 
-__all__ = ["IMAGE_SUFFIXES", "open_image", "image_size", "to_rgb", "Letterbox", "letterbox", "normalize"]
+__all__ = ["IMAGE_SUFFIXES", "open_image", "image_size", "to_rgb", "Letterbox", "letterbox", "letterbox_array", "normalize",
+           "normalize_array"]
 
 # .gif: the first frame of an animated GIF is the image
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -236,14 +237,55 @@ def plan_letterbox(width: int, height: int, size: int, multiple: int, square: bo
     return Letterbox(scale, w, h, iw, ih, width, height)
 
 
+def normalize_array(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB -> ``[3, H, W]`` float32 array normalised with ``mean`` / ``std``."""
+    x = np.asarray(array, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+    m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return (x - m) / s
+
+
 def normalize(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``[H, W, 3]`` uint8 RGB -> ``[3, H, W]`` float tensor normalised with ``mean`` / ``std``."""
+    """:func:`normalize_array` as a torch tensor (``[3, H, W]`` float32)."""
     import torch
 
-    t = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (t - m) / s
+    return torch.from_numpy(normalize_array(array, mean, std))
+
+
+def letterbox_array(
+    image: Image.Image,
+    size: int,
+    multiple: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    square: bool = False,
+) -> tuple[np.ndarray, Letterbox]:
+    """Resize the longest side to ``size`` (bicubic), normalise, pad right/bottom with zeros.
+
+    The one letterbox of the package, in numpy (the runtime without PyTorch uses it as is);
+    :func:`letterbox` wraps the result in a tensor.
+
+    Args:
+        image: any PIL image (converted to RGB).
+        size: target length of the longest side, in pixels.
+        multiple: pad each side up to a multiple of this (the patch size).
+        square: pad to ``size x size`` (rounded up to ``multiple``) instead.
+
+    Returns:
+        ``([3, H, W] float32 array, Letterbox)``; padding is 0 after normalisation (the mean colour).
+
+    Raises:
+        DenseVLMError: ``size`` or ``multiple`` is not positive.
+    """
+    if size <= 0 or multiple <= 0:
+        raise DenseVLMError(f"letterbox size {size} and multiple {multiple} must be positive")
+    image = to_rgb(image)
+    plan = plan_letterbox(image.width, image.height, size, multiple, square)
+    if (plan.width, plan.height) != image.size:
+        image = image.resize((plan.width, plan.height), Image.BICUBIC)
+    out = np.zeros((3, plan.input_height, plan.input_width), dtype=np.float32)
+    out[:, : plan.height, : plan.width] = normalize_array(np.asarray(image), mean, std)
+    return out, plan
 
 
 def letterbox(
@@ -254,26 +296,8 @@ def letterbox(
     std: Sequence[float],
     square: bool = False,
 ) -> tuple[torch.Tensor, Letterbox]:
-    """Resize the longest side to ``size`` (bicubic), normalise, pad right/bottom with zeros.
-
-    Args:
-        image: any PIL image (converted to RGB).
-        size: target length of the longest side, in pixels.
-        multiple: pad each side up to a multiple of this (the patch size).
-        square: pad to ``size x size`` (rounded up to ``multiple``) instead.
-
-    Returns:
-        ``([3, H, W] tensor, Letterbox)``; padding is 0 after normalisation (the mean colour).
-    """
+    """:func:`letterbox_array` with the input as a ``[3, H, W]`` torch tensor (same arguments and errors)."""
     import torch
 
-    if size <= 0 or multiple <= 0:
-        raise DenseVLMError(f"letterbox size {size} and multiple {multiple} must be positive")
-    image = to_rgb(image)
-    plan = plan_letterbox(image.width, image.height, size, multiple, square)
-    if (plan.width, plan.height) != image.size:
-        image = image.resize((plan.width, plan.height), Image.BICUBIC)
-    content = normalize(np.asarray(image), mean, std)
-    out = torch.zeros(3, plan.input_height, plan.input_width)
-    out[:, : plan.height, : plan.width] = content
-    return out, plan
+    array, plan = letterbox_array(image, size, multiple, mean, std, square)
+    return torch.from_numpy(array), plan

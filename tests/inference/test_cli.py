@@ -227,7 +227,7 @@ def test_the_demo_model_is_the_default_when_present(run_dir, tmp_path, monkeypat
 def test_onnx_engine_needs_a_model_file(run_dir, in_process, capsys):
     status = in_process(["segment", "in", "--engine", "onnx", "--out", "out-onnx"])
     err = capsys.readouterr().err
-    assert status == 2 and err.count("\n") == 1 and "--engine onnx needs --model FILE.onnx" in err
+    assert status == 2 and err.count("\n") == 1 and "--engine onnx needs --model EXPORT_DIR" in err
 
 
 def test_help_describes_the_outputs_without_importing_torch():

@@ -34,3 +34,30 @@ def test_original_maps_undo_an_integer_downscale():
     assert (big_labels == labels.repeat(2, axis=0).repeat(2, axis=1)).all()
     assert big_scores.dtype == "float32" and big_scores.shape == (80, 112)
     assert abs(big_scores - 0.25).max() < 1e-6
+
+
+def test_bilinear_resize_equals_torch_interpolate():
+    import numpy as np
+
+    from densevlm.inference.maps import bilinear_resize
+
+    rng = np.random.default_rng(0)
+    for (h, w), (oh, ow) in [((7, 5), (56, 40)), ((9, 13), (20, 7)), ((4, 4), (4, 4)), ((3, 8), (61, 33))]:
+        x = rng.standard_normal((2, h, w)).astype(np.float32)
+        ours = bilinear_resize(x, oh, ow)
+        ref = F.interpolate(torch.from_numpy(x)[None], size=(oh, ow), mode="bilinear", align_corners=False)[0]
+        np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-5, atol=1e-5)
+        crop = bilinear_resize(x, oh, ow, rows=oh // 2, cols=ow - 1)
+        np.testing.assert_allclose(crop, ref.numpy()[:, : oh // 2, : ow - 1], rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_and_torch_inputs_give_the_same_maps():
+    torch.manual_seed(1)
+    dense = F.normalize(torch.randn(16, 6, 8), dim=0)
+    text = F.normalize(torch.randn(9, 16), dim=1)
+    plan = plan_letterbox(60, 44, 64, 8, square=False)
+    labels_t, probs_t = pixel_predictions(dense, text, 30.0, plan)
+    labels_n, probs_n = pixel_predictions(dense.numpy(), text.numpy(), 30.0, plan)
+    assert isinstance(labels_t, torch.Tensor) and not isinstance(labels_n, torch.Tensor)
+    assert (labels_t.numpy() == labels_n).all()
+    assert abs(probs_t.numpy() - probs_n).max() < 1e-6

@@ -142,8 +142,31 @@ class Backbone(nn.Module):
         return self.tokenizer(list(texts))
 
     def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``[N, C]`` unnormalised text embeddings of ``[N, L]`` token ids."""
-        return self.clip.encode_text(tokens)
+        """``[N, C]`` unnormalised text embeddings of ``[N, L]`` token ids.
+
+        For an open_clip ``CLIP`` text tower (causal attention mask, end-of-text pooling: every
+        model densevlm loads except the custom-text ones), the padding columns after the longest
+        sentence of the batch are dropped first. A token attends only to the tokens before it, so
+        the end-of-text token's output, the only one pooled, does not depend on what follows it:
+        the embeddings equal the full-context ones to float round-off, and a 13-token prompt
+        costs about 13/77 of the work (5x faster prompt embedding for ViT-B-16).
+        """
+        from open_clip.model import CLIP
+        from open_clip.transformer import text_global_pool
+
+        clip = self.clip
+        if not isinstance(clip, CLIP) or clip.attn_mask is None or clip.text_pool_type not in ("argmax", "eos"):
+            return clip.encode_text(tokens)
+        used = (tokens != 0).any(dim=0).nonzero()
+        length = int(used.max()) + 1 if used.numel() else 1
+        tokens = tokens[:, :length]
+        cast_dtype = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:length, :length]))
+        x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+        if clip.text_projection is None:
+            return x
+        return clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
 
     def weights_sha256(self) -> str:
         """Hex sha256 of every weight and buffer of ``clip`` (names, dtypes, shapes and bytes, in

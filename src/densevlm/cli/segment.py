@@ -37,10 +37,23 @@ reported in one warning line each and in summary.csv, and the run goes on.
 Without --model, ./densevlm-demo/densevlm/last.pt (the model `densevlm demo` tuned) is used
 when it exists, else tiny-student. Without --vocab, the embedded world's vocabulary.
 
+ENGINES: --model names a model (tiny-student, ViT-B-16, a checkpoint file) run in PyTorch, or an
+export directory (`densevlm export --format onnx|openvino --out DIR`) run in ONNX Runtime or
+OpenVINO; the engine is read from the export's manifest unless --engine says it. An export
+carries its vocabulary's embeddings (--vocab must be the exported one) and runs without PyTorch
+installed (`pip install "densevlm[runtime]"`). Images are decoded, post-processed and written
+in --workers threads while the model runs a batch at a time.
+
+PROMPTS: the first run of a new vocabulary embeds every class name in the model's prompt
+templates (63 sentences per name for CLIPs; cached afterwards). --prompts short uses a 7-sentence
+set instead (1 for the tiny models): a much faster first run, for trying vocabularies
+interactively, at a small accuracy cost (BENCHMARKS.md).
+
 Examples:
   densevlm segment photos/ --vocab parts.txt --out seg
   densevlm segment 'line1/**/*.jpg' --vocab parts.txt --model ViT-B-16 --pretrained openai
   densevlm segment photos/ --vocab parts.txt --boxes boxes.json --out seg-boxes
+  densevlm segment photos/ --vocab parts.txt --model line/ --threads 4        # an OpenVINO export
 """
 
 from __future__ import annotations
@@ -78,8 +91,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="vocabulary file ([things] / [stuff] sections; default: the embedded world's)")
     p.add_argument("--model", default=None,
                    help="tiny-student, tiny-teacher, a checkpoint file, an open_clip name such as ViT-B-16, or an "
-                        ".onnx file with --engine onnx (default: ./densevlm-demo/densevlm/last.pt if present, "
-                        "else tiny-student)")
+                        "export directory written by `densevlm export` (default: ./densevlm-demo/densevlm/last.pt "
+                        "if present, else tiny-student)")
     p.add_argument("--pretrained", default=None, help="weights for an open_clip model name: a tag (e.g. openai) or a file")
     p.add_argument("--out", metavar="DIR", default="densevlm-segment", help="output folder (default: densevlm-segment)")
     p.add_argument("--size", type=_positive, default=None,
@@ -88,40 +101,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boxes", metavar="FILE", default=None, help="classify these boxes instead of the regions (see above)")
     p.add_argument("--min-area", type=_non_negative, default=None, metavar="PIXELS",
                    help="drop regions smaller than this many original pixels (default: half a model token; 0 keeps all)")
-    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
-                   help="torch (default) or onnx (runs an exported .onnx model given as --model)")
+    p.add_argument("--engine", choices=("torch", "onnx", "openvino"), default=None,
+                   help="torch for model names and checkpoints, onnx or openvino for an export directory "
+                        "(default: read from the export's manifest, else torch)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="CPU threads of the engine (default: the engine's own choice, one per core)")
+    p.add_argument("--prompts", choices=("full", "short"), default="full",
+                   help="prompt templates per class name: full (the model's own set) or short (a 7-sentence "
+                        "set, 1 for tiny models: faster first run of a new vocabulary; see PROMPTS above)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
-    p.add_argument("--workers", type=_non_negative, default=2, help="image-decoding processes (default: 2)")
+    p.add_argument("--workers", type=_non_negative, default=2,
+                   help="threads that decode images (and as many that post-process and write them) while the "
+                        "model runs (default: 2; 0: one thread, in order)")
     p.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--overlay-max-side", type=_positive, default=2048,
                    help="longest side of the image drawn in the overlay (default: 2048)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1 ... for --engine torch (default: cuda if available); exports run on the CPU")
 
 
 def _load_model(args: argparse.Namespace):
-    """``(model, name for the JSON)`` from --engine / --model / --pretrained."""
-    from densevlm.errors import DenseVLMError
-
-    if args.engine == "onnx":
-        if args.model is None:
-            raise DenseVLMError("--engine onnx needs --model FILE.onnx (written by `densevlm export`)")
-        if args.pretrained is not None:
-            raise DenseVLMError("--pretrained applies to --engine torch only")
-        try:
-            from densevlm.export.runtime import load_onnx_model
-        except ImportError as e:
-            raise DenseVLMError(f"--engine onnx is not available in this installation ({e})") from None
-        return load_onnx_model(args.model), str(args.model)
-    from densevlm.cli._common import default_device, load_model_arg
+    """``(model, engine, name for the JSON)`` from --engine / --model / --pretrained / --threads."""
+    from densevlm.export.engines import load_engine
 
     name = args.model
+    if name is None and args.engine in ("onnx", "openvino"):
+        from densevlm.errors import DenseVLMError
+
+        raise DenseVLMError(f"--engine {args.engine} needs --model EXPORT_DIR (written by `densevlm export "
+                            f"--format {args.engine} --out EXPORT_DIR`)")
     if name is None:
         if DEMO_CHECKPOINT.is_file():
             name = str(DEMO_CHECKPOINT)
             log.info("using the model tuned by `densevlm demo`: %s (pass --model to choose another)", name)
         else:
             name = "tiny-student"
-    return load_model_arg(name, args.pretrained, default_device(args.device)), name
+    device = args.device
+    if device is not None:
+        from densevlm.cli._common import default_device
+
+        device = default_device(device)
+    model, engine = load_engine(name, args.engine, threads=args.threads, pretrained=args.pretrained, device=device)
+    return model, engine, name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     images = collect_inputs(args.inputs, exclude=out)
     boxes = assign_boxes(load_boxes(args.boxes), images, args.boxes) if args.boxes else None
 
+    from densevlm.errors import DenseVLMError
     from densevlm.inference.batch import RunConfig, segment_files
     from densevlm.inference.segment import default_size
     from densevlm.vocab import load_vocabulary
@@ -148,17 +170,25 @@ def run(args: argparse.Namespace) -> int:
         from densevlm.data.synth import default_vocabulary
 
         vocab = default_vocabulary()
-    model, model_name = _load_model(args)
+    model, engine, model_name = _load_model(args)
     size = args.size or default_size(model)
-    if args.engine == "onnx":
+    templates = None
+    if engine != "torch":
         model.check_size(size)  # a fixed-size export at another --size: one line, before any image
+        if args.prompts != "full":
+            raise DenseVLMError(f"--prompts applies to --engine torch: {model_name} carries the class embeddings "
+                                "it was exported with")
+    else:
+        from densevlm.vocab.prompts import prompt_set
+
+        templates = prompt_set(model.spec.templates, args.prompts)
     config = RunConfig(
         size=size, top_k=args.top_k, min_area=args.min_area, batch_size=args.batch_size, workers=args.workers,
         overwrite=args.overwrite, overlay_max_side=args.overlay_max_side,
-        progress=logging.getLogger("densevlm").isEnabledFor(logging.INFO), model_name=model_name,
+        progress=logging.getLogger("densevlm").isEnabledFor(logging.INFO), model_name=model_name, templates=templates,
     )
-    log.info("segmenting %d images with %s at %d px, %d classes%s", len(images), model_name, size, len(vocab),
-             ", boxes from " + str(args.boxes) if boxes is not None else "")
+    log.info("segmenting %d images with %s (%s) at %d px, %d classes%s", len(images), model_name, engine, size,
+             len(vocab), ", boxes from " + str(args.boxes) if boxes is not None else "")
     summary = segment_files(model, images, vocab, out, config, boxes=boxes)
     ok, skipped, errors = summary.count("ok"), summary.count("skipped"), summary.count("error")
     print(f"segmented {ok} images ({skipped} skipped with existing outputs, {errors} unreadable) in {summary.seconds:.1f} s")

@@ -6,44 +6,25 @@
     >>> exported = load_export("line/")                        # runtime chosen from the manifest
 
 Needs the ``export`` extra (``pip install densevlm[export]``: onnx, onnxruntime, onnxscript); OpenVINO
-and int8 need the ``edge`` extra (openvino, nncf).
+and int8 need the ``edge`` extra (openvino, nncf). Running an export needs neither PyTorch nor the
+exporters (``pip install densevlm[runtime]``): the names below load on first use, so importing
+``densevlm.export.openvino`` or ``.runtime`` does not import the export code (and PyTorch).
 """
 
-from densevlm.export.manifest import EMBEDDINGS_FILE, ENCODER_FILE, MANIFEST_FILE, REGION_FILE, read_manifest
-from densevlm.export.build import export_edge
-from densevlm.export.onnx import export_onnx
-from densevlm.export.openvino import OpenVinoDenseModel, load_export, load_openvino_model
-from densevlm.export.runtime import ExportSpec, OnnxDenseModel, load_onnx_model, require_packages
-from densevlm.export.verify import (
-    TOLERANCES,
-    Tolerances,
-    check_export,
-    check_parity,
-    format_parity,
-    image_tower_fingerprint,
-    parity_inputs,
-)
+from __future__ import annotations
 
-__all__ = [
-    "export_onnx",
-    "export_edge",
-    "load_export",
-    "load_openvino_model",
-    "OpenVinoDenseModel",
-    "load_onnx_model",
-    "OnnxDenseModel",
-    "ExportSpec",
-    "check_parity",
-    "check_export",
-    "parity_inputs",
-    "format_parity",
-    "Tolerances",
-    "TOLERANCES",
-    "image_tower_fingerprint",
-    "read_manifest",
-    "require_packages",
-    "ENCODER_FILE",
-    "EMBEDDINGS_FILE",
-    "REGION_FILE",
-    "MANIFEST_FILE",
-]
+from densevlm.lazy import homes, loader
+
+_HOMES = homes(__name__, {
+    "onnx": ("export_onnx",),
+    "build": ("export_edge",),
+    "openvino": ("load_export", "export_format", "load_openvino_model", "OpenVinoDenseModel"),
+    "runtime": ("load_onnx_model", "OnnxDenseModel", "ExportSpec", "require_packages"),
+    "engines": ("load_engine", "infer_engine", "ENGINES"),
+    "verify": ("check_parity", "check_export", "parity_inputs", "format_parity", "Tolerances", "TOLERANCES",
+               "image_tower_fingerprint"),
+    "manifest": ("read_manifest", "ENCODER_FILE", "EMBEDDINGS_FILE", "REGION_FILE", "MANIFEST_FILE"),
+})
+
+__all__ = list(_HOMES)
+__getattr__ = loader(__name__, _HOMES)

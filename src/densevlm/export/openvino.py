@@ -38,6 +38,7 @@ __all__ = [
     "OpenVinoDenseModel",
     "load_openvino_model",
     "load_export",
+    "export_format",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def _directory(path_or_dir: str | Path) -> Path:
 
 
 def load_openvino_model(
-    path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True
+    path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True, tensors: Optional[str] = None
 ) -> OpenVinoDenseModel:
     """Open an OpenVINO export made by ``densevlm export --format openvino``.
 
@@ -144,6 +145,7 @@ def load_openvino_model(
         path_or_dir: the export directory, or any file inside it.
         threads: OpenVINO inference threads (None: OpenVINO's default, one per core).
         verify: check the size and sha256 of every file against the manifest first.
+        tensors: ``"torch"`` or ``"numpy"`` outputs (default: torch where it is installed).
 
     Raises:
         DenseVLMError: one line naming the missing, changed or unreadable file, or an export of another format.
@@ -155,13 +157,22 @@ def load_openvino_model(
         raise DenseVLMError(f"{directory} is an ONNX export, not OpenVINO; open it with load_export()")
     if verify:
         verify_files(directory, manifest)
-    model = open_runtime(OpenVinoDenseModel, directory, manifest, threads)
+    model = open_runtime(OpenVinoDenseModel, directory, manifest, threads, tensors)
     log.info("loaded OpenVINO export %s (%s, %s)", directory, model.spec.arch, model.precision)
     return model
 
 
-def load_export(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True) -> OnnxDenseModel:
+def export_format(path_or_dir: str | Path) -> str:
+    """``"onnx"`` or ``"openvino"``: the format the export's manifest names (DenseVLMError if unreadable)."""
+    return str(read_manifest(_directory(path_or_dir))["export"].get("format", "onnx"))
+
+
+def load_export(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True,
+                tensors: Optional[str] = None) -> OnnxDenseModel:
     """Open any export, with the runtime its manifest names (``export.format``: onnx or openvino).
+
+    Args:
+        path_or_dir, threads, verify, tensors: as for :func:`load_onnx_model`.
 
     Raises:
         DenseVLMError: as :func:`load_onnx_model` / :func:`load_openvino_model`, or an unknown format.
@@ -169,10 +180,10 @@ def load_export(path_or_dir: str | Path, threads: Optional[int] = None, verify: 
     from densevlm.export.runtime import load_onnx_model
 
     directory = _directory(path_or_dir)
-    fmt = read_manifest(directory)["export"].get("format", "onnx")
+    fmt = export_format(directory)
     if fmt == "openvino":
-        return load_openvino_model(directory, threads=threads, verify=verify)
+        return load_openvino_model(directory, threads=threads, verify=verify, tensors=tensors)
     if fmt == "onnx":
-        return load_onnx_model(directory, threads=threads, verify=verify)
+        return load_onnx_model(directory, threads=threads, verify=verify, tensors=tensors)
     raise DenseVLMError(f"{directory / MANIFEST_FILE}: unknown export format {fmt!r}; upgrade densevlm or re-export")
 

@@ -8,6 +8,11 @@
 Anything written against :class:`~densevlm.dense.DenseRuntime` (the ``segment`` command is)
 runs on this or on a :class:`~densevlm.model.DenseModel`; ``transform``, ``encode_boxes``,
 ``image_size``, ``embed_dim`` and ``device`` are also offered as on the PyTorch model.
+
+The runtime computes in numpy and imports no PyTorch unless asked to: with ``tensors="torch"``
+(the default where PyTorch is installed) arrays come out as CPU ``torch.Tensor``s, as from a
+``DenseModel``; with ``tensors="numpy"`` (the default without PyTorch, and what ``densevlm
+segment --engine onnx|openvino`` uses) they come out as ``numpy.ndarray``. Inputs may be either.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
+from densevlm.dense import as_array
 from densevlm.errors import DenseVLMError
 from densevlm.export.manifest import (
     EMBEDDINGS_FILE,
@@ -31,11 +36,12 @@ from densevlm.export.manifest import (
     read_manifest,
     verify_files,
 )
-from densevlm.imaging import Letterbox, letterbox
-from densevlm.regions.pooling import boxes_to_rois, roi_pool
+from densevlm.imaging import Letterbox, letterbox_array
 from densevlm.vocab import Vocabulary
 
-__all__ = ["ExportSpec", "OnnxDenseModel", "load_onnx_model", "require_packages"]
+__all__ = ["ExportSpec", "OnnxDenseModel", "load_onnx_model", "require_packages", "default_tensors"]
+
+TENSOR_KINDS = ("torch", "numpy")
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,11 @@ def require_packages(*names: str) -> None:
         )
 
 
+def default_tensors() -> str:
+    """``"torch"`` where PyTorch is installed, else ``"numpy"`` (what the runtimes return by default)."""
+    return "torch" if importlib.util.find_spec("torch") is not None else "numpy"
+
+
 def _session(path: Path, threads: Optional[int]) -> Any:
     import onnxruntime as ort
 
@@ -89,16 +100,22 @@ class OnnxDenseModel:
     """An exported image encoder plus its vocabulary's text embeddings, run by ONNX Runtime.
 
     The ONNX Runtime :class:`~densevlm.dense.DenseRuntime`. Build it with :func:`load_onnx_model`.
-    Tensors go in and come out as CPU ``torch.Tensor``s.
+    Inputs may be numpy arrays or torch tensors; outputs are of the kind :attr:`tensors` names.
 
     Attributes:
         directory: the export directory.
         manifest: the parsed ``densevlm_export.json``.
         vocabulary: the :class:`Vocabulary` the embeddings were made for.
         dynamic: True when the graph accepts any H, W that are multiples of the patch.
+        tensors: ``"torch"`` (outputs are CPU ``torch.Tensor``) or ``"numpy"`` (``numpy.ndarray``).
     """
 
-    def __init__(self, directory: Path, manifest: dict[str, Any], threads: Optional[int] = None) -> None:
+    def __init__(self, directory: Path, manifest: dict[str, Any], threads: Optional[int] = None,
+                 tensors: Optional[str] = None) -> None:
+        tensors = tensors or default_tensors()
+        if tensors not in TENSOR_KINDS:
+            raise DenseVLMError(f"tensors must be one of {', '.join(TENSOR_KINDS)}, got {tensors!r}")
+        self.tensors = tensors
         self.directory = directory
         self.manifest = manifest
         model = manifest["model"]
@@ -149,7 +166,15 @@ class OnnxDenseModel:
         (logits,) = self._region.run(None, feeds)
         return logits
 
-    def _read_embeddings(self, path: Path) -> torch.Tensor:
+    def _out(self, array: np.ndarray) -> Any:
+        """``array`` as the kind :attr:`tensors` names."""
+        if self.tensors == "numpy":
+            return array
+        import torch
+
+        return torch.from_numpy(array)
+
+    def _read_embeddings(self, path: Path) -> np.ndarray:
         try:
             table = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -159,7 +184,7 @@ class OnnxDenseModel:
                 f"{path}: expected a [{len(self.vocabulary)}, C] float32/float16 table, got {table.dtype} "
                 f"{list(table.shape)}; re-export"
             )
-        return torch.from_numpy(table.astype(np.float32))
+        return np.ascontiguousarray(table, dtype=np.float32)
 
     # ---- properties (DenseRuntime's, and the rest of DenseModel's) --------------------------
     @property
@@ -196,7 +221,12 @@ class OnnxDenseModel:
         return self._logit_scale
 
     @property
-    def device(self) -> torch.device:
+    def device(self) -> Any:
+        """Where inputs go: the CPU (a ``torch.device`` when :attr:`tensors` is ``"torch"``, else ``"cpu"``)."""
+        if self.tensors == "numpy":
+            return "cpu"
+        import torch
+
         return torch.device("cpu")
 
     @property
@@ -206,8 +236,8 @@ class OnnxDenseModel:
     # ---- preprocessing -----------------------------------------------------------------------
     def prepare(
         self, image: Image.Image, size: Optional[int] = None, square: bool = False
-    ) -> tuple[torch.Tensor, Letterbox]:
-        """Letterbox ``image`` for this export: ``([3, H, W], geometry)``.
+    ) -> tuple[Any, Letterbox]:
+        """Letterbox ``image`` for this export: ``([3, H, W] float32, geometry)``.
 
         A dynamic export pads to multiples of the patch (or a square) like
         :meth:`DenseModel.prepare`; a fixed-size export always gives ``input_size`` squared.
@@ -218,7 +248,9 @@ class OnnxDenseModel:
         if not self.dynamic:
             self.check_size(size)
             size, square = self._input_size, True
-        return letterbox(image, size or self._input_size, self.patch_size, self._spec.mean, self._spec.std, square)
+        array, plan = letterbox_array(image, size or self._input_size, self.patch_size, self._spec.mean,
+                                      self._spec.std, square)
+        return self._out(array), plan
 
     def check_size(self, size: Optional[int]) -> None:
         """Check an input side before any image is read (None: the export's own size).
@@ -232,12 +264,12 @@ class OnnxDenseModel:
                 "re-export with --dynamic or --size"
             )
 
-    def transform(self, image: Image.Image, size: Optional[int] = None) -> torch.Tensor:
+    def transform(self, image: Image.Image, size: Optional[int] = None) -> Any:
         """``[3, H, W]`` normalised input for a PIL image (see :meth:`prepare`)."""
         return self.prepare(image, size)[0]
 
     # ---- encoders ----------------------------------------------------------------------------
-    def _check_images(self, images: torch.Tensor) -> None:
+    def _check_images(self, images: Any) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
             raise DenseVLMError(f"images must be a [B, 3, H, W] tensor, got shape {tuple(images.shape)}")
         h, w = int(images.shape[-2]), int(images.shape[-1])
@@ -252,26 +284,35 @@ class OnnxDenseModel:
                 "use transform(), or re-export with --dynamic"
             )
 
-    def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H/p, W/p]`` dense map, unit norm per token, computed by ONNX Runtime.
+    def encode_dense(self, images: Any) -> Any:
+        """``[B, C, H/p, W/p]`` dense map, unit norm per token, computed by the export's runtime.
 
         Args:
-            images: ``[B, 3, H, W]`` normalised (any device and float dtype; run as float32 on CPU).
+            images: ``[B, 3, H, W]`` normalised, a numpy array or a tensor (any device and float
+                dtype; run as float32 on the CPU).
         """
         self._check_images(images)
-        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self._run_encoder(array))
+        return self._out(self._run_encoder(np.ascontiguousarray(as_array(images))))
 
-    def encode_boxes(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
-        """RoI features ``[sum N_i, C]`` (unit norm, box order) pooled in torch from the ONNX map.
+    def encode_boxes(self, images: Any, boxes: Sequence[Any]) -> Any:
+        """RoI features ``[sum N_i, C]`` (unit norm, box order) pooled from the exported map.
+
+        Needs PyTorch (``roi_align`` of :func:`densevlm.regions.pooling.roi_pool`); without it use
+        :meth:`classify_boxes`, which runs the exported region graph.
 
         Args:
             images: ``[B, 3, H, W]``.
-            boxes: B tensors ``[N_i, 4]``, XYXY in input pixels.
+            boxes: B arrays ``[N_i, 4]``, XYXY in input pixels.
         """
-        return roi_pool(self.encode_dense(images), boxes, self.patch_size)
+        import torch
 
-    def classify_boxes(self, dense: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+        from densevlm.regions.pooling import roi_pool
+
+        dense = torch.from_numpy(as_array(self.encode_dense(images)))
+        feats = roi_pool(dense, [torch.as_tensor(as_array(np.asarray(b))) for b in boxes], self.patch_size)
+        return self._out(feats.numpy())
+
+    def classify_boxes(self, dense: Any, boxes: Sequence[Any]) -> Any:
         """``[sum N_i, K]`` box logits (``logit_scale`` x cosine) from the exported region classifier.
 
         Args:
@@ -285,15 +326,18 @@ class OnnxDenseModel:
             raise DenseVLMError(f"{self.directory}: this export has no {REGION_FILE}; re-export without --no-regions")
         if len(boxes) != dense.shape[0]:
             raise DenseVLMError(f"got boxes for {len(boxes)} images but {dense.shape[0]} images")
-        rois = boxes_to_rois(boxes, 1, torch.float32, torch.device("cpu"))
+        # rows (batch index, x1, y1, x2, y2) in input pixels: the graph divides by the patch itself
+        rois = [np.concatenate([np.full((len(b), 1), i, np.float32), as_array(np.asarray(b)).reshape(-1, 4)], axis=1)
+                for i, b in enumerate(boxes)]
+        rois = np.concatenate(rois, axis=0) if rois else np.zeros((0, 5), np.float32)
         if rois.shape[0] == 0:
-            return torch.zeros(0, len(self.vocabulary))
-        feeds = {"dense": dense.detach().to("cpu", torch.float32).contiguous().numpy(), "boxes": rois.numpy()}
-        return torch.from_numpy(self._run_region(feeds))
+            return self._out(np.zeros((0, len(self.vocabulary)), np.float32))
+        feeds = {"dense": np.ascontiguousarray(as_array(dense)), "boxes": np.ascontiguousarray(rois)}
+        return self._out(self._run_region(feeds))
 
     def embed_vocabulary(
         self, vocab: Vocabulary, templates: Optional[str] = None, use_cache: bool = True
-    ) -> torch.Tensor:
+    ) -> Any:
         """``[K, C]`` float32 unit-norm class embeddings: the ones stored at export.
 
         Args:
@@ -318,30 +362,33 @@ class OnnxDenseModel:
                 f"{self.directory} was exported with the '{self._spec.templates}' prompt templates, "
                 f"not '{templates}'; re-export"
             )
-        return self._embeddings.clone()
+        return self._out(self._embeddings.copy())
 
     def __repr__(self) -> str:
         kind = "dynamic" if self.dynamic else f"{self._input_size}x{self._input_size}"
         return f"OnnxDenseModel({self.directory}, {self._spec.arch}, {kind}, {len(self.vocabulary)} classes)"
 
 
-def open_runtime(cls: type, directory: Path, manifest: dict[str, Any], threads: Optional[int]) -> Any:
-    """``cls(directory, manifest, threads=threads)``; a malformed manifest is one line naming it."""
+def open_runtime(cls: type, directory: Path, manifest: dict[str, Any], threads: Optional[int],
+                 tensors: Optional[str] = None) -> Any:
+    """``cls(directory, manifest, threads=threads, tensors=tensors)``; a malformed manifest is one line naming it."""
     try:
-        return cls(directory, manifest, threads=threads)
+        return cls(directory, manifest, threads=threads, tensors=tensors)
     except (KeyError, TypeError, ValueError) as e:
         raise DenseVLMError(
             f"{directory / MANIFEST_FILE}: missing or malformed field ({type(e).__name__}: {e}); re-export"
         ) from None
 
 
-def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True) -> OnnxDenseModel:
+def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True,
+                    tensors: Optional[str] = None) -> OnnxDenseModel:
     """Open an export made by ``densevlm export``.
 
     Args:
         path_or_dir: the export directory, or any file inside it (e.g. its ``image_encoder.onnx``).
         threads: ONNX Runtime intra-op threads (None: ONNX Runtime's default, one per core).
         verify: check the size and sha256 of every file against the manifest first.
+        tensors: ``"torch"`` or ``"numpy"`` outputs (default :func:`default_tensors`).
 
     Raises:
         DenseVLMError: one line naming the missing, changed or unreadable file.
@@ -358,6 +405,6 @@ def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, veri
         verify_files(directory, manifest)
     if manifest.get("parity") and not manifest["parity"].get("passed", True):
         log.warning("%s: the parity check at export time FAILED; see %s", directory, MANIFEST_FILE)
-    model = open_runtime(OnnxDenseModel, directory, manifest, threads)
+    model = open_runtime(OnnxDenseModel, directory, manifest, threads, tensors)
     log.info("loaded ONNX export %s (%s, %s exporter)", directory, model.spec.arch, manifest["export"].get("exporter"))
     return model

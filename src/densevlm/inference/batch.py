@@ -1,38 +1,35 @@
 """Segmenting many files: what ``densevlm segment`` runs.
 
-A torch DataLoader decodes and letterboxes the images in worker processes (every image to a
-``size x size`` square, so any aspect ratios batch together, plus a display-size copy for the
-overlay, so full-resolution pixels never travel to the main process); the main process runs
-the model a batch at a time and writes each image's outputs. The run is resumable: an image
-whose three outputs exist (and whose JSON reads back) is skipped unless ``overwrite``. A file
-that cannot be read or written is skipped with one warning line and an ``error`` row in the
-summary; the run goes on.
-
-Workers are forked where the platform allows it, so the model (whose ``prepare`` they call)
-is shared rather than pickled; elsewhere it is pickled into each worker.
+The run goes through :func:`densevlm.inference.pipeline.run_pipeline`: ``workers`` threads
+decode and letterbox the images ahead of the model (every image to a ``size x size`` square, so
+any aspect ratios batch together, plus a display-size copy for the overlay, so full-resolution
+pixels are dropped early), the model runs a batch at a time, and ``workers`` threads make each
+image's maps and segments and write its files while the next batch runs. Nothing here imports
+PyTorch: an export runs on a machine without it. The run is resumable: an image whose three
+outputs exist (and whose JSON reads back) is skipped unless ``overwrite``. A file that cannot be
+read or written is skipped with one warning line and an ``error`` row in the summary; the run
+goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
 from densevlm.dense import DenseRuntime
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
 from densevlm.inference.io import InputImage, finished_json, write_outputs, write_summary
 from densevlm.inference.overlay import display_image
+from densevlm.inference.pipeline import Prepared, run_pipeline
 from densevlm.inference.result import SegmentResult
 from densevlm.inference.segment import predict
-from densevlm.regions.pooling import roi_pool
 from densevlm.vocab import Vocabulary
 
 __all__ = ["RunConfig", "RunSummary", "segment_files"]
@@ -51,11 +48,13 @@ class RunConfig:
         top_k: candidates per segment.
         min_area: speck threshold in original pixels (None: half a token).
         batch_size: images per forward pass.
-        workers: decoding processes (0: decode in the main process).
+        workers: threads that decode (and as many that post-process and write) around the
+            model (0: everything in order in one thread).
         overwrite: redo images whose outputs exist.
         overlay_max_side: longest side of the drawn image in the overlay.
         progress: show a progress bar (and route log lines through it).
         model_name: written to each JSON.
+        templates: prompt template set of the class embeddings (None: the model's own).
     """
 
     size: int
@@ -67,6 +66,7 @@ class RunConfig:
     overlay_max_side: int = 2048
     progress: bool = False
     model_name: str = ""
+    templates: Optional[str] = None
 
 
 @dataclass
@@ -78,39 +78,6 @@ class RunSummary:
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.rows if r["status"] == status)
-
-
-class _Decoded(torch.utils.data.Dataset):
-    """Decodes one file per item (in a worker): model input, letterbox, display copy, or an error."""
-
-    def __init__(self, images: Sequence[InputImage], prepare: Any, size: int, overlay_max_side: int) -> None:
-        self.images = list(images)
-        self.prepare = prepare
-        self.size = size
-        self.overlay_max_side = overlay_max_side
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        path = self.images[i].path
-        try:
-            pil = open_image(path)
-            x, plan = self.prepare(pil, self.size, square=True)
-            display = display_image(pil, self.overlay_max_side)
-            return {"index": i, "input": x, "plan": plan, "display": display}
-        except DenseVLMError as e:
-            return {"index": i, "error": str(e)}
-        except (OSError, ValueError, MemoryError) as e:
-            return {"index": i, "error": str(DenseVLMError(f"{path}: cannot decode ({type(e).__name__}: {e})"))}
-
-
-def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return items
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
 
 
 def _top_classes(shares: Sequence[tuple[str, float]]) -> str:
@@ -179,102 +146,80 @@ def segment_files(
     return summary
 
 
+def _prepare(image: InputImage, model: Any, config: RunConfig,
+             boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]], index: int) -> Prepared:
+    """Decode one file (in a decode thread): model input, letterbox, (display copy, start time), or an error."""
+    started = time.perf_counter()
+    path = image.path
+    try:
+        pil = open_image(path)
+        x, plan = model.prepare(pil, config.size, square=True)
+        display = display_image(pil, config.overlay_max_side)
+    except DenseVLMError as e:
+        return Prepared(index, error=str(e))
+    except (OSError, ValueError, MemoryError) as e:
+        return Prepared(index, error=str(DenseVLMError(f"{path}: cannot decode ({type(e).__name__}: {e})")))
+    given = None if boxes is None else boxes.get(image.name, (np.zeros((0, 4)), []))[0]
+    return Prepared(index, x, plan, extra=(display, started), boxes=given)
+
+
 def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabulary, out_dir: Path, config: RunConfig,
          boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]], rows: dict[int, dict[str, Any]]) -> None:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    dataset = _Decoded(images, model.prepare, config.size, config.overlay_max_side)
-    context = None
-    if config.workers > 0 and "fork" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("fork")
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate,
-        worker_init_fn=_worker_init if config.workers > 0 else None, multiprocessing_context=context,
-    )
     logit_scale = float(model.logit_scale)
     patch = int(model.patch_size)
+
+    def finish(prepared: Prepared, dense: Optional[np.ndarray], text: np.ndarray) -> tuple[int, dict[str, Any]]:
+        image = images[prepared.index]
+        if prepared.error is not None:
+            log.warning("skipped %s", prepared.error)
+            return prepared.index, _error_row(image, prepared.error)
+        return prepared.index, _finish(dense, text, prepared, image, vocab, out_dir, config, logit_scale, patch)
+
     # with a bar on screen, log lines go through tqdm so they do not break it
     redirect = contextlib.nullcontext()
     if config.progress:
         redirect = logging_redirect_tqdm(loggers=[logging.getLogger("densevlm")])
-    with torch.inference_mode(), redirect:
-        text = model.embed_vocabulary(vocab)
-        device = text.device
+    with redirect:
         bar = tqdm(total=len(images), desc="segment", unit="img", disable=None if config.progress else True)
-        waited = time.perf_counter()
-        for batch in loader:
-            good = []
-            for item in batch:
-                if "error" in item:
-                    log.warning("skipped %s", item["error"])
-                    rows[indices[item["index"]]] = _error_row(images[item["index"]], item["error"])
-                    bar.update(1)
-                else:
-                    good.append(item)
-            if good:
-                x = torch.stack([item["input"] for item in good]).to(device)
-                dense = model.encode_dense(x)
-                box_features = _box_features(model, dense, good, images, boxes)
-                shared = (time.perf_counter() - waited) / len(good)
-                for j, item in enumerate(good):
-                    image = images[item["index"]]
-                    rows[indices[item["index"]]] = _finish(
-                        dense[j], text, item, image, vocab, out_dir, config, logit_scale, patch,
-                        None if box_features is None else box_features[j], boxes, shared,
-                    )
-                    bar.update(1)
-            waited = time.perf_counter()
+        for i, row in run_pipeline(model, images, vocab, lambda i, image: _prepare(image, model, config, boxes, i),
+                                   finish, batch_size=config.batch_size, workers=config.workers,
+                                   templates=config.templates):
+            rows[indices[i]] = row
+            bar.update(1)
         bar.close()
 
 
-def _box_features(model: Any, dense: torch.Tensor, good: list[dict[str, Any]], images: list[InputImage],
-                  boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]]) -> Optional[list[torch.Tensor]]:
-    """Per image of the batch, ``[N_i, C]`` RoI features of its boxes on the already computed
-    ``[B, C, h, w]`` dense map (None without a boxes file)."""
-    if boxes is None:
-        return None
-    scaled = []
-    for item in good:
-        given = boxes.get(images[item["index"]].name, (np.zeros((0, 4)), []))[0]
-        scaled.append(torch.as_tensor(item["plan"].to_input(given), dtype=torch.float32, device=dense.device))
-    counts = [int(b.shape[0]) for b in scaled]
-    if sum(counts) == 0:
-        return [dense.new_zeros(0, dense.shape[1]) for _ in good]
-    return list(torch.split(roi_pool(dense, scaled, int(model.patch_size)), counts))
-
-
-def _finish(dense: torch.Tensor, text: torch.Tensor, item: dict[str, Any], image: InputImage, vocab: Vocabulary,
-            out_dir: Path, config: RunConfig, logit_scale: float, patch: int, box_features: Optional[torch.Tensor],
-            boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]], shared_seconds: float) -> dict[str, Any]:
-    """Maps, segments and files of one decoded image; a summary row (``error`` if writing failed)."""
-    started = time.perf_counter()
-    plan = item["plan"]
-    given = None
-    if boxes is not None:
-        given = boxes.get(image.name, (np.zeros((0, 4)), []))[0]
+def _finish(dense: np.ndarray, text: np.ndarray, prepared: Prepared, image: InputImage, vocab: Vocabulary,
+            out_dir: Path, config: RunConfig, logit_scale: float, patch: int) -> dict[str, Any]:
+    """Maps, segments and files of one decoded image; a summary row (``error`` if writing failed) whose
+    ``seconds`` is the image's latency, from the start of its decoding to its last file."""
+    display, started = prepared.extra
+    plan = prepared.plan
+    given = prepared.boxes
     try:
         labels, scores, segments, min_area = predict(
             dense, text, plan, vocab, logit_scale=logit_scale, patch_size=patch, top_k=config.top_k,
-            min_area=config.min_area, box_features=box_features, boxes=given,
+            min_area=config.min_area, box_logits=prepared.box_logits, boxes=given,
         )
         result = SegmentResult(
             labels=labels, scores=scores, segments=segments, vocab=vocab, width=plan.original_width,
             height=plan.original_height, model=config.model_name, input_size=config.size,
             mode="boxes" if given is not None else "regions", min_area=min_area, file=str(image.path),
-            image=item["display"],
+            image=display,
         )
         write_outputs(result, out_dir, image.name, config.overlay_max_side)
     except (DenseVLMError, OSError, MemoryError) as e:
         reason = str(DenseVLMError(f"{image.path}: {e}"))
         log.warning("skipped %s", reason)
-        return _error_row(image, reason, shared_seconds + time.perf_counter() - started)
-    seconds = shared_seconds + time.perf_counter() - started
+        return _error_row(image, reason, time.perf_counter() - started)
     reason = ""
     if not segments and given is None and min_area > 0:
         reason = f"every region is under the minimum area of {min_area} pixels (--min-area 0 keeps them)"
         log.warning("%s: no segments: %s", image.path, reason)
     return {
         "file": str(image.path), "name": image.name, "status": "ok", "reason": reason, "segments": len(segments),
-        "top_classes": _top_classes(result.class_areas()), "seconds": round(seconds, 3),
+        "top_classes": _top_classes(result.class_areas()), "seconds": round(time.perf_counter() - started, 3),
     }

@@ -8,6 +8,10 @@ the label map). A region's candidates (``topk``) come from the dense map mean-po
 region (token weights = the share of the region's pixels in each token cell), so they may rank
 another class above the region's pixel-wise class. A given box is classified from its RoI
 feature instead and becomes one segment whose mask is the box's pixels.
+
+Everything here is numpy: the dense map ``[C, h, w]`` and the class embeddings ``[K, C]`` are
+float32 arrays (the PyTorch engine converts its dense map once, see
+:func:`densevlm.inference.segment.predict`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from densevlm.imaging import Letterbox
 from densevlm.inference.maps import nearest_index
@@ -32,13 +35,13 @@ __all__ = ["LabelGrid", "region_segments", "box_segments"]
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
-def _classify(feats: torch.Tensor, text: torch.Tensor, logit_scale: float, vocab: Vocabulary,
-              top_k: int) -> tuple[torch.Tensor, list[list[tuple[str, float]]]]:
-    """``[N, C]`` region features -> ``[N, K]`` float64 probabilities (on the CPU) and per row the
-    ``top_k`` (name, probability) pairs, best first."""
-    probs = similarity.probabilities(similarity.logits(feats.double(), text.double(), logit_scale)).cpu()
+def _classify(logits: np.ndarray, vocab: Vocabulary, top_k: int) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
+    """``[N, K]`` logits -> ``[N, K]`` float64 probabilities and per row the ``top_k`` (name,
+    probability) pairs, best first."""
+    probs = similarity.probabilities(np.asarray(logits, dtype=np.float64))
     values, indices = similarity.top_k(probs, top_k)
-    return probs, [        [(vocab.names[int(i)], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist())]
+    return probs, [
+        [(vocab.names[int(i)], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist())]
         for row_v, row_i in zip(values, indices)
     ]
 
@@ -150,37 +153,47 @@ def _find_regions(grid: LabelGrid, min_area: int) -> list[_Region]:
     return regions
 
 
-def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, int]) -> torch.Tensor:
-    """``[N, h, w]`` original pixels of each region in each token cell (its area-weighted share),
-    counted on the region's base crop (:func:`~densevlm.regions.pooling.grid_token_weights`)."""
-    return torch.stack([
-        grid_token_weights(torch.from_numpy(region.mask * grid.block_areas(region.where))[None],
-                           torch.from_numpy(grid.token_rows[region.where[0]]),
-                           torch.from_numpy(grid.token_cols[region.where[1]]), shape)[0]
-        for region in regions
-    ]).float()
+def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, int],
+                   chunk_elements: int = 1 << 22) -> np.ndarray:
+    """``[N, h, w]`` float32 original pixels of each region in each token cell (its area-weighted
+    share): :func:`~densevlm.regions.pooling.grid_token_weights` of the regions' base masks
+    (weighted by the original pixels each base pixel stands for), a chunk of regions at a time."""
+    hb, wb = grid.labels.shape
+    areas = np.outer(grid.row_sizes, grid.col_sizes).astype(np.float32)
+    out = np.empty((len(regions), shape[0], shape[1]), dtype=np.float32)
+    step = max(1, chunk_elements // (hb * wb))
+    for start in range(0, len(regions), step):
+        part = regions[start: start + step]
+        masks = np.zeros((len(part), hb, wb), dtype=np.float32)
+        for n, region in enumerate(part):
+            masks[n][region.where] = region.mask * areas[region.where]
+        out[start: start + len(part)] = grid_token_weights(masks, grid.token_rows, grid.token_cols, shape)
+    return out
 
 
 def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:
     """Original ``(x, y)`` of the centre of the region's base pixel closest to its centroid."""
     ys, xs = np.nonzero(region.mask)
-    weights = grid.block_areas(region.where)[ys, xs]
-    cy, cx = np.average(ys, weights=weights), np.average(xs, weights=weights)
+    row_w = grid.row_sizes[region.where[0]][ys].astype(np.float64)
+    weights = row_w * grid.col_sizes[region.where[1]][xs]
+    total = weights.sum()
+    cy, cx = float(ys @ weights) / total, float(xs @ weights) / total
     nearest = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
     row = region.where[0].start + int(ys[nearest])
     col = region.where[1].start + int(xs[nearest])
     return int(grid.col_starts[col] + grid.col_sizes[col] // 2), int(grid.row_starts[row] + grid.row_sizes[row] // 2)
 
 
-def region_segments(dense: torch.Tensor, text: torch.Tensor, logit_scale: float, grid: LabelGrid,
+def region_segments(dense: np.ndarray, text: np.ndarray, logit_scale: float, grid: LabelGrid,
                     scores: np.ndarray, vocab: Vocabulary, top_k: int, min_area: int) -> list[Segment]:
     """A segment per region of ``grid`` of at least ``min_area`` original pixels, from the ``[C, h, w]``
     dense map, ``[K, C]`` class embeddings and the ``[H0, W0]`` score map (see the module docstring)."""
     regions = _find_regions(grid, min_area)
     if not regions:
         return []
-    weights = _token_weights(regions, grid, (dense.shape[-2], dense.shape[-1])).to(dense.device)
-    _, candidates = _classify(weighted_pool(dense, weights), text, logit_scale, vocab, top_k)
+    feats = weighted_pool(dense, _token_weights(regions, grid, (dense.shape[-2], dense.shape[-1])))
+    logits = similarity.logits(feats.astype(np.float64), text.astype(np.float64), logit_scale)
+    _, candidates = _classify(logits, vocab, top_k)
     h0, w0 = scores.shape
     segments = []
     for region, topk in zip(regions, candidates):
@@ -195,12 +208,13 @@ def region_segments(dense: torch.Tensor, text: torch.Tensor, logit_scale: float,
     return segments
 
 
-def box_segments(box_features: torch.Tensor, boxes: np.ndarray, text: torch.Tensor, logit_scale: float,
-                 vocab: Vocabulary, top_k: int, height: int, width: int) -> list[Segment]:
+def box_segments(box_logits: np.ndarray, boxes: np.ndarray, vocab: Vocabulary, top_k: int, height: int,
+                 width: int) -> list[Segment]:
     """A segment per ``[N, 4]`` XYXY original-pixel box of the ``height x width`` image, classified
-    from its ``[N, C]`` RoI feature against the ``[K, C]`` class embeddings; its mask is the box."""
-    probs, candidates = _classify(box_features, text, logit_scale, vocab, top_k)
-    best = probs.argmax(dim=1).tolist()
+    by its ``[N, K]`` logits (``logit_scale`` x the cosine of its RoI feature to each class, as
+    :func:`densevlm.inference.segment.box_logits` makes them); its mask is the box."""
+    probs, candidates = _classify(box_logits, vocab, top_k)
+    best = probs.argmax(axis=1).tolist()
     segments = []
     for box, topk, k in zip(boxes, candidates, best):
         x1, y1, x2, y2 = (float(v) for v in box)

@@ -15,28 +15,36 @@ pixel), clipped to the image (see :func:`default_min_area`). With ``boxes``, eac
 classified from its RoI feature (RoI-align on the same dense map) instead, and becomes one
 segment whose mask is the box's pixels.
 
-The model is any :class:`densevlm.dense.DenseRuntime` (PyTorch or an export); nothing outside
-that protocol is called on it.
+The model is any :class:`~densevlm.dense.DenseRuntime` (a ``DenseModel`` in PyTorch, an ONNX
+Runtime or OpenVINO export); what is called on it::
+
+    model.prepare(pil, size, square=True) -> ([3, S, S] tensor or array, Letterbox)
+    model.encode_dense(x [B, 3, S, S]) -> [B, C, S/p, S/p], unit norm per token
+    model.embed_vocabulary(vocab) -> [K, C] unit norm (a tensor's device is where inputs are sent)
+    model.patch_size, model.default_size, model.logit_scale, model.spec.arch
+    model.classify_boxes(dense, boxes) with --boxes, where the runtime has a region graph
+
+The model's outputs are converted to numpy once (:func:`densevlm.dense.as_array`); everything
+after that (:func:`predict`) is numpy, so an export segments without PyTorch installed.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from densevlm.dense import DenseRuntime
+from densevlm.dense import DenseRuntime, as_array
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
 from densevlm.inference.components import LabelGrid, box_segments, region_segments
 from densevlm.inference.maps import original_maps, pixel_predictions
+from densevlm.inference.pipeline import Prepared, run_pipeline
 from densevlm.inference.result import Segment, SegmentResult
-from densevlm.regions.pooling import roi_pool
 from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = ["segment", "predict", "default_size", "default_min_area"]
@@ -59,8 +67,8 @@ def default_min_area(plan: Letterbox, patch_size: int) -> int:
 
 
 def predict(
-    dense: torch.Tensor,
-    text: torch.Tensor,
+    dense: np.ndarray,
+    text: np.ndarray,
     plan: Letterbox,
     vocab: Vocabulary,
     *,
@@ -68,21 +76,23 @@ def predict(
     patch_size: int,
     top_k: int = 5,
     min_area: Optional[int] = None,
-    box_features: Optional[torch.Tensor] = None,
+    box_logits: Optional[np.ndarray] = None,
     boxes: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray, list[Segment], int]:
     """Maps and segments of one image from its dense map (the model-free half of :func:`segment`).
 
     Args:
-        dense: ``[C, h, w]`` dense map (unit norm per token) of the letterboxed input.
-        text: ``[K, C]`` class embeddings on the same device.
+        dense: ``[C, h, w]`` dense map (unit norm per token) of the letterboxed input (a numpy
+            array; a tensor is converted once).
+        text: ``[K, C]`` class embeddings (likewise).
         plan: the letterbox that made the input.
         logit_scale: ``model.logit_scale``.
         patch_size: input pixels per token.
         top_k: candidates per segment.
         min_area: speck threshold in original pixels (default :func:`default_min_area`).
-        box_features, boxes: ``[N, C]`` RoI features of ``[N, 4]`` XYXY original-pixel boxes;
-            when given, the boxes are the segments instead of the connected regions.
+        box_logits, boxes: ``[N, K]`` logits (:func:`~densevlm.inference.pipeline.box_logits`) of ``[N, 4]`` XYXY
+            original-pixel boxes; when given, the boxes are the segments instead of the
+            connected regions.
 
     Returns:
         ``(labels [H, W], scores [H, W] float32, segments largest first, min_area used)``.
@@ -90,15 +100,13 @@ def predict(
     if len(vocab) >= 1 << 16:
         raise DenseVLMError(f"vocabulary has {len(vocab)} classes; the label map holds at most 65535")
     label_dtype = np.uint8 if len(vocab) < 256 else np.uint16
-    dense = dense.float()
-    text = text.float().to(dense.device)
+    dense, text = as_array(dense), as_array(text)
     min_area = default_min_area(plan, patch_size) if min_area is None else int(min_area)
     arg, prob = pixel_predictions(dense, text, logit_scale, plan)
-    content = arg.cpu().numpy().astype(label_dtype)
+    content = arg.astype(label_dtype)
     labels, scores = original_maps(content, prob, plan)
-    if box_features is not None and boxes is not None:
-        segments = box_segments(box_features.float().to(dense.device), boxes, text, logit_scale, vocab, top_k,
-                                 plan.original_height, plan.original_width)
+    if box_logits is not None and boxes is not None:
+        segments = box_segments(box_logits, boxes, vocab, top_k, plan.original_height, plan.original_width)
     else:
         grid = LabelGrid.build(content, labels, plan, patch_size)
         segments = region_segments(dense, text, logit_scale, grid, scores, vocab, top_k, min_area)
@@ -111,41 +119,45 @@ def predict(
 
 def segment(
     model: DenseRuntime,
-    image: Image.Image | str | Path,
+    image: Image.Image | str | Path | Sequence[Image.Image | str | Path],
     vocab: Vocabulary | str | Path,
     size: Optional[int] = None,
     top_k: int = 5,
     boxes: Optional[Any] = None,
     min_area: Optional[int] = None,
     model_name: Optional[str] = None,
-) -> SegmentResult:
+    *,
+    templates: Optional[str] = None,
+    batch_size: int = 8,
+    workers: Optional[int] = None,
+) -> SegmentResult | list[SegmentResult]:
     """Label every pixel and every region of ``image`` with a class of ``vocab``.
 
     Args:
-        model: a :class:`~densevlm.dense.DenseRuntime` (a DenseModel or an export).
-        image: a PIL image or an image file (read as RGB with its EXIF orientation applied).
+        model: any :class:`~densevlm.dense.DenseRuntime`: a :class:`~densevlm.model.DenseModel`,
+            or an export opened with :func:`densevlm.export.load_export` (see the module docstring).
+        image: a PIL image or an image file (read as RGB with its EXIF orientation applied), or
+            a list of them: the vocabulary is then embedded once, the model runs ``batch_size``
+            images at a time and decoding and post-processing run in ``workers`` threads around
+            it (:mod:`densevlm.inference.pipeline`).
         vocab: a :class:`~densevlm.vocab.Vocabulary` or a vocabulary file.
         size: longest input side in pixels; the input is letterboxed to a ``size x size``
             square (default: ``model.default_size``).
         top_k: candidates kept per segment.
-        boxes: ``[N, 4]`` XYXY boxes in original pixels to classify instead of regions.
+        boxes: ``[N, 4]`` XYXY boxes in original pixels to classify instead of regions (one image only).
         min_area: regions under this many original pixels get no segment (default: half a
             model token, see :func:`default_min_area`; 0 keeps every region).
         model_name: name written to the JSON (default ``model.spec.arch``).
+        templates: prompt template set (default the model's own; exports carry theirs).
+        batch_size, workers: for a list of images (``workers=0``: no threads).
 
     Returns:
-        A :class:`SegmentResult` at the image's original size.
+        A :class:`SegmentResult` at the image's original size; for a list, one per image, in order.
 
     Raises:
         DenseVLMError: unreadable image, bad vocabulary file, or a box that is inverted or
             outside the image.
     """
-    file = None
-    if isinstance(image, (str, Path)):
-        file = str(image)
-        image = open_image(image)
-    else:
-        image = to_rgb(image)
     if not isinstance(vocab, Vocabulary):
         vocab = load_vocabulary(vocab)
     if top_k < 1:
@@ -153,33 +165,31 @@ def segment(
     size = int(size or default_size(model))
     if size <= 0:
         raise DenseVLMError(f"size must be positive, got {size}")
-    box_array = None
-    if boxes is not None:
-        box_array = check_boxes(boxes, image.width, image.height, where=file or "image")
-    x, plan = model.prepare(image, size, square=True)
-    with torch.inference_mode():
-        text = model.embed_vocabulary(vocab)
-        x = x[None].to(text.device)
-        dense = model.encode_dense(x)[0]
-        box_features = None
-        if box_array is not None:
-            scaled = torch.as_tensor(plan.to_input(box_array), dtype=torch.float32, device=text.device)
-            box_features = roi_pool(dense[None], [scaled], int(model.patch_size))
+    many = isinstance(image, (list, tuple))
+    if many and boxes is not None:
+        raise DenseVLMError("boxes apply to one image; call segment() per image to classify boxes")
+    images = list(image) if many else [image]
+
+    def prepare(index: int, item: Image.Image | str | Path) -> Prepared:
+        file = str(item) if isinstance(item, (str, Path)) else None
+        pil = open_image(item) if file else to_rgb(item)
+        box_array = None if boxes is None else check_boxes(boxes, pil.width, pil.height, where=file or "image")
+        x, plan = model.prepare(pil, size, square=True)
+        return Prepared(index, x, plan, extra=(pil, file), boxes=box_array)
+
+    def finish(prepared: Prepared, dense: np.ndarray, text: np.ndarray) -> SegmentResult:
+        pil, file = prepared.extra
+        plan = prepared.plan
         labels, scores, segments, used_min_area = predict(
             dense, text, plan, vocab, logit_scale=float(model.logit_scale), patch_size=int(model.patch_size),
-            top_k=top_k, min_area=min_area, box_features=box_features, boxes=box_array,
+            top_k=top_k, min_area=min_area, box_logits=prepared.box_logits, boxes=prepared.boxes,
         )
-    return SegmentResult(
-        labels=labels,
-        scores=scores,
-        segments=segments,
-        vocab=vocab,
-        width=plan.original_width,
-        height=plan.original_height,
-        model=model_name or str(model.spec.arch),
-        input_size=size,
-        mode="boxes" if box_array is not None else "regions",
-        min_area=used_min_area,
-        file=file,
-        image=image,
-    )
+        return SegmentResult(
+            labels=labels, scores=scores, segments=segments, vocab=vocab, width=plan.original_width,
+            height=plan.original_height, model=model_name or str(model.spec.arch), input_size=size,
+            mode="boxes" if prepared.boxes is not None else "regions", min_area=used_min_area, file=file, image=pil,
+        )
+
+    results = list(run_pipeline(model, images, vocab, prepare, finish, batch_size=batch_size,
+                                workers=workers if many else 0, templates=templates))
+    return results if many else results[0]

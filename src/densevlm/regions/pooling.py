@@ -7,13 +7,14 @@ stride ``p`` has token ``j`` centred at input pixel ``(j + 0.5) * p``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-import torch.nn.functional as F
-from torchvision.ops import roi_align
+import numpy as np
 
 from densevlm.errors import DenseVLMError
+
+if TYPE_CHECKING:  # torch and torchvision load on use: the mask pooling also serves numpy arrays without them
+    import torch
 
 __all__ = ["roi_pool", "mask_pool", "weighted_pool", "grid_token_weights", "mask_token_weights", "crop_boxes", "boxes_to_rois"]
 
@@ -26,6 +27,8 @@ def boxes_to_rois(boxes: Sequence[torch.Tensor], stride: int, dtype: torch.dtype
         stride: input pixels per dense-map cell (the patch size), e.g. 16 maps a 512 px box
             edge to 32 cells.
     """
+    import torch
+
     rows = []
     for i, b in enumerate(boxes):
         b = torch.as_tensor(b, dtype=dtype, device=device).reshape(-1, 4)
@@ -51,6 +54,9 @@ def roi_pool(dense: torch.Tensor, boxes: Sequence[torch.Tensor], stride: int) ->
     Returns:
         ``[sum N_i, C]`` unit-norm features, in the order of ``boxes``.
     """
+    import torch.nn.functional as F
+    from torchvision.ops import roi_align
+
     if len(boxes) != dense.shape[0]:
         raise DenseVLMError(f"got boxes for {len(boxes)} images but {dense.shape[0]} images")
     rois = boxes_to_rois(boxes, stride, dense.dtype, dense.device)
@@ -60,8 +66,7 @@ def roi_pool(dense: torch.Tensor, boxes: Sequence[torch.Tensor], stride: int) ->
     return F.normalize(pooled.flatten(1), dim=-1)
 
 
-def grid_token_weights(masks: torch.Tensor, token_rows: torch.Tensor, token_cols: torch.Tensor,
-                       shape: tuple[int, int]) -> torch.Tensor:
+def grid_token_weights(masks: Any, token_rows: Any, token_cols: Any, shape: tuple[int, int]) -> Any:
     """Sum masks over token cells: the one mask -> token weights, for any pixel -> token map.
 
     Pixel ``(i, j)`` of the masks lies in token ``(token_rows[i], token_cols[j])``; a mask
@@ -70,14 +75,20 @@ def grid_token_weights(masks: torch.Tensor, token_rows: torch.Tensor, token_cols
     ``R [H, h]``, ``C [W, w]``, so masks only as large as their pixel grid are ever built.
 
     Args:
-        masks: ``[N, H, W]`` float (the dtype of the result).
+        masks: ``[N, H, W]`` float (the dtype of the result), a tensor or a numpy array.
         token_rows, token_cols: ``[H]`` / ``[W]`` int64 token row (column) of each pixel row
-            (column), in ``[0, h)`` / ``[0, w)``.
+            (column), in ``[0, h)`` / ``[0, w)``, of the same kind.
         shape: the token grid ``(h, w)``.
 
     Returns:
-        ``[N, h, w]`` mask mass per token (0 for tokens no pixel maps to).
+        ``[N, h, w]`` mask mass per token (0 for tokens no pixel maps to), of the masks' kind.
     """
+    if isinstance(masks, np.ndarray):
+        rows = np.eye(shape[0], dtype=masks.dtype)[np.asarray(token_rows)]
+        cols = np.eye(shape[1], dtype=masks.dtype)[np.asarray(token_cols)]
+        return rows.T @ masks @ cols
+    import torch.nn.functional as F
+
     rows = F.one_hot(token_rows.to(masks.device), shape[0]).to(masks.dtype)
     cols = F.one_hot(token_cols.to(masks.device), shape[1]).to(masks.dtype)
     return rows.t() @ masks @ cols
@@ -102,6 +113,8 @@ def mask_token_weights(masks: torch.Tensor, stride: int) -> torch.Tensor:
     Raises:
         DenseVLMError: ``H`` or ``W`` is not a multiple of ``stride``.
     """
+    import torch
+
     n, h, w = masks.shape
     if h % stride or w % stride:
         raise DenseVLMError(f"mask size {h}x{w} is not a multiple of the stride {stride}")
@@ -110,16 +123,23 @@ def mask_token_weights(masks: torch.Tensor, stride: int) -> torch.Tensor:
     return grid_token_weights(masks.float(), rows, cols, (h // stride, w // stride)) / (stride * stride)
 
 
-def weighted_pool(dense: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_pool(dense: Any, weights: Any) -> Any:
     """Weighted mean of one image's dense map, then L2-normalise.
 
     Args:
-        dense: ``[C, h, w]``.
-        weights: ``[N, h, w]`` non-negative token weights.
+        dense: ``[C, h, w]``, a tensor or a numpy array.
+        weights: ``[N, h, w]`` non-negative token weights, of the same kind.
 
     Returns:
-        ``[N, C]`` unit-norm features (all-zero where a weight map is all zero).
+        ``[N, C]`` unit-norm features (all-zero where a weight map is all zero), of the same kind.
     """
+    if isinstance(dense, np.ndarray):
+        w = np.asarray(weights, dtype=dense.dtype).reshape(len(weights), -1)
+        feats = w @ dense.reshape(dense.shape[0], -1).T
+        feats = feats / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        return feats / np.maximum(np.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
+    import torch.nn.functional as F
+
     w = weights.to(dense.dtype).flatten(1)
     feats = w @ dense.flatten(1).transpose(0, 1)
     feats = feats / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
@@ -140,6 +160,8 @@ def mask_pool(dense: torch.Tensor, masks: Sequence[torch.Tensor], stride: int) -
     Returns:
         ``[sum N_i, C]`` unit-norm features (all-zero for an empty mask).
     """
+    import torch
+
     if len(masks) != dense.shape[0]:
         raise DenseVLMError(f"got masks for {len(masks)} images but {dense.shape[0]} images")
     b, c, h, w = dense.shape
@@ -172,6 +194,8 @@ def crop_boxes(image: torch.Tensor, boxes: torch.Tensor, size: int, context: flo
     Returns:
         ``[N, 3, size, size]``.
     """
+    import torch.nn.functional as F
+
     _, hgt, wid = image.shape
     out = image.new_zeros(boxes.shape[0], 3, size, size)
     for n, (x1, y1, x2, y2) in enumerate(boxes.tolist()):

@@ -21,21 +21,27 @@ The thing/stuff split is vocabulary membership, never an index cut-off: ``class_
     >>> things = similarity.probabilities(scores, classes=class_is_thing)  # over the thing section only
     >>> values, indices = similarity.top_k(probs, 5)                       # [N, min(5, K)] each
     >>> region_is_thing = similarity.is_thing(indices[:, 0], class_is_thing)  # [N] bool
+
+:func:`cosine`, :func:`logits`, :func:`probabilities` and :func:`top_k` also take numpy arrays
+(and then return numpy arrays, computed in the arrays' dtype), so the runtime without PyTorch
+scores exports with the same functions; reading this module imports no PyTorch.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from densevlm.errors import DenseVLMError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["cosine", "logits", "restrict", "probabilities", "top_k", "is_thing"]
 
 
-def cosine(feats: torch.Tensor, text: torch.Tensor, dim: int = -1) -> torch.Tensor:
+def cosine(feats: Any, text: Any, dim: int = -1) -> Any:
     """Cosine similarity of unit-norm features to unit-norm class embeddings.
 
     Args:
@@ -57,12 +63,18 @@ def cosine(feats: torch.Tensor, text: torch.Tensor, dim: int = -1) -> torch.Tens
             f"features of width {feats.shape[dim]} cannot be scored against class embeddings of shape "
             f"{list(text.shape)}: embed the vocabulary with the same model"
         )
+    if isinstance(feats, np.ndarray):
+        if dim in (-1, feats.ndim - 1):
+            return feats @ text.T
+        return np.moveaxis(np.moveaxis(feats, dim, -1) @ text.T, -1, dim)
+    import torch
+
     if dim in (-1, feats.ndim - 1):
         return feats @ text.t()
     return torch.movedim(torch.movedim(feats, dim, -1) @ text.t(), -1, dim)
 
 
-def logits(feats: torch.Tensor, text: torch.Tensor, logit_scale: float | torch.Tensor, dim: int = -1) -> torch.Tensor:
+def logits(feats: Any, text: Any, logit_scale: float | torch.Tensor, dim: int = -1) -> Any:
     """CLIP logits ``logit_scale * cos(feature, class)``.
 
     Args:
@@ -77,7 +89,7 @@ def logits(feats: torch.Tensor, text: torch.Tensor, logit_scale: float | torch.T
     return cosine(logit_scale * feats, text, dim)
 
 
-def restrict(scores: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+def restrict(scores: Any, classes: Any) -> Any:
     """``scores`` with every class outside ``classes`` set to ``-inf``.
 
     Argmax, softmax or top-k of the result pick among ``classes`` only (e.g. the best *thing*
@@ -87,10 +99,12 @@ def restrict(scores: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         scores: ``[..., K]`` logits.
         classes: ``[K]`` bool, the classes to keep (at least one True).
     """
+    if isinstance(scores, np.ndarray):
+        return np.where(np.asarray(classes, dtype=bool), scores, -np.inf)
     return scores.masked_fill(~classes.to(scores.device), float("-inf"))
 
 
-def probabilities(scores: torch.Tensor, classes: Optional[torch.Tensor] = None) -> torch.Tensor:
+def probabilities(scores: Any, classes: Optional[Any] = None) -> Any:
     """Softmax over the class axis (the last) of ``[..., K]`` logits.
 
     Args:
@@ -101,10 +115,17 @@ def probabilities(scores: torch.Tensor, classes: Optional[torch.Tensor] = None) 
     Returns:
         ``[..., K]`` probabilities; each row sums to 1.
     """
-    return F.softmax(scores if classes is None else restrict(scores, classes), dim=-1)
+    if classes is not None:
+        scores = restrict(scores, classes)
+    if isinstance(scores, np.ndarray):
+        shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+    import torch.nn.functional as F
+
+    return F.softmax(scores, dim=-1)
 
 
-def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k(scores: Any, k: int) -> tuple[Any, Any]:
     """The ``k`` best classes per row, best first (fewer when the vocabulary is smaller).
 
     Args:
@@ -112,9 +133,13 @@ def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         k: how many to keep (at least 1); clipped to ``K``.
 
     Returns:
-        ``(values, indices)``, both ``[..., min(k, K)]``.
+        ``(values, indices)``, both ``[..., min(k, K)]``; for numpy arrays ties keep the lower index first.
     """
-    best = scores.topk(min(int(k), scores.shape[-1]), dim=-1)
+    k = min(int(k), scores.shape[-1])
+    if isinstance(scores, np.ndarray):
+        indices = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+        return np.take_along_axis(scores, indices, axis=-1), indices
+    best = scores.topk(k, dim=-1)
     return best.values, best.indices
 
 

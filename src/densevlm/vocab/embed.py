@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -23,6 +24,13 @@ from densevlm.vocab.vocabulary import Vocabulary
 __all__ = ["class_embeddings", "default_cache_dir", "encode_texts"]
 
 log = logging.getLogger(__name__)
+
+# Tables this process made or read, so that segmenting image after image does not re-check,
+# re-hash and re-read the vocabulary each time: (backbone id, templates, vocabulary, cache dir,
+# use_cache) -> (the backbone, its text parameters, their version sum, the table). An entry is
+# used only for the same backbone object whose text parameters were not changed in place since.
+_RECENT: dict[tuple, tuple[weakref.ref, list[weakref.ref], int, torch.Tensor]] = {}
+_RECENT_MAX = 16
 
 
 def default_cache_dir() -> Path:
@@ -69,6 +77,28 @@ def class_embeddings(
         vocab.check_model(backbone.weights_sha256())
         return torch.from_numpy(adapted).to(next(backbone.parameters()).device).clone()
     template_name = templates or backbone.spec.templates
+    recent_key = (id(backbone), template_name, vocab.fingerprint(), str(cache_dir), use_cache)
+    recent = _RECENT.get(recent_key)
+    if recent is not None and recent[0]() is backbone and _version(recent[1]) == recent[2]:
+        return recent[3].to(next(backbone.parameters()).device).clone()
+    table = _class_embeddings(backbone, vocab, template_name, cache_dir, use_cache)
+    params = backbone.text_parameters()
+    if len(_RECENT) >= _RECENT_MAX:
+        _RECENT.clear()
+    refs = [weakref.ref(p) for p in params]
+    _RECENT[recent_key] = (weakref.ref(backbone), refs, _version(refs), table.detach().clone())
+    return table
+
+
+def _version(params: list[weakref.ref]) -> int:
+    """Sum of the in-place version counters of still-living parameters (-1 if one is gone)."""
+    alive = [ref() for ref in params]
+    return -1 if any(p is None for p in alive) else sum(p._version for p in alive)
+
+
+def _class_embeddings(backbone: Backbone, vocab: Vocabulary, template_name: str, cache_dir: Optional[Path],
+                      use_cache: bool) -> torch.Tensor:
+    """:func:`class_embeddings` without the in-process memo: the disk cache, or the text tower."""
     template_list = get_templates(template_name)
     check_class_tokens(backbone.tokenizer, vocab, template_list, model=backbone.spec.arch)
     key = hashlib.sha256(
@@ -82,17 +112,19 @@ def class_embeddings(
                 return cached.to(next(backbone.parameters()).device).clone()
         except Exception as e:  # a corrupt cache entry is rebuilt, never fatal
             log.warning("ignoring unreadable text-embedding cache %s (%s)", path, e)
-    sentences: list[str] = []
+    sentences: dict[str, int] = {}  # each distinct sentence is embedded once (synonyms can repeat one)
     owner: list[int] = []
+    row: list[int] = []
     for k, synonyms in enumerate(vocab.synonyms):
         for name in synonyms:
             for t in template_list:
-                sentences.append(fill_template(t, name))
+                row.append(sentences.setdefault(fill_template(t, name), len(sentences)))
                 owner.append(k)
-    log.info("embedding %d classes (%d prompts) with the %s text tower; cached for the next run",
-             len(vocab), len(sentences), backbone.spec.arch)
-    with torch.no_grad():
-        emb = encode_texts(backbone, sentences)
+    log.info("embedding %d classes (%d prompts, '%s' templates) with the %s text tower; cached for the next run%s",
+             len(vocab), len(sentences), template_name, backbone.spec.arch,
+             "" if len(template_list) < 8 else " (--prompts short embeds a 7-template set, faster)")
+    with torch.no_grad():  # not inference_mode: training uses the table in autograd graphs
+        emb = encode_texts(backbone, list(sentences))[torch.tensor(row, device=next(backbone.parameters()).device)]
     index = torch.tensor(owner, device=emb.device)
     sums = torch.zeros(len(vocab), emb.shape[1], device=emb.device).index_add_(0, index, emb)
     table = F.normalize(sums, dim=-1)

@@ -1,0 +1,183 @@
+"""A segment pipeline that keeps the model busy: decoding, preprocessing, post-processing and
+writing run in threads around the model's batches.
+
+    decode + letterbox (thread pool, ahead)  ->  encode_dense, a batch at a time (this thread)
+        ->  maps, regions, RLE, files (thread pool)  ->  results in input order
+
+The model runs in the calling thread, one ``[B, 3, S, S]`` batch at a time, while the decode
+pool prepares the next batches and the finish pool post-processes the previous ones. Threads,
+not processes: Pillow's decoding and resizing, numpy on whole arrays, PyTorch, ONNX Runtime and
+OpenVINO release the GIL, and the inputs, dense maps and results never need pickling (nor a
+model copy per worker). The vocabulary is embedded while the first images decode. The model's
+output is converted to numpy once per batch (:func:`densevlm.dense.as_array`); the finish step
+sees ``[C, h, w]`` float32 arrays.
+
+At most about ``4 x batch_size`` images are in flight (decoded, waiting, or being finished),
+whatever the number of inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+
+import numpy as np
+
+from densevlm.dense import as_array, no_grad, stack_inputs
+from densevlm.imaging import Letterbox
+from densevlm.regions import similarity
+from densevlm.vocab import Vocabulary
+
+__all__ = ["Prepared", "run_pipeline", "box_logits", "default_workers"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class Prepared:
+    """One decoded input: its position, the model input and letterbox, and what the finish step
+    needs besides (``extra``: e.g. the display image); or the one-line ``error`` that stopped it.
+
+    ``boxes`` (``[N, 4]`` XYXY original pixels, set by ``prepare``) are classified on the dense
+    map in the model's thread; their ``[N, K]`` logits arrive in ``box_logits``.
+    """
+
+    index: int
+    input: Any = None
+    plan: Optional[Letterbox] = None
+    extra: Any = None
+    error: Optional[str] = None
+    boxes: Optional[np.ndarray] = None
+    box_logits: Optional[np.ndarray] = None
+
+
+def default_workers() -> int:
+    """Threads per pool when none are given: the CPU count, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_pipeline(
+    model: Any,
+    items: Sequence[T],
+    vocab: Vocabulary,
+    prepare: Callable[[int, T], Prepared],
+    finish: Callable[[Prepared, Optional[np.ndarray], np.ndarray], R],
+    *,
+    batch_size: int = 8,
+    workers: Optional[int] = None,
+    templates: Optional[str] = None,
+    text: Any = None,
+) -> Iterator[R]:
+    """Yield ``finish(prepared, dense, text)`` for every item, in input order.
+
+    Args:
+        model: a :class:`~densevlm.dense.DenseRuntime`.
+        items: what ``prepare`` reads (paths, PIL images ...).
+        vocab: the classes.
+        prepare: ``(index, item) -> Prepared`` in a decode thread; it returns a ``Prepared``
+            with ``error`` set instead of raising for an input that cannot be used.
+        finish: ``(prepared, [C, h, w] float32 dense map or None for an error, [K, C] float32
+            class embeddings) -> result`` in a finish thread; exceptions propagate to the caller.
+        batch_size: images per forward pass.
+        workers: threads of each pool (default :func:`default_workers`; 0 runs everything in
+            this thread, in order).
+        templates: prompt template set for :meth:`embed_vocabulary` (None: the model's own).
+        text: class embeddings already made (skips :meth:`embed_vocabulary`).
+    """
+    workers = default_workers() if workers is None else int(workers)
+    if workers == 0:
+        yield from _serial(model, items, vocab, prepare, finish, batch_size, templates, text)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="densevlm-decode") as decoders, \
+            ThreadPoolExecutor(workers, thread_name_prefix="densevlm-finish") as finishers:
+        ahead: deque[Future] = deque()
+        todo = iter(enumerate(items))
+
+        def refill() -> None:
+            while len(ahead) < 2 * batch_size:
+                nxt = next(todo, None)
+                if nxt is None:
+                    return
+                ahead.append(decoders.submit(prepare, *nxt))
+
+        refill()  # the first images decode while the vocabulary is embedded
+        with no_grad():
+            table = _embed(model, vocab, templates) if text is None else text
+            text_array = as_array(table)
+            pending: deque[Future] = deque()
+            while ahead:
+                batch = []
+                while ahead and len(batch) < batch_size:
+                    batch.append(ahead.popleft().result())
+                    refill()
+                for prepared, dense in _encode(model, batch, table):
+                    pending.append(finishers.submit(finish, prepared, dense, text_array))
+                while len(pending) > 2 * batch_size or (pending and pending[0].done()):
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+
+def _embed(model: Any, vocab: Vocabulary, templates: Optional[str]) -> Any:
+    return model.embed_vocabulary(vocab) if templates is None else model.embed_vocabulary(vocab, templates=templates)
+
+
+def _encode(model: Any, batch: list[Prepared], text: Any) -> Iterable[tuple[Prepared, Optional[np.ndarray]]]:
+    """``(prepared, [C, h, w] dense map or None)`` for a batch, the model run once on the good
+    ones (and their boxes classified on its output)."""
+    good = [p for p in batch if p.error is None]
+    dense = None
+    if good:
+        raw = model.encode_dense(stack_inputs([p.input for p in good], like=text))
+        if any(p.boxes is not None for p in good):
+            empty = np.zeros((0, 4))
+            scaled = [p.plan.to_input(p.boxes if p.boxes is not None else empty) for p in good]
+            for p, logits in zip(good, box_logits(model, raw, scaled, text)):
+                p.box_logits = logits
+        dense = as_array(raw)
+    row = {id(p): j for j, p in enumerate(good)}
+    for p in batch:
+        yield p, (dense[row[id(p)]] if p.error is None else None)
+
+
+def box_logits(model: Any, dense: Any, boxes: Sequence[np.ndarray], text: Any) -> list[np.ndarray]:
+    """Per image, ``[N_i, K]`` logits (``logit_scale`` x cosine) of its boxes on the computed dense map.
+
+    The exported region graph classifies them where the runtime has one (``classify_boxes``);
+    otherwise the RoI features are pooled with :func:`densevlm.regions.pooling.roi_pool`, which
+    needs PyTorch.
+
+    Args:
+        dense: ``[B, C, h, w]`` from ``model.encode_dense``.
+        boxes: B arrays ``[N_i, 4]``, XYXY in input pixels.
+        text: ``[K, C]`` class embeddings from ``model.embed_vocabulary``.
+    """
+    counts = np.cumsum([len(b) for b in boxes])[:-1]
+    if getattr(model, "has_region_classifier", False):
+        logits = as_array(model.classify_boxes(dense, [np.asarray(b, np.float32) for b in boxes]))
+        return np.split(logits, counts)
+    import torch
+
+    from densevlm.regions.pooling import roi_pool
+
+    dense_t = torch.as_tensor(dense)
+    text_t = torch.as_tensor(text, device=dense_t.device)
+    scaled = [torch.as_tensor(np.asarray(b), dtype=torch.float32, device=dense_t.device) for b in boxes]
+    feats = roi_pool(dense_t.float(), scaled, int(model.patch_size))
+    return np.split(as_array(similarity.logits(feats, text_t.float(), float(model.logit_scale))), counts)
+
+
+def _serial(model: Any, items: Sequence[T], vocab: Vocabulary, prepare: Callable[[int, T], Prepared],
+            finish: Callable[[Prepared, Optional[np.ndarray], np.ndarray], R], batch_size: int,
+            templates: Optional[str], text: Any) -> Iterator[R]:
+    with no_grad():
+        table = _embed(model, vocab, templates) if text is None else text
+        text_array = as_array(table)
+        for start in range(0, len(items), batch_size):
+            batch = [prepare(start + j, item) for j, item in enumerate(items[start:start + batch_size])]
+            for prepared, dense in _encode(model, batch, table):
+                yield finish(prepared, dense, text_array)
