@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 
+import tempfile
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DENSEVLM_OFFLINE", "1")
+# module- and session-scoped fixtures run before the per-test cache below: they get a session
+# cache, never the user's ~/.cache (entries an older densevlm wrote there can differ in the last bits)
+os.environ["DENSEVLM_CACHE"] = tempfile.mkdtemp(prefix="densevlm-test-cache-")
 
 import pytest
 import torch

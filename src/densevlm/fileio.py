@@ -48,8 +48,9 @@ def check_output(
     * a ``kind="file"`` output that is an existing directory, or a ``kind="dir"`` output that is
       an existing non-directory;
     * an output that is the same file as one of ``inputs`` (``os.path.samefile``, else equal
-      resolved paths: a symlink or ``./x`` names the same file), or a ``dir`` output that holds
-      one of them -- even with ``overwrite``;
+      resolved paths: a symlink or ``./x`` names the same file), a ``dir`` output that holds
+      one of them, or a ``file`` output that is an existing file inside an input folder (the
+      command may read it: an image, a checkpoint, ground truth) -- even with ``overwrite``;
     * an output under a tree where nothing can be created: the nearest existing ancestor is a
       file, or creating a file there fails (read-only, no permission, ``/proc``); a probe file is
       created and removed to find out;
@@ -76,14 +77,16 @@ def check_output(
         raise DenseVLMError(f"{where}: is a directory; give a file path")
     if kind == "dir" and path.exists() and not path.is_dir():
         raise DenseVLMError(f"{where}: is an existing file; give a directory")
-    for given in inputs:
-        if given is None or str(given) == "":
-            continue
-        source = Path(given)
+    sources = [Path(given) for given in inputs if given is not None and str(given) != ""]
+    for source in sources:
         if _same(path, source):
             raise DenseVLMError(f"{where}: is also an input of this command ({source}); write the output elsewhere")
         if kind == "dir" and _inside(source, path):
             raise DenseVLMError(f"{where}: holds the input {source}; choose a directory that holds no inputs")
+    for source in sources:
+        if kind == "file" and path.is_file() and source.is_dir() and _inside(path, source):
+            raise DenseVLMError(f"{where}: is an existing file in the input folder {source}, which this command reads; "
+                                "write the output elsewhere")
     ancestor = path if kind == "dir" else path.parent
     try:
         while not ancestor.exists() and ancestor != ancestor.parent:

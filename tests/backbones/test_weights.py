@@ -149,3 +149,21 @@ def test_densevlm_checkpoint_round_trip(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded.encode_dense(x), model.encode_dense(x))
+
+
+@pytest.mark.parametrize("content, why", [(b"\x00\x01garbage" * 10, "not a PyTorch checkpoint"), (b"", "empty")])
+def test_a_foreign_or_empty_file_is_named_as_such_without_torchs_unsafe_advice(tmp_path, content, why):
+    path = tmp_path / "m.pt"
+    path.write_bytes(content)
+    with pytest.raises(densevlm.DenseVLMError) as err:
+        densevlm.load_model("ViT-S-16", pretrained=str(path))
+    assert why in str(err.value) and "weights_only" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_truncated_checkpoint_says_so(tmp_path):
+    whole = tmp_path / "whole.pt"
+    torch.save({"w": torch.zeros(1000)}, whole)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[:-600])
+    with pytest.raises(densevlm.DenseVLMError, match="truncated or damaged"):
+        densevlm.load_model("ViT-S-16", pretrained=str(cut))

@@ -258,3 +258,28 @@ def test_review_outputs_under_a_tree_that_takes_no_files(tmp_path, capsys, argv)
     assert main(["review", argv[0], "--db", str(data.db), *argv[1:], "/proc/x/out.json"]) == 2
     assert f"{argv[-1]} /proc/x/out.json: cannot write under /proc" in _one_error_line(capsys)
     assert data.db.read_bytes() == before
+
+
+def test_an_existing_file_inside_an_input_folder_is_never_replaced(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    truth = data / "inspection.json"
+    truth.write_text('{"images": []}')
+    _refused("is an existing file in the input folder", truth, inputs=[data], overwrite=True)
+    assert truth.read_text() == '{"images": []}'
+    assert check_output(data / "op.json", inputs=[data]) == data / "op.json"  # a new file there is fine
+
+
+def test_eval_never_writes_its_json_over_the_model_or_the_ground_truth(tmp_path, capsys):
+    from densevlm.model import load_model
+
+    world = _world(tmp_path)
+    model = load_model("tiny-vit").save(tmp_path / "m.pt")
+    capsys.readouterr()
+    (world / "inspection.json").write_text("{}")
+    for target in (model, world / "inspection.json"):
+        before = Path(target).read_bytes()
+        code = main(["eval", "--data", str(world), "--model", str(model), "--json", str(target), "--overwrite"])
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert code == 2 and len(err) == 1 and str(target) in err[0], err
+        assert Path(target).read_bytes() == before

@@ -64,7 +64,7 @@ def test_bad_files_are_one_line_errors(tmp_path):
     with pytest.raises(DenseVLMError, match="not found"):
         load_vocabulary(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DenseVLMError, match="not a readable .npz"):
+    with pytest.raises(DenseVLMError, match="not a readable adapted vocabulary"):
         load_vocabulary(tmp_path / "junk.npz")
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(DenseVLMError, match="not an adapted vocabulary"):

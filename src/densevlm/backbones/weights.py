@@ -60,8 +60,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Optional
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or unsafe files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DenseVLMError(f"{path}: not a readable weights file ({first[:200]})") from None
+        raise DenseVLMError(f"{path}: not a readable weights file ({_load_failure(path, e)})") from None
     if not isinstance(obj, dict):
         raise DenseVLMError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     header = obj.get(HEADER_KEY) if isinstance(obj.get(HEADER_KEY), dict) else None
@@ -227,3 +226,15 @@ def cached_tag_file(name: str, tag: str, cache_dir: Optional[str] = None) -> Opt
             "cache folder over, or pass the weights file itself: --pretrained /path/to/weights.safetensors"
         )
     return None
+
+
+def _load_failure(path: Path, error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in the user's terms: torch's own text
+    suggests turning the safety setting off, which is wrong advice for a damaged or foreign file."""
+    if "weights_only" in str(error) or "Unsupported global" in str(error):
+        return "it holds Python objects beyond tensors, or is not a PyTorch checkpoint at all; it is not loaded unsafely"
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if zipfile.is_zipfile(path) or isinstance(error, (EOFError, OSError)):
+        return "truncated or damaged; copy the checkpoint again"
+    return "not a PyTorch checkpoint or safetensors file"

@@ -17,6 +17,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from densevlm.cli._common import add_model_arguments
 
@@ -109,7 +110,9 @@ def check_outputs(args: argparse.Namespace) -> None:
     from densevlm.fileio import check_output
 
     reviewed = args.data.endswith((".sqlite", ".db", ".sqlite3"))
-    inputs = [args.vocab, *([args.data] if reviewed else resolve_panoptic_spec(args.data))]
+    inputs = [args.vocab, args.model, args.pretrained, args.data,
+              *([] if reviewed else resolve_panoptic_spec(args.data))]
+    inputs = [p for p in inputs if p and Path(p).exists()]
     for flag, out in (("--json", args.json), ("--per-class", args.per_class)):
         if out:
             check_output(out, "file", inputs=inputs, overwrite=args.overwrite, flag=flag)

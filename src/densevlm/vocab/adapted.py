@@ -169,8 +169,9 @@ def load_adapted(path: str | Path) -> AdaptedVocabulary:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise DenseVLMError(f"{path}: not a readable .npz file ({str(e)[:120]})") from None
+    except (OSError, ValueError, EOFError):
+        raise DenseVLMError(f"{path}: not a readable adapted vocabulary (.npz written by densevlm vocab adapt): "
+                            "damaged or another kind of file") from None
     missing = [k for k in ("format", "embeddings", "model_sha256", "vocabulary", "counts", "k0") if k not in arrays]
     if missing or str(arrays["format"]) != FORMAT:
         raise DenseVLMError(f"{path}: not an adapted vocabulary (expected {FORMAT}; made by `densevlm vocab adapt`)")
