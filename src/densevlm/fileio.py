@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["check_output", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
+__all__ = ["check_output", "decode_utf8", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -161,3 +161,19 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         torch.save(obj, tmp)
 
     return atomic_write(path, write)
+
+
+def decode_utf8(data: bytes, path: str | Path) -> str:
+    """``data`` (the bytes of ``path``) as text; a UTF-8 byte-order mark is dropped.
+
+    Raises:
+        DenseVLMError: one line naming the file, the line and column of the first byte that is
+            not UTF-8, and the byte itself.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DenseVLMError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
+                            "save the file as UTF-8") from None

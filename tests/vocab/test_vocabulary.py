@@ -45,7 +45,8 @@ def test_stuff_first_file_still_orders_things_first():
         ("[things]\nbolt\nnut, Bolt\n", r"'Bolt' appears twice"),
         ("bolt\n[things]\nnut\n", r":1: class 'bolt' comes before any section header"),
         ("[objects]\nbolt\n", r":1: unknown section header '\[objects\]'"),
-        ("[things]\nbolt,\n", r":2: empty name"),
+        ("[things]\nbolt,\n", r":2: empty or invisible name"),
+        ("[things]\n\u200b\n[stuff]\nfloor\n", r":2: empty or invisible name"),
     ],
 )
 def test_bad_vocabularies_give_one_line_errors(tmp_path, text, pattern):
@@ -59,7 +60,7 @@ def test_bad_vocabularies_give_one_line_errors(tmp_path, text, pattern):
 def test_non_utf8_and_missing_files(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("[things]\nschraube \xfc\n".encode("latin-1"))
-    with pytest.raises(densevlm.DenseVLMError, match="latin1.txt: not UTF-8"):
+    with pytest.raises(densevlm.DenseVLMError, match=r"latin1.txt:2: not UTF-8 text \(byte 0xfc at column 10\)"):
         load_vocabulary(path)
     with pytest.raises(densevlm.DenseVLMError, match="vocabulary file not found"):
         load_vocabulary(tmp_path / "nope.txt")

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Sequence
 
 from densevlm.errors import DenseVLMError, nearest_names
+from densevlm.fileio import decode_utf8
 from densevlm.regions.rle import rle_counts
 
 __all__ = [
@@ -233,13 +234,11 @@ def read_candidates(path: str | Path) -> tuple[CandidatesHeader, list[CandidateR
     """Parse and check a candidates JSONL file; any problem is a one-line DenseVLMError with the line number."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = decode_utf8(path.read_bytes(), path)
     except FileNotFoundError:
         raise DenseVLMError(f"{path}: candidates file not found") from None
     except IsADirectoryError:
         raise DenseVLMError(f"{path}: is a directory, not a candidates JSONL file") from None
-    except UnicodeDecodeError as e:
-        raise DenseVLMError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise DenseVLMError(f"{path}: cannot read candidates file ({e.strerror})") from None
     header: Optional[CandidatesHeader] = None

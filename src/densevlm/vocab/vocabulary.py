@@ -183,8 +183,8 @@ def parse_vocabulary(text: str, source: str = "<string>") -> Vocabulary:
         if section is None:
             raise DenseVLMError(f"{source}:{lineno}: class '{line}' comes before any section header; start with [things] or [stuff]")
         names = tuple(" ".join(n.split()) for n in line.split(","))
-        if any(not n for n in names):
-            raise DenseVLMError(f"{source}:{lineno}: empty name in '{line}'")
+        if any(not _visible(n) for n in names):
+            raise DenseVLMError(f"{source}:{lineno}: empty or invisible name in '{line}'")
         if section == "defects":
             defects.append((lineno, names))
             continue
@@ -220,6 +220,14 @@ def _resolve_defects(lines: list[tuple[int, tuple[str, ...]]], things: list[tupl
     return names
 
 
+def _visible(name: str) -> bool:
+    """Whether ``name`` has a character other than format characters (zero-width space, joiners,
+    byte-order marks: Unicode category Cf), which print as nothing."""
+    import unicodedata
+
+    return any(unicodedata.category(ch) != "Cf" for ch in name)
+
+
 def _section_of(key: str, things: list[tuple[str, ...]], stuff: list[tuple[str, ...]]) -> bool:
     return any(key in (n.lower() for n in syns) for syns in things)
 
@@ -233,8 +241,6 @@ def read_vocabulary_text(path: str | Path) -> Vocabulary:
         raise DenseVLMError(f"{path}: vocabulary file not found") from None
     except OSError as e:
         raise DenseVLMError(f"{path}: cannot read vocabulary file ({e.strerror})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DenseVLMError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
-    return parse_vocabulary(text, source=str(path))
+    from densevlm.fileio import decode_utf8
+
+    return parse_vocabulary(decode_utf8(data, path), source=str(path))
