@@ -57,7 +57,8 @@ def test_load_model_checks_before_building(no_gpu):
     ["retrieve", "--images", "{images}", "--out", "{out}/c.jsonl", "--device", "cuda"],
     ["train", "--images", "{images}", "--out", "{out}", "--device", "cuda", "--steps", "1"],
 ])
-def test_every_command_says_there_is_no_gpu_in_one_line(no_gpu, tmp_path, capsys, command):
+def test_every_command_says_there_is_no_gpu_in_one_line(no_gpu, tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)  # segment without --model looks for a demo's model in the working directory
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (32, 24), (90, 120, 150)).save(images / "a.png")
