@@ -32,7 +32,7 @@ from densevlm.export.manifest import (  # noqa: E402
 )
 from densevlm.export.openvino import OpenVinoDenseModel, load_export, load_openvino_model  # noqa: E402
 from densevlm.export.runtime import OnnxDenseModel, load_onnx_model  # noqa: E402
-from densevlm.training.trainer import default_vocabulary  # noqa: E402
+from densevlm.data.synth import default_vocabulary  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 LOAD_STUDENT = {"model": "tiny-student", "pretrained": None}

@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+DEFAULT_MODEL = "tiny-student"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
@@ -136,20 +138,12 @@ def _check_gate(args: argparse.Namespace, model) -> int:
 
 def _export_edge(args: argparse.Namespace) -> int:
     """``--format openvino``: export behind the parity check (fp32) or the accuracy gate (int8)."""
-    import torch
-
-    from densevlm.cli._common import load_model_arg, write_json
+    from densevlm.cli._common import write_json
     from densevlm.export.build import export_edge
     from densevlm.export.gate import MAX_MACC_DROP, MIN_AGREEMENT, format_gate
     from densevlm.export.verify import format_parity
-    from densevlm.training.trainer import default_vocabulary
-    from densevlm.vocab import load_vocabulary
 
-    model_name = args.model or "tiny-student"
-    vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
-    model = load_model_arg(model_name, args.pretrained, "cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    model, vocab = _model_and_vocabulary(args)
     manifest = export_edge(
         model, args.out, vocab, fmt=args.format, precision=args.precision, calibration=args.calibration,
         calibration_size=args.calibration_size, eval_data=args.eval_data,
@@ -157,7 +151,7 @@ def _export_edge(args: argparse.Namespace) -> int:
         max_macc_drop=MAX_MACC_DROP if args.max_macc_drop is None else args.max_macc_drop, size=args.size,
         dynamic=args.dynamic, regions=not args.no_regions,
         parity_images=args.images, threads=args.threads, overwrite=args.overwrite,
-        load_args={"model": _portable_name(model_name), "pretrained": _portable_name(args.pretrained)},
+        load_args=_load_args(args),
         progress=print,
     )
     info = manifest["export"]
@@ -212,18 +206,10 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "openvino":
         return _export_edge(args)
 
-    import torch
-
-    from densevlm.cli._common import load_model_arg, write_json
+    from densevlm.cli._common import write_json
     from densevlm.export import export_onnx, format_parity
-    from densevlm.data.synth import default_vocabulary
-    from densevlm.vocab import load_vocabulary
 
-    model_name = args.model or "tiny-student"
-    vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
-    model = load_model_arg(model_name, args.pretrained, "cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    model, vocab = _model_and_vocabulary(args)
     manifest = export_onnx(
         model,
         args.out,
@@ -236,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         parity=not args.skip_parity,
         parity_images=args.images,
         threads=args.threads,
-        load_args={"model": _portable_name(model_name), "pretrained": _portable_name(args.pretrained)},
+        load_args=_load_args(args),
         progress=print,
     )
     info = manifest["export"]
@@ -257,3 +243,23 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, parity)
     return 0 if parity["passed"] else 1
+
+
+def _model_and_vocabulary(args: argparse.Namespace):
+    """The model to export (on the CPU, ``--threads`` applied) and its vocabulary (``--vocab`` or the world's)."""
+    import torch
+
+    from densevlm.cli._common import load_model_arg
+    from densevlm.data.synth import default_vocabulary
+    from densevlm.vocab import load_vocabulary
+
+    vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
+    model = load_model_arg(args.model or DEFAULT_MODEL, args.pretrained, "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return model, vocab
+
+
+def _load_args(args: argparse.Namespace) -> dict:
+    """How the exported model was loaded, for the manifest (``export --check`` reloads it so)."""
+    return {"model": _portable_name(args.model or DEFAULT_MODEL), "pretrained": _portable_name(args.pretrained)}
