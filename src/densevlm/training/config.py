@@ -9,7 +9,7 @@ from typing import Any, Optional
 from densevlm.errors import DenseVLMError, nearest_names
 from densevlm.losses.alignment import METHODS
 
-__all__ = ["TrainConfig", "load_config_file"]
+__all__ = ["TrainConfig", "check_run", "load_config_file"]
 
 REGION_SOURCES = ("grid", "segments", "mixed")
 
@@ -103,10 +103,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise a one-line error for any out-of-range setting."""
-        if not self.images:
-            raise DenseVLMError("--images is required (a folder, a world directory, a COCO JSON or tar shards)")
-        if not self.out:
-            raise DenseVLMError("--out is required (the run directory)")
+        check_run(self.images, self.out, self.steps, self.batch_size, self.lr, self.amp)
         if self.method not in METHODS:
             hint = nearest_names(self.method, METHODS)
             raise DenseVLMError(f"--method {self.method}: choose {', '.join(METHODS)}" + (f" (did you mean {hint}?)" if hint else ""))
@@ -116,18 +113,12 @@ class TrainConfig:
 
         if self.retrieval_features not in FEATURE_KINDS:
             raise DenseVLMError(f"--retrieval-features {self.retrieval_features}: choose {', '.join(FEATURE_KINDS)}")
-        if self.steps <= 0 or self.batch_size <= 0:
-            raise DenseVLMError(f"--steps and --batch-size must be positive (got {self.steps}, {self.batch_size})")
-        if not 0.0 < self.lr < 1.0:
-            raise DenseVLMError(f"--lr {self.lr} is outside (0, 1)")
         if not 0.0 <= self.alpha <= 1.0:
             raise DenseVLMError(f"--alpha {self.alpha} is outside [0, 1]")
         if not 0.0 <= self.threshold < 1.0:
             raise DenseVLMError(f"--threshold {self.threshold} is outside [0, 1)")
         if self.logit_scale is not None and self.logit_scale <= 0:
             raise DenseVLMError(f"--logit-scale {self.logit_scale} must be positive")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
-            raise DenseVLMError(f"--amp {self.amp}: choose auto, off, bf16 or fp16")
         if self.clipself_weight < 0 or self.thing_mass_weight < 0 or self.thing_weight <= 0:
             raise DenseVLMError("--clipself-weight and --thing-mass-weight must be >= 0 and --thing-weight > 0")
         if self.teacher_parts < 0:
@@ -166,3 +157,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raise DenseVLMError(f"{path}: '{key}' repeats a setting given under another name")
         values[name] = value
     return values
+
+
+def check_run(images: Optional[str], out: Optional[str], steps: int, batch_size: int, lr: float, amp: str) -> None:
+    """The settings every training run shares (``train``, ``distill``); a one-line error for the first bad one."""
+    if not images:
+        raise DenseVLMError("--images is required (a folder, a world directory, a COCO JSON or tar shards)")
+    if not out:
+        raise DenseVLMError("--out is required (the run directory)")
+    if steps <= 0 or batch_size <= 0:
+        raise DenseVLMError(f"--steps and --batch-size must be positive (got {steps}, {batch_size})")
+    if not 0.0 < lr < 1.0:
+        raise DenseVLMError(f"--lr {lr} is outside (0, 1)")
+    if amp not in ("auto", "off", "bf16", "fp16"):
+        raise DenseVLMError(f"--amp {amp}: choose auto, off, bf16 or fp16")

@@ -78,6 +78,7 @@ from densevlm.fileio import atomic_write_text, check_output
 from densevlm.losses.distill import token_cosine_loss, token_kl_loss
 from densevlm.model import DenseModel, load_model
 from densevlm.training.checkpoints import TrainProgress, load_state, save_state
+from densevlm.training.config import check_run
 from densevlm.training.data import StepBatchSampler, make_loader, model_batch
 from densevlm.training.optim import param_groups, warmup_cosine
 from densevlm.training.precision import resolve_precision
@@ -129,22 +130,13 @@ class DistillConfig:
 
     def check(self) -> None:
         """Raise a one-line error for any out-of-range setting."""
-        if not self.images:
-            raise DenseVLMError("--images is required (a folder, a world directory, a COCO JSON or tar shards)")
-        if not self.out:
-            raise DenseVLMError("--out is required (the run directory)")
+        check_run(self.images, self.out, self.steps, self.batch_size, self.lr, self.amp)
         if self.arch not in TINY_ARCHS:
             hint = nearest_names(self.arch, list(TINY_ARCHS))
             raise DenseVLMError(f"--arch {self.arch}: choose one of {', '.join(TINY_ARCHS)}"
                                 + (f" (did you mean {hint}?)" if hint else ""))
-        if self.steps <= 0 or self.batch_size <= 0:
-            raise DenseVLMError(f"--steps and --batch-size must be positive (got {self.steps}, {self.batch_size})")
-        if not 0.0 < self.lr < 1.0:
-            raise DenseVLMError(f"--lr {self.lr} is outside (0, 1)")
         if self.cosine_weight < 0 or self.kl_weight < 0 or self.cosine_weight + self.kl_weight == 0:
             raise DenseVLMError("--cosine-weight and --kl-weight must be >= 0 and not both 0")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
-            raise DenseVLMError(f"--amp {self.amp}: choose auto, off, bf16 or fp16")
         if self.size is not None and self.size <= 0:
             raise DenseVLMError(f"--size {self.size} must be positive")
 
