@@ -23,7 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="tiny-teacher",
                    help="model whose dense map is copied: a checkpoint (e.g. RUN/last.pt) or a built-in tiny model "
                         "(default: tiny-teacher)")
-    p.add_argument("--arch", default="tiny-vit-s", help="small image tower (default: tiny-vit-s)")
+    p.add_argument("--arch", default="tiny-vit-s",
+                   help="small image tower: tiny-vit-s (teacher's width, 2 blocks) or tiny-vit-xs (half width, "
+                        "2 blocks; default: tiny-vit-s)")
+    p.add_argument("--init", default=None,
+                   help="checkpoint whose image tower the student starts from, e.g. a tiny-vit-s distilled from the "
+                        "same teacher for --arch tiny-vit-xs (same depth; narrowed by principal components when "
+                        "wider; default: the teacher's blocks)")
     p.add_argument("--images", required=True, help="unlabeled images: folder, world dir, COCO JSON or tar shards")
     p.add_argument("--out", required=True, help="run directory (last.pt, state.pt, metrics.jsonl, config.yaml)")
     p.add_argument("--vocab", default=None, help="vocabulary of the KL term (default: the embedded world's)")
