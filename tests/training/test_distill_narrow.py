@@ -40,10 +40,13 @@ def test_trace_reproduces_the_backbone_dense_path(wide):
     trace = dense_path_trace(_visual(wide), images, heads=4)
     with torch.no_grad():
         dense = wide.backbone.forward_image(images, pooled=False).dense
-    assert torch.allclose(trace["dense"][0], dense.flatten(2).transpose(1, 2), atol=1e-5)
+    assert torch.allclose(trace["dense"], dense.flatten(2).transpose(1, 2), atol=1e-5)
     assert len(trace["stream"]) == 3 and len(trace["head_out"]) == 1 and trace["head_out"][0].shape[0] == 4
-    summed = trace["head_out"][0].sum(0)  # heads add up to the attention output of block 0
-    assert summed.shape == trace["stream"][0].shape
+    block = wide.backbone.clip.visual.transformer.resblocks[0]
+    with torch.no_grad():  # the heads add up to block 0's attention output
+        y = block.ln_1(trace["stream"][0].reshape(3, 65, 128))
+        attn = block.attn(y, y, y, need_weights=False)[0].reshape(-1, 128)
+    assert torch.allclose(trace["head_out"][0].sum(0) + block.attn.out_proj.bias, attn, atol=1e-5)
 
 
 def test_narrow_tower_loads_and_follows_the_wide_tower(wide):

@@ -194,8 +194,8 @@ def student_from_teacher(teacher: DenseModel, arch: str, images: Optional[torch.
     from a source tower of ``arch``'s depth: ``init``'s image tower when given, else the
     teacher's blocks picked by :func:`teacher_block_map` (module docstring). A source of
     ``arch``'s width is copied; a wider one is narrowed by principal components of its residual
-    stream on ``images`` (:mod:`densevlm.training.distill_narrow`); without ``images`` a narrower
-    tower starts from a random init.
+    stream on ``images`` (:mod:`densevlm.training.distill_narrow`); any other width (or no
+    ``images``) starts from a random init.
 
     Args:
         teacher: a tiny (config-described) model.

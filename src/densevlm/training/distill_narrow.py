@@ -23,7 +23,8 @@ wide one's through ``proj`` by least squares).
 
 **Inner widths.** Attention blocks keep the ``d / head_width`` heads whose projected output has
 the most energy on the images; the last block (value path only in the dense map) gets value map
-``S W_o W_v`` and an identity output map. MLPs keep the ``mlp_ratio * d`` hidden units with the
+``S W_o W_v`` and an identity output map, and its query and key keep the first heads (the
+pooled output is not distilled). MLPs keep the ``mlp_ratio * d`` hidden units with the
 most projected output energy. What a dropped head or unit writes on average is added to the
 bias of the map that wrote it.
 
@@ -34,6 +35,7 @@ with ``nn.MultiheadAttention``, batch first, no layer scale), as the tiny archit
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +57,7 @@ def _blocks(state: dict[str, torch.Tensor]) -> int:
     return 1 + max(int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix))
 
 
-def dense_path_trace(state: dict[str, torch.Tensor], images: torch.Tensor, heads: int) -> dict[str, list]:
+def dense_path_trace(state: dict[str, torch.Tensor], images: torch.Tensor, heads: int) -> dict[str, Any]:
     """Run a tower's dense path by hand and keep what :func:`narrow_tower` needs.
 
     Args:
@@ -64,11 +66,12 @@ def dense_path_trace(state: dict[str, torch.Tensor], images: torch.Tensor, heads
         heads: its attention heads.
 
     Returns:
-        ``embed`` (``[T, D]`` tokens before ``ln_pre``), ``stream`` (``[T, D]`` tokens after
-        ``ln_pre`` and after each block, a list), per block ``head_out`` (``[heads, T, D]``
-        every head's contribution to the stream, blocks with full attention) and ``hidden``
-        (``[T, H]`` GELU outputs), and ``dense`` (``[B, N, E]`` the projected patch tokens before
-        normalisation, as :class:`~densevlm.backbones.vit.ViTBackbone` computes them).
+        ``embed``: ``[T, D]`` the ``T = B (N + 1)`` tokens before ``ln_pre``; ``stream``: a list
+        of ``[T, D]``, the tokens after ``ln_pre`` and after each block; ``head_out``: a list,
+        per block with full attention (all but the last), of ``[heads, T, D]`` each head's
+        contribution to the stream (bias excluded); ``hidden``: a list, per block, of ``[T, H]``
+        GELU outputs; ``dense``: ``[B, N, E]`` the projected patch tokens before normalisation,
+        as :class:`~densevlm.backbones.vit.ViTBackbone` computes them.
     """
     s = state
     x = F.conv2d(images, s["conv1.weight"], stride=s["conv1.weight"].shape[-1])
@@ -77,7 +80,7 @@ def dense_path_trace(state: dict[str, torch.Tensor], images: torch.Tensor, heads
         raise DenseVLMError(f"images give a {gh}x{gw} grid; the tower was built for its own input size")
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([s["class_embedding"].expand(b, 1, width), x], dim=1) + s["positional_embedding"]
-    out: dict[str, list] = {"embed": [x.reshape(-1, width)], "stream": [], "head_out": [], "hidden": []}
+    out: dict[str, Any] = {"embed": x.reshape(-1, width), "stream": [], "head_out": [], "hidden": []}
     x = F.layer_norm(x, (width,), s["ln_pre.weight"], s["ln_pre.bias"], _EPS)
     out["stream"].append(x.reshape(-1, width))
     n_blocks = _blocks(s)
@@ -102,7 +105,7 @@ def dense_path_trace(state: dict[str, torch.Tensor], images: torch.Tensor, heads
         x = x + F.linear(a, s[p + "mlp.c_proj.weight"], s[p + "mlp.c_proj.bias"])
         out["stream"].append(x.reshape(-1, width))
     y = F.layer_norm(x, (width,), s["ln_post.weight"], s["ln_post.bias"], _EPS)
-    out["dense"] = [(y @ s["proj"])[:, 1:]]
+    out["dense"] = (y @ s["proj"])[:, 1:]
     return out
 
 
@@ -171,14 +174,14 @@ def narrow_tower(state: dict[str, torch.Tensor], images: torch.Tensor, heads: in
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def _embedding(state: dict[str, torch.Tensor], trace: dict[str, list], basis: torch.Tensor) -> dict[str, torch.Tensor]:
+def _embedding(state: dict[str, torch.Tensor], trace: dict[str, Any], basis: torch.Tensor) -> dict[str, torch.Tensor]:
     out = {
         "conv1.weight": torch.einsum("dD,Dcij->dcij", basis, state["conv1.weight"]),
         "class_embedding": basis @ state["class_embedding"],
         "positional_embedding": state["positional_embedding"] @ basis.T,
     }
     # ln_pre sees the projected embedding; fit its gain and bias per channel to the projected stream
-    n = _norm(trace["embed"][0] @ basis.T)
+    n = _norm(trace["embed"] @ basis.T)
     target = trace["stream"][0] @ basis.T
     n_mean, t_mean = n.mean(0), target.mean(0)
     gain = ((n - n_mean) * (target - t_mean)).mean(0) / (n - n_mean).pow(2).mean(0).clamp_min(1e-12)
