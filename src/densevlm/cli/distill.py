@@ -16,7 +16,7 @@ Examples:
   densevlm distill --teacher tiny-teacher --arch tiny-vit-s --images world/unlabeled --out runs/small
   densevlm distill --teacher runs/embedded/last.pt --arch tiny-vit-s --images world/unlabeled --out runs/small --resume
   densevlm distill --teacher tiny-teacher --arch tiny-vit-xs --images world/unlabeled --out runs/xs
-  densevlm distill --teacher tiny-teacher --arch tiny-vit-xs --init runs/small/last.pt --images world/unlabeled --out runs/xs2
+  densevlm distill --arch tiny-vit-xs --init runs/small/last.pt --images world/unlabeled --out runs/xs2
 """
 
 from __future__ import annotations
