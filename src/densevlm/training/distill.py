@@ -46,10 +46,10 @@ width 64, before any step, gives the teacher's label on 89 % of held-out tokens 
 **The small architectures** (:data:`densevlm.backbones.tiny.TINY_ARCHS`). ``tiny-vit-s`` keeps
 tiny-vit's width 128 and heads and runs 2 blocks instead of 4 (encoder 1.75x faster than
 tiny-teacher's at 64 px, one thread). ``tiny-vit-xs`` also halves the width (64, 2 heads of 32,
-MLP 256; 0.12 M image parameters against 0.84 M): its encoder is more than 3x faster. At 64
-tokens the cost of a block is mostly per-operator overhead plus the attention, so depth is cut
-first (a third block at width 64 costs more than width 96 vs 64) and one block is not enough
-(no attention in the dense path). Measured on the embedded world (500 steps, 500 held-out scenes,
+MLP 256; 0.12 M image parameters against 0.84 M): its encoder is about 3.6x faster (two runs of
+``benchmarks/distill_cpu.py`` on a loaded machine). At 64 tokens the cost of a block is mostly
+per-operator overhead plus the attention, so depth is cut first (a third block at width 64 adds
+about 37 % to the encoder time) and one block is not enough (no attention in the dense path). Measured on the embedded world (500 steps, 500 held-out scenes,
 box thing / stuff / fg_bias; teacher 48.3 / 80.2 / 5.4): tiny-vit-xs narrowed from the teacher's
 blocks 48.2 / 82.6 / 7.7, narrowed from a distilled tiny-vit-s (``--init``) 49.5 / 82.9 / 7.1,
 from a random init 32.9 / 80.3 / 7.6 (46.0 / 80.7 / 8.4 after 1500 steps).
