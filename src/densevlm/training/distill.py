@@ -51,7 +51,7 @@ MLP 256; 0.12 M image parameters against 0.84 M): its encoder is about 3.6x fast
 per-operator overhead plus the attention, so depth is cut first (a third block at width 64 adds
 about 37 % to the encoder time) and one block is not enough (no attention in the dense path). Measured on the embedded world (500 steps, 500 held-out scenes,
 box thing / stuff / fg_bias; teacher 48.3 / 80.2 / 5.4): tiny-vit-xs narrowed from the teacher's
-blocks 48.2 / 82.6 / 7.7, narrowed from a distilled tiny-vit-s (``--init``) 49.5 / 82.9 / 7.1,
+blocks 48.2 / 82.6 / 7.7 (49.1 / 81.9 / 7.5 after 1000 steps), narrowed from a distilled tiny-vit-s (``--init``) 49.5 / 82.9 / 7.1,
 from a random init 32.9 / 80.3 / 7.6 (46.0 / 80.7 / 8.4 after 1500 steps).
 
 **Real models (recipe, not yet built by this command).** For a ViT-B/16 teacher (e.g. a
