@@ -40,8 +40,8 @@ earlier distilled model (progressive distillation: tiny-teacher -> tiny-vit-s ->
 A source of the student's width is copied; a wider one is narrowed onto the principal
 components of its residual stream on 256 of the images
 (:mod:`densevlm.training.distill_narrow`, SliceGPT-style): a distilled tiny-vit-s narrowed to
-width 64, before any step, gives the teacher's label on 89 % of held-out tokens (the wide tower
-96 %, a random init 5 %).
+width 64, before any step, gives the teacher's label on 89 % of the tokens of 100 scenes not
+used for the projection (the wide tower 96 %, a random init 5 %).
 
 **The small architectures** (:data:`densevlm.backbones.tiny.TINY_ARCHS`). ``tiny-vit-s`` keeps
 tiny-vit's width 128 and heads and runs 2 blocks instead of 4 (encoder 1.75x faster than
