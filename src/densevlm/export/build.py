@@ -202,7 +202,10 @@ def export_edge(
         exported = load_openvino_model(final, threads=threads, verify=False)
         what = f"the {precision} OpenVINO export of {model.spec.arch}"
         if precision == "fp32":
-            manifest["parity"] = _parity(model, exported, parity_images, note)
+            from densevlm.export.verify import check_scenes
+
+            note(f"checking parity of the OpenVINO graphs on {parity_images} synthetic scenes")
+            manifest["parity"] = check_scenes(model, exported, count=parity_images)
             if not manifest["parity"]["passed"]:
                 raise DenseVLMError(f"{what} failed its parity check with PyTorch: "
                                     + "; ".join(manifest["parity"]["failures"]) + f"; nothing written to {out}")
@@ -241,14 +244,6 @@ def _quantize(model: DenseModel, encoder: Any, calibration: str, calibration_siz
 def _portable(spec: str) -> str:
     path = Path(spec)
     return str(path.resolve()) if path.exists() else spec
-
-
-def _parity(model: DenseModel, exported: Any, count: int, note: Callable[[str], None]) -> dict[str, Any]:
-    from densevlm.export.verify import check_parity, parity_inputs
-
-    note(f"checking parity of the OpenVINO graphs on {count} synthetic scenes")
-    groups, boxes = parity_inputs(exported, count=count)
-    return check_parity(model, exported, groups, boxes)
 
 
 def _gate(model: DenseModel, exported: Any, split: Any, eval_data: Optional[str], min_agreement: float,

@@ -243,7 +243,7 @@ def export_onnx(
     require_packages("onnx", "onnxscript", "onnxruntime")
     import onnx
 
-    from densevlm.export.verify import check_parity, image_tower_fingerprint, parity_inputs
+    from densevlm.export.verify import check_scenes, image_tower_fingerprint
 
     note = progress or (lambda message: None)
     size = int(size or model.input_size)
@@ -335,8 +335,7 @@ def export_onnx(
     if parity:
         note(f"checking parity on {parity_images} synthetic scenes")
         onnx_model = load_onnx_model(out, threads=threads, verify=False)  # files hashed just above
-        groups, boxes = parity_inputs(onnx_model, count=parity_images)
-        manifest["parity"] = check_parity(model, onnx_model, groups, boxes)
+        manifest["parity"] = check_scenes(model, onnx_model, count=parity_images)
         atomic_write_json(out / MANIFEST_FILE, manifest)
     log.info("wrote %s (%d files)", out, len(files) + 1)
     return manifest

@@ -22,7 +22,6 @@ largest margin among flipped tokens so a real disagreement is visible.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -33,6 +32,7 @@ from typing import Any, Optional, Sequence
 import torch
 from PIL import Image
 
+from densevlm.backbones.weights import state_sha256
 from densevlm.errors import DenseVLMError
 from densevlm.export.openvino import load_export
 from densevlm.export.runtime import OnnxDenseModel
@@ -47,6 +47,8 @@ __all__ = [
     "TOLERANCES",
     "check_parity",
     "check_export",
+    "check_scenes",
+    "check_same_tower",
     "parity_inputs",
     "format_parity",
     "image_tower_fingerprint",
@@ -82,12 +84,22 @@ TOLERANCES = Tolerances()
 
 def image_tower_fingerprint(model: DenseModel) -> str:
     """Hex sha256 of the image tower's parameters and buffers (names, shapes and bytes)."""
-    h = hashlib.sha256()
-    for name, tensor in model.backbone.clip.visual.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return state_sha256(model.backbone.clip.visual.state_dict())
+
+
+def check_same_tower(model: DenseModel, exported: OnnxDenseModel) -> None:
+    """Raise unless ``exported`` was made from ``model``'s image-tower weights (when the manifest
+    records their fingerprint).
+
+    Raises:
+        DenseVLMError: the recorded fingerprint differs from :func:`image_tower_fingerprint`.
+    """
+    recorded = exported.manifest["model"].get("image_tower_sha256")
+    if recorded and recorded != image_tower_fingerprint(model):
+        raise DenseVLMError(
+            f"{exported.directory} was exported from other image-tower weights than {model.spec.arch} "
+            f"({model.spec.source}); pass the model it was made from with --model/--pretrained"
+        )
 
 
 def _edge_boxes(height: int, width: int, patch: int) -> list[list[float]]:
@@ -303,14 +315,15 @@ def check_export(
             that was exported (its weight fingerprint differs).
     """
     onnx_model = load_export(directory, threads=threads)
-    recorded = onnx_model.manifest["model"].get("image_tower_sha256")
-    if recorded and recorded != image_tower_fingerprint(model):
-        raise DenseVLMError(
-            f"{directory} was exported from other image-tower weights than {model.spec.arch} ({model.spec.source}); "
-            "pass the model it was made from with --model/--pretrained"
-        )
-    groups, boxes = parity_inputs(onnx_model, count=count, seed=seed)
-    return check_parity(model, onnx_model, groups, boxes, tolerances=tolerances)
+    check_same_tower(model, onnx_model)
+    return check_scenes(model, onnx_model, count=count, seed=seed, tolerances=tolerances)
+
+
+def check_scenes(model: DenseModel, exported: OnnxDenseModel, count: int = 4, seed: int = 0,
+                 tolerances: Tolerances = TOLERANCES) -> dict[str, Any]:
+    """:func:`check_parity` on the synthetic scenes of :func:`parity_inputs` (``count``, ``seed``)."""
+    groups, boxes = parity_inputs(exported, count=count, seed=seed)
+    return check_parity(model, exported, groups, boxes, tolerances=tolerances)
 
 
 def _region_summary(
