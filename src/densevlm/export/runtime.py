@@ -33,6 +33,7 @@ from densevlm.export.manifest import (
     ENCODER_FILE,
     MANIFEST_FILE,
     REGION_FILE,
+    export_root,
     read_manifest,
     verify_files,
 )
@@ -370,8 +371,7 @@ def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, veri
         DenseVLMError: one line naming the missing, changed or unreadable file.
     """
     require_packages("onnxruntime")
-    path = Path(path_or_dir)
-    directory = path.parent if path.is_file() or path.suffix in (".onnx", ".json", ".npy") else path
+    directory = export_root(path_or_dir)
     manifest = read_manifest(directory)
     if manifest["export"].get("format", "onnx") != "onnx":
         raise DenseVLMError(
