@@ -61,9 +61,10 @@ def builtin_vocab_for(spec: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevlm.cli._common import default_device, init_distributed, load_model_arg, write_json
+    from densevlm.cli._common import default_device, load_model_arg, write_json
     from densevlm.data.panoptic import PanopticDataset
     from densevlm.evaluation import EvalConfig, evaluate, evaluate_reviewed, format_table, write_per_class_csv
+    from densevlm.training.distributed import init_distributed
     from densevlm.vocab import load_vocabulary
 
     check_outputs(args)
