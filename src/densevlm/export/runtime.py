@@ -49,14 +49,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ExportSpec:
-    """What an export says about the model it came from (the fields of ``BackboneSpec`` it keeps).
-
-    Attributes:
-        family, arch, source: model family (``vit``/``eva``), architecture name, weights origin.
-        image_size: native input side in pixels; patch_size: pixels per token side.
-        mean, std: RGB normalisation applied by :meth:`OnnxDenseModel.prepare`.
-        templates: prompt template set the text embeddings were made with.
-    """
+    """What an export says about the model it came from: the :class:`~densevlm.dense.RuntimeSpec`
+    fields of its ``BackboneSpec`` (documented there), read from the manifest."""
 
     family: str
     arch: str
