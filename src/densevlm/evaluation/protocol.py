@@ -220,10 +220,6 @@ class _Items(torch.utils.data.Dataset):
         return out
 
 
-def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return items
-
-
 def _shard(n: int) -> range:
     """The indices this process evaluates: rank r of w takes r, r + w, ... (no padding, no repeats)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -260,7 +256,7 @@ def evaluate(
     unlisted = torch.zeros(2, dtype=torch.int64)  # images, pixels with PNG ids the JSON does not list
     skipped: list[str] = []
     items = _Items(dataset, _shard(len(dataset)), mapping, cfg, size, model.patch_size, model.spec.mean, model.spec.std)
-    loader = torch.utils.data.DataLoader(items, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=_collate)
+    loader = torch.utils.data.DataLoader(items, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=list)
     from tqdm import tqdm
 
     started = time.perf_counter()
