@@ -144,25 +144,18 @@ def parity_inputs(
     size = size or onnx_model.input_size
     patch = onnx_model.patch_size
     scenes = [generate_scene(seed, i, size) for i in range(count)]
+    # per group: its scenes, their images, prepare's size and square, how much the images were widened
+    plans = [(scenes, [Image.fromarray(s.image) for s in scenes], size, True, 1.0)]
+    if onnx_model.dynamic:
+        wide, some = int(math.ceil(1.5 * size / patch)) * patch, scenes[: max(1, count // 2)]
+        images = [Image.fromarray(s.image).resize((wide, size), Image.BICUBIC) for s in some]
+        plans.append((some, images, wide, False, wide / size))
     groups: list[torch.Tensor] = []
     boxes: list[list[torch.Tensor]] = []
-    square, square_boxes = [], []
-    for scene in scenes:
-        x, plan = onnx_model.prepare(Image.fromarray(scene.image), size=size, square=True)
-        square.append(x)
-        square_boxes.append(_scene_boxes(scene, plan, patch))
-    groups.append(torch.stack(square))
-    boxes.append(square_boxes)
-    if onnx_model.dynamic:
-        wide = int(math.ceil(1.5 * size / patch)) * patch
-        batch, batch_boxes = [], []
-        for scene in scenes[: max(1, count // 2)]:
-            image = Image.fromarray(scene.image).resize((wide, size), Image.BICUBIC)
-            x, plan = onnx_model.prepare(image, size=wide)
-            batch.append(x)
-            batch_boxes.append(_scene_boxes(scene, plan, patch, stretch=wide / size))
-        groups.append(torch.stack(batch))
-        boxes.append(batch_boxes)
+    for chosen, images, side, square, stretch in plans:
+        prepared = [onnx_model.prepare(image, size=side, square=square) for image in images]
+        groups.append(torch.stack([x for x, _ in prepared]))
+        boxes.append([_scene_boxes(s, plan, patch, stretch) for s, (_, plan) in zip(chosen, prepared)])
     return groups, boxes
 
 
