@@ -89,6 +89,7 @@ from densevlm.errors import DenseVLMError, nearest_names
 from densevlm.fileio import atomic_write_text, check_output
 from densevlm.losses.distill import token_cosine_loss, token_kl_loss
 from densevlm.model import DenseModel, load_model
+from densevlm.regions.similarity import cosine
 from densevlm.training.checkpoints import TrainProgress, load_state, save_state
 from densevlm.training.config import check_run
 from densevlm.training.data import ContentDataset, StepBatchSampler, make_loader, model_batch
@@ -352,8 +353,7 @@ class Distiller:
         optimizer_step(loss, self.optimizer, self.scaler, self.schedule, 1)
         self.student.eval()
         with torch.no_grad():
-            agree = (dense.permute(0, 2, 3, 1) @ self.text.t()).argmax(-1) == (
-                target.permute(0, 2, 3, 1) @ self.text.t()).argmax(-1)
+            agree = cosine(dense, self.text, dim=1).argmax(1) == cosine(target, self.text, dim=1).argmax(1)
         self.global_step += 1
         return {"loss": float(loss.detach()), "cosine": float(cos.detach()), "kl": float(kl.detach()),
                 "agreement": float(agree[valid].float().mean())}
