@@ -145,7 +145,7 @@ def _enlarged_drawing(image: Image.Image, labels: np.ndarray, colours: np.ndarra
     tinted = _words(_tint(np.asarray(small.convert("RGB")), labels, colours, is_thing))
     outline = _block_edges(labels, factor, thickness) & is_thing[labels][:, None, :, None]
     pixels = np.where(outline, _words(colours)[labels][:, None, :, None], tinted[:, None, :, None])
-    return Image.frombuffer("RGB", (width * factor, height * factor), pixels, "raw", "RGBX", 0, 1)
+    return Image.frombytes("RGB", (width * factor, height * factor), pixels, "raw", "RGBX")
 
 
 def _overlaps(box: tuple[int, int, int, int], placed: list[tuple[int, int, int, int]]) -> bool:
