@@ -6,8 +6,10 @@ crisp), which keeps the labels of a 64 px image readable. Colours come from a fi
 indexed by class, so a class has the same colour in every overlay of a vocabulary.
 
 An upscaled drawing is tinted at the original size and then enlarged (nearest): the same pixels
-as tinting the enlarged image, at ``1 / factor^2`` of the work, so a 64 px scene's 512 px overlay
-costs little more than its outlines and text.
+as tinting the enlarged image, at ``1 / factor^2`` of the work. When the outline is no thicker
+than the factor, the outlines are found on the small map too (:func:`_block_edges`) and the
+enlarged picture is one ``np.where`` over 32-bit pixels, so a 64 px scene's 512 px overlay
+costs little more than its text, which :mod:`densevlm.inference.glyphs` draws from cached masks.
 """
 
 from __future__ import annotations
