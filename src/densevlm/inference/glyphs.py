@@ -163,7 +163,7 @@ def _bound(cache: dict) -> None:
         cache.clear()
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=32)
 def text_painter(size: int) -> TextPainter:
     """The shared :class:`TextPainter` of :func:`load_font` at ``size`` px (one per size per process)."""
     return TextPainter(load_font(size))
