@@ -148,7 +148,7 @@ def expert_examples(pool: Path, shots: int) -> list:
     """The first ``shots`` ground-truth regions of each plant word in ``pool`` (image order), as the expert's labels."""
     from densevlm.data.panoptic import PanopticDataset
     from densevlm.data.synth.categories import PLANT
-    from densevlm.training.fewshot import ExampleRegion
+    from densevlm.regions.labelled import LabelledRegion
 
     truth = PanopticDataset(pool)
     wanted = {c.name: 0 for c in PLANT}
@@ -159,7 +159,7 @@ def expert_examples(pool: Path, shots: int) -> list:
             name = truth.names[truth.category_index[s["category_id"]]]
             if name in wanted and wanted[name] < shots:
                 x, y, w, h = s["bbox"]
-                out.append(ExampleRegion(str(truth.image_path(i)), (x, y, x + w, y + h), name))
+                out.append(LabelledRegion(str(truth.image_path(i)), (x, y, x + w, y + h), name, thing=True))
                 wanted[name] += 1
     short = [n for n, k in wanted.items() if k < shots]
     if short:
@@ -226,7 +226,7 @@ def expert_database(examples: list, vocab, images: Path, db: Path) -> Path:
     lines = [{"kind": "header", "version": 1, "teacher": "simulated expert", "images": str(images),
               "vocabulary": {"things": things, "stuff": stuff}, "tau": 1.0, "threshold": 0.0, "region_source": "expert"}]
     for j, e in enumerate(examples):
-        lines.append({"kind": "region", "id": f"{Path(e.image).name}#e{j}", "image": Path(e.image).name, "width": 64,
+        lines.append({"kind": "region", "id": f"{Path(e.image_path).name}#e{j}", "image": Path(e.image_path).name, "width": 64,
                       "height": 64, "box": list(e.box), "mask": None,
                       "candidates": [{"category": vocab.names[0], "prob": 1.0, "thing": True}],
                       "confidence": 1.0, "thing": True, "kept": True})

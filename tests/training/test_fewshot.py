@@ -15,7 +15,8 @@ from densevlm.cli.main import main
 from densevlm.data.synth.categories import PLANT
 from densevlm.data.synth import write_world
 from densevlm.model import load_model
-from densevlm.training.fewshot import ExampleRegion, adapt_from_regions, class_prototypes
+from densevlm.regions.labelled import LabelledRegion
+from densevlm.training.fewshot import adapt_from_regions, class_prototypes
 from densevlm.training.pretrain import save_model
 from densevlm.vocab import AdaptedVocabulary, Vocabulary, load_vocabulary
 from tests.conftest import perturb_
@@ -43,12 +44,13 @@ def _image(left: int, right: int) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding():
+def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding(tmp_path):
     stub, vocab = TextStub(), Vocabulary.from_lists(["a", "b"], ["c"])
-    red_green = _image(0, 1)
-    regions = [ExampleRegion(red_green, (0, 0, 16, 16), "a"), ExampleRegion(red_green, (0, 16, 16, 32), "a"),
-               ExampleRegion(red_green, (16, 0, 32, 32), "d")]
-    protos, counts, image_mean = class_prototypes(stub, regions, vocab.extended("d", True))
+    red_green = str(tmp_path / "red_green.png")
+    _image(0, 1).save(red_green)
+    regions = [LabelledRegion(red_green, (0, 0, 16, 16), "a", True), LabelledRegion(red_green, (0, 16, 16, 32), "a", True),
+               LabelledRegion(red_green, (16, 0, 32, 32), "d", True), LabelledRegion(red_green, (0, 0, 32, 32), None)]
+    protos, counts, image_mean = class_prototypes(stub, regions[:3], vocab.extended("d", True))
     np.testing.assert_allclose(protos, [[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0]], atol=1e-6)  # a, b, d, c
     assert counts.tolist() == [2, 0, 1, 0]
     np.testing.assert_allclose(image_mean, [0.5, 0.5, 0.0], atol=1e-6)
@@ -82,7 +84,7 @@ def world(tmp_path_factory):
     return root, load_model(root / "m.safetensors")
 
 
-def _regions(root) -> list[ExampleRegion]:
+def _regions(root) -> list[LabelledRegion]:
     import json
 
     data = json.loads((root / "world" / "panoptic.json").read_text())
@@ -91,7 +93,7 @@ def _regions(root) -> list[ExampleRegion]:
     for ann in data["annotations"]:
         for s in ann["segments_info"]:
             x, y, w, h = s["bbox"]
-            out.append(ExampleRegion(str(root / "world" / "images" / ann["file_name"]), (x, y, x + w, y + h),
+            out.append(LabelledRegion(str(root / "world" / "images" / ann["file_name"]), (x, y, x + w, y + h),
                                      names[s["category_id"]], names[s["category_id"]] not in {"cloth", "steel plate"}))
     return out
 
@@ -111,7 +113,7 @@ def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
     export_onnx(model, tmp_path / "onnx", loaded, threads=1, parity_images=1)
     onnx_model = load_onnx_model(tmp_path / "onnx", threads=1)
     np.testing.assert_allclose(onnx_model.embed_vocabulary(loaded).numpy(), vocab.embeddings, atol=1e-6)
-    images = sorted({r.image for r in regions})[:3]
+    images = sorted({r.image_path for r in regions})[:3]
     for image in images:
         ours = segment(model, image, loaded)
         theirs = segment(onnx_model, image, loaded)
