@@ -124,21 +124,24 @@ def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
         segment(other, images[0], loaded)
 
 
-def test_vocab_adapt_cli_on_a_review_database(world, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def review_db(world, tmp_path_factory):
+    """A review database on the world: two regions corrected to porosity, one to gear, one rejected."""
     from densevlm.data.images import open_image_source
+    from densevlm.data.synth import default_vocabulary
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
     from densevlm.review import session
     from densevlm.review.importing import import_candidates
     from densevlm.review.store import ReviewStore
-    from densevlm.data.synth import default_vocabulary
 
     root, model = world
-    model_path = model.save(tmp_path / "m.pt")
-    write_candidates(model, open_image_source(root / "world"), default_vocabulary(), tmp_path / "cand.jsonl",
+    tmp = tmp_path_factory.mktemp("review")
+    model_path = model.save(tmp / "m.pt")
+    write_candidates(model, open_image_source(root / "world"), default_vocabulary(), tmp / "cand.jsonl",
                      RetrievalConfig(logit_scale=100.0), max_boxes=4, limit=3, progress=False)
-    db = tmp_path / "review.sqlite"
-    import_candidates(db, tmp_path / "cand.jsonl")
+    db = tmp / "review.sqlite"
+    import_candidates(db, tmp / "cand.jsonl")
     with sqlite3.connect(db) as conn:
         ids = [rid for (rid,) in conn.execute("SELECT id FROM regions ORDER BY id")]
     with ReviewStore(db) as store:
@@ -146,6 +149,42 @@ def test_vocab_adapt_cli_on_a_review_database(world, tmp_path, capsys):
         session.add_verdict(store, ids[1], "ana", "category", category="porosity", thing=True)
         session.add_verdict(store, ids[2], "ana", "category", category="gear")
         session.add_verdict(store, ids[3], "ana", "rejected")
+    return model_path, db
+
+
+def test_training_against_few_shot_embeddings_of_reviewed_classes(world, review_db, tmp_path):
+    from densevlm.review.reviewed import load_reviewed
+    from densevlm.training.config import TrainConfig
+    from densevlm.training.trainer import Trainer
+
+    root, _ = world
+    model_path, db = review_db
+    data = load_reviewed(db)
+    cfg = TrainConfig(student=str(model_path), teacher=str(model_path), images=str(root / "world" / "images"),
+                      out=str(tmp_path / "run"), steps=1, batch_size=2, reviewed_embeddings="few-shot")
+    trainer = Trainer(cfg, progress=False, reviewed=data)
+    assert trainer.student.training
+    text = trainer.student.embed_vocabulary(data.vocab).float()
+    expected = adapt_from_regions(load_model(model_path), data.vocab, data.regions).embeddings
+    np.testing.assert_allclose(trainer.text_student.numpy(), expected, atol=1e-5)
+    reviewed = {data.vocab.index("porosity"), data.vocab.index("gear")}
+    for k in range(len(data.vocab)):
+        same = torch.allclose(trainer.text_student[k], text[k], atol=1e-6)
+        assert same == (k not in reviewed), data.vocab.names[k]
+    assert torch.isfinite(torch.tensor(trainer.step([trainer_item(trainer)])["loss"]))
+    with pytest.raises(Exception, match="reviewed-embeddings"):
+        TrainConfig(images=str(root / "world" / "images"), out=str(tmp_path / "r2"), reviewed_embeddings="proto").check()
+
+
+def trainer_item(trainer):
+    from densevlm.training.data import ContentDataset
+
+    return ContentDataset(trainer.source, trainer.size)[next(iter(trainer.targets.reviewed))]
+
+
+def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys):
+    root, model = world
+    model_path, db = review_db
     out = tmp_path / "plant.vocab.npz"
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 0
     assert "porosity (2)" in capsys.readouterr().out

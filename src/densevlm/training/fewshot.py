@@ -23,7 +23,7 @@ from densevlm.regions.pooling import roi_pool
 from densevlm.vocab.adapted import AdaptedVocabulary, adapted, blend, gap_shift
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["class_prototypes", "adapt_from_regions", "adapt_vocabulary"]
+__all__ = ["class_prototypes", "adapt_from_regions", "adapt_vocabulary", "reviewed_class_embeddings"]
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +111,29 @@ def adapt_vocabulary(model, reviewed: str | Path, vocab: Optional[Vocabulary] = 
 
     data = load_reviewed(reviewed)
     return adapt_from_regions(model, vocab or data.vocab, data.regions, k0=k0, gap=gap, size=size, source=str(reviewed))
+
+
+def reviewed_class_embeddings(model, vocab: Vocabulary, regions: Sequence[LabelledRegion], k0: float = 3.0
+                              ) -> torch.Tensor:
+    """``[K, C]`` class embeddings for ``train --reviewed-embeddings few-shot``, in ``vocab`` order.
+
+    The student's own few-shot embeddings (:func:`adapt_from_regions`, gap shift on) computed
+    once before training, so that a reviewed class whose text the student cannot read (a plant
+    word: an untrained token, nearly the same direction as every other plant word) has a
+    target direction of its own in the loss. Classes no one reviewed keep their text embedding
+    exactly. ``model`` is put in eval mode for the extraction and left as it was.
+
+    Raises:
+        DenseVLMError: a reviewed category is not in ``vocab`` (a reviewed set's vocabulary
+            holds every class its reviewers added).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        result = adapt_from_regions(model, vocab, regions, k0=k0)
+    finally:
+        model.train(was_training)
+    if result.names != vocab.names:
+        raise DenseVLMError(f"reviewed categories {sorted(set(result.names) - set(vocab.names))} are not in the "
+                            "training vocabulary")
+    return torch.from_numpy(result.embeddings)
