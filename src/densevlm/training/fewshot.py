@@ -1,10 +1,14 @@
-"""Few-shot class embeddings from reviewed regions: ``densevlm vocab adapt``.
+"""Few-shot class embeddings from reviewed regions: ``densevlm vocab adapt`` and ``train --reviewed-embeddings``.
 
 No gradient step: each reviewed region's RoI feature is pooled from the model's dense map
 exactly as :mod:`densevlm.evaluation.regions` pools it (the image letterboxed to the model's
 input size, RoI-aligned over the unit-norm dense tokens), the features of a class are averaged
 into a prototype, and :func:`densevlm.vocab.adapted.blend` mixes it into the class's text
-embedding. Seconds on a CPU for a few hundred regions.
+embedding. Seconds on a CPU for a few hundred regions. The regions are
+:class:`~densevlm.regions.labelled.LabelledRegion` records, as a review database yields them.
+
+:func:`reviewed_class_embeddings` gives fine-tuning the same embeddings, so that a word the text
+tower cannot read (a plant word) is learned against a direction of its own.
 """
 
 from __future__ import annotations
