@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fp32, or int8 (NNCF post-training quantisation; --format openvino) (default: fp32)")
     p.add_argument("--calibration", metavar="IMAGES", default=None,
                    help="int8: your own unlabeled images, any source `train --images` takes (folder, glob, COCO JSON, "
-                        "tar shards); a fifth (at most 32) is held back for the accuracy gate")
+                        "tar shards); a fifth (at most 64) is held back for the accuracy gate")
     p.add_argument("--calibration-size", type=int, default=300,
                    help="int8: calibration images (default: 300, fewer if fewer exist)")
     from densevlm.export.quantize import FLOAT_SCOPES
