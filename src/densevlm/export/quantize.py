@@ -104,6 +104,7 @@ def quantize_openvino(
     """
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     keep = float_operations(ov_model, keep_float)
     quantized = nncf.quantize(
@@ -115,9 +116,11 @@ def quantize_openvino(
         fast_bias_correction=True,
         ignored_scope=nncf.IgnoredScope(names=keep) if keep else None,
         advanced_parameters=AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA)),
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA),
+            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX),
     )
     log.info("quantised to int8 on %d images, %d operations kept in float (%s)", len(inputs), len(keep), keep_float)
     return quantized, {"method": "nncf.quantize", "model_type": "transformer", "preset": "mixed",
-                       "smooth_quant_alpha": SMOOTH_QUANT_ALPHA, "bias_correction": "fast",
-                       "subset_size": len(inputs), "keep_float": keep_float, "fp32_operations": keep}
+                       "smooth_quant_alpha": SMOOTH_QUANT_ALPHA, "activation_ranges": "minmax",
+                       "bias_correction": "fast", "subset_size": len(inputs), "keep_float": keep_float,
+                       "fp32_operations": keep}
