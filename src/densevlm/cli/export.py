@@ -19,7 +19,8 @@ directory beside --out that is renamed to --out only when its check passes: pari
 for fp32, and for --precision int8 (NNCF post-training quantisation calibrated on --calibration,
 your own unlabeled images) the accuracy gate: int8 vs fp32 dense-label and box-score agreement on
 held-back calibration images (and box mAcc / fg_bias on --eval-data) must reach --min-agreement.
-Otherwise the command fails with one line saying by how much, and writes nothing.
+Otherwise the command fails with one line saying by how much, and writes nothing; --keep-float
+ends+tail then leaves more layers in float (slower), or calibrate on more of your images.
 
 Examples:
   densevlm export --model tiny-student --out export/
