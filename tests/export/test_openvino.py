@@ -31,6 +31,7 @@ from densevlm.export.manifest import (  # noqa: E402
     OPENVINO_REGION_FILE,
 )
 from densevlm.export.openvino import OpenVinoDenseModel, load_export, load_openvino_model  # noqa: E402
+from densevlm.export.quantize import DEFAULT_KEEP_FLOAT, SMOOTH_QUANT_ALPHA  # noqa: E402
 from densevlm.export.runtime import OnnxDenseModel, load_onnx_model  # noqa: E402
 from densevlm.data.synth import default_vocabulary  # noqa: E402
 
@@ -100,6 +101,8 @@ def test_int8_student_passes_gate(student_int8, world):
     assert cal["source"] == str(world.resolve()) and cal["images_found"] == 60
     assert cal["count"] == 48 and cal["heldout"] == 12 and len(set(cal["heldout_names"])) == 12
     assert cal["fp32_operations"], "the patch embedding and output projection stay in float"
+    assert cal["keep_float"] == DEFAULT_KEEP_FLOAT and cal["model_type"] == "transformer" and cal["preset"] == "mixed"
+    assert cal["smooth_quant_alpha"] == SMOOTH_QUANT_ALPHA and cal["bias_correction"] == "fast"
     names = {p.name for p in out.iterdir()}
     assert {OPENVINO_ENCODER_FILE, OPENVINO_REGION_FILE, MANIFEST_FILE} <= names and ENCODER_FILE not in names
     assert set(on_disk["files"]) == names - {MANIFEST_FILE}
@@ -161,6 +164,12 @@ def test_black_calibration_fails_the_gate_and_writes_nothing(student, world, tmp
 def test_argument_errors_are_one_line(student, world, tmp_path):
     with pytest.raises(DenseVLMError, match="--calibration IMAGES"):
         export_edge(student, tmp_path / "x", default_vocabulary(), precision="int8")
+    with pytest.raises(DenseVLMError, match="only an int8 export"):
+        export_edge(student, tmp_path / "x", default_vocabulary(), precision="fp32", keep_float="ends+tail")
+    with pytest.raises(DenseVLMError, match="choose one of none, ends, ends"):
+        export_edge(student, tmp_path / "x", default_vocabulary(), precision="int8", calibration=str(world),
+                    keep_float="middle")
+    assert not (tmp_path / "x").exists()
     single = tmp_path / "single"
     single.mkdir()
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(single / "a.png")
@@ -195,4 +204,8 @@ def test_cli_rejects_int8_without_calibration(tmp_path):
     result = _cli("--format", "openvino", "--precision", "int8", "--out", str(tmp_path / "o"), cache=tmp_path)
     assert result.returncode == 2
     assert "--calibration" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    result = _cli("--format", "openvino", "--keep-float", "ends+tail", "--out", str(tmp_path / "o"), cache=tmp_path)
+    assert result.returncode == 2
+    assert "--keep-float" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()

@@ -19,7 +19,8 @@ directory beside --out that is renamed to --out only when its check passes: pari
 for fp32, and for --precision int8 (NNCF post-training quantisation calibrated on --calibration,
 your own unlabeled images) the accuracy gate: int8 vs fp32 dense-label and box-score agreement on
 held-back calibration images (and box mAcc / fg_bias on --eval-data) must reach --min-agreement.
-Otherwise the command fails with one line saying by how much, and writes nothing.
+Otherwise the command fails with one line saying by how much, and writes nothing; --keep-float
+ends+tail then leaves more layers in float (slower), or calibrate on more of your images.
 
 Examples:
   densevlm export --model tiny-student --out export/
@@ -63,9 +64,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fp32, or int8 (NNCF post-training quantisation; --format openvino) (default: fp32)")
     p.add_argument("--calibration", metavar="IMAGES", default=None,
                    help="int8: your own unlabeled images, any source `train --images` takes (folder, glob, COCO JSON, "
-                        "tar shards); a fifth (at most 32) is held back for the accuracy gate")
+                        "tar shards); a fifth (at most 64) is held back for the accuracy gate")
     p.add_argument("--calibration-size", type=int, default=300,
                    help="int8: calibration images (default: 300, fewer if fewer exist)")
+    from densevlm.export.quantize import FLOAT_SCOPES
+
+    p.add_argument("--keep-float", choices=tuple(FLOAT_SCOPES), default=None,
+                   help="int8: layers left in float: none; ends = patch embedding, first block's first two "
+                        "matrix products, output projection; ends+tail = ends and every matrix product after the "
+                        "last attention (slower; try it when the gate fails) (default: ends)")
     p.add_argument("--eval-data", default=None,
                    help="labelled panoptic set for the accuracy gate: also compare box thing/stuff mAcc and fg_bias")
     p.add_argument("--min-agreement", type=float, default=None,
@@ -146,7 +153,7 @@ def _export_edge(args: argparse.Namespace) -> int:
     model, vocab = _model_and_vocabulary(args)
     manifest = export_edge(
         model, args.out, vocab, fmt=args.format, precision=args.precision, calibration=args.calibration,
-        calibration_size=args.calibration_size, eval_data=args.eval_data,
+        calibration_size=args.calibration_size, keep_float=args.keep_float, eval_data=args.eval_data,
         min_agreement=MIN_AGREEMENT if args.min_agreement is None else args.min_agreement,
         max_macc_drop=MAX_MACC_DROP if args.max_macc_drop is None else args.max_macc_drop, size=args.size,
         dynamic=args.dynamic, regions=not args.no_regions,
@@ -183,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     if args.precision == "int8" and not args.calibration and not args.check:
         raise DenseVLMError("--precision int8 needs --calibration IMAGES: your own unlabeled images (a folder, glob, "
                             "COCO JSON or tar shards), never random data")
+    if args.keep_float and (args.precision != "int8" or args.check):
+        raise DenseVLMError("--keep-float chooses the float layers of a new int8 export; add --precision int8 "
+                            "--format openvino (and drop --check)")
     if args.calibration and args.precision != "int8" and not args.check:
         raise DenseVLMError("--calibration calibrates an int8 export; add --precision int8 --format openvino")
     from densevlm.export import require_packages

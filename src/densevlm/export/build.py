@@ -119,6 +119,7 @@ def export_edge(
     precision: str = "fp32",
     calibration: Optional[str] = None,
     calibration_size: int = 300,
+    keep_float: Optional[str] = None,
     eval_data: Optional[str] = None,
     min_agreement: float = 0.99,
     max_macc_drop: float = 1.0,
@@ -137,6 +138,8 @@ def export_edge(
         fmt, precision: ``openvino`` (``fp32`` or ``int8``); ``onnx`` is written by :func:`export_onnx`.
         calibration: image source of the user's own unlabeled images (needed for int8).
         calibration_size: calibration images (fewer when the source has fewer after the held-back part).
+        keep_float: int8 only: which operations stay in float, a key of
+            :data:`densevlm.export.quantize.FLOAT_SCOPES` (default: its ``DEFAULT_KEEP_FLOAT``).
         eval_data: optional labelled panoptic set for the gate.
         min_agreement, max_macc_drop: gate thresholds (see :mod:`densevlm.export.gate`).
         size, dynamic, regions, parity_images, threads, load_args: as :func:`export_onnx`.
@@ -157,7 +160,14 @@ def export_edge(
     if precision == "int8" and calibration is None:
         raise DenseVLMError("--precision int8 needs --calibration IMAGES: your own unlabeled images (a folder, glob, "
                             "COCO JSON or tar shards), never random data")
+    if keep_float is not None and precision != "int8":
+        raise DenseVLMError(f"--keep-float {keep_float}: only an int8 export keeps some layers in float")
     require_openvino("nncf") if precision == "int8" else require_openvino()
+    if keep_float is not None:
+        from densevlm.export.quantize import FLOAT_SCOPES
+
+        if keep_float not in FLOAT_SCOPES:
+            raise DenseVLMError(f"--keep-float {keep_float}: choose one of {', '.join(FLOAT_SCOPES)}")
     import openvino
 
     note = progress or (lambda message: None)
@@ -180,7 +190,7 @@ def export_edge(
                                   "encoder_file": OPENVINO_ENCODER_FILE, "region_file": OPENVINO_REGION_FILE}
         split = None
         if precision == "int8":
-            split, quantized = _quantize(model, encoder, calibration, calibration_size, manifest, note)
+            split, quantized = _quantize(model, encoder, calibration, calibration_size, keep_float, manifest, note)
             save_ir(quantized["model"], final / OPENVINO_ENCODER_FILE)
             manifest["calibration"] = quantized["record"]
             import nncf
@@ -215,11 +225,11 @@ def export_edge(
     return manifest
 
 
-def _quantize(model: DenseModel, encoder: Any, calibration: str, calibration_size: int, manifest: dict[str, Any],
-              note: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+def _quantize(model: DenseModel, encoder: Any, calibration: str, calibration_size: int, keep_float: Optional[str],
+              manifest: dict[str, Any], note: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
     from densevlm.data.images import open_image_source
     from densevlm.export.calibration import prepare_images, split_calibration
-    from densevlm.export.quantize import quantize_openvino
+    from densevlm.export.quantize import DEFAULT_KEEP_FLOAT, quantize_openvino
 
     source = open_image_source(calibration)
     split = split_calibration(source, str(calibration), size=calibration_size)
@@ -227,7 +237,7 @@ def _quantize(model: DenseModel, encoder: Any, calibration: str, calibration_siz
          f"({len(split.heldout)} held back for the accuracy gate)")
     size = int(manifest["export"]["size"])
     inputs, _, skipped = prepare_images(model, source, split.calibrate, size)
-    int8, settings = quantize_openvino(encoder, [x[None].numpy() for x in inputs])
+    int8, settings = quantize_openvino(encoder, [x[None].numpy() for x in inputs], keep_float or DEFAULT_KEEP_FLOAT)
     record = {**split.to_json(source), "source": _portable(calibration), "count": len(inputs), "skipped": skipped,
               "input_size": size, **settings}
     return split, {"model": int8, "record": record}

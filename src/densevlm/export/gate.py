@@ -162,10 +162,13 @@ def run_gate(
     labelled = labelled_change(reference, exported, eval_data, vocab) if eval_data else None
     failures = []
     if heldout is not None:
-        for key, what in (("label_agreement", "dense-label agreement"), ("box_agreement", "box-score agreement")):
+        for key, what, unit in (("label_agreement", "dense-label agreement", "tokens"),
+                                ("box_agreement", "box-score agreement", "boxes")):
             if not heldout[key] >= min_agreement:
-                failures.append(f"{what} {heldout[key]:.2%} is {100 * (min_agreement - heldout[key]):.2f} points "
-                                f"below --min-agreement {min_agreement:.0%} on {heldout['images']} held-back images")
+                same = round(heldout[key] * heldout[unit])
+                failures.append(f"{what} {heldout[key]:.2%} ({same} of {heldout[unit]} {unit}) is "
+                                f"{100 * (min_agreement - heldout[key]):.2g} points below --min-agreement "
+                                f"{min_agreement:.0%} on {heldout['images']} held-back images")
     if labelled is not None:
         for key in _LABELLED_KEYS[:2]:
             change = labelled[key]["change"]
