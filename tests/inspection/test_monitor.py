@@ -9,6 +9,7 @@ import pytest
 
 import densevlm
 from densevlm.cli.main import main
+from densevlm.errors import DenseVLMError
 from densevlm.data.synth import write_world
 from densevlm.inspection.monitor import BatchStats, compare, holm, mmd2, permutation_pvalue, psi
 
@@ -58,6 +59,8 @@ def test_compare_on_synthetic_statistics():
     assert dark["fired"] == ["brightness"] and "lighting" in dark["actions"][0]
     soft = compare(ref, _stats(rng, 80, blurred=0.5), n_resamples=300)
     assert soft["fired"] == ["sharpness"] and "focus" in soft["actions"][0]
+    with pytest.raises(DenseVLMError, match="use at least 140 permutations"):
+        compare(ref, moved, n_resamples=100)
 
 
 def test_defect_mix_fires_when_one_defect_is_replaced():

@@ -13,7 +13,7 @@ calibrated (e.g. the calibration images), or the statistics of such a set saved 
   sharpness       KS test of the variance of the Laplacian per image (focus, camera distance)
 
 --alpha (default 0.05) is the false-drift rate over all of them: the batch drifted when the
-smallest p-value is below alpha / 7 (Bonferroni), and the signals named are those Holm's
+smallest p-value is below alpha / 7 (6 without [defects]; Bonferroni), and the signals named are those Holm's
 procedure rejects. Each names an action: re-calibrate (scores, brightness), re-evaluate on
 labelled images (class shares, embeddings, sharpness), review new regions (low confidence,
 defect mix).

@@ -259,6 +259,9 @@ def compare(reference: BatchStats, batch: BatchStats, alpha: float = DEFAULT_ALP
                          "reference_mean": float(reference.image_stats[:, j].mean()),
                          "batch_mean": float(batch.image_stats[:, j].mean())}
     names = list(signals)
+    if 1.0 / (n_resamples + 1) >= alpha / len(names):
+        raise DenseVLMError(f"{n_resamples} permutations cannot give a p-value below alpha / {len(names)} = "
+                            f"{alpha / len(names):.4g}; use at least {int(np.ceil(len(names) / alpha))} permutations")
     for name, rejected in zip(names, holm([signals[n]["p_value"] for n in names], alpha)):
         signals[name]["fired"] = rejected
     fired = [name for name in names if signals[name]["fired"]]
@@ -268,7 +271,7 @@ def compare(reference: BatchStats, batch: BatchStats, alpha: float = DEFAULT_ALP
 
 
 def save_reference(path: str | Path, stats: BatchStats, meta: dict[str, Any], overwrite: bool = False) -> Path:
-    """Write reference statistics (``densevlm.monitor_reference/1``) with the model and vocabulary they belong to."""
+    """Write reference statistics (``densevlm.monitor_reference/2``, :data:`SCHEMA`) with the model and vocabulary they belong to."""
     from densevlm.fileio import atomic_write_text
 
     path = Path(path)
