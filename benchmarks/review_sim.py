@@ -21,12 +21,18 @@ learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in 
 2. ``densevlm vocab adapt``'s blend turns them into few-shot class embeddings for ``--model``.
 3. Box mAcc on a plant-word held-out set, on the plant words and on the other things and the
    stuff, for: text only (the plant words' untrained tokens) and (a) few-shot embeddings.
-4. With ``--train-shots K``: (b) DenseVLM fine-tuning of the student (default recipe, reviewed
-   regions as targets, ``--train-steps``) on the plant-word pool with the K-shot verdicts in a
-   review database, and (a)+(b) (the fine-tuned student's few-shot embeddings).
+4. With ``--train-shots K [K ...]``: (b) DenseVLM fine-tuning of the student (default recipe,
+   ``--train-steps``) on the plant-word pool with the K-shot verdicts in a review database as
+   reviewed targets (``--reviewed-weight``, ``--reviewed-embeddings``: ``few-shot`` = the student
+   learns the plant words against its own few-shot embeddings, ``text`` = against their untrained
+   tokens), and (a)+(b) (the fine-tuned student's few-shot embeddings). ``0`` among the K is the
+   reference: the same fine-tuning without any review. A run whose ``last.pt`` is already in
+   ``--work`` is reused (delete the folder to retrain), so several K can train in parallel
+   processes and a last call prints the table.
 
     python benchmarks/review_sim.py --plant-words [--model tiny-teacher] [--shots 1 3 10 30]
         [--pool 600] [--heldout 300] [--k0 3] [--no-gap-shift]
+        [--train-shots 0 10] [--train-steps 300] [--reviewed-weight 10] [--reviewed-embeddings few-shot]
 """
 
 from __future__ import annotations
@@ -58,7 +64,10 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=300, help="--plant-words: held-out scenes")
     parser.add_argument("--k0", type=float, default=3.0, help="--plant-words: prior strength of the text")
     parser.add_argument("--no-gap-shift", action="store_true", help="--plant-words: blend raw prototypes")
-    parser.add_argument("--train-shots", type=int, default=None, help="--plant-words: also (b) and (a)+(b) at this K")
+    parser.add_argument("--train-shots", type=int, nargs="+", default=[],
+                        help="--plant-words: also (b) and (a)+(b) at these K (0: fine-tuning without review)")
+    parser.add_argument("--reviewed-embeddings", choices=("text", "few-shot"), default="few-shot",
+                        help="--plant-words: class embeddings the student learns reviewed classes against")
     parser.add_argument("--train-steps", type=int, default=300, help="--plant-words: steps of the (b) fine-tuning")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -148,7 +157,7 @@ def expert_examples(pool: Path, shots: int) -> list:
     """The first ``shots`` ground-truth regions of each plant word in ``pool`` (image order), as the expert's labels."""
     from densevlm.data.panoptic import PanopticDataset
     from densevlm.data.synth.categories import PLANT
-    from densevlm.training.fewshot import ExampleRegion
+    from densevlm.regions.labelled import LabelledRegion
 
     truth = PanopticDataset(pool)
     wanted = {c.name: 0 for c in PLANT}
@@ -159,7 +168,7 @@ def expert_examples(pool: Path, shots: int) -> list:
             name = truth.names[truth.category_index[s["category_id"]]]
             if name in wanted and wanted[name] < shots:
                 x, y, w, h = s["bbox"]
-                out.append(ExampleRegion(str(truth.image_path(i)), (x, y, x + w, y + h), name))
+                out.append(LabelledRegion(str(truth.image_path(i)), (x, y, x + w, y + h), name, thing=True))
                 wanted[name] += 1
     short = [n for n, k in wanted.items() if k < shots]
     if short:
@@ -201,14 +210,15 @@ def plant_curve(args: argparse.Namespace) -> None:
         took = time.perf_counter() - started
         rows.append(("(a) few-shot embeddings", k, _split_macc(evaluate(model, dataset, adapted, cfg, progress=False)),
                      took))
-    if args.train_shots:
-        rows += _trained_rows(args, pool, work, vocab, dataset, cfg)
+    for k in args.train_shots:
+        rows += _trained_rows(args, k, pool, work, vocab, dataset, cfg)
     print(f"model {args.model}, held-out {args.heldout} plant-word scenes (seed {HELDOUT_SEED + 7}), k0 {args.k0}, "
           f"gap shift {'off' if args.no_gap_shift else 'on'}; box mAcc (%)")
     print("| method | K per plant word | plant words | other things | stuff | seconds (adapt or train) |")
     print("|---|---|---|---|---|---|")
     for label, k, m, took in rows:
-        print(f"| {label} | {k} | {m['plant words']:.1f} | {m['other things']:.1f} | {m['stuff']:.1f} | {took:.1f} |")
+        seconds = "reused" if took != took else f"{took:.1f}"  # NaN: a trained run found in --work
+        print(f"| {label} | {k} | {m['plant words']:.1f} | {m['other things']:.1f} | {m['stuff']:.1f} | {seconds} |")
 
 
 def expert_database(examples: list, vocab, images: Path, db: Path) -> Path:
@@ -226,7 +236,7 @@ def expert_database(examples: list, vocab, images: Path, db: Path) -> Path:
     lines = [{"kind": "header", "version": 1, "teacher": "simulated expert", "images": str(images),
               "vocabulary": {"things": things, "stuff": stuff}, "tau": 1.0, "threshold": 0.0, "region_source": "expert"}]
     for j, e in enumerate(examples):
-        lines.append({"kind": "region", "id": f"{Path(e.image).name}#e{j}", "image": Path(e.image).name, "width": 64,
+        lines.append({"kind": "region", "id": f"{Path(e.image_path).name}#e{j}", "image": Path(e.image_path).name, "width": 64,
                       "height": 64, "box": list(e.box), "mask": None,
                       "candidates": [{"category": vocab.names[0], "prob": 1.0, "thing": True}],
                       "confidence": 1.0, "thing": True, "kept": True})
@@ -240,8 +250,8 @@ def expert_database(examples: list, vocab, images: Path, db: Path) -> Path:
     return db
 
 
-def _trained_rows(args: argparse.Namespace, pool: Path, work: Path, vocab, dataset, cfg) -> list:
-    """(b): fine-tune the student with the K-shot verdicts as targets; (a)+(b): adapt the result."""
+def _trained_rows(args: argparse.Namespace, k: int, pool: Path, work: Path, vocab, dataset, cfg) -> list:
+    """(b): fine-tune the student with the K-shot verdicts as targets; (a)+(b): adapt the result (K = 0: no review)."""
     from densevlm.evaluation import evaluate
     from densevlm.model import load_model
     from densevlm.review.reviewed import load_reviewed
@@ -249,19 +259,28 @@ def _trained_rows(args: argparse.Namespace, pool: Path, work: Path, vocab, datas
     from densevlm.training.fewshot import adapt_from_regions
     from densevlm.training.trainer import train
 
-    k = args.train_shots
-    examples = expert_examples(pool, k)
-    db = expert_database(examples, vocab, pool / "images", work / f"expert-{k}.sqlite")
-    out = work / f"trained-{k}"
+    name = f"trained-{k}-{args.reviewed_embeddings}-w{args.reviewed_weight:g}-s{args.train_steps}" if k else \
+        f"trained-0-s{args.train_steps}"
+    out = work / name
     train_cfg = TrainConfig(images=str(pool / "images"), out=str(out), seed=args.seed, steps=args.train_steps,
-                            reviewed_weight=args.reviewed_weight)
-    started = time.perf_counter()
-    train(train_cfg, progress=False, reviewed=load_reviewed(db))
-    took = time.perf_counter() - started
+                            reviewed_weight=args.reviewed_weight, reviewed_embeddings=args.reviewed_embeddings)
+    took = float("nan")
+    if not (out / "last.pt").is_file():
+        reviewed = None
+        if k:
+            examples = expert_examples(pool, k)
+            reviewed = load_reviewed(expert_database(examples, vocab, pool / "images", work / f"{name}.sqlite"))
+        started = time.perf_counter()
+        train(train_cfg, progress=False, reviewed=reviewed)
+        took = time.perf_counter() - started
     student = load_model(str(out / "last.pt"))
-    rows = [("(b) training", k, _split_macc(evaluate(student, dataset, vocab, cfg, progress=False)), took)]
-    adapted = adapt_from_regions(student, vocab, examples, k0=args.k0, gap=not args.no_gap_shift)
-    rows.append(("(a)+(b)", k, _split_macc(evaluate(student, dataset, adapted, cfg, progress=False)), took))
+    if not k:
+        return [("fine-tuned, no review", 0, _split_macc(evaluate(student, dataset, vocab, cfg, progress=False)), took)]
+    rows = [(f"(b) training ({args.reviewed_embeddings})", k,
+             _split_macc(evaluate(student, dataset, vocab, cfg, progress=False)), took)]
+    adapted = adapt_from_regions(student, vocab, expert_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift)
+    rows.append((f"(a)+(b) ({args.reviewed_embeddings})", k,
+                 _split_macc(evaluate(student, dataset, adapted, cfg, progress=False)), took))
     return rows
 
 

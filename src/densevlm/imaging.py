@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import sys
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Optional, Sequence
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # torch is imported on use: the review server reads image siz
     import torch
 
 __all__ = ["IMAGE_SUFFIXES", "open_image", "image_size", "to_rgb", "Letterbox", "letterbox", "letterbox_array", "normalize",
-           "normalize_array"]
+           "normalize_array", "encode_png"]
 
 # .gif: the first frame of an animated GIF is the image
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -131,6 +132,44 @@ def open_image(path: str | Path | BinaryIO, name: Optional[str] = None, orientat
         raise DenseVLMError(f"{label}: not a readable image ({_first_line(e)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DenseVLMError(f"{label}: image is too large (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def encode_png(pixels: np.ndarray, level: int = 1) -> bytes:
+    """The PNG file of ``pixels``: ``[H, W]`` uint8 or uint16 (8- or 16-bit grayscale) or ``[H, W, 3]``
+    uint8 (RGB), every row "Up"-filtered, deflated at zlib ``level`` (0-9).
+
+    Reads back (Pillow, any PNG reader) as exactly ``pixels`` (modes ``L``, ``I;16``, ``RGB``). Unlike
+    ``Image.save(format="PNG")``, which holds the GIL while it deflates, the deflate runs in
+    :func:`zlib.compress`, which releases it, so threads writing files overlap. Format: W3C PNG
+    (Third Edition), 8-bit or 16-bit truecolour or greyscale, not interlaced; filter type 2 (Up),
+    the difference to the row above (a row of zeros above the first), byte by byte; 16-bit
+    samples big-endian.
+
+    Raises:
+        DenseVLMError: another shape or dtype.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16):
+        colour_type = 0
+    elif pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8:
+        colour_type = 2
+    else:
+        raise DenseVLMError(f"a PNG holds [H, W] uint8/uint16 or [H, W, 3] uint8 pixels, got {pixels.dtype} "
+                            f"{tuple(pixels.shape)}")
+    height, width = pixels.shape[:2]
+    depth = 8 * pixels.dtype.itemsize
+    rows = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder(">")).view(np.uint8).reshape(height, -1)
+    filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = 2
+    filtered[:1, 1:] = rows[:1]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(filtered, level))
+            + _png_chunk(b"IEND", b""))
 
 
 @dataclass(frozen=True)

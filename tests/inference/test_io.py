@@ -122,3 +122,28 @@ def test_boxes_are_matched_to_images_and_checked_against_the_oriented_size(tmp_p
     path.write_text(json.dumps([{"image": "c.png", "box": [0, 0, 1, 1]}]))
     with pytest.raises(DenseVLMError, match="'c.png' matches other/c.png and sub/c.png"):
         assign_boxes(load_boxes(path), collect_inputs([str(root)]), path)
+
+
+@pytest.mark.parametrize("pixels,mode", [
+    (np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8), "RGB"),
+    (np.random.default_rng(1).integers(0, 256, (1, 1), dtype=np.uint8), "L"),
+    (np.random.default_rng(2).integers(0, 65536, (9, 300), dtype=np.uint16), "I;16"),
+    (np.kron(np.arange(12, dtype=np.uint8).reshape(3, 4), np.ones((8, 8), np.uint8)), "L"),
+])
+def test_encode_png_reads_back_as_the_same_pixels(pixels, mode):
+    import io
+
+    from densevlm.imaging import encode_png
+
+    for level in (0, 1, 9):
+        image = Image.open(io.BytesIO(encode_png(pixels, level)))
+        assert image.mode == mode and image.size == (pixels.shape[1], pixels.shape[0])
+        np.testing.assert_array_equal(np.asarray(image), pixels)
+
+
+def test_encode_png_refuses_other_arrays():
+    from densevlm.imaging import encode_png
+
+    for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 4), np.uint8), np.zeros(4, np.uint8)):
+        with pytest.raises(DenseVLMError, match="a PNG holds"):
+            encode_png(bad)

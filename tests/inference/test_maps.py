@@ -61,3 +61,20 @@ def test_numpy_and_torch_inputs_give_the_same_maps():
     assert isinstance(labels_t, torch.Tensor) and not isinstance(labels_n, torch.Tensor)
     assert (labels_t.numpy() == labels_n).all()
     assert abs(probs_t.numpy() - probs_n).max() < 1e-6
+
+
+def test_bilinear_resize_in_place_matches_the_one_line_formula_bit_for_bit():
+    import numpy as np
+
+    from densevlm.inference.maps import bilinear_resize, bilinear_taps
+
+    rng = np.random.default_rng(0)
+    logits = (30 * rng.standard_normal((8, 8, 16), dtype=np.float32)).transpose(2, 0, 1)  # not C-contiguous
+    for array, size, rows, cols in [(logits, (64, 64), 60, 50), (logits[0], (480, 640), None, None)]:
+        r0, r1, rw = (t[: rows or size[0]] for t in bilinear_taps(size[0], array.shape[-2]))
+        c0, c1, cw = (t[: cols or size[1]] for t in bilinear_taps(size[1], array.shape[-1]))
+        tall = array[..., r0, :] * (1.0 - rw[:, None]) + array[..., r1, :] * rw[:, None]
+        expected = tall[..., c0] * (1.0 - cw) + tall[..., c1] * cw
+        got = bilinear_resize(array, *size, rows=rows, cols=cols)
+        np.testing.assert_array_equal(got, expected)
+        assert got.strides == expected.strides  # later reductions over it add in the same order

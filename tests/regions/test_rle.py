@@ -75,3 +75,19 @@ def test_malformed_strings_raise(counts, message):
 def test_encode_needs_a_2d_mask():
     with pytest.raises(ValueError, match=r"must be \[H, W\]"):
         encode_rle(np.zeros((2, 3, 4), dtype=bool))
+
+
+def test_a_crop_encodes_as_the_full_mask_it_is_placed_in():
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        height, width = (int(v) for v in rng.integers(1, 10, 2))
+        h, w = int(rng.integers(1, height + 1)), int(rng.integers(1, width + 1))
+        top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        crop = rng.random((h, w)) < rng.choice([0.0, 0.3, 0.8, 1.0])  # empty, sparse, dense and full crops
+        full = np.zeros((height, width), dtype=bool)
+        full[top: top + h, left: left + w] = crop
+        assert encode_rle(crop, size=(height, width), offset=(top, left)) == encode_rle(full)
+    column = np.ones((5, 1), dtype=bool)  # full-height columns: one run across them
+    assert encode_rle(np.ones((5, 3), bool), size=(5, 4), offset=(0, 1)) == encode_rle(np.pad(column.repeat(3, 1), ((0, 0), (1, 0))))
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_rle(np.ones((3, 3), bool), size=(4, 4), offset=(2, 0))

@@ -12,6 +12,7 @@ from densevlm.data.images import open_image_source
 from densevlm.data.synth import default_vocabulary, write_world
 from densevlm.errors import DenseVLMError
 from densevlm.model import load_model
+from densevlm.training.data import ContentDataset, model_batch
 from densevlm.training.distill import DistillConfig, content_tokens, distill, student_from_teacher, teacher_block_map
 from tests.conftest import perturb_
 
@@ -113,3 +114,34 @@ def test_an_existing_run_is_refused_without_resume_or_overwrite(world, tmp_path)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
     distill(_cfg(world, tmp_path / "run", steps=2), overwrite=True, progress=False)
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_half_width_student_is_narrowed_from_the_teacher_blocks_given_images(world):
+    teacher = load_model(world["teacher"])
+    data = ContentDataset(open_image_source(world["images"]), teacher.input_size)
+    images = model_batch(teacher, [data[i]["content"] for i in range(len(data))], teacher.input_size,
+                         torch.device("cpu"))
+    source = student_from_teacher(teacher, "tiny-vit-s")  # teacher blocks 0 and 3, full width
+    narrowed = student_from_teacher(teacher, "tiny-vit-xs", images)
+    random = student_from_teacher(teacher, "tiny-vit-xs")
+    assert narrowed.backbone.clip.visual.conv1.weight.shape[0] == 64
+    with torch.no_grad():
+        target = source.encode_dense(images)
+        cos = {name: float((m.encode_dense(images) * target).sum(1).mean()) for name, m in
+               (("narrowed", narrowed), ("random", random))}
+    assert cos["narrowed"] > cos["random"] + 0.3, cos
+
+
+def test_half_width_student_from_a_distilled_init_trains_saves_loads_and_exports(world, tmp_path):
+    distill(_cfg(world, tmp_path / "s", steps=2), progress=False)
+    init = str(tmp_path / "s" / "last.pt")
+    result = distill(_cfg(world, tmp_path / "xs", arch="tiny-vit-xs", init=init, steps=2), progress=False)
+    assert result.steps == 2 and np.isfinite(result.final_loss)
+    model = densevlm.load_model(str(tmp_path / "xs" / "last.pt"))
+    assert model.spec.arch == "tiny-vit-xs" and model.backbone.clip.visual.conv1.weight.shape[0] == 64
+    from densevlm.export import export_onnx
+
+    manifest = export_onnx(model, tmp_path / "export", default_vocabulary(), dynamic=True, threads=1, parity_images=2)
+    assert manifest["parity"]["passed"] and manifest["parity"]["label_agreement"] == 1.0
+    with pytest.raises(DenseVLMError, match="--init"):  # the teacher has 4 blocks, tiny-vit-xs 2
+        distill(_cfg(world, tmp_path / "bad", arch="tiny-vit-xs", init=world["teacher"]), progress=False)

@@ -15,7 +15,8 @@ from densevlm.cli.main import main
 from densevlm.data.synth.categories import PLANT
 from densevlm.data.synth import write_world
 from densevlm.model import load_model
-from densevlm.training.fewshot import ExampleRegion, adapt_from_regions, class_prototypes
+from densevlm.regions.labelled import LabelledRegion
+from densevlm.training.fewshot import adapt_from_regions, class_prototypes
 from densevlm.training.pretrain import save_model
 from densevlm.vocab import AdaptedVocabulary, Vocabulary, load_vocabulary
 from tests.conftest import perturb_
@@ -43,12 +44,13 @@ def _image(left: int, right: int) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding():
+def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding(tmp_path):
     stub, vocab = TextStub(), Vocabulary.from_lists(["a", "b"], ["c"])
-    red_green = _image(0, 1)
-    regions = [ExampleRegion(red_green, (0, 0, 16, 16), "a"), ExampleRegion(red_green, (0, 16, 16, 32), "a"),
-               ExampleRegion(red_green, (16, 0, 32, 32), "d")]
-    protos, counts, image_mean = class_prototypes(stub, regions, vocab.extended("d", True))
+    red_green = str(tmp_path / "red_green.png")
+    _image(0, 1).save(red_green)
+    regions = [LabelledRegion(red_green, (0, 0, 16, 16), "a", True), LabelledRegion(red_green, (0, 16, 16, 32), "a", True),
+               LabelledRegion(red_green, (16, 0, 32, 32), "d", True), LabelledRegion(red_green, (0, 0, 32, 32), None)]
+    protos, counts, image_mean = class_prototypes(stub, regions[:3], vocab.extended("d", True))
     np.testing.assert_allclose(protos, [[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0]], atol=1e-6)  # a, b, d, c
     assert counts.tolist() == [2, 0, 1, 0]
     np.testing.assert_allclose(image_mean, [0.5, 0.5, 0.0], atol=1e-6)
@@ -82,7 +84,7 @@ def world(tmp_path_factory):
     return root, load_model(root / "m.safetensors")
 
 
-def _regions(root) -> list[ExampleRegion]:
+def _regions(root) -> list[LabelledRegion]:
     import json
 
     data = json.loads((root / "world" / "panoptic.json").read_text())
@@ -91,7 +93,7 @@ def _regions(root) -> list[ExampleRegion]:
     for ann in data["annotations"]:
         for s in ann["segments_info"]:
             x, y, w, h = s["bbox"]
-            out.append(ExampleRegion(str(root / "world" / "images" / ann["file_name"]), (x, y, x + w, y + h),
+            out.append(LabelledRegion(str(root / "world" / "images" / ann["file_name"]), (x, y, x + w, y + h),
                                      names[s["category_id"]], names[s["category_id"]] not in {"cloth", "steel plate"}))
     return out
 
@@ -111,7 +113,7 @@ def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
     export_onnx(model, tmp_path / "onnx", loaded, threads=1, parity_images=1)
     onnx_model = load_onnx_model(tmp_path / "onnx", threads=1)
     np.testing.assert_allclose(onnx_model.embed_vocabulary(loaded).numpy(), vocab.embeddings, atol=1e-6)
-    images = sorted({r.image for r in regions})[:3]
+    images = sorted({r.image_path for r in regions})[:3]
     for image in images:
         ours = segment(model, image, loaded)
         theirs = segment(onnx_model, image, loaded)
@@ -122,21 +124,24 @@ def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
         segment(other, images[0], loaded)
 
 
-def test_vocab_adapt_cli_on_a_review_database(world, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def review_db(world, tmp_path_factory):
+    """A review database on the world: two regions corrected to porosity, one to gear, one rejected."""
     from densevlm.data.images import open_image_source
+    from densevlm.data.synth import default_vocabulary
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
     from densevlm.review import session
     from densevlm.review.importing import import_candidates
     from densevlm.review.store import ReviewStore
-    from densevlm.data.synth import default_vocabulary
 
     root, model = world
-    model_path = model.save(tmp_path / "m.pt")
-    write_candidates(model, open_image_source(root / "world"), default_vocabulary(), tmp_path / "cand.jsonl",
+    tmp = tmp_path_factory.mktemp("review")
+    model_path = model.save(tmp / "m.pt")
+    write_candidates(model, open_image_source(root / "world"), default_vocabulary(), tmp / "cand.jsonl",
                      RetrievalConfig(logit_scale=100.0), max_boxes=4, limit=3, progress=False)
-    db = tmp_path / "review.sqlite"
-    import_candidates(db, tmp_path / "cand.jsonl")
+    db = tmp / "review.sqlite"
+    import_candidates(db, tmp / "cand.jsonl")
     with sqlite3.connect(db) as conn:
         ids = [rid for (rid,) in conn.execute("SELECT id FROM regions ORDER BY id")]
     with ReviewStore(db) as store:
@@ -144,6 +149,42 @@ def test_vocab_adapt_cli_on_a_review_database(world, tmp_path, capsys):
         session.add_verdict(store, ids[1], "ana", "category", category="porosity", thing=True)
         session.add_verdict(store, ids[2], "ana", "category", category="gear")
         session.add_verdict(store, ids[3], "ana", "rejected")
+    return model_path, db
+
+
+def test_training_against_few_shot_embeddings_of_reviewed_classes(world, review_db, tmp_path):
+    from densevlm.review.reviewed import load_reviewed
+    from densevlm.training.config import TrainConfig
+    from densevlm.training.trainer import Trainer
+
+    root, _ = world
+    model_path, db = review_db
+    data = load_reviewed(db)
+    cfg = TrainConfig(student=str(model_path), teacher=str(model_path), images=str(root / "world" / "images"),
+                      out=str(tmp_path / "run"), steps=1, batch_size=2, reviewed_embeddings="few-shot")
+    trainer = Trainer(cfg, progress=False, reviewed=data)
+    assert trainer.student.training
+    text = trainer.student.embed_vocabulary(data.vocab).float()
+    expected = adapt_from_regions(load_model(model_path), data.vocab, data.regions).embeddings
+    np.testing.assert_allclose(trainer.text_student.numpy(), expected, atol=1e-5)
+    reviewed = {data.vocab.index("porosity"), data.vocab.index("gear")}
+    for k in range(len(data.vocab)):
+        same = torch.allclose(trainer.text_student[k], text[k], atol=1e-6)
+        assert same == (k not in reviewed), data.vocab.names[k]
+    assert torch.isfinite(torch.tensor(trainer.step([trainer_item(trainer)])["loss"]))
+    with pytest.raises(Exception, match="reviewed-embeddings"):
+        TrainConfig(images=str(root / "world" / "images"), out=str(tmp_path / "r2"), reviewed_embeddings="proto").check()
+
+
+def trainer_item(trainer):
+    from densevlm.training.data import ContentDataset
+
+    return ContentDataset(trainer.source, trainer.size)[next(iter(trainer.targets.reviewed))]
+
+
+def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys):
+    root, model = world
+    model_path, db = review_db
     out = tmp_path / "plant.vocab.npz"
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 0
     assert "porosity (2)" in capsys.readouterr().out

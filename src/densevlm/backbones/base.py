@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 from torch import nn
 
+from densevlm.backbones.weights import state_sha256
 from densevlm.errors import DenseVLMError
 
 __all__ = ["Backbone", "BackboneSpec", "ImageFeatures", "OPENAI_MEAN", "OPENAI_STD"]
@@ -178,12 +179,7 @@ class Backbone(nn.Module):
         version = (sum(t._version for t in state.values()), tuple(t.data_ptr() for t in state.values()))
         cached = getattr(self, "_weights_sha256", None)
         if cached is None or cached[0] != version:
-            h = hashlib.sha256()
-            for name, tensor in state.items():
-                t = tensor.detach().to("cpu").contiguous()
-                h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-            self._weights_sha256 = (version, h.hexdigest())
+            self._weights_sha256 = (version, state_sha256(state))
         return self._weights_sha256[1]
 
     def text_fingerprint(self) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "CHECKPOINT_SUFFIXES",
     "read_checkpoint",
     "tensor_digest",
+    "state_sha256",
     "nonfinite_tensors",
     "unwrap_state_dict",
     "is_eva_fork_state_dict",
@@ -65,6 +66,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Optional
         raise DenseVLMError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     header = obj.get(HEADER_KEY) if isinstance(obj.get(HEADER_KEY), dict) else None
     return _checked(path, unwrap_state_dict(obj, str(path)), header), header
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """Hex sha256 of a state dict in its own order: each tensor's name, dtype, shape and bytes
+    (what :meth:`Backbone.weights_sha256` and an export's ``image_tower_sha256`` record)."""
+    h = hashlib.sha256()
+    for name, tensor in state.items():
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def tensor_digest(obj: Any) -> str:

@@ -1,4 +1,4 @@
-"""Pieces shared by several commands: model flags, device choice, distributed start-up, JSON output."""
+"""Pieces shared by several commands: model flags, device choice, JSON output."""
 
 from __future__ import annotations
 
@@ -34,13 +34,6 @@ def default_device(requested: Optional[str] = None) -> str:
     if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def init_distributed(device: str = "cpu") -> tuple[int, int]:
-    """Start torch.distributed when launched by torchrun; ``(rank, world)``."""
-    from densevlm.training.distributed import init_distributed as _init
-
-    return _init(device)
 
 
 def existing_paths(*names: Optional[str]) -> list[str]:

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="vocabulary file mapping the dataset's classes (default: built-in for coco:/ade:, "
                         "else the dataset's own category names)")
     p.add_argument("--size", type=int, default=None,
-                   help="longest input side (default: 512 for open_clip models, native for tiny ones)")
+                   help="longest input side (default: the model's default_size: 448 for open_clip models, native for tiny ones)")
     p.add_argument("--json", default=None, help="write metrics (and per-class rows) to this JSON file")
     p.add_argument("--per-class", default=None, help="write per-class accuracies and IoU to this CSV file")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json / --per-class files")
@@ -61,16 +61,17 @@ def builtin_vocab_for(spec: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevlm.cli._common import default_device, init_distributed, load_model_arg, write_json
+    from densevlm.cli._common import default_device, load_model_arg, write_json
     from densevlm.data.panoptic import PanopticDataset
     from densevlm.evaluation import EvalConfig, evaluate, evaluate_reviewed, format_table, write_per_class_csv
+    from densevlm.training.distributed import init_distributed
     from densevlm.vocab import load_vocabulary
 
     check_outputs(args)
     device = default_device(args.device)
     rank, world = init_distributed(device)
     model = load_model_arg(args.model, args.pretrained, device)
-    size = args.size or (model.input_size if model.spec.config is not None else 512)
+    size = args.size or model.default_size
     cfg = EvalConfig(size=size, crops=not args.no_crops, segmentation=not args.no_seg, batch_size=args.batch_size,
                      workers=args.workers, skip_bad=args.skip_bad, templates=args.templates)
     if args.data.endswith((".sqlite", ".db", ".sqlite3")):

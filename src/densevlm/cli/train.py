@@ -71,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-limit", type=int, default=d, help="validate on the first N images only")
     p.add_argument("--reviewed", default=d, help="review database: expert verdicts replace teacher targets")
     p.add_argument("--reviewed-weight", type=float, default=d, help="loss weight of a reviewed region (default: 1)")
+    p.add_argument("--reviewed-embeddings", choices=("text", "few-shot"), default=d,
+                   help="class embeddings the student learns against: text (default) or few-shot (text blended with "
+                        "prototypes of the reviewed regions; for words the text tower cannot read)")
     p.add_argument("--device", default=d, help="cpu, cuda ... (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt exactly where it stopped")
     p.add_argument("--overwrite", action="store_true",

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from densevlm.data.panoptic import PanopticDataset
 from densevlm.errors import DenseVLMError
@@ -219,10 +220,6 @@ class _Items(torch.utils.data.Dataset):
         return out
 
 
-def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return items
-
-
 def _shard(n: int) -> range:
     """The indices this process evaluates: rank r of w takes r, r + w, ... (no padding, no repeats)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -259,7 +256,7 @@ def evaluate(
     unlisted = torch.zeros(2, dtype=torch.int64)  # images, pixels with PNG ids the JSON does not list
     skipped: list[str] = []
     items = _Items(dataset, _shard(len(dataset)), mapping, cfg, size, model.patch_size, model.spec.mean, model.spec.std)
-    loader = torch.utils.data.DataLoader(items, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=_collate)
+    loader = torch.utils.data.DataLoader(items, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=list)
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -292,27 +289,27 @@ def evaluate(
     warning = dataset.ground_truth_warning(int(unlisted[0]), int(unlisted[1]))
     if warning and _shard(1):  # rank 0 only
         log.warning("%s", warning)
+    return eval_result(vocab, counters, seg_counter, cfg, skipped, n_images=int(stats[0]), n_segments=int(stats[1]),
+                       n_skipped=int(stats[2]), size=size, wall_s=round(time.perf_counter() - started, 2),
+                       model=model.spec.source, data=str(dataset.json_path))
+
+
+def eval_result(vocab: Vocabulary, counters: dict[str, RegionCounter], seg: SegmentationCounter, cfg: EvalConfig,
+                skipped: list[str], **extra: Any) -> EvalResult:
+    """The :class:`EvalResult` of filled counters: each kind's metrics (crop only with ``cfg.crops``), the
+    box features' ``fg_bias`` / ``bg_bias``, mIoU with ``cfg.segmentation``, then ``extra``; per-class
+    rows and confusion matrices."""
+    kinds = {name: c for name, c in counters.items() if name != "crop" or cfg.crops}
     metrics: dict[str, Any] = {}
-    for name, counter in counters.items():
-        if name == "crop" and not cfg.crops:
-            continue
+    for name, counter in kinds.items():
         metrics.update(counter.summary(name))
-    metrics["fg_bias"] = metrics["box.fg_bias"]
-    metrics["bg_bias"] = metrics["box.bg_bias"]
+    metrics["fg_bias"], metrics["bg_bias"] = metrics["box.fg_bias"], metrics["box.bg_bias"]
     if cfg.segmentation:
-        metrics.update(seg_counter.summary())
-    metrics.update({
-        "n_images": int(stats[0]),
-        "n_segments": int(stats[1]),
-        "n_skipped": int(stats[2]),
-        "size": size,
-        "wall_s": round(time.perf_counter() - started, 2),
-        "model": model.spec.source,
-        "data": str(dataset.json_path),
-    })
-    per_class = per_class_rows(vocab, counters, seg_counter, cfg)
-    confusion = {name: c.confusion.tolist() for name, c in counters.items() if name != "crop" or cfg.crops}
-    return EvalResult(metrics, per_class, confusion, list(vocab.names), list(vocab.is_thing), skipped)
+        metrics.update(seg.summary())
+    metrics.update(extra)
+    confusion = {name: c.confusion.tolist() for name, c in kinds.items()}
+    return EvalResult(metrics, per_class_rows(vocab, counters, seg, cfg), confusion, list(vocab.names),
+                      list(vocab.is_thing), skipped)
 
 
 def per_class_rows(vocab: Vocabulary, counters: dict[str, RegionCounter], seg: SegmentationCounter, cfg: EvalConfig) -> list[dict[str, Any]]:
@@ -350,17 +347,17 @@ def _evaluate_batch(model, items, text, cfg, counters, seg_counter) -> None:
             mask_feats = weighted_pool(own, it["weights"].to(dense.device))
             counters["mask"].update(similarity.cosine(mask_feats, text), labels)
             if cfg.crops:
-                counters["crop"].update(_crop_logits(model, it, cfg, text), labels)
+                image = Image.fromarray(it["image"])
+                counters["crop"].update(crop_logits(model, image, it["boxes"], it["thing"], cfg, text), labels)
         if cfg.segmentation:
             predicted, _ = pixel_predictions(own, text, 1.0, plan)  # the argmax ignores the logit scale
             seg_counter.update(predicted.cpu(), it["sem"])
 
 
-def _crop_logits(model, item, cfg: EvalConfig, text: torch.Tensor) -> torch.Tensor:
-    from PIL import Image
-
-    image = Image.fromarray(item["image"])
-    boxes, thing = item["boxes"], item["thing"]
+def crop_logits(model, image: Image.Image, boxes: torch.Tensor, thing: torch.Tensor, cfg: EvalConfig,
+                text: torch.Tensor) -> torch.Tensor:
+    """``[N, K]`` cosines of each box's crop embedding (``[N, 4]`` XYXY pixels of ``image``; thing
+    boxes ``[N]`` enlarged by ``cfg.thing_context``, stuff boxes tight) with the ``[K, C]`` classes."""
     feats = torch.zeros(boxes.shape[0], text.shape[1], device=text.device)
     for flag, context in ((True, cfg.thing_context), (False, 1.0)):
         sel = (thing == flag).nonzero(as_tuple=True)[0]

@@ -10,14 +10,15 @@ truth, so no mIoU.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from densevlm.errors import DenseVLMError
 from densevlm.evaluation.metrics import RegionCounter, SegmentationCounter
-from densevlm.evaluation.protocol import EvalConfig, EvalResult, per_class_rows
+from densevlm.evaluation.protocol import EvalConfig, EvalResult, crop_logits, eval_result
 from densevlm.imaging import open_image
 from densevlm.regions import similarity
 from densevlm.regions.labelled import LabelledRegion
@@ -90,24 +91,10 @@ def evaluate_regions(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
                 counters["mask"].update(similarity.cosine(feats, text), labels[masked])
             if cfg.crops:
                 thing = torch.tensor([vocab.is_thing[k] for _, k in pairs])
-                feats = torch.zeros(len(items), text.shape[1])
-                for flag, context in ((True, cfg.thing_context), (False, 1.0)):
-                    sel = (thing == flag).nonzero(as_tuple=True)[0]
-                    if sel.numel():
-                        feats[sel] = model.encode_crops(image, boxes[sel], context=context).float().cpu()
-                counters["crop"].update(similarity.cosine(feats, text.cpu()), labels)
-    metrics: dict[str, Any] = {}
-    for name, counter in counters.items():
-        if name == "crop" and not cfg.crops:
-            continue
-        metrics.update(counter.summary(name))
-    metrics["fg_bias"], metrics["bg_bias"] = metrics["box.fg_bias"], metrics["box.bg_bias"]
-    metrics.update({"n_images": n_images, "n_segments": len(regions), "n_skipped": len(skipped), "size": size,
-                    "wall_s": round(time.perf_counter() - started, 2), "model": model.spec.source})
-    no_seg = EvalConfig(crops=cfg.crops, segmentation=False)
-    per_class = per_class_rows(vocab, counters, SegmentationCounter(len(vocab)), no_seg)
-    confusion = {name: c.confusion.tolist() for name, c in counters.items() if name != "crop" or cfg.crops}
-    return EvalResult(metrics, per_class, confusion, list(vocab.names), list(vocab.is_thing), skipped)
+                counters["crop"].update(crop_logits(model, image, boxes, thing, cfg, text), labels)
+    return eval_result(vocab, counters, SegmentationCounter(len(vocab)), replace(cfg, segmentation=False), skipped,
+                       n_images=n_images, n_segments=len(regions), n_skipped=len(skipped), size=size,
+                       wall_s=round(time.perf_counter() - started, 2), model=model.spec.source)
 
 
 def evaluate_reviewed(model, db_path: str | Path, cfg: Optional[EvalConfig] = None) -> EvalResult:

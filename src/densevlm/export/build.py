@@ -34,7 +34,7 @@ from densevlm.export.manifest import (
     REGION_FILE,
     file_record,
 )
-from densevlm.fileio import atomic_write_json
+from densevlm.fileio import atomic_write_json, check_output
 from densevlm.model import DenseModel
 from densevlm.version import __version__
 from densevlm.vocab import Vocabulary
@@ -45,14 +45,6 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "int8")
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise DenseVLMError(f"{out}: exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DenseVLMError(f"{out}: directory exists and is not empty; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -169,8 +161,8 @@ def export_edge(
     import openvino
 
     note = progress or (lambda message: None)
-    out = Path(out)
-    _prepare_out(out, overwrite)
+    out = check_output(out, "dir", overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         onnx_dir, final = staging / "onnx", staging / "final"
@@ -202,7 +194,10 @@ def export_edge(
         exported = load_openvino_model(final, threads=threads, verify=False)
         what = f"the {precision} OpenVINO export of {model.spec.arch}"
         if precision == "fp32":
-            manifest["parity"] = _parity(model, exported, parity_images, note)
+            from densevlm.export.verify import check_scenes
+
+            note(f"checking parity of the OpenVINO graphs on {parity_images} synthetic scenes")
+            manifest["parity"] = check_scenes(model, exported, count=parity_images)
             if not manifest["parity"]["passed"]:
                 raise DenseVLMError(f"{what} failed its parity check with PyTorch: "
                                     + "; ".join(manifest["parity"]["failures"]) + f"; nothing written to {out}")
@@ -241,14 +236,6 @@ def _quantize(model: DenseModel, encoder: Any, calibration: str, calibration_siz
 def _portable(spec: str) -> str:
     path = Path(spec)
     return str(path.resolve()) if path.exists() else spec
-
-
-def _parity(model: DenseModel, exported: Any, count: int, note: Callable[[str], None]) -> dict[str, Any]:
-    from densevlm.export.verify import check_parity, parity_inputs
-
-    note(f"checking parity of the OpenVINO graphs on {count} synthetic scenes")
-    groups, boxes = parity_inputs(exported, count=count)
-    return check_parity(model, exported, groups, boxes)
 
 
 def _gate(model: DenseModel, exported: Any, split: Any, eval_data: Optional[str], min_agreement: float,

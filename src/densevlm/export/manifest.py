@@ -35,6 +35,8 @@ __all__ = [
     "REGION_FILE",
     "OPENVINO_ENCODER_FILE",
     "OPENVINO_REGION_FILE",
+    "EXPORT_SUFFIXES",
+    "export_root",
     "encoder_file",
     "region_file",
     "sha256_file",
@@ -51,6 +53,7 @@ EMBEDDINGS_FILE = "text_embeddings.npy"
 REGION_FILE = "region_classifier.onnx"
 OPENVINO_ENCODER_FILE = "image_encoder.xml"
 OPENVINO_REGION_FILE = "region_classifier.xml"
+EXPORT_SUFFIXES = (".onnx", ".xml", ".bin", ".json", ".npy", ".data")  # the files an export directory holds
 
 _REQUIRED_KEYS = ("format_version", "model", "preprocess", "export", "vocabulary", "embeddings", "files")
 
@@ -71,6 +74,13 @@ def file_record(path: str | Path) -> dict[str, Any]:
     """``{"sha256": ..., "bytes": ...}`` for one written file."""
     path = Path(path)
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def export_root(path_or_dir: str | Path) -> Path:
+    """The export directory ``path_or_dir`` names: itself, or the folder of a file inside it (an
+    existing file, or a name with one of :data:`EXPORT_SUFFIXES`)."""
+    path = Path(path_or_dir)
+    return path.parent if path.is_file() or path.suffix in EXPORT_SUFFIXES else path
 
 
 def encoder_file(manifest: dict[str, Any]) -> str:

@@ -81,13 +81,15 @@ def _export_graph(
     dynamic_shapes: dict[str, dict[int, Any]],
     dynamic_axes: dict[str, dict[int, str]],
     opset: int,
-) -> tuple[str, Optional[str]]:
-    """Write ``module`` to ``path``; ``(exporter used, why the new exporter was not)``.
+) -> dict[str, Any]:
+    """Write ``module`` to ``path``; ``{"exporter": used, "fallback_reason": why the new exporter
+    was not (or None), "seconds": wall-clock time}``.
 
     Raises:
         DenseVLMError: both exporters failed (one line with both reasons).
     """
     module.eval()
+    start = time.perf_counter()
     with warnings.catch_warnings():
         _ignore_expected_warnings()
         try:
@@ -103,7 +105,7 @@ def _export_graph(
                 optimize=True,
             )
             program.save(str(path))
-            return "dynamo", None
+            return {"exporter": "dynamo", "fallback_reason": None, "seconds": round(time.perf_counter() - start, 2)}
         except Exception as e:  # any failure of the new exporter: fall back, say why
             reason = _first_line(e)
             log.warning("the torch.export-based ONNX exporter failed (%s); trying the legacy exporter", reason)
@@ -124,45 +126,41 @@ def _export_graph(
             raise DenseVLMError(
                 f"could not export to ONNX: new exporter: {reason}; legacy exporter: {_first_line(e)}"
             ) from None
-    return "legacy", reason
+    return {"exporter": "legacy", "fallback_reason": reason, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _dims() -> tuple[Any, Any, Any]:
+    """torch.export's dynamic batch, rows and cols (token grid) dimensions."""
+    return (torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("rows", min=1, max=1024),
+            torch.export.Dim("cols", min=1, max=1024))
 
 
 def _export_encoder(model: DenseModel, path: Path, size: int, dynamic: bool, opset: int) -> dict[str, Any]:
     p = model.patch_size
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    batch, rows_dim, cols_dim = _dims()
     if dynamic:
         rows, cols = _trace_grid(model)
         example = torch.randn(2, 3, rows * p, cols * p, device=model.device)
-        rows_dim = torch.export.Dim("rows", min=1, max=1024)
-        cols_dim = torch.export.Dim("cols", min=1, max=1024)
         shapes = {"images": {0: batch, 2: p * rows_dim, 3: p * cols_dim}}
         axes = {"images": {0: "batch", 2: "height", 3: "width"}, "dense": {0: "batch", 2: "rows", 3: "cols"}}
     else:
         example = torch.randn(2, 3, size, size, device=model.device)
         shapes = {"images": {0: batch}}
         axes = {"images": {0: "batch"}, "dense": {0: "batch"}}
-    start = time.perf_counter()
-    exporter, reason = _export_graph(DenseEncoder(model), (example,), path, ["images"], ["dense"], shapes, axes, opset)
-    seconds = time.perf_counter() - start
-    log.info("exported the image encoder with the %s exporter in %.1f s", exporter, seconds)
-    return {"exporter": exporter, "fallback_reason": reason, "seconds": round(seconds, 2),
-            "trace_size": [int(example.shape[-2]), int(example.shape[-1])]}
+    info = _export_graph(DenseEncoder(model), (example,), path, ["images"], ["dense"], shapes, axes, opset)
+    log.info("exported the image encoder with the %s exporter in %.1f s", info["exporter"], info["seconds"])
+    return {**info, "trace_size": [int(example.shape[-2]), int(example.shape[-1])]}
 
 
 def _export_regions(model: DenseModel, text: torch.Tensor, path: Path, opset: int) -> dict[str, Any]:
     rows, cols = _trace_grid(model)
     dense = torch.nn.functional.normalize(torch.randn(2, model.embed_dim, rows, cols), dim=1)
     boxes = torch.tensor([[0, 0, 0, 24, 16], [1, 3, 5, 40, 30], [0, 8, 8, 9, 9]], dtype=torch.float32)
-    shapes = {
-        "dense": {0: torch.export.Dim("batch", min=1, max=4096), 2: torch.export.Dim("rows", min=1, max=1024),
-                  3: torch.export.Dim("cols", min=1, max=1024)},
-        "boxes": {0: torch.export.Dim("boxes", min=1, max=1 << 20)},
-    }
+    batch, rows_dim, cols_dim = _dims()
+    shapes = {"dense": {0: batch, 2: rows_dim, 3: cols_dim}, "boxes": {0: torch.export.Dim("boxes", min=1, max=1 << 20)}}
     axes = {"dense": {0: "batch", 2: "rows", 3: "cols"}, "boxes": {0: "boxes"}, "logits": {0: "boxes"}}
     module = RegionClassifier(text, model.patch_size, model.logit_scale)
-    start = time.perf_counter()
-    exporter, reason = _export_graph(module, (dense, boxes), path, ["dense", "boxes"], ["logits"], shapes, axes, opset)
-    return {"exporter": exporter, "fallback_reason": reason, "seconds": round(time.perf_counter() - start, 2)}
+    return _export_graph(module, (dense, boxes), path, ["dense", "boxes"], ["logits"], shapes, axes, opset)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -243,7 +241,7 @@ def export_onnx(
     require_packages("onnx", "onnxscript", "onnxruntime")
     import onnx
 
-    from densevlm.export.verify import check_parity, image_tower_fingerprint, parity_inputs
+    from densevlm.export.verify import check_scenes, image_tower_fingerprint
 
     note = progress or (lambda message: None)
     size = int(size or model.input_size)
@@ -335,8 +333,7 @@ def export_onnx(
     if parity:
         note(f"checking parity on {parity_images} synthetic scenes")
         onnx_model = load_onnx_model(out, threads=threads, verify=False)  # files hashed just above
-        groups, boxes = parity_inputs(onnx_model, count=parity_images)
-        manifest["parity"] = check_parity(model, onnx_model, groups, boxes)
+        manifest["parity"] = check_scenes(model, onnx_model, count=parity_images)
         atomic_write_json(out / MANIFEST_FILE, manifest)
     log.info("wrote %s (%d files)", out, len(files) + 1)
     return manifest

@@ -33,6 +33,7 @@ from densevlm.export.manifest import (
     ENCODER_FILE,
     MANIFEST_FILE,
     REGION_FILE,
+    export_root,
     read_manifest,
     verify_files,
 )
@@ -48,14 +49,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ExportSpec:
-    """What an export says about the model it came from (the fields of ``BackboneSpec`` it keeps).
-
-    Attributes:
-        family, arch, source: model family (``vit``/``eva``), architecture name, weights origin.
-        image_size: native input side in pixels; patch_size: pixels per token side.
-        mean, std: RGB normalisation applied by :meth:`OnnxDenseModel.prepare`.
-        templates: prompt template set the text embeddings were made with.
-    """
+    """What an export says about the model it came from: the :class:`~densevlm.dense.RuntimeSpec`
+    fields of its ``BackboneSpec`` (documented there), read from the manifest."""
 
     family: str
     arch: str
@@ -106,7 +101,13 @@ class OnnxDenseModel:
         directory: the export directory.
         manifest: the parsed ``densevlm_export.json``.
         vocabulary: the :class:`Vocabulary` the embeddings were made for.
+        spec: the :class:`ExportSpec` of the exported weights; ``patch_size`` and ``image_size``
+            (native input side of the position embeddings) are its fields.
         dynamic: True when the graph accepts any H, W that are multiples of the patch.
+        input_size, default_size: the side the graph was exported at (pixels): the longest side
+            :meth:`prepare` uses when given none.
+        logit_scale: the model's multiplier of the cosines, CLIP's ``exp(logit_scale)`` capped at
+            100, as recorded at export.
         tensors: ``"torch"`` (outputs are CPU ``torch.Tensor``) or ``"numpy"`` (``numpy.ndarray``).
     """
 
@@ -118,9 +119,8 @@ class OnnxDenseModel:
         self.tensors = tensors
         self.directory = directory
         self.manifest = manifest
-        model = manifest["model"]
-        pre = manifest["preprocess"]
-        self._spec = ExportSpec(
+        model, pre, voc = manifest["model"], manifest["preprocess"], manifest["vocabulary"]
+        self.spec = ExportSpec(
             family=str(model["family"]),
             arch=str(model["arch"]),
             source=str(model["source"]),
@@ -128,12 +128,12 @@ class OnnxDenseModel:
             patch_size=int(model["patch_size"]),
             mean=tuple(float(v) for v in pre["mean"]),
             std=tuple(float(v) for v in pre["std"]),
-            templates=str(manifest["vocabulary"]["templates"]),
+            templates=str(voc["templates"]),
         )
+        self.patch_size, self.image_size = self.spec.patch_size, self.spec.image_size
         self.dynamic = bool(manifest["export"]["dynamic"])
-        self._input_size = int(manifest["export"]["size"])
-        self._logit_scale = float(model["logit_scale"])
-        voc = manifest["vocabulary"]
+        self.input_size = self.default_size = int(manifest["export"]["size"])
+        self.logit_scale = float(model["logit_scale"])
         self.vocabulary = Vocabulary(
             names=tuple(voc["names"]),
             synonyms=tuple(tuple(s) for s in voc["synonyms"]),
@@ -186,39 +186,10 @@ class OnnxDenseModel:
             )
         return np.ascontiguousarray(table, dtype=np.float32)
 
-    # ---- properties (DenseRuntime's, and the rest of DenseModel's) --------------------------
-    @property
-    def spec(self) -> ExportSpec:
-        return self._spec
-
-    @property
-    def patch_size(self) -> int:
-        return self._spec.patch_size
-
-    @property
-    def image_size(self) -> int:
-        """Native input side the position embeddings were learned at."""
-        return self._spec.image_size
-
-    @property
-    def input_size(self) -> int:
-        """Default longest side for :meth:`transform`: the size the graph was exported at."""
-        return self._input_size
-
-    @property
-    def default_size(self) -> int:
-        """Inference side when none is given: the size the graph was exported at."""
-        return self._input_size
-
+    # ---- properties (DenseRuntime's other members are the attributes set in __init__) ---------
     @property
     def embed_dim(self) -> int:
         return int(self._embeddings.shape[1])
-
-    @property
-    def logit_scale(self) -> float:
-        """The model's multiplier of the cosines, CLIP's ``exp(logit_scale)`` capped at 100, as
-        recorded at export."""
-        return self._logit_scale
 
     @property
     def device(self) -> Any:
@@ -247,9 +218,9 @@ class OnnxDenseModel:
         """
         if not self.dynamic:
             self.check_size(size)
-            size, square = self._input_size, True
-        array, plan = letterbox_array(image, size or self._input_size, self.patch_size, self._spec.mean,
-                                      self._spec.std, square)
+            size, square = self.input_size, True
+        array, plan = letterbox_array(image, size or self.input_size, self.patch_size, self.spec.mean,
+                                      self.spec.std, square)
         return self._out(array), plan
 
     def check_size(self, size: Optional[int]) -> None:
@@ -258,9 +229,9 @@ class OnnxDenseModel:
         Raises:
             DenseVLMError: a fixed-size export is asked for another size.
         """
-        if not self.dynamic and size is not None and size != self._input_size:
+        if not self.dynamic and size is not None and size != self.input_size:
             raise DenseVLMError(
-                f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, not size {size}; "
+                f"{self.directory} was exported for {self.input_size}x{self.input_size} inputs, not size {size}; "
                 "re-export with --dynamic or --size"
             )
 
@@ -278,9 +249,9 @@ class OnnxDenseModel:
             raise DenseVLMError(
                 f"image size {h}x{w} is not a multiple of the patch size {p}; use transform(), which pads"
             )
-        if not self.dynamic and (h, w) != (self._input_size, self._input_size):
+        if not self.dynamic and (h, w) != (self.input_size, self.input_size):
             raise DenseVLMError(
-                f"{self.directory} was exported for {self._input_size}x{self._input_size} inputs, got {h}x{w}; "
+                f"{self.directory} was exported for {self.input_size}x{self.input_size} inputs, got {h}x{w}; "
                 "use transform(), or re-export with --dynamic"
             )
 
@@ -351,22 +322,22 @@ class OnnxDenseModel:
         mine = self.vocabulary
         if (vocab.names, vocab.synonyms, vocab.is_thing) != (mine.names, mine.synonyms, mine.is_thing):
             shown = ", ".join(mine.names[:4]) + (", ..." if len(mine) > 4 else "")
-            loaded_as = (self.manifest["model"].get("load") or {}).get("model") or self._spec.arch
+            loaded_as = (self.manifest["model"].get("load") or {}).get("model") or self.spec.arch
             raise DenseVLMError(
                 f"{self.directory} was exported for another vocabulary ({len(mine)} classes: {shown}; given "
                 f"{len(vocab)} classes); re-export with `densevlm export --model {loaded_as} --vocab FILE "
                 f"--out DIR` for this one"
             )
-        if templates is not None and templates != self._spec.templates:
+        if templates is not None and templates != self.spec.templates:
             raise DenseVLMError(
-                f"{self.directory} was exported with the '{self._spec.templates}' prompt templates, "
+                f"{self.directory} was exported with the '{self.spec.templates}' prompt templates, "
                 f"not '{templates}'; re-export"
             )
         return self._out(self._embeddings.copy())
 
     def __repr__(self) -> str:
-        kind = "dynamic" if self.dynamic else f"{self._input_size}x{self._input_size}"
-        return f"OnnxDenseModel({self.directory}, {self._spec.arch}, {kind}, {len(self.vocabulary)} classes)"
+        kind = "dynamic" if self.dynamic else f"{self.input_size}x{self.input_size}"
+        return f"OnnxDenseModel({self.directory}, {self.spec.arch}, {kind}, {len(self.vocabulary)} classes)"
 
 
 def open_runtime(cls: type, directory: Path, manifest: dict[str, Any], threads: Optional[int],
@@ -394,8 +365,7 @@ def load_onnx_model(path_or_dir: str | Path, threads: Optional[int] = None, veri
         DenseVLMError: one line naming the missing, changed or unreadable file.
     """
     require_packages("onnxruntime")
-    path = Path(path_or_dir)
-    directory = path.parent if path.is_file() or path.suffix in (".onnx", ".json", ".npy") else path
+    directory = export_root(path_or_dir)
     manifest = read_manifest(directory)
     if manifest["export"].get("format", "onnx") != "onnx":
         raise DenseVLMError(

@@ -22,7 +22,6 @@ largest margin among flipped tokens so a real disagreement is visible.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -33,6 +32,7 @@ from typing import Any, Optional, Sequence
 import torch
 from PIL import Image
 
+from densevlm.backbones.weights import state_sha256
 from densevlm.errors import DenseVLMError
 from densevlm.export.openvino import load_export
 from densevlm.export.runtime import OnnxDenseModel
@@ -47,6 +47,8 @@ __all__ = [
     "TOLERANCES",
     "check_parity",
     "check_export",
+    "check_scenes",
+    "check_same_tower",
     "parity_inputs",
     "format_parity",
     "image_tower_fingerprint",
@@ -82,12 +84,22 @@ TOLERANCES = Tolerances()
 
 def image_tower_fingerprint(model: DenseModel) -> str:
     """Hex sha256 of the image tower's parameters and buffers (names, shapes and bytes)."""
-    h = hashlib.sha256()
-    for name, tensor in model.backbone.clip.visual.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return state_sha256(model.backbone.clip.visual.state_dict())
+
+
+def check_same_tower(model: DenseModel, exported: OnnxDenseModel) -> None:
+    """Raise unless ``exported`` was made from ``model``'s image-tower weights (when the manifest
+    records their fingerprint).
+
+    Raises:
+        DenseVLMError: the recorded fingerprint differs from :func:`image_tower_fingerprint`.
+    """
+    recorded = exported.manifest["model"].get("image_tower_sha256")
+    if recorded and recorded != image_tower_fingerprint(model):
+        raise DenseVLMError(
+            f"{exported.directory} was exported from other image-tower weights than {model.spec.arch} "
+            f"({model.spec.source}); pass the model it was made from with --model/--pretrained"
+        )
 
 
 def _edge_boxes(height: int, width: int, patch: int) -> list[list[float]]:
@@ -132,25 +144,18 @@ def parity_inputs(
     size = size or onnx_model.input_size
     patch = onnx_model.patch_size
     scenes = [generate_scene(seed, i, size) for i in range(count)]
+    # per group: its scenes, their images, prepare's size and square, how much the images were widened
+    plans = [(scenes, [Image.fromarray(s.image) for s in scenes], size, True, 1.0)]
+    if onnx_model.dynamic:
+        wide, some = int(math.ceil(1.5 * size / patch)) * patch, scenes[: max(1, count // 2)]
+        images = [Image.fromarray(s.image).resize((wide, size), Image.BICUBIC) for s in some]
+        plans.append((some, images, wide, False, wide / size))
     groups: list[torch.Tensor] = []
     boxes: list[list[torch.Tensor]] = []
-    square, square_boxes = [], []
-    for scene in scenes:
-        x, plan = onnx_model.prepare(Image.fromarray(scene.image), size=size, square=True)
-        square.append(x)
-        square_boxes.append(_scene_boxes(scene, plan, patch))
-    groups.append(torch.stack(square))
-    boxes.append(square_boxes)
-    if onnx_model.dynamic:
-        wide = int(math.ceil(1.5 * size / patch)) * patch
-        batch, batch_boxes = [], []
-        for scene in scenes[: max(1, count // 2)]:
-            image = Image.fromarray(scene.image).resize((wide, size), Image.BICUBIC)
-            x, plan = onnx_model.prepare(image, size=wide)
-            batch.append(x)
-            batch_boxes.append(_scene_boxes(scene, plan, patch, stretch=wide / size))
-        groups.append(torch.stack(batch))
-        boxes.append(batch_boxes)
+    for chosen, images, side, square, stretch in plans:
+        prepared = [onnx_model.prepare(image, size=side, square=square) for image in images]
+        groups.append(torch.stack([x for x, _ in prepared]))
+        boxes.append([_scene_boxes(s, plan, patch, stretch) for s, (_, plan) in zip(chosen, prepared)])
     return groups, boxes
 
 
@@ -303,14 +308,15 @@ def check_export(
             that was exported (its weight fingerprint differs).
     """
     onnx_model = load_export(directory, threads=threads)
-    recorded = onnx_model.manifest["model"].get("image_tower_sha256")
-    if recorded and recorded != image_tower_fingerprint(model):
-        raise DenseVLMError(
-            f"{directory} was exported from other image-tower weights than {model.spec.arch} ({model.spec.source}); "
-            "pass the model it was made from with --model/--pretrained"
-        )
-    groups, boxes = parity_inputs(onnx_model, count=count, seed=seed)
-    return check_parity(model, onnx_model, groups, boxes, tolerances=tolerances)
+    check_same_tower(model, onnx_model)
+    return check_scenes(model, onnx_model, count=count, seed=seed, tolerances=tolerances)
+
+
+def check_scenes(model: DenseModel, exported: OnnxDenseModel, count: int = 4, seed: int = 0,
+                 tolerances: Tolerances = TOLERANCES) -> dict[str, Any]:
+    """:func:`check_parity` on the synthetic scenes of :func:`parity_inputs` (``count``, ``seed``)."""
+    groups, boxes = parity_inputs(exported, count=count, seed=seed)
+    return check_parity(model, exported, groups, boxes, tolerances=tolerances)
 
 
 def _region_summary(

@@ -2,8 +2,8 @@
 
 The run goes through :func:`densevlm.inference.pipeline.run_pipeline`: ``workers`` threads
 decode and letterbox the images ahead of the model (every image to a ``size x size`` square, so
-any aspect ratios batch together, plus a display-size copy for the overlay, so full-resolution
-pixels are dropped early), the model runs a batch at a time, and ``workers`` threads make each
+any aspect ratios batch together, plus a copy at most ``overlay_max_side`` for the overlay, so
+full-resolution pixels are dropped early), the model runs a batch at a time, and ``workers`` threads make each
 image's maps and segments and write its files while the next batch runs. Nothing here imports
 PyTorch: an export runs on a machine without it. The run is resumable: an image whose three
 outputs exist (and whose JSON reads back) is skipped unless ``overwrite``. A file that cannot be
@@ -154,7 +154,9 @@ def _prepare(image: InputImage, model: Any, config: RunConfig,
     try:
         pil = open_image(path)
         x, plan = model.prepare(pil, config.size, square=True)
-        display = display_image(pil, config.overlay_max_side)
+        # a large photo is shrunk now (its full-resolution pixels dropped early); a small one is
+        # kept as it is, since the overlay tints it at its own size before enlarging it
+        display = pil if max(pil.size) <= config.overlay_max_side else display_image(pil, config.overlay_max_side)
     except DenseVLMError as e:
         return Prepared(index, error=str(e))
     except (OSError, ValueError, MemoryError) as e:

@@ -6,8 +6,10 @@ crisp), which keeps the labels of a 64 px image readable. Colours come from a fi
 indexed by class, so a class has the same colour in every overlay of a vocabulary.
 
 An upscaled drawing is tinted at the original size and then enlarged (nearest): the same pixels
-as tinting the enlarged image, at ``1 / factor^2`` of the work, so a 64 px scene's 512 px overlay
-costs little more than its outlines and text.
+as tinting the enlarged image, at ``1 / factor^2`` of the work. When the outline is no thicker
+than the factor, the outlines are found on the small map too (:func:`_block_edges`) and the
+enlarged picture is one ``np.where`` over 32-bit pixels, so a 64 px scene's 512 px overlay
+costs little more than its text, which :mod:`densevlm.inference.glyphs` draws from cached masks.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import math
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from densevlm.inference.glyphs import TextPainter, text_painter
 from densevlm.vocab import Vocabulary
 
 __all__ = ["palette", "display_size", "display_image", "render_overlay"]
@@ -71,13 +74,6 @@ def display_image(image: Image.Image, max_side: int = 2048, min_side: int = _MIN
     return image.resize(size, Image.BILINEAR, reducing_gap=2.0)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):
-        return ImageFont.load_default()
-
-
 def _text_colour(rgb: Sequence[int]) -> tuple[int, int, int]:
     luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
@@ -113,6 +109,47 @@ def _inner_edges(labels: np.ndarray, thickness: int) -> np.ndarray:
     return edge
 
 
+def _block_edges(labels: np.ndarray, factor: int, thickness: int) -> np.ndarray:
+    """:func:`_inner_edges` of ``labels`` enlarged ``factor`` times (nearest), as ``[H, f, W, f]``
+    (reshape to ``[H * f, W * f]``), computed on the small map; needs ``thickness <= factor``.
+
+    In the enlarged map a pixel ``oy`` rows into its block meets the block above within
+    ``thickness`` rows exactly when ``oy < thickness`` (and the block below when
+    ``oy >= factor - thickness``; likewise for columns), so its edge flag is the small map's
+    "differs from the neighbour" flag in that direction, masked by its offset in the block.
+    """
+    h, w = labels.shape
+    up, down = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    left, right = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    up[1:] = down[:-1] = labels[1:] != labels[:-1]
+    left[:, 1:] = right[:, :-1] = labels[:, 1:] != labels[:, :-1]
+    offset = np.arange(factor)
+    near_start, near_end = offset < thickness, offset >= factor - thickness
+    rows = (up[:, None, :, None] & near_start[None, :, None, None]) | (down[:, None, :, None] & near_end[None, :, None, None])
+    cols = (left[:, None, :, None] & near_start[None, None, None, :]) | (right[:, None, :, None] & near_end[None, None, None, :])
+    return rows | cols
+
+
+def _words(rgb: np.ndarray) -> np.ndarray:
+    """``[..., 3]`` uint8 RGB as ``[...]`` uint32, one pixel per word (RGBX bytes)."""
+    out = np.zeros(rgb.shape[:-1] + (4,), dtype=np.uint8)
+    out[..., :3] = rgb
+    return out.view(np.uint32)[..., 0]
+
+
+def _enlarged_drawing(image: Image.Image, labels: np.ndarray, colours: np.ndarray, is_thing: np.ndarray,
+                      factor: int, thickness: int) -> Image.Image:
+    """The ``W * f x H * f`` drawing of a whole-factor upscale: stuff tinted at the original size,
+    enlarged (nearest), thing edges painted; the same pixels as tinting and outlining the
+    enlarged image, made from the small one (see :func:`_block_edges`), a pixel per 32-bit word."""
+    height, width = labels.shape
+    small = image if image.size == (width, height) else image.resize((width, height), Image.NEAREST)
+    tinted = _words(_tint(np.asarray(small.convert("RGB")), labels, colours, is_thing))
+    outline = _block_edges(labels, factor, thickness) & is_thing[labels][:, None, :, None]
+    pixels = np.where(outline, _words(colours)[labels][:, None, :, None], tinted[:, None, :, None])
+    return Image.frombytes("RGB", (width * factor, height * factor), pixels, "raw", "RGBX")
+
+
 def _overlaps(box: tuple[int, int, int, int], placed: list[tuple[int, int, int, int]]) -> bool:
     return any(box[0] < p[2] and p[0] < box[2] and box[1] < p[3] and p[1] < box[3] for p in placed)
 
@@ -141,23 +178,27 @@ def render_overlay(
     dw, dh = display_size(width, height, max_side, min_side)
     colours = palette(len(vocab))
     is_thing = np.array(vocab.is_thing, dtype=bool)
-    lab = _resize_labels(labels, dw, dh)
-    if dw > width:  # a whole-factor upscale: tint at the original size, then enlarge
-        small = image if image.size == (width, height) else image.resize((width, height), Image.NEAREST)
-        tinted = Image.fromarray(_tint(np.asarray(small.convert("RGB")), labels, colours, is_thing))
-        pixels = np.array(tinted.resize((dw, dh), Image.NEAREST))
-    else:
-        if image.size != (dw, dh):
-            image = image.resize((dw, dh), Image.BILINEAR)
-        pixels = _tint(np.asarray(image.convert("RGB")), lab, colours, is_thing)
     scale = dw / width
     font_size = int(min(28, max(12, max(dw, dh) / 40)))
     thickness = max(2, font_size // 7)
-    outline = _inner_edges(lab, thickness) & is_thing[lab]
-    pixels[outline] = colours[lab[outline]]
-    drawing = Image.fromarray(pixels)
+    factor = dw // width
+    if dw > width and thickness <= factor:  # a whole-factor upscale, made on the small image
+        drawing = _enlarged_drawing(image, labels, colours, is_thing, factor, thickness)
+    else:
+        lab = _resize_labels(labels, dw, dh)
+        if dw > width:  # a whole-factor upscale: tint at the original size, then enlarge
+            small = image if image.size == (width, height) else image.resize((width, height), Image.NEAREST)
+            tinted = Image.fromarray(_tint(np.asarray(small.convert("RGB")), labels, colours, is_thing))
+            pixels = np.array(tinted.resize((dw, dh), Image.NEAREST))
+        else:
+            if image.size != (dw, dh):
+                image = image.resize((dw, dh), Image.BILINEAR)
+            pixels = _tint(np.asarray(image.convert("RGB")), lab, colours, is_thing)
+        outline = _inner_edges(lab, thickness) & is_thing[lab]
+        pixels[outline] = colours[lab[outline]]
+        drawing = Image.fromarray(pixels)
     draw = ImageDraw.Draw(drawing)
-    font = _font(font_size)
+    text = text_painter(font_size)
     for seg in segments:
         if seg.source == "box":
             x1, y1, x2, y2 = (v * scale for v in seg.bbox)
@@ -166,8 +207,8 @@ def render_overlay(
     placed: list[tuple[int, int, int, int]] = []
     for seg in sorted(segments, key=lambda s: -s.area)[:_MAX_LABELS]:
         colour = tuple(int(c) for c in colours[seg.category_index])
-        text = f"{seg.category} {seg.score:.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        label = f"{seg.category} {seg.score:.2f}"
+        left, top, right, bottom = text.bbox(label)
         tw, th = right - left + 6, bottom - top + 4
         ax = int(seg.anchor[0] * scale)
         ay = int(seg.anchor[1] * scale)
@@ -180,12 +221,12 @@ def render_overlay(
             continue
         placed.append(box)
         draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=colour, outline=(0, 0, 0))
-        draw.text((x + 3 - left, y + 2 - top), text, fill=_text_colour(colour), font=font)
-    return _with_legend(drawing, labels, vocab, colours, font, font_size)
+        text.draw(draw, (x + 3 - left, y + 2 - top), label, _text_colour(colour))
+    return _with_legend(drawing, labels, vocab, colours, text, font_size)
 
 
 def _with_legend(drawing: Image.Image, labels: np.ndarray, vocab: Vocabulary, colours: np.ndarray,
-                 font, font_size: int) -> Image.Image:
+                 text: TextPainter, font_size: int) -> Image.Image:
     """Append a panel listing the classes present (swatch, name, thing/stuff, share of the
     original image's pixels)."""
     counts = np.bincount(labels.ravel(), minlength=len(vocab))
@@ -197,8 +238,7 @@ def _with_legend(drawing: Image.Image, labels: np.ndarray, vocab: Vocabulary, co
         (k, f"{vocab.names[k]} ({'thing' if vocab.is_thing[k] else 'stuff'}) {100.0 * counts[k] / total:.1f}%")
         for k in order
     ]
-    measure = ImageDraw.Draw(drawing)
-    text_width = max([measure.textlength(text, font=font) for _, text in entries] + [measure.textlength("legend", font=font)])
+    text_width = max([text.length(line) for _, line in entries] + [text.length("legend")])
     panel_width = int(pad * 3 + font_size + text_width)
     # a short, wide image gets a taller canvas so that the legend still lists _MAX_LEGEND classes
     height = max(drawing.height, pad * 2 + row * (min(len(entries), _MAX_LEGEND) + 1))
@@ -212,18 +252,18 @@ def _with_legend(drawing: Image.Image, labels: np.ndarray, vocab: Vocabulary, co
     draw = ImageDraw.Draw(canvas)
     x0 = drawing.width + pad
     y = pad
-    draw.text((x0, y), "legend", fill=(0, 0, 0), font=font)
+    text.draw(draw, (x0, y), "legend", (0, 0, 0))
     y += row
-    for k, text in entries:
+    for k, line in entries:
         colour = tuple(int(c) for c in colours[k])
         swatch = [x0, y + 1, x0 + font_size, y + font_size]
         if vocab.is_thing[k]:
             draw.rectangle(swatch, outline=colour, width=max(2, font_size // 6))
         else:
             draw.rectangle(swatch, fill=colour)
-        draw.text((x0 + font_size + pad, y), text, fill=(0, 0, 0), font=font)
+        text.draw(draw, (x0 + font_size + pad, y), line, (0, 0, 0))
         y += row
     if hidden:
-        draw.text((x0, y), f"+{hidden} more", fill=(80, 80, 80), font=font)
+        text.draw(draw, (x0, y), f"+{hidden} more", (80, 80, 80))
     return canvas
 

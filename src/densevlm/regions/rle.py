@@ -11,7 +11,7 @@ nor pycocotools (the review server checks and measures masks without them).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,19 +19,44 @@ if TYPE_CHECKING:
 __all__ = ["encode_rle", "decode_rle", "rle_counts", "rle_area"]
 
 
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+def encode_rle(mask: np.ndarray, size: Optional[tuple[int, int]] = None, offset: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """``{"size": [H, W], "counts": str}`` (plain ints, ready for JSON) of an ``[H, W]`` mask (nonzero = in).
 
+    Args:
+        mask: the mask, or with ``size`` a crop of it: ``[h, w]`` pixels at rows ``offset[0]:+h``,
+            columns ``offset[1]:+w`` of an ``[H, W] = size`` mask that is 0 elsewhere. The runs of a
+            crop are found in the crop (cost in crop pixels, not image pixels) and compressed by
+            pycocotools as it compresses its own; the string is the one ``encode`` gives for the full mask.
+
     Raises:
-        ValueError: ``mask`` is not two-dimensional.
+        ValueError: ``mask`` is not two-dimensional, or the crop does not fit in ``size``.
     """
     if mask.ndim != 2:
         raise ValueError(f"a mask must be [H, W], got shape {tuple(mask.shape)}")
     import numpy as np
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask != 0, dtype=np.uint8))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    if size is None:
+        rle = mask_utils.encode(np.asfortranarray(mask != 0, dtype=np.uint8))
+        return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    height, width = int(size[0]), int(size[1])
+    top, left = int(offset[0]), int(offset[1])
+    if top < 0 or left < 0 or top + mask.shape[0] > height or left + mask.shape[1] > width:
+        raise ValueError(f"a {mask.shape[0]}x{mask.shape[1]} crop at {offset} does not fit in {height}x{width}")
+    # column-major runs: per crop column, the rows where the mask switches on (+1) and off (-1)
+    padded = np.zeros((mask.shape[1], mask.shape[0] + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask.T != 0
+    column, row = np.nonzero(np.diff(padded, axis=1))
+    flat = (column + left).astype(np.int64) * height + row + top  # starts and ends, alternating
+    starts, ends = flat[0::2], flat[1::2]
+    keep = np.ones(len(starts) + 1, dtype=bool)
+    keep[1:-1] = starts[1:] != ends[:-1]  # a run down a full-height crop goes on in the next column
+    bounds = np.concatenate([[0], np.stack([starts[keep[:-1]], ends[keep[1:]]], axis=1).ravel(), [height * width]])
+    counts = np.diff(bounds)
+    if len(counts) > 1 and counts[-1] == 0:
+        counts = counts[:-1]
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
 def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:

@@ -57,6 +57,10 @@ class TrainConfig:
         val_before: also evaluate the student before training (``eval_before.json``).
         reviewed: a review database whose expert verdicts replace teacher targets.
         reviewed_weight: loss weight of a reviewed region.
+        reviewed_embeddings: the student's class embeddings in the loss: ``text`` (its text
+            tower) or ``few-shot`` (text blended with prototypes of the reviewed regions of each
+            class, :func:`~densevlm.training.fewshot.reviewed_class_embeddings`: words the text
+            tower cannot read, e.g. plant words, get a direction of their own).
     """
 
     student: str = "tiny-student"
@@ -99,6 +103,7 @@ class TrainConfig:
     val_before: bool = True
     reviewed: Optional[str] = None
     reviewed_weight: float = 1.0
+    reviewed_embeddings: str = "text"
     device: Optional[str] = None
 
     def check(self) -> None:
@@ -121,6 +126,8 @@ class TrainConfig:
             raise DenseVLMError(f"--logit-scale {self.logit_scale} must be positive")
         if self.clipself_weight < 0 or self.thing_mass_weight < 0 or self.thing_weight <= 0:
             raise DenseVLMError("--clipself-weight and --thing-mass-weight must be >= 0 and --thing-weight > 0")
+        if self.reviewed_embeddings not in ("text", "few-shot"):
+            raise DenseVLMError(f"--reviewed-embeddings {self.reviewed_embeddings}: choose text or few-shot")
         if self.teacher_parts < 0:
             raise DenseVLMError(f"--teacher-parts {self.teacher_parts} must be >= 0")
         if self.max_boxes is not None and self.max_boxes <= 0:

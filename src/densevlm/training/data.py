@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from densevlm.data.images import ImageSource
 from densevlm.errors import DenseVLMError
-from densevlm.imaging import plan_letterbox
+from densevlm.imaging import normalize_array, plan_letterbox
 from densevlm.model import DenseModel
 
 __all__ = ["StepBatchSampler", "ContentDataset", "make_loader", "model_batch", "normalise_content"]
@@ -79,17 +79,13 @@ class ContentDataset(Dataset):
         return {"index": index, "content": torch.from_numpy(array).permute(2, 0, 1).contiguous(), "plan": plan}
 
 
-def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return items
-
-
 def make_loader(source: ImageSource, size: int, sampler: StepBatchSampler, workers: int = 0) -> DataLoader:
     """A DataLoader that decodes (in ``workers`` processes) the images of each step."""
     return DataLoader(
         ContentDataset(source, size),
         batch_sampler=sampler,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=list,  # a batch stays the list of item dicts
         persistent_workers=workers > 0,
     )
 
@@ -98,11 +94,9 @@ def normalise_content(content: torch.Tensor, mean, std, side: int, multiple: int
     """uint8 ``[3, h, w]`` -> normalised float ``[3, S, S]``, zero-padded right/bottom, where
     ``S`` is ``side`` rounded up to ``multiple``."""
     s = ((side + multiple - 1) // multiple) * multiple
-    x = content.float().div(255.0)
-    m = torch.tensor(mean).view(3, 1, 1)
-    sd = torch.tensor(std).view(3, 1, 1)
     out = torch.zeros(3, s, s)
-    out[:, : x.shape[1], : x.shape[2]] = (x - m) / sd
+    x = normalize_array(content.permute(1, 2, 0).numpy(), mean, std)
+    out[:, : x.shape[1], : x.shape[2]] = torch.from_numpy(x)
     return out
 
 

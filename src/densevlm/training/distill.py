@@ -31,16 +31,28 @@ Measured on the embedded world (BENCHMARKS.md, "Distillation": tiny-teacher -> t
 cosine alone 48.8 / 83.3 / 7.2, KL alone 50.8 / 81.3 / 9.2 (stuff drifts to parts), both
 50.3 / 83.2 / 7.0. The default keeps both at weight 1.
 
-**Initialisation.** When the small tower has the teacher's width, it starts from the teacher
-(DistilBERT's recipe, Sanh et al. 2019): patch and position embeddings, class token, pre-norm,
-final norm and projection are copied, and block ``i`` of ``L_s`` is the teacher's block
-``round(i * (L_t - 1) / (L_s - 1))`` (evenly spaced, first and last kept, the last being the
-block whose value path makes the dense map). A narrower tower starts from a random init.
+**Initialisation.** The small tower starts from a source tower of its depth: by default the
+teacher's own blocks (DistilBERT's recipe, Sanh et al. 2019): patch and position embeddings,
+class token, pre-norm, final norm and projection, and as block ``i`` of ``L_s`` the teacher's
+block ``round(i * (L_t - 1) / (L_s - 1))`` (evenly spaced, first and last kept, the last being
+the block whose value path makes the dense map); or, with ``--init``, the image tower of an
+earlier distilled model (progressive distillation: tiny-teacher -> tiny-vit-s -> tiny-vit-xs).
+A source of the student's width is copied; a wider one is narrowed onto the principal
+components of its residual stream on 256 of the images
+(:mod:`densevlm.training.distill_narrow`, SliceGPT-style): a distilled tiny-vit-s narrowed to
+width 64, before any step, gives the teacher's label on 89 % of the tokens of 100 scenes not
+used for the projection (the wide tower 96 %, a random init 5 %).
 
-**The small architecture.** ``tiny-vit-s`` (:data:`densevlm.backbones.tiny.TINY_ARCHS`) keeps
-tiny-vit's width 128 and heads and runs 2 blocks instead of 4: at 64 tokens, per-block work on
-the CPU is dominated by per-operator overhead, so fewer blocks cut latency where half the
-width would barely move it.
+**The small architectures** (:data:`densevlm.backbones.tiny.TINY_ARCHS`). ``tiny-vit-s`` keeps
+tiny-vit's width 128 and heads and runs 2 blocks instead of 4 (encoder 1.75x faster than
+tiny-teacher's at 64 px, one thread). ``tiny-vit-xs`` also halves the width (64, 2 heads of 32,
+MLP 256; 0.12 M image parameters against 0.84 M): its encoder is about 3.6x faster (two runs of
+``benchmarks/distill_cpu.py`` on a loaded machine). At 64 tokens the cost of a block is mostly
+per-operator overhead plus the attention, so depth is cut first (a third block at width 64 adds
+about 37 % to the encoder time) and one block is not enough (no attention in the dense path). Measured on the embedded world (500 steps, 500 held-out scenes,
+box thing / stuff / fg_bias; teacher 48.3 / 80.2 / 5.4): tiny-vit-xs narrowed from the teacher's
+blocks 48.2 / 82.6 / 7.7 (49.1 / 81.9 / 7.5 after 1000 steps), narrowed from a distilled tiny-vit-s (``--init``) 49.5 / 82.9 / 7.1,
+from a random init 32.9 / 80.3 / 7.6 (46.0 / 80.7 / 8.4 after 1500 steps).
 
 **Real models (recipe, not yet built by this command).** For a ViT-B/16 teacher (e.g. a
 DenseVLM-tuned EVA02-B/16 or ViT-B-16), the matching student is a ViT-S/16-sized tower (width
@@ -77,9 +89,11 @@ from densevlm.errors import DenseVLMError, nearest_names
 from densevlm.fileio import atomic_write_text, check_output
 from densevlm.losses.distill import token_cosine_loss, token_kl_loss
 from densevlm.model import DenseModel, load_model
+from densevlm.regions.similarity import cosine
 from densevlm.training.checkpoints import TrainProgress, load_state, save_state
 from densevlm.training.config import check_run
-from densevlm.training.data import StepBatchSampler, make_loader, model_batch
+from densevlm.training.data import ContentDataset, StepBatchSampler, make_loader, model_batch
+from densevlm.training.distill_narrow import narrow_tower
 from densevlm.training.optim import param_groups, warmup_cosine
 from densevlm.training.precision import resolve_precision
 from densevlm.training.step import optimizer_step
@@ -99,6 +113,8 @@ class DistillConfig:
     Attributes:
         teacher: model name or checkpoint file whose dense map is copied (a tiny architecture).
         arch: the small image tower, a name in :data:`~densevlm.backbones.tiny.TINY_ARCHS`.
+        init: model whose image tower the student starts from (``arch``'s depth; narrowed when
+            wider); None = the teacher's blocks (:func:`student_from_teacher`).
         images: unlabeled images (folder, world dir, COCO JSON or tar shards).
         out: run directory (``last.pt``, ``state.pt``, ``metrics.jsonl``, ``config.yaml``).
         vocab: vocabulary of the KL term; None = the embedded world's.
@@ -110,6 +126,7 @@ class DistillConfig:
 
     teacher: str = "tiny-teacher"
     arch: str = "tiny-vit-s"
+    init: Optional[str] = None
     images: str = ""
     out: str = ""
     vocab: Optional[str] = None
@@ -169,15 +186,27 @@ def teacher_block_map(student_blocks: int, teacher_blocks: int) -> list[int]:
     return [round(i * (teacher_blocks - 1) / (student_blocks - 1)) for i in range(student_blocks)]
 
 
-def student_from_teacher(teacher: DenseModel, arch: str) -> DenseModel:
+def student_from_teacher(teacher: DenseModel, arch: str, images: Optional[torch.Tensor] = None,
+                         init: Optional[DenseModel] = None) -> DenseModel:
     """A model with the small image tower ``arch`` and everything else of ``teacher``.
 
     The text tower, tokenizer words, logit scale, templates, normalisation and input size are
-    the teacher's; the image tower's projection outputs ``teacher.embed_dim``. When the widths
-    match, the tower is initialised from the teacher's (module docstring), else randomly.
+    the teacher's; the image tower's projection outputs ``teacher.embed_dim``. The tower starts
+    from a source tower of ``arch``'s depth: ``init``'s image tower when given, else the
+    teacher's blocks picked by :func:`teacher_block_map` (module docstring). A source of
+    ``arch``'s width is copied; a wider one is narrowed by principal components of its residual
+    stream on ``images`` (:mod:`densevlm.training.distill_narrow`); any other width (or no
+    ``images``) starts from a random init.
+
+    Args:
+        teacher: a tiny (config-described) model.
+        arch: a name in :data:`~densevlm.backbones.tiny.TINY_ARCHS`.
+        images: ``[B, 3, S, S]`` normalised images at the teacher's input size, for narrowing.
+        init: a model whose image tower has ``arch``'s depth, patch and output width (e.g. a
+            ``tiny-vit-s`` distilled from the same teacher).
 
     Raises:
-        DenseVLMError: the teacher is not a tiny (config-described) model, or ``arch`` is unknown.
+        DenseVLMError: the teacher is not a tiny model, ``arch`` is unknown, or ``init`` does not fit.
     """
     if teacher.spec.config is None:
         raise DenseVLMError(
@@ -195,17 +224,36 @@ def student_from_teacher(teacher: DenseModel, arch: str) -> DenseModel:
         raise DenseVLMError(f"--arch {arch}: patch {spec.patch_size} differs from the teacher's {teacher.patch_size}; "
                             "the dense maps would not line up")
     student = DenseModel(build_backbone(spec), input_size=teacher.input_size)
-    source = teacher.backbone.clip.state_dict()
     own = student.backbone.clip.state_dict()
-    shared = {k: v for k, v in source.items() if not k.startswith("visual.")}
-    visual = {k: v for k, v in own.items() if k.startswith("visual.")}
-    if config["vision"]["width"] == teacher.spec.config["vision"]["width"]:
-        visual.update(_visual_init(source, len(teacher.backbone.image_groups()["blocks"]),
-                                   config["vision"]["layers"]))
+    shared = {k: v for k, v in teacher.backbone.clip.state_dict().items() if not k.startswith("visual.")}
+    visual, source_vision = _source_tower(teacher, arch, init)
+    vision = config["vision"]
+    if source_vision["width"] > vision["width"] and images is not None:
+        heads = source_vision["width"] // source_vision["head_width"]
+        narrow = narrow_tower({k[len("visual."):]: v for k, v in visual.items()}, images, heads, vision["width"],
+                              vision["head_width"], vision["mlp_ratio"])
+        visual = {"visual." + k: v for k, v in narrow.items()}
+    elif source_vision["width"] != vision["width"]:
+        visual = {k: v for k, v in own.items() if k.startswith("visual.")}
     student.backbone.clip.load_state_dict({**shared, **visual}, strict=True)
     for name, p in student.backbone.clip.named_parameters():
         p.requires_grad_(name.startswith("visual."))
     return student.eval()
+
+
+def _source_tower(teacher: DenseModel, arch: str, init: Optional[DenseModel]) -> tuple[dict[str, torch.Tensor], dict]:
+    """The ``visual.*`` tensors the student starts from and their vision config."""
+    layers = TINY_ARCHS[arch]["vision"]["layers"]
+    if init is None:
+        source = teacher.backbone.clip.state_dict()
+        return (_visual_init(source, len(teacher.backbone.image_groups()["blocks"]), layers),
+                teacher.spec.config["vision"])
+    vision = (init.spec.config or {}).get("vision")
+    if (vision is None or vision["layers"] != layers or init.patch_size != teacher.patch_size
+            or init.embed_dim != teacher.embed_dim):
+        raise DenseVLMError(f"--init {init.spec.source}: needs a tiny model with {layers} blocks, patch "
+                            f"{teacher.patch_size} and output width {teacher.embed_dim}, like --arch {arch}")
+    return {k: v.clone() for k, v in init.backbone.clip.state_dict().items() if k.startswith("visual.")}, vision
 
 
 def _visual_init(teacher_state: dict[str, torch.Tensor], teacher_blocks: int, student_blocks: int) -> dict[str, torch.Tensor]:
@@ -237,7 +285,8 @@ class Distiller:
         self.cfg, self.progress = cfg, progress
         self.out = Path(cfg.out)
         if not resume:
-            check_output(self.out, "dir", inputs=[cfg.teacher, cfg.images], overwrite=overwrite)
+            check_output(self.out, "dir", inputs=[cfg.teacher, cfg.images, *([cfg.init] if cfg.init else [])],
+                         overwrite=overwrite)
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.source = open_image_source(cfg.images)
         if len(self.source) == 0:
@@ -246,9 +295,10 @@ class Distiller:
         self.teacher = load_model(cfg.teacher, device=self.device)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.student = student_from_teacher(self.teacher.cpu(), cfg.arch).to(self.device)
-        self.teacher.to(self.device)
         self.size = cfg.size or self.teacher.input_size
+        init = load_model(cfg.init, device="cpu") if cfg.init else None
+        self.student = student_from_teacher(self.teacher.cpu(), cfg.arch, self._calibration(), init).to(self.device)
+        self.teacher.to(self.device)
         vocab = load_vocabulary(cfg.vocab) if cfg.vocab else default_vocabulary()
         with torch.no_grad():
             self.text = self.teacher.embed_vocabulary(vocab).float().to(self.device)
@@ -270,6 +320,15 @@ class Distiller:
         else:
             for name in RUN_FILES:
                 (self.out / name).unlink(missing_ok=True)
+
+    def _calibration(self, count: int = 256) -> torch.Tensor:
+        """Up to ``count`` readable images spread evenly over the source, for narrowing a tower."""
+        data = ContentDataset(self.source, self.size)
+        picks = sorted({int(i) for i in torch.linspace(0, len(data) - 1, min(count, len(data)))})
+        contents = [item["content"] for item in map(data.__getitem__, picks) if "error" not in item]
+        if not contents:
+            raise DenseVLMError(f"{self.cfg.images}: none of {len(picks)} images spread over the source is readable")
+        return model_batch(self.teacher, contents, self.size, torch.device("cpu"))
 
     def save(self) -> None:
         """Write ``state.pt`` (resumable) and ``last.pt`` (the student, a normal checkpoint)."""
@@ -294,8 +353,7 @@ class Distiller:
         optimizer_step(loss, self.optimizer, self.scaler, self.schedule, 1)
         self.student.eval()
         with torch.no_grad():
-            agree = (dense.permute(0, 2, 3, 1) @ self.text.t()).argmax(-1) == (
-                target.permute(0, 2, 3, 1) @ self.text.t()).argmax(-1)
+            agree = cosine(dense, self.text, dim=1).argmax(1) == cosine(target, self.text, dim=1).argmax(1)
         self.global_step += 1
         return {"loss": float(loss.detach()), "cosine": float(cos.detach()), "kl": float(kl.detach()),
                 "agreement": float(agree[valid].float().mean())}

@@ -133,6 +133,10 @@ class Trainer:
         with torch.no_grad():
             self.text_student = self.student.embed_vocabulary(self.vocab).float().to(self.device)
             self.text_teacher = self.teacher.embed_vocabulary(self.vocab).float().to(self.device)
+        if reviewed is not None and cfg.reviewed_embeddings == "few-shot":
+            from densevlm.training.fewshot import reviewed_class_embeddings
+
+            self.text_student = reviewed_class_embeddings(self.student, self.vocab, reviewed.regions).to(self.device)
         self.logit_scale = float(cfg.logit_scale or self.teacher.logit_scale)
         self.trainable = apply_freezing(self.student, cfg.unlocked_blocks, cfg.train_embed, cfg.train_head)
         self.student.train()

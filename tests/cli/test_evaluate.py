@@ -1,0 +1,25 @@
+"""``densevlm eval``: the input size it uses when --size is not given."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from densevlm.cli.main import main
+from densevlm.model import DenseModel
+from tests.evaluation.stubs import write_panoptic
+
+CATS = [("bolt", True), ("floor", False)]
+
+
+@pytest.mark.parametrize("size_args, expected", [([], 48), (["--size", "32"], 32)])
+def test_default_size_is_the_models_default_size(tmp_path, monkeypatch, size_args, expected):
+    # the model's default_size is the one source of truth (open_clip models: 448), not a CLI constant
+    monkeypatch.setattr(DenseModel, "default_size", property(lambda self: 48))
+    root = write_panoptic(tmp_path / "world", [[(1, 0, (4, 4, 20, 20))]], CATS, background=1)
+    out = tmp_path / "metrics.json"
+    argv = ["eval", "--data", str(root), "--model", "tiny-student", "--no-crops", "--no-seg", "--device", "cpu",
+            "--json", str(out), *size_args]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["size"] == expected
