@@ -59,11 +59,11 @@ def _method_aurocs(model, test: Path, vocab, variants) -> dict[str, float]:
 
 
 def _defect_regions(cal: Path, vocab, per_defect: int | None, seed: int = 0):
-    """``ExampleRegion``s of the calibration set's ground-truth defect segments (what an expert
+    """``LabelledRegion``s of the calibration set's ground-truth defect segments (what an expert
     would confirm in review): ``per_defect`` drawn at random per defect, or all (None)."""
     from densevlm.data.panoptic import PanopticDataset
     from densevlm.evaluation.protocol import map_categories
-    from densevlm.training.fewshot import ExampleRegion
+    from densevlm.regions.labelled import LabelledRegion
 
     dataset = PanopticDataset(cal)
     mapping = map_categories(dataset, vocab)
@@ -73,7 +73,7 @@ def _defect_regions(cal: Path, vocab, per_defect: int | None, seed: int = 0):
             k = mapping[dataset.category_index[seg["category_id"]]]
             if k in found:
                 x, y, w, h = seg["bbox"]
-                found[k].append(ExampleRegion(str(dataset.image_path(i)), (x, y, x + w, y + h), vocab.names[k]))
+                found[k].append(LabelledRegion(str(dataset.image_path(i)), (x, y, x + w, y + h), vocab.names[k], True))
     rng = np.random.default_rng(seed)
     chosen = []
     for regions in found.values():
