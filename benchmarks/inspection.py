@@ -58,6 +58,88 @@ def _method_aurocs(model, test: Path, vocab, variants) -> dict[str, float]:
     return {f"{m} (min area {a})": image_auroc(ng, np.array(s)) for (m, a), s in scores.items()}
 
 
+def _defect_regions(cal: Path, vocab, per_defect: int | None, seed: int = 0):
+    """``LabelledRegion``s of the calibration set's ground-truth defect segments (what an expert
+    would confirm in review): ``per_defect`` drawn at random per defect, or all (None)."""
+    from densevlm.data.panoptic import PanopticDataset
+    from densevlm.evaluation.protocol import map_categories
+    from densevlm.regions.labelled import LabelledRegion
+
+    dataset = PanopticDataset(cal)
+    mapping = map_categories(dataset, vocab)
+    found: dict[int, list] = {k: [] for k in vocab.defect_indices}
+    for i, (_, ann) in enumerate(dataset.records):
+        for seg in ann["segments_info"]:
+            k = mapping[dataset.category_index[seg["category_id"]]]
+            if k in found:
+                x, y, w, h = seg["bbox"]
+                found[k].append(LabelledRegion(str(dataset.image_path(i)), (x, y, x + w, y + h), vocab.names[k], True))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for regions in found.values():
+        take = len(regions) if per_defect is None else min(per_defect, len(regions))
+        chosen += [regions[j] for j in sorted(rng.choice(len(regions), take, replace=False))]
+    return chosen
+
+
+def _definition_aurocs(model, test_images, vocab, cfg, adapted: dict) -> dict[str, float]:
+    """Test-set image AUROC of alternative NG-score definitions, from one dense pass.
+
+    From the ``[K, h, w]`` logits ``s * cos`` (``s`` the model's logit scale) of each image:
+    the shipped ``window`` score (largest mean over a ``min_area`` window of one defect's
+    probability, max over defects); the same window over the summed defect probability; the
+    summed defect probability of the best token (top-1) and the mean of the best 4 tokens; the
+    window score with the softmax restricted to defect and part classes (stuff removed); the
+    best token's cosine margin of the best defect over the best non-defect class, and over the
+    best part; and the shipped score with each adapted vocabulary of ``adapted`` (name ->
+    class embeddings ``[K, C]``).
+    """
+    import torch.nn.functional as F
+
+    from densevlm.evaluation.manufacturing import image_auroc
+    from densevlm.imaging import open_image
+    from densevlm.inspection.scores import defect_scores
+
+    defects = list(vocab.defect_indices)
+    others = [k for k in range(len(vocab)) if k not in defects]
+    parts = [k for k in others if vocab.is_thing[k]]
+    side = max(1, int(round(float(cfg.min_area) ** 0.5)))
+    with torch.inference_mode():
+        text = F.normalize(model.embed_vocabulary(vocab).float(), dim=1)
+        tables = {"shipped (window, max over defects)": text,
+                  **{f"shipped, adapted vocabulary ({k})": F.normalize(torch.as_tensor(e).float(), dim=1) for k, e in adapted.items()}}
+    scale = float(model.logit_scale)
+    scores: dict[str, list[float]] = {}
+
+    def add(name: str, value) -> None:
+        scores.setdefault(name, []).append(float(value))
+
+    for im in test_images:
+        x, plan = model.prepare(open_image(im.path), cfg.size, square=True)
+        with torch.inference_mode():
+            dense = model.encode_dense(x[None]).float()[0]
+        for name, emb in tables.items():
+            cos = torch.einsum("chw,kc->khw", dense, emb)
+            up = F.interpolate(scale * cos[None], size=(plan.input_height, plan.input_width), mode="bilinear",
+                               align_corners=False)[0, :, : plan.height, : plan.width]
+            probs = torch.softmax(up.double(), dim=0).float()
+            add(name, defect_scores(probs.numpy(), defects, "window", int(cfg.min_area)).max())
+            if emb is not text:
+                continue
+            p_ng = probs[defects].sum(0)
+            add("window over the summed defect probability", F.avg_pool2d(p_ng[None, None], side, stride=1).max())
+            token = torch.softmax(scale * cos, dim=0)[defects].sum(0).flatten()
+            add("best token, summed defect probability", token.max())
+            add("mean of the best 4 tokens, summed defect probability", token.topk(4).values.mean())
+            restricted = torch.softmax(up[defects + parts].double(), dim=0).float()[: len(defects)].sum(0)
+            add("window, softmax over defects and parts only", F.avg_pool2d(restricted[None, None], side, stride=1).max())
+            best = cos[defects].max(0).values
+            add("best token, cosine margin over the best non-defect", (best - cos[others].max(0).values).max())
+            add("best token, cosine margin over the best part", (best - cos[parts].max(0).values).max())
+    ng = np.array([im.ng for im in test_images])
+    return {name: image_auroc(ng, np.array(values)) for name, values in scores.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/densevlm-inspection")
@@ -68,6 +150,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["base=tiny-student", "teacher=tiny-teacher"])
     parser.add_argument("--runs", nargs="*", default=[], help="LABEL=RUN_DIR (or checkpoint) of tuned students")
     parser.add_argument("--compare-methods", action="store_true")
+    parser.add_argument("--compare-definitions", action="store_true",
+                        help="also the AUROC of alternative NG-score definitions and of adapted vocabularies")
+    parser.add_argument("--adapt-regions", type=int, nargs="*", default=[20, 0],
+                        help="adapted vocabularies from this many calibration defect regions per defect (0: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", default=None)
     parser.add_argument("--json", default=None)
@@ -106,6 +192,14 @@ def main() -> None:
             areas = sorted({1, 16, int(op.score.min_area), 64})
             variants = [("pixel", 1)] + [("window", a) for a in areas if a > 1] + [("region", a) for a in areas]
             record["method_auroc"] = _method_aurocs(model, test, vocab, variants)
+        if args.compare_definitions:
+            from densevlm.training.fewshot import adapt_from_regions
+
+            adapted = {}
+            for n in args.adapt_regions:
+                regions = _defect_regions(cal, vocab, n or None)
+                adapted[f"{len(regions)} regions"] = adapt_from_regions(model, vocab, regions).embeddings
+            record["definition_auroc"] = _definition_aurocs(model, test_images, vocab, op.score, adapted)
         records[label] = record
         m = record["metrics"]
         print(f"{label}: AUROC {m['inspection.image_auroc']:.3f}  R@1% {m['inspection.recall_at_fa_0.01']:.3f}  "
@@ -132,6 +226,12 @@ def main() -> None:
                   "|---|" + "---|" * len(names)]
         lines += [f"| {label} | " + " | ".join(f"{r['method_auroc'][n]:.3f}" for n in names) + " |"
                   for label, r in records.items()]
+    if args.compare_definitions:
+        names = list(next(iter(records.values()))["definition_auroc"])
+        lines += ["", "Image AUROC by NG-score definition (test set)", "", "| definition | " + " | ".join(records) + " |",
+                  "|---|" + "---|" * len(records)]
+        lines += [f"| {n} | " + " | ".join(f"{r['definition_auroc'].get(n, float('nan')):.3f}" for r in records.values()) + " |"
+                  for n in names]
     table = "\n".join(lines)
     print(table)
     if args.markdown:

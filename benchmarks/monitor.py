@@ -5,7 +5,8 @@ A reference set (``--n-ref`` images, defect rate 0.5, e.g. the calibration image
 ``new-surface``, ``new-defect``, ``camera``), each of ``--batch-size`` images (targets: every
 shift detected in >= 95 % of its batches; false drift in <= 5 % of unshifted batches). Scenes
 are drawn in memory (``generate_scene``), never written. Per model, prints how often each
-signal fired per kind and the seconds per batch (scoring plus the four tests).
+signal fired per kind and the seconds per batch: drawing the scenes (not part of monitoring),
+scoring them (one forward pass and the per-image statistics) and the drift tests.
 
     python benchmarks/monitor.py [--models base=tiny-student] [--runs DenseVLM=RUN_DIR] [--markdown mon.md]
 """
@@ -28,11 +29,10 @@ REF_SEED = 3_000_000
 BATCH_SEED = 6_000_000
 
 
-def _images(seed: int, n: int, defect_rate: float, shift):
+def _images(seed: int, n: int, defect_rate: float, shift) -> list[Image.Image]:
     from densevlm.data.synth.writer import generate_scene
 
-    for i in range(n):
-        yield Image.fromarray(generate_scene(seed, i, 64, defect_rate, shift).image)
+    return [Image.fromarray(generate_scene(seed, i, 64, defect_rate=defect_rate, shift=shift).image) for i in range(n)]
 
 
 def main() -> None:
@@ -65,31 +65,37 @@ def main() -> None:
         model = load_model(str(Path(spec) / "last.pt") if Path(spec).is_dir() else spec)
         cfg = ScoreConfig().resolved(model)
 
-        def stats(seed: int, n: int, shift) -> BatchStats:
-            return BatchStats.from_analyses(list(analyse_images(model, _images(seed, n, args.defect_rate, shift), vocab, cfg)))
+        def stats(images: list[Image.Image]) -> BatchStats:
+            return BatchStats.from_analyses(list(analyse_images(model, images, vocab, cfg)), vocab.defect_indices)
 
-        reference = stats(REF_SEED, args.n_ref, None)
+        reference = stats(_images(REF_SEED, args.n_ref, args.defect_rate, None))
         per_kind = {}
         for k, kind in enumerate(kinds):
-            drift, fired, seconds = 0, {}, []
+            drift, fired, seconds = 0, {}, np.zeros((args.batches, 3))
             for b in range(args.batches):
-                start = time.perf_counter()
-                batch = stats(BATCH_SEED + 1000 * k + b, args.batch_size, None if kind == "none" else kind)
+                t0 = time.perf_counter()
+                images = _images(BATCH_SEED + 1000 * k + b, args.batch_size, args.defect_rate, None if kind == "none" else kind)
+                t1 = time.perf_counter()
+                batch = stats(images)
+                t2 = time.perf_counter()
                 report = compare(reference, batch, n_resamples=args.permutations, seed=b)
-                seconds.append(time.perf_counter() - start)
+                seconds[b] = (t1 - t0, t2 - t1, time.perf_counter() - t2)
                 drift += report["verdict"] == "drift"
                 for name in report["fired"]:
                     fired[name] = fired.get(name, 0) + 1
-            per_kind[kind] = {"drift_share": drift / args.batches, "fired": fired, "seconds_per_batch": float(np.mean(seconds))}
-            print(f"{label} {kind}: drift in {drift}/{args.batches} batches, signals {fired}, "
-                  f"{np.mean(seconds):.1f} s/batch", flush=True)
+            mean = seconds.mean(axis=0)
+            per_kind[kind] = {"drift_share": drift / args.batches, "fired": fired,
+                              "seconds_per_batch": {"generate": float(mean[0]), "score": float(mean[1]), "tests": float(mean[2])}}
+            print(f"{label} {kind}: drift in {drift}/{args.batches} batches, signals {fired}, s/batch: generate "
+                  f"{mean[0]:.2f}, score {mean[1]:.2f}, tests {mean[2]:.2f}", flush=True)
         results[label] = per_kind
     lines = [f"Reference {args.n_ref} images; {args.batches} batches of {args.batch_size} per kind; "
              "share of batches called drift (unshifted: false drift).", "",
-             "| model | " + " | ".join(kinds) + " | s / batch |", "|---|" + "---|" * (len(kinds) + 1)]
+             "| model | " + " | ".join(kinds) + " | s / batch: score + tests (generate) |", "|---|" + "---|" * (len(kinds) + 1)]
     for label, per_kind in results.items():
         cells = [f"{per_kind[k]['drift_share']:.0%}" for k in kinds]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {np.mean([v['seconds_per_batch'] for v in per_kind.values()]):.1f} |")
+        t = {part: np.mean([v["seconds_per_batch"][part] for v in per_kind.values()]) for part in ("generate", "score", "tests")}
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {t['score']:.2f} + {t['tests']:.2f} ({t['generate']:.2f}) |")
     lines += ["", "Signals that fired (batches), per kind:", ""]
     for label, per_kind in results.items():
         lines.append(f"- {label}: " + "; ".join(f"{k}: {per_kind[k]['fired'] or '-'}" for k in kinds))

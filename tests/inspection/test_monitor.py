@@ -9,8 +9,9 @@ import pytest
 
 import densevlm
 from densevlm.cli.main import main
+from densevlm.errors import DenseVLMError
 from densevlm.data.synth import write_world
-from densevlm.inspection.monitor import BatchStats, compare, mmd2, permutation_pvalue, psi
+from densevlm.inspection.monitor import BatchStats, compare, holm, mmd2, permutation_pvalue, psi
 
 
 def test_psi_by_hand():
@@ -30,20 +31,50 @@ def test_mmd_by_hand_and_its_exact_permutation_pvalue():
     assert observed == pytest.approx(mmd2(z[:2], z[2:], bandwidth=1.0)) and p == pytest.approx(1 / 3)
 
 
-def _stats(rng, n, shift=0.0):
+def test_holm_by_hand():
+    # sorted 0.001 < 0.05/4, 0.012 < 0.05/3, then 0.03 > 0.05/2 stops: 0.04 is not rejected although < 0.05
+    assert holm([0.03, 0.001, 0.04, 0.012], 0.05) == [False, True, False, True]
+    assert holm([0.0126, 0.0126, 0.0126, 0.0126], 0.05) == [False] * 4  # Bonferroni: 0.05 / 4 = 0.0125
+    assert holm([0.02, 0.02], 0.05) == [True, True]  # 0.02 < 0.025, then 0.02 < 0.05
+
+
+def _stats(rng, n, shift=0.0, darker=0.0, blurred=1.0):
     emb = rng.normal(size=(n, 8)) + shift
-    return BatchStats(rng.dirichlet(np.ones(5), n), rng.random(n), rng.random(n), emb / np.linalg.norm(emb, axis=1, keepdims=True))
+    image = np.c_[rng.normal(0.5, 0.05, n) - darker, rng.normal(0.02, 0.004, n) * blurred]
+    return BatchStats(rng.dirichlet(np.ones(5), n), rng.random(n), rng.random(n),
+                      emb / np.linalg.norm(emb, axis=1, keepdims=True), image, defect_indices=(3, 4))
 
 
 def test_compare_on_synthetic_statistics():
     rng = np.random.default_rng(0)
     ref = _stats(rng, 200)
-    assert compare(ref, _stats(rng, 80), n_resamples=300)["verdict"] == "stable"
+    stable = compare(ref, _stats(rng, 80), n_resamples=300)
+    assert stable["verdict"] == "stable" and stable["alpha_per_signal"] == pytest.approx(0.05 / 7)
     moved = _stats(rng, 80, shift=0.8)
     moved.scores = moved.scores + 0.3
     report = compare(ref, moved, n_resamples=300)
     assert report["verdict"] == "drift" and set(report["fired"]) == {"embeddings", "scores"}
     assert any("re-calibrate" in a for a in report["actions"])
+    dark = compare(ref, _stats(rng, 80, darker=0.1), n_resamples=300)
+    assert dark["fired"] == ["brightness"] and "lighting" in dark["actions"][0]
+    soft = compare(ref, _stats(rng, 80, blurred=0.5), n_resamples=300)
+    assert soft["fired"] == ["sharpness"] and "focus" in soft["actions"][0]
+    with pytest.raises(DenseVLMError, match="use at least 140 permutations"):
+        compare(ref, moved, n_resamples=100)
+
+
+def test_defect_mix_fires_when_one_defect_is_replaced():
+    # class 3 and 4 are the defects; the batch shows class 4 where the reference showed class 3
+    rng = np.random.default_rng(1)
+    ref, batch = _stats(rng, 200), _stats(rng, 80)
+    for stats, col in ((ref, 3), (batch, 4)):
+        shares = np.zeros_like(stats.class_shares)
+        shares[:, :3] = rng.dirichlet(np.ones(3), len(stats)) * 0.9
+        shares[:, col] = 0.1
+        stats.class_shares = shares
+    assert np.allclose(batch.defect_mix, np.c_[np.zeros(80), np.full(80, 0.1), np.full(80, 0.9)])
+    report = compare(ref, batch, n_resamples=300)
+    assert "defect_mix" in report["fired"] and report["signals"]["defect_mix"]["p_value"] < 0.01
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +84,40 @@ def line(tmp_path_factory):
     write_world(root / "same", 40, seed=22, defect_rate=0.5, progress=False)
     write_world(root / "dark", 40, seed=22, defect_rate=0.5, shift="lighting", progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def shifted_reports(line, tmp_path_factory):
+    """The drift report of every shift kind (40 images each) against the 60-image reference."""
+    from densevlm.data.synth import default_vocabulary
+    from densevlm.data.synth.inspection import SHIFTS
+    from densevlm.data.synth.writer import generate_scene
+    from densevlm.inspection.scores import ScoreConfig, analyse_images
+    from PIL import Image
+
+    model, vocab = densevlm.load_model("tiny-student"), default_vocabulary()
+    cfg = ScoreConfig().resolved(model)
+
+    def stats(seed, n, shift):
+        images = [Image.fromarray(generate_scene(seed, i, 64, defect_rate=0.5, shift=shift).image) for i in range(n)]
+        return BatchStats.from_analyses(list(analyse_images(model, images, vocab, cfg)), vocab.defect_indices)
+
+    reference = stats(21, 80, None)
+    return {kind: compare(reference, stats(23, 40, None if kind == "none" else kind), n_resamples=500)
+            for kind in ("none", *SHIFTS)}
+
+
+@pytest.mark.parametrize("kind", ["none", "lighting", "blur", "new-surface", "camera"])
+def test_monitor_verdict_per_shift_kind(shifted_reports, kind):
+    report = shifted_reports[kind]
+    assert report["verdict"] == ("stable" if kind == "none" else "drift")
+    assert len(report["actions"]) == len(report["fired"])
+
+
+def test_image_signals_name_the_shift(shifted_reports):
+    assert "brightness" in shifted_reports["lighting"]["fired"]
+    assert "sharpness" in shifted_reports["blur"]["fired"] and "sharpness" in shifted_reports["camera"]["fired"]
+    assert shifted_reports["blur"]["signals"]["sharpness"]["batch_mean"] < shifted_reports["blur"]["signals"]["sharpness"]["reference_mean"]
 
 
 def test_monitor_says_stable_for_the_same_world_and_drift_for_a_darker_line(line, tmp_path, capsys):

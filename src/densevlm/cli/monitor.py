@@ -2,16 +2,21 @@
 
 The reference is a set of images from the line as it was when the model was evaluated and
 calibrated (e.g. the calibration images), or the statistics of such a set saved once with
---save-reference ref.json. Four signals are tested on per-image statistics, each at --alpha
-(default 0.0125, so a 5 % false-drift rate over all four):
+--save-reference ref.json. Seven signals are tested on per-image statistics:
 
   class_shares    population stability index of the predicted class shares (permutation p-value)
+  defect_mix      the same for the shares of each defect and of "not a defect"
   scores          two-sample Kolmogorov-Smirnov test of the NG scores
   low_confidence  Mann-Whitney U test: more low-confidence pixels than in the reference
   embeddings      MMD of the pooled image embeddings (Gaussian kernel, permutation p-value)
+  brightness      KS test of the mean luma per image
+  sharpness       KS test of the variance of the Laplacian per image (focus, camera distance)
 
-Each signal that fires names an action: re-calibrate (scores), re-evaluate on labelled images
-(class shares, embeddings), review new regions (low confidence).
+--alpha (default 0.05) is the false-drift rate over all of them: the batch drifted when the
+smallest p-value is below alpha / 7 (6 without [defects]; Bonferroni), and the signals named are those Holm's
+procedure rejects. Each names an action: re-calibrate (scores, brightness), re-evaluate on
+labelled images (class shares, embeddings, sharpness), review new regions (low confidence,
+defect mix).
 
 INPUT for --reference / --batch: image folders (a `densevlm synth` folder means its images/),
 files or globs; --reference may also be a ref.json. With --operating-point the scores use its
@@ -43,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="write the drift report here")
     p.add_argument("--history", default=None, metavar="DIR", help="also keep the report as DIR/NNNN-BATCH.json (one per batch)")
     p.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when the batch drifted")
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"p-value under which a signal fires (default: {DEFAULT_ALPHA})")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help=f"false-drift rate over all signals together (default: {DEFAULT_ALPHA})")
     p.add_argument("--permutations", type=int, default=1000, help="permutations for the PSI and MMD p-values (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="permutation seed (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json / --save-reference files")
@@ -58,8 +64,8 @@ def _stats(model, specs: list[str], vocab, cfg, batch_size: int):
     from densevlm.inspection.scores import analyse_images
 
     images = image_inputs(specs)
-    return BatchStats.from_analyses(list(analyse_images(model, (open_image(im.path) for im in images), vocab, cfg,
-                                                        batch_size)))
+    analyses = list(analyse_images(model, (open_image(im.path) for im in images), vocab, cfg, batch_size))
+    return BatchStats.from_analyses(analyses, vocab.defect_indices)
 
 
 def _history_path(folder: Path, batch: list[str]) -> Path:

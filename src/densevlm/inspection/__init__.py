@@ -3,8 +3,8 @@ rate, and drift monitoring of production batches against a reference.
 
 Modules: ``scores`` (per-image defect scores from the dense map), ``labelled`` (OK / NG ground
 truth), ``calibrate`` (thresholds with bootstrap intervals), ``operating_point`` (``op.json``),
-``verdict`` (``densevlm.inspect``), ``overlay``, ``evaluate`` (``eval --inspection``) and
-``monitor`` (drift signals). The names below load on first use.
+``verdict`` (``densevlm.inspect``), ``overlay``, ``evaluate`` (``eval --inspection``),
+``image_stats`` (brightness and sharpness) and ``monitor`` (drift signals). The names below load on first use.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """Drift monitoring: is a production batch still like the reference the thresholds were set on?
 
-Four signals, each a test of "batch and reference come from the same line" on per-image
+Seven signals, each a test of "batch and reference come from the same line" on per-image
 statistics (images are the independent units; pixels of one image are not):
 
 * ``class_shares`` -- population stability index (PSI) of the predicted class shares,
   ``sum_k (b_k - r_k) ln(b_k / r_k)`` over the mean per-image pixel shares (floored at 1e-4);
   p-value by permuting images between the two sets (``scipy.stats.permutation_test``).
+* ``defect_mix`` -- the same PSI over the shares of each defect class and of "not a defect"
+  (the vocabulary's ``[defects]``): the mix of defects changed, e.g. a defect the vocabulary
+  does not name is called one it does. Absent without defects.
 * ``scores`` -- two-sample Kolmogorov-Smirnov test of the NG scores (``scipy.stats.ks_2samp``).
 * ``low_confidence`` -- one-sided Mann-Whitney U test that the batch's per-image shares of
   low-confidence pixels are larger (``scipy.stats.mannwhitneyu``).
@@ -16,10 +19,19 @@ statistics (images are the independent units; pixels of one image are not):
   numpy 2.4.6 finds no release that resolves (0.13.0, the newest, requires ``numpy<2``), so the
   statistic is computed here and tested against hand-computed values and an exact permutation
   p-value in ``tests/inspection/test_monitor.py``.
+* ``brightness`` and ``sharpness`` -- two-sample KS tests of the image statistics of
+  :mod:`densevlm.inspection.image_stats` (mean luma; variance of the Laplacian), which move
+  with the lamps, the focus and the camera distance whatever the model makes of the images.
 
-A signal fires when its p-value is below ``alpha``; the default 0.0125 splits a 5 % family-wise
-false-drift rate over the four signals (Bonferroni). Any signal firing makes the verdict
-``drift``, with the actions that signal calls for.
+The false-drift rate is controlled over the whole family: with ``m`` signals, the batch drifted
+when the smallest p-value is below ``alpha / m`` (Bonferroni; ``alpha`` = 0.05 by default, so
+at most 5 % of batches from an unchanged line are called ``drift`` whatever the correlation
+between the signals). The signals named as fired are those Holm's step-down procedure rejects
+at ``alpha`` (Holm, Scand. J. Statist. 1979): the same verdict as Bonferroni, and every signal
+it names is a real change with the same family-wise guarantee. :func:`holm` is written here
+because scipy has only false-discovery-rate corrections (``scipy.stats.false_discovery_control``)
+and statsmodels' ``multipletests`` is not a dependency of this project. Each fired signal
+names the action it calls for.
 """
 
 from __future__ import annotations
@@ -32,17 +44,23 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from densevlm.errors import DenseVLMError
+from densevlm.inspection.image_stats import IMAGE_STATS
 
-__all__ = ["BatchStats", "psi", "mmd2", "median_bandwidth", "permutation_pvalue", "compare", "ACTIONS",
-           "DEFAULT_ALPHA"]
+__all__ = ["BatchStats", "psi", "mmd2", "median_bandwidth", "permutation_pvalue", "holm", "compare", "ACTIONS",
+           "DEFAULT_ALPHA", "SCHEMA"]
 
-DEFAULT_ALPHA = 0.05 / 4
+DEFAULT_ALPHA = 0.05
+SCHEMA = "densevlm.monitor_reference/2"
 _PSI_FLOOR = 1e-4
 ACTIONS = {
     "class_shares": "re-evaluate on labelled images of this batch: the mix of predicted classes changed",
+    "defect_mix": ("review the NG regions of this batch (densevlm retrieve + review): the mix of defects changed, "
+                   "perhaps a defect the vocabulary does not name; add it, then re-calibrate"),
     "scores": "re-calibrate the operating point (densevlm calibrate) on labelled images of the new line",
     "low_confidence": "review new regions (densevlm retrieve + review): the model is unsure of what it sees",
     "embeddings": "re-evaluate: the images look different (lighting, focus, camera, surface)",
+    "brightness": "check the lighting (lamps, exposure, white balance), then re-calibrate on the fixed line",
+    "sharpness": "check focus and camera distance (lens, mounting), then re-evaluate on labelled images",
 }
 
 
@@ -55,35 +73,47 @@ class BatchStats:
         scores: ``[N]`` NG scores.
         low_confidence: ``[N]`` share of low-confidence pixels per image.
         embeddings: ``[N, C]`` unit-norm image embeddings.
+        image_stats: ``[N, 2]`` brightness and sharpness (:mod:`densevlm.inspection.image_stats`).
+        defect_indices: the columns of ``class_shares`` that are defects (the vocabulary's ``[defects]``).
     """
 
     class_shares: np.ndarray
     scores: np.ndarray
     low_confidence: np.ndarray
     embeddings: np.ndarray
+    image_stats: np.ndarray
+    defect_indices: tuple[int, ...] = ()
+
+    _ARRAYS = ("class_shares", "scores", "low_confidence", "embeddings", "image_stats")
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    @property
+    def defect_mix(self) -> np.ndarray:
+        """``[N, D + 1]`` per-image shares of each defect class and of everything else."""
+        d = self.class_shares[:, list(self.defect_indices)]
+        return np.concatenate([d, np.clip(1.0 - d.sum(axis=1, keepdims=True), 0.0, 1.0)], axis=1)
+
     @classmethod
-    def from_analyses(cls, analyses: Sequence[Any]) -> "BatchStats":
+    def from_analyses(cls, analyses: Sequence[Any], defect_indices: Sequence[int] = ()) -> "BatchStats":
         if not analyses:
             raise DenseVLMError("no images to take statistics of")
         return cls(np.stack([a.class_shares for a in analyses]), np.array([a.score for a in analyses]),
-                   np.array([a.low_confidence for a in analyses]), np.stack([a.embedding for a in analyses]))
+                   np.array([a.low_confidence for a in analyses]), np.stack([a.embedding for a in analyses]),
+                   np.stack([a.image_stats for a in analyses]), tuple(int(k) for k in defect_indices))
 
     def to_json(self) -> dict[str, Any]:
         def rounded(a: np.ndarray) -> list:
-            return np.round(a.astype(np.float64), 6).tolist()
+            return np.round(a.astype(np.float64), 8).tolist()
 
-        return {"class_shares": rounded(self.class_shares), "scores": rounded(self.scores),
-                "low_confidence": rounded(self.low_confidence), "embeddings": rounded(self.embeddings)}
+        return {**{k: rounded(getattr(self, k)) for k in self._ARRAYS}, "defect_indices": list(self.defect_indices)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> "BatchStats":
         try:
-            return cls(*(np.asarray(data[k], dtype=np.float64)
-                         for k in ("class_shares", "scores", "low_confidence", "embeddings")))
+            arrays = [np.asarray(data[k], dtype=np.float64) for k in cls._ARRAYS]
+            return cls(*arrays, tuple(int(k) for k in data["defect_indices"]))
         except (KeyError, TypeError, ValueError) as e:
             raise DenseVLMError(f"{where}: reference statistics are missing or malformed ({e})") from None
 
@@ -150,16 +180,32 @@ def permutation_pvalue(statistic, n_x: int, n_y: int, n_resamples: int, seed: in
     return float(np.ravel(res.statistic)[0]), float(res.pvalue)
 
 
-def _psi_signal(ref: BatchStats, batch: BatchStats, n_resamples: int, seed: int) -> tuple[float, float]:
-    shares = np.concatenate([ref.class_shares, batch.class_shares])
-    n_x = len(ref)
+def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``.
+
+    Sort the ``m`` p-values ascending; reject the ``i``-th smallest (``i = 1..m``) while every
+    one up to it is below ``alpha / (m - i + 1)``; stop at the first that is not.
+    """
+    order = np.argsort(np.asarray(p_values, dtype=np.float64), kind="stable")
+    m = len(order)
+    reject = [False] * m
+    for rank, i in enumerate(order):
+        if not p_values[i] < alpha / (m - rank):
+            break
+        reject[int(i)] = True
+    return reject
+
+
+def _psi_signal(ref_shares: np.ndarray, batch_shares: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float]:
+    shares = np.concatenate([ref_shares, batch_shares])
+    n_x = len(ref_shares)
 
     def statistic(w: np.ndarray) -> np.ndarray:
         r = np.where(w > 0, w, 0.0) @ shares
         b = np.where(w < 0, -w, 0.0) @ shares
         return psi(r, b)
 
-    return permutation_pvalue(statistic, n_x, len(batch), n_resamples, seed)
+    return permutation_pvalue(statistic, n_x, len(batch_shares), n_resamples, seed)
 
 
 def _mmd_signal(ref: BatchStats, batch: BatchStats, n_resamples: int, seed: int) -> tuple[float, float]:
@@ -174,21 +220,30 @@ def _mmd_signal(ref: BatchStats, batch: BatchStats, n_resamples: int, seed: int)
 
 def compare(reference: BatchStats, batch: BatchStats, alpha: float = DEFAULT_ALPHA, n_resamples: int = 1000,
             seed: int = 0) -> dict[str, Any]:
-    """The drift report of ``batch`` against ``reference``.
+    """The drift report of ``batch`` against ``reference`` (signals and decision rule in the module docstring).
+
+    Args:
+        alpha: family-wise false-drift rate in (0, 1).
+        n_resamples: permutations for the PSI and MMD p-values (their smallest possible value
+            is ``1 / (n_resamples + 1)``: keep it well below ``alpha / m``).
 
     Returns:
-        ``{"verdict": "stable"|"drift", "fired": [...], "actions": [...], "alpha", "n_reference",
-        "n_batch", "signals": {name: {"statistic", "p_value", "fired", ...}}}``.
+        ``{"verdict": "stable"|"drift", "fired": [...], "actions": [...], "alpha", "alpha_per_signal",
+        "n_reference", "n_batch", "signals": {name: {"statistic", "p_value", "fired", "test", ...}}}``;
+        ``alpha_per_signal`` is the Bonferroni level ``alpha / m`` the smallest p-value is held to.
     """
     from scipy.stats import ks_2samp, mannwhitneyu
 
     if len(reference) < 2 or len(batch) < 2:
         raise DenseVLMError(f"drift tests need at least 2 images on each side (reference {len(reference)}, batch {len(batch)})")
-    if reference.class_shares.shape[1] != batch.class_shares.shape[1]:
-        raise DenseVLMError("reference and batch were scored with vocabularies of different sizes")
+    if reference.class_shares.shape[1] != batch.class_shares.shape[1] or reference.defect_indices != batch.defect_indices:
+        raise DenseVLMError("reference and batch were scored with different vocabularies")
     signals: dict[str, dict[str, Any]] = {}
-    value, p = _psi_signal(reference, batch, n_resamples, seed)
+    value, p = _psi_signal(reference.class_shares, batch.class_shares, n_resamples, seed)
     signals["class_shares"] = {"statistic": value, "p_value": p, "test": "PSI, permutation"}
+    if reference.defect_indices:
+        value, p = _psi_signal(reference.defect_mix, batch.defect_mix, n_resamples, seed)
+        signals["defect_mix"] = {"statistic": value, "p_value": p, "test": "PSI of defect shares, permutation"}
     ks = ks_2samp(reference.scores, batch.scores)
     signals["scores"] = {"statistic": float(ks.statistic), "p_value": float(ks.pvalue), "test": "two-sample KS",
                          "reference_mean": float(reference.scores.mean()), "batch_mean": float(batch.scores.mean())}
@@ -198,21 +253,31 @@ def compare(reference: BatchStats, batch: BatchStats, alpha: float = DEFAULT_ALP
                                  "reference_mean": float(reference.low_confidence.mean())}
     value, p = _mmd_signal(reference, batch, n_resamples, seed)
     signals["embeddings"] = {"statistic": value, "p_value": p, "test": "MMD^2 (Gaussian, median bandwidth), permutation"}
-    for entry in signals.values():
-        entry["fired"] = bool(entry["p_value"] < alpha)
-    fired = [name for name, entry in signals.items() if entry["fired"]]
+    for j, name in enumerate(IMAGE_STATS):
+        ks = ks_2samp(reference.image_stats[:, j], batch.image_stats[:, j])
+        signals[name] = {"statistic": float(ks.statistic), "p_value": float(ks.pvalue), "test": "two-sample KS",
+                         "reference_mean": float(reference.image_stats[:, j].mean()),
+                         "batch_mean": float(batch.image_stats[:, j].mean())}
+    names = list(signals)
+    if 1.0 / (n_resamples + 1) >= alpha / len(names):
+        raise DenseVLMError(f"{n_resamples} permutations cannot give a p-value below alpha / {len(names)} = "
+                            f"{alpha / len(names):.4g}; use at least {int(np.ceil(len(names) / alpha))} permutations")
+    for name, rejected in zip(names, holm([signals[n]["p_value"] for n in names], alpha)):
+        signals[name]["fired"] = rejected
+    fired = [name for name in names if signals[name]["fired"]]
     return {"verdict": "drift" if fired else "stable", "fired": fired, "actions": [ACTIONS[n] for n in fired],
-            "alpha": alpha, "n_reference": len(reference), "n_batch": len(batch), "signals": signals}
+            "alpha": alpha, "alpha_per_signal": alpha / len(names), "n_reference": len(reference),
+            "n_batch": len(batch), "signals": signals}
 
 
 def save_reference(path: str | Path, stats: BatchStats, meta: dict[str, Any], overwrite: bool = False) -> Path:
-    """Write reference statistics (``densevlm.monitor_reference/1``) with the model and vocabulary they belong to."""
+    """Write reference statistics (``densevlm.monitor_reference/2``, :data:`SCHEMA`) with the model and vocabulary they belong to."""
     from densevlm.fileio import atomic_write_text
 
     path = Path(path)
     if path.exists() and not overwrite:
         raise DenseVLMError(f"{path} exists; pass --overwrite to replace it")
-    doc = {"schema": "densevlm.monitor_reference/1", **meta, "stats": stats.to_json()}
+    doc = {"schema": SCHEMA, **meta, "stats": stats.to_json()}
     return atomic_write_text(path, json.dumps(doc) + "\n")
 
 
@@ -223,7 +288,10 @@ def load_reference(path: str | Path) -> tuple[BatchStats, dict[str, Any]]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DenseVLMError(f"{path}: not a readable reference file ({e})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != "densevlm.monitor_reference/1":
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("densevlm.monitor_reference/"):
         raise DenseVLMError(f"{path}: not a reference file (written by `densevlm monitor --save-reference`)")
+    if doc["schema"] != SCHEMA:
+        raise DenseVLMError(f"{path}: reference statistics of an older format ({doc['schema']}); "
+                            "rebuild it with --save-reference")
     stats = BatchStats.from_json(doc.get("stats", {}), str(path))
     return stats, {k: v for k, v in doc.items() if k not in ("stats", "schema")}

@@ -19,8 +19,9 @@ the 8-connected pixels with ``p_d >= 0.5 * max p_d`` around its most probable pi
 (XYXY, original pixels) and an area (original pixels). ``BENCHMARKS.md`` compares the methods.
 
 For monitoring, the same pass gives the share of each argmax class, the share of pixels whose
-winning probability is below ``low_confidence`` (0.5), and the image embedding (the mean of the
-dense tokens over the content, unit norm).
+winning probability is below ``low_confidence`` (0.5), the image embedding (the mean of the
+dense tokens over the content, unit norm) and the image statistics of
+:mod:`densevlm.inspection.image_stats` (brightness, sharpness).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from PIL import Image
 
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox
+from densevlm.inspection.image_stats import image_statistics
 from densevlm.regions import similarity
 from densevlm.vocab import Vocabulary
 
@@ -89,6 +91,7 @@ class ImageAnalysis:
         class_shares: ``[K]`` share of content pixels whose argmax is each class.
         low_confidence: share of content pixels whose winning probability is below the limit.
         embedding: ``[C]`` unit-norm mean dense token over the content.
+        image_stats: ``[2]`` brightness and sharpness of the original image (``image_stats``).
         plan: the letterbox of the image.
         probs: ``[K, h, w]`` per-pixel probabilities at content resolution (only when kept).
     """
@@ -99,6 +102,7 @@ class ImageAnalysis:
     class_shares: np.ndarray
     low_confidence: float
     embedding: np.ndarray
+    image_stats: np.ndarray
     plan: Letterbox
     probs: Optional[np.ndarray] = field(default=None, repr=False)
 
@@ -147,7 +151,7 @@ def peak_region(p: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _analyse_one(dense: torch.Tensor, text: torch.Tensor, logit_scale: float, plan: Letterbox, patch: int,
-                 vocab: Vocabulary, cfg: ScoreConfig, keep_probs: bool) -> ImageAnalysis:
+                 vocab: Vocabulary, cfg: ScoreConfig, keep_probs: bool, image_stats: np.ndarray) -> ImageAnalysis:
     logits = logit_scale * similarity.cosine(dense, text, dim=0)  # scaled after the product, as inference/maps.py
     up = F.interpolate(logits[None], size=(plan.input_height, plan.input_width), mode="bilinear", align_corners=False)[0]
     probs_t = torch.softmax(up[:, : plan.height, : plan.width].double(), dim=0).float()
@@ -166,7 +170,7 @@ def _analyse_one(dense: torch.Tensor, text: torch.Tensor, logit_scale: float, pl
     rows, cols = math.ceil(plan.height / patch), math.ceil(plan.width / patch)
     embedding = F.normalize(dense[:, :rows, :cols].mean(dim=(1, 2)), dim=0).cpu().numpy().astype(np.float64)
     return ImageAnalysis(scores, boxes, areas, shares, float((winner < cfg.low_confidence).float().mean()),
-                         embedding, plan, probs if keep_probs else None)
+                         embedding, image_stats, plan, probs if keep_probs else None)
 
 
 def analyse_images(model: Any, images: Iterable[Image.Image], vocab: Vocabulary, cfg: ScoreConfig,
@@ -186,18 +190,18 @@ def analyse_images(model: Any, images: Iterable[Image.Image], vocab: Vocabulary,
     with torch.inference_mode():
         text = model.embed_vocabulary(vocab).float()
     logit_scale = float(model.logit_scale)
-    batch: list[tuple[torch.Tensor, Letterbox]] = []
+    batch: list[tuple[torch.Tensor, Letterbox, np.ndarray]] = []
     iterator = iter(images)
     while True:
         image = next(iterator, None)
         if image is not None:
-            batch.append(model.prepare(image, cfg.size, square=True))
+            batch.append((*model.prepare(image, cfg.size, square=True), image_statistics(image)))
         if batch and (image is None or len(batch) == batch_size):
             with torch.inference_mode():
                 x = torch.stack([b[0] for b in batch]).to(text.device)
                 dense = model.encode_dense(x).float()
-                done = [_analyse_one(dense[i], text, logit_scale, plan, patch, vocab, cfg, keep_probs)
-                        for i, (_, plan) in enumerate(batch)]
+                done = [_analyse_one(dense[i], text, logit_scale, plan, patch, vocab, cfg, keep_probs, stats)
+                        for i, (_, plan, stats) in enumerate(batch)]
             yield from done
             batch = []
         if image is None:
