@@ -124,17 +124,13 @@ def _check(args: argparse.Namespace) -> int:
 def _check_gate(args: argparse.Namespace, model) -> int:
     """``--check`` of an int8 export: the accuracy gate again, on the recorded held-back images."""
     from densevlm.cli._common import write_json
-    from densevlm.errors import DenseVLMError
     from densevlm.export.build import check_gate
     from densevlm.export.gate import format_gate
     from densevlm.export.openvino import load_export
-    from densevlm.export.verify import image_tower_fingerprint
+    from densevlm.export.verify import check_same_tower
 
     exported = load_export(args.check, threads=args.threads)
-    recorded = exported.manifest["model"].get("image_tower_sha256")
-    if recorded and recorded != image_tower_fingerprint(model):
-        raise DenseVLMError(f"{args.check} was exported from other image-tower weights than {model.spec.arch}; "
-                            "pass the model it was made from with --model/--pretrained")
+    check_same_tower(model, exported)
     result = check_gate(model, exported, exported.manifest, calibration=args.calibration, eval_data=args.eval_data,
                         min_agreement=args.min_agreement, max_macc_drop=args.max_macc_drop)
     print(format_gate(result))

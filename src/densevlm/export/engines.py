@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from densevlm.errors import DenseVLMError
-from densevlm.export.manifest import MANIFEST_FILE
+from densevlm.export.manifest import EXPORT_SUFFIXES, MANIFEST_FILE
 
 __all__ = ["ENGINES", "export_directory", "infer_engine", "load_engine"]
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("torch", "onnx", "openvino")
-_EXPORT_SUFFIXES = (".onnx", ".xml", ".bin", ".json", ".npy", ".data")
 
 
 def export_directory(model: str | Path) -> Optional[Path]:
@@ -33,7 +32,7 @@ def export_directory(model: str | Path) -> Optional[Path]:
     path = Path(model)
     if path.is_dir():
         return path if (path / MANIFEST_FILE).is_file() else None
-    if path.suffix in _EXPORT_SUFFIXES and (path.parent / MANIFEST_FILE).is_file():
+    if path.suffix in EXPORT_SUFFIXES and (path.parent / MANIFEST_FILE).is_file():
         return path.parent
     return None
 

@@ -24,6 +24,7 @@ import numpy as np
 from densevlm.errors import DenseVLMError
 from densevlm.export.manifest import (
     MANIFEST_FILE,
+    export_root,
     encoder_file,
     read_manifest,
     region_file,
@@ -131,11 +132,6 @@ class OpenVinoDenseModel(OnnxDenseModel):
                 f"{len(self.vocabulary)} classes)")
 
 
-def _directory(path_or_dir: str | Path) -> Path:
-    path = Path(path_or_dir)
-    return path.parent if path.is_file() or path.suffix in (".onnx", ".xml", ".bin", ".json", ".npy") else path
-
-
 def load_openvino_model(
     path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True, tensors: Optional[str] = None
 ) -> OpenVinoDenseModel:
@@ -151,7 +147,7 @@ def load_openvino_model(
         DenseVLMError: one line naming the missing, changed or unreadable file, or an export of another format.
     """
     require_openvino()
-    directory = _directory(path_or_dir)
+    directory = export_root(path_or_dir)
     manifest = read_manifest(directory)
     if manifest["export"].get("format", "onnx") != "openvino":
         raise DenseVLMError(f"{directory} is an ONNX export, not OpenVINO; open it with load_export()")
@@ -164,7 +160,7 @@ def load_openvino_model(
 
 def export_format(path_or_dir: str | Path) -> str:
     """``"onnx"`` or ``"openvino"``: the format the export's manifest names (DenseVLMError if unreadable)."""
-    return str(read_manifest(_directory(path_or_dir))["export"].get("format", "onnx"))
+    return str(read_manifest(export_root(path_or_dir))["export"].get("format", "onnx"))
 
 
 def load_export(path_or_dir: str | Path, threads: Optional[int] = None, verify: bool = True,
@@ -179,7 +175,7 @@ def load_export(path_or_dir: str | Path, threads: Optional[int] = None, verify: 
     """
     from densevlm.export.runtime import load_onnx_model
 
-    directory = _directory(path_or_dir)
+    directory = export_root(path_or_dir)
     fmt = export_format(directory)
     if fmt == "openvino":
         return load_openvino_model(directory, threads=threads, verify=verify, tensors=tensors)
