@@ -49,3 +49,18 @@ def test_fp16_off_a_gpu_and_unknown_settings_are_one_line_errors():
 
 def test_auto_without_cuda_or_cpu_is_fp32():
     assert resolve_precision("auto", torch.device("mps")).enabled is False  # no device is touched
+
+
+def test_a_distributed_run_takes_bf16_only_if_every_process_measured_it_fast(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_verdict", lambda: (True, "fast here"))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+
+    def other_rank_slow(t, op):
+        assert op == torch.distributed.ReduceOp.MIN
+        t.zero_()
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", other_rank_slow)
+    amp, why = precision.auto_precision(CPU)
+    assert amp == "off" and "another process" in why and "fast here" in why
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, op: None)  # every rank agreed
+    assert precision.auto_precision(CPU)[0] == "bf16"

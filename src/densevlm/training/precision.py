@@ -4,7 +4,8 @@
 
 * on a CUDA GPU: bf16 autocast where the GPU supports it, else fp16 with a GradScaler;
 * on the CPU: bf16 autocast where bf16 is measured to be fast on this CPU
-  (:func:`densevlm.devices.cpu_bf16_verdict`: Intel AMX), else fp32. ``DENSEVLM_CPU_BF16=1``/``0``
+  (:func:`densevlm.devices.cpu_bf16_verdict`: Intel AMX), else fp32; in a distributed run only
+  when every process measured it fast, so all train alike. ``DENSEVLM_CPU_BF16=1``/``0``
   overrides the measurement. ``BENCHMARKS.md`` ("When bf16 helps") has the training steps and
   dense maps this rule was checked on, with and without AMX;
 * on Apple MPS: fp32.
@@ -48,6 +49,11 @@ def auto_precision(device: torch.device) -> tuple[str, str]:
         return "fp16", "this GPU lacks bf16"
     if device.type == "cpu":
         fast, why = cpu_bf16_verdict()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            votes = torch.tensor([int(fast)])
+            torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MIN)
+            if fast and not votes.item():
+                fast, why = False, f"another process of the run measured bf16 as slow; here: {why}"
         return ("bf16" if fast else "off"), why
     return "off", f"no autocast on {device.type}"
 
