@@ -22,7 +22,7 @@ def test_auto_on_the_cpu_follows_the_bf16_verdict_and_logs_why(monkeypatch, capl
         p = resolve_precision("auto", CPU)
     assert p.enabled is fast and p.dtype == dtype and p.device == CPU
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == [f"--amp auto on cpu: {'bf16' if fast else 'fp32'} (the probe said so)"]
+    assert lines == [f"--amp auto on cpu picks {'bf16' if fast else 'fp32'}: the probe said so"]
 
 
 @pytest.mark.parametrize("value", ["0", "1"])

@@ -70,7 +70,7 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
         raise DenseVLMError(f"--amp {amp}: choose {', '.join(AMP_CHOICES)}")
     if amp == "auto":
         amp, why = auto_precision(device)
-        log.info("--amp auto on %s: %s (%s)", device.type, "fp32" if amp == "off" else amp, why)
+        log.info("--amp auto on %s picks %s: %s", device.type, "fp32" if amp == "off" else amp, why)
     if amp == "off":
         return Precision(device, False, None)
     if amp == "bf16":
