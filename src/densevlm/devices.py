@@ -8,15 +8,15 @@ devices there are. Every command reaches it through ``cli._common.default_device
 
 CPUs differ in bf16: with Intel AMX (``amx_bf16``, Sapphire Rapids and later) a bf16 matrix
 product runs several times faster than fp32; with only AVX-512 BF16 (or none) torch's bf16
-kernels are several times *slower* (``BENCHMARKS.md``, "When bf16 helps").
-:func:`cpu_bf16_verdict` decides by timing, once per process, a bf16 against an fp32 matrix
-product on one core (:func:`probe_cpu_matmul`), not by reading CPU flags: the probe measures what
-the choice is about (this torch build's kernels on this CPU, on any OS or architecture, e.g. an
-ARM core with bf16 dot products, or a VM that lists ``amx_bf16`` but whose kernel withholds the
-tile state), costs 10-40 ms (0.15 s where bf16 is emulated without AVX-512), and the two cases differ by 8x
-(4x faster with AMX, 2x slower with AVX-512 BF16, 5x slower with plain AVX-512), far beyond the
-noise of a busy machine. The
-environment variable ``DENSEVLM_CPU_BF16=1`` or ``0`` overrides it.
+kernels are *slower* (``BENCHMARKS.md``, "When bf16 helps"). :func:`cpu_bf16_verdict` decides by
+timing, once per process, a bf16 against an fp32 matrix product on one core
+(:func:`probe_cpu_matmul`), not by reading CPU flags: the probe measures what the choice is
+about (this torch build's kernels on this CPU, on any OS or architecture, e.g. an ARM core with
+bf16 dot products, or a VM that lists ``amx_bf16`` but withholds the tile state); it costs
+10-60 ms (0.2 s on an AVX2-only CPU); and the cases lie far apart beside the noise of a busy
+machine: bf16 3-4x as fast as fp32 with AMX, 0.5x with AVX-512 BF16, 0.2x with plain AVX-512
+(oneDNN capped by ``ONEDNN_MAX_CPU_ISA`` on an AMX machine). The environment variable
+``DENSEVLM_CPU_BF16=1`` or ``0`` overrides it.
 """
 
 from __future__ import annotations
