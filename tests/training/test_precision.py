@@ -15,14 +15,17 @@ from densevlm.training.precision import resolve_precision
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("fast, dtype", [(True, torch.bfloat16), (False, None)])
-def test_auto_on_the_cpu_follows_the_bf16_verdict_and_logs_why(monkeypatch, caplog, fast, dtype):
+@pytest.mark.parametrize("fast, env", [(True, "1"), (False, "1"), (True, ""), (False, "")])
+def test_auto_on_the_cpu_is_bf16_only_when_fast_and_asked_for_and_logs_why(monkeypatch, caplog, fast, env):
     monkeypatch.setattr(precision, "cpu_bf16_verdict", lambda: (fast, "the probe said so"))
+    monkeypatch.setenv(devices.CPU_BF16_ENV, env)
     with caplog.at_level(logging.INFO, logger=precision.__name__):
         p = resolve_precision("auto", CPU)
-    assert p.enabled is fast and p.dtype == dtype and p.device == CPU
+    bf16 = fast and env == "1"
+    assert p.enabled is bf16 and p.dtype == (torch.bfloat16 if bf16 else None) and p.device == CPU
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == [f"--amp auto on cpu picks {'bf16' if fast else 'fp32'}: the probe said so"]
+    assert len(lines) == 1 and lines[0].startswith(f"--amp auto on cpu picks {'bf16' if bf16 else 'fp32'}: the probe said so")
+    assert (f"keeps fp32 unless {devices.CPU_BF16_ENV}=1" in lines[0]) is (fast and not bf16)
 
 
 @pytest.mark.parametrize("value", ["0", "1"])
@@ -53,6 +56,7 @@ def test_auto_without_cuda_or_cpu_is_fp32():
 
 def test_a_distributed_run_takes_bf16_only_if_every_process_measured_it_fast(monkeypatch):
     monkeypatch.setattr(precision, "cpu_bf16_verdict", lambda: (True, "fast here"))
+    monkeypatch.setenv(devices.CPU_BF16_ENV, "1")
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
 
     def other_rank_slow(t, op):

@@ -3,23 +3,25 @@
 ``--amp auto`` picks, and logs in one line what it picked and why:
 
 * on a CUDA GPU: bf16 autocast where the GPU supports it, else fp16 with a GradScaler;
-* on the CPU: bf16 autocast where bf16 is measured to be fast on this CPU
-  (:func:`densevlm.devices.cpu_bf16_verdict`: Intel AMX), else fp32; in a distributed run only
-  when every process measured it fast, so all train alike. ``DENSEVLM_CPU_BF16=1``/``0``
-  overrides the measurement. ``BENCHMARKS.md`` ("When bf16 helps") has the training steps and
-  dense maps this rule was checked on, with and without AMX;
+* on the CPU: fp32, and bf16 autocast only with ``DENSEVLM_CPU_BF16=1`` on a CPU where bf16 is
+  fast (:func:`densevlm.devices.cpu_bf16_verdict`: Intel AMX; in a distributed run only when every
+  process agrees, so all train alike). With AMX a trainable student's step is 1.05-1.7x faster in
+  bf16, but a frozen ViT-L-14 teacher's forward (weights with ``requires_grad=False``) is 30x
+  slower under CPU autocast with torch 2.14, so a first epoch would be far slower; until that is
+  fixed auto does not pick bf16 by itself (``BENCHMARKS.md``, "When bf16 helps");
 * on Apple MPS: fp32.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from densevlm.devices import cpu_bf16_verdict
+from densevlm.devices import CPU_BF16_ENV, cpu_bf16_verdict
 from densevlm.errors import DenseVLMError
 
 __all__ = ["AMP_CHOICES", "Precision", "auto_precision", "resolve_precision"]
@@ -49,6 +51,9 @@ def auto_precision(device: torch.device) -> tuple[str, str]:
         return "fp16", "this GPU lacks bf16"
     if device.type == "cpu":
         fast, why = cpu_bf16_verdict()
+        if fast and os.environ.get(CPU_BF16_ENV, "").strip() != "1":
+            fast, why = False, (f"{why}; but frozen weights (a ViT-L-14 teacher) run 30x slower under bf16 autocast "
+                                f"on the CPU (BENCHMARKS.md), so auto keeps fp32 unless {CPU_BF16_ENV}=1")
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             votes = torch.tensor([int(fast)])
             torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MIN)

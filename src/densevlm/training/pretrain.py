@@ -53,8 +53,8 @@ class PretrainConfig:
         save_every: steps between resumable checkpoints.
         half: store the final weights in fp16 (safetensors only).
         amp: ``"off"`` (fp32, the default: the shipped tiny weights were pretrained so),
-            ``"bf16"`` autocast, or ``"auto"`` (bf16 where it is fast on this CPU,
-            :mod:`densevlm.training.precision`).
+            ``"bf16"`` autocast, or ``"auto"`` (fp32, or bf16 with ``DENSEVLM_CPU_BF16=1`` where
+            it is fast on this CPU: :mod:`densevlm.training.precision`).
     """
 
     data: str
