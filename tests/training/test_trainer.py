@@ -40,7 +40,7 @@ def world(tmp_path_factory):
 
 def _args(world, out, *extra) -> list[str]:
     return ["train", "--student", world["student"], "--teacher", world["teacher"], "--images", world["images"],
-            "--out", str(out), "--tau", "100", "--max-boxes", "4", "--log-every", "1", "-q", *extra]
+            "--out", str(out), "--tau", "100", "--max-boxes", "4", "--log-every", "1", "--amp", "off", "-q", *extra]
 
 
 def _state(out: Path) -> dict[str, torch.Tensor]:
@@ -68,7 +68,7 @@ def test_thing_mass_term_enters_the_loss_scaled_by_its_weight(world, tmp_path):
     for weight in (0.0, 1.0, 2.0):
         cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"],
                           out=str(tmp_path / f"w{weight}"), steps=1, batch_size=4, logit_scale=100.0, max_boxes=4,
-                          thing_mass_weight=weight, log_every=1, val_before=False)
+                          thing_mass_weight=weight, log_every=1, val_before=False, amp="off")
         result = train(cfg, progress=False)
         assert result.retrieval["thing_frac"] > 0  # the random teacher calls some regions things
         first[weight] = result.final_loss  # the loss of step 1, before any update

@@ -60,7 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unlocked-blocks", type=int, default=d, help="image blocks trained from the top (default: -1 = all)")
     p.add_argument("--train-embed", action="store_true", default=d, help="also train patch/position embeddings")
     p.add_argument("--train-head", action="store_true", default=d, help="also train the final norm and projection")
-    p.add_argument("--amp", default=d, help="auto (default), off, bf16 or fp16")
+    p.add_argument("--amp", default=d,
+                   help="auto (default), off, bf16 or fp16. auto: bf16 on GPUs that support it, else fp16; fp32 on "
+                        "the CPU, where DENSEVLM_CPU_BF16=1 makes it bf16 if a one-off probe finds bf16 matrix "
+                        "products at least 2x faster than fp32 (Intel AMX; a frozen large teacher still runs slower "
+                        "in bf16, see BENCHMARKS.md); one log line says which and why")
     p.add_argument("--no-cache-teacher", dest="cache_teacher", action="store_false", default=d,
                    help="redraw regions every step instead of caching each image's teacher targets")
     p.add_argument("--workers", type=int, default=d, help="image decoding processes (default: 0)")

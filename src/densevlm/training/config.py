@@ -49,8 +49,9 @@ class TrainConfig:
         alpha: weight-space ensemble on save: ``alpha * tuned + (1 - alpha) * original``.
         unlocked_blocks: image blocks trained, counted from the top (-1 = all).
         train_embed, train_head: also train patch/position embeddings, final norm + projection.
-        amp: ``auto`` (bf16 on GPUs that support it, fp16 + GradScaler on other GPUs, off on
-            CPU), ``off``, ``bf16`` or ``fp16``.
+        amp: ``auto`` (bf16 on GPUs that support it, fp16 + GradScaler on other GPUs; on the
+            CPU off, or bf16 with ``DENSEVLM_CPU_BF16=1`` where it is measured to be fast:
+            :mod:`densevlm.training.precision`), ``off``, ``bf16`` or ``fp16``.
         cache_teacher: draw each image's regions once and keep the teacher's targets for later
             epochs (the regions of an image then stay fixed).
         val_data, val_every, val_limit: validation with the evaluation protocol.

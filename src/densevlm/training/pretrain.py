@@ -28,6 +28,7 @@ from densevlm.model import DenseModel, load_model, pad_batch
 from densevlm.regions import similarity
 from densevlm.training.checkpoints import read_state, write_state
 from densevlm.training.optim import param_groups, warmup_cosine
+from densevlm.training.precision import resolve_precision
 
 __all__ = ["PretrainConfig", "pretrain", "contrastive_loss"]
 
@@ -51,7 +52,9 @@ class PretrainConfig:
         part_crop_prob: share of part-centred boxes captioned with their parts only.
         save_every: steps between resumable checkpoints.
         half: store the final weights in fp16 (safetensors only).
-        amp: ``"bf16"`` autocast, or ``"off"``.
+        amp: ``"off"`` (fp32, the default: the shipped tiny weights were pretrained so),
+            ``"bf16"`` autocast, or ``"auto"`` (fp32, or bf16 with ``DENSEVLM_CPU_BF16=1`` where
+            it is fast on this CPU: :mod:`densevlm.training.precision`).
     """
 
     data: str
@@ -82,8 +85,8 @@ class PretrainConfig:
             raise DenseVLMError(f"--crop-prob + --part-crop-prob is {self.crop_prob + self.part_crop_prob:g}, above 1")
         if not 0 < self.crop_area[0] <= self.crop_area[1] <= 1:
             raise DenseVLMError(f"--crop-area {self.crop_area} must satisfy 0 < min <= max <= 1")
-        if self.amp not in ("off", "bf16"):
-            raise DenseVLMError(f"--amp {self.amp}: choose off or bf16")
+        if self.amp not in ("off", "bf16", "auto"):
+            raise DenseVLMError(f"--amp {self.amp}: choose off, bf16 or auto")
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
@@ -144,6 +147,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
     model = _build_model(cfg, source)
     model.train()
     backbone = model.backbone
+    precision = resolve_precision(cfg.amp, torch.device("cpu"))
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     warmup = int(round(cfg.warmup * cfg.steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.steps, warmup))
@@ -163,7 +167,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
         pils, captions = source.batch(step, cfg.batch_size)
         images = pad_batch([model.transform(p) for p in pils])
         tokens = backbone.tokenize(captions)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+        with precision.autocast():
             image_emb = F.normalize(backbone.forward_image(images, pooled=True, dense=False).pooled.float(), dim=-1)
             text_emb = F.normalize(backbone.encode_text_tokens(tokens).float(), dim=-1)
         logit_scale = backbone.clip.logit_scale.exp().clamp(max=100.0)

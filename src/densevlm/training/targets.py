@@ -197,8 +197,9 @@ class TargetBuilder:
             feats = teacher_region_features(self.teacher, images, on_device, cfg.retrieval_features,
                                             dense_map=dense_map)
             feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
-            r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.logit_scale, cfg.threshold,
-                                 cfg.retrieval_features).cpu()
+            with torch.autocast(self.device.type, enabled=False):  # fp32 logits and targets, as the student's
+                r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.logit_scale, cfg.threshold,
+                                     cfg.retrieval_features).cpu()
             per_image, start = [], 0
             for n in counts:
                 per_image.append(r.select(torch.arange(start, start + n)))
