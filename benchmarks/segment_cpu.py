@@ -149,8 +149,9 @@ def throughput_rows(label: str, engines: dict[str, Any], model_args: dict[str, s
         if cli:
             kind = engine.split()[0].replace("onnxruntime", "onnx")
             cli_seconds(model_args[engine], kind, scenes, threads, os.environ["DENSEVLM_CACHE"])  # warm-up
-            row["cli"] = len(images) / cli_seconds(model_args[engine], kind, scenes, threads,
-                                                   os.environ["DENSEVLM_CACHE"])
+            seconds = [cli_seconds(model_args[engine], kind, scenes, threads, os.environ["DENSEVLM_CACHE"])
+                       for _ in range(max(1, runs // 2))]
+            row["cli"] = len(images) / statistics.median(seconds)
         rows.append(row)
     return rows
 

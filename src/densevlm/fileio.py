@@ -150,8 +150,12 @@ def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path
     return atomic_write(path, write, durable)
 
 
-def atomic_write_json(path: str | Path, obj: Any, durable: bool = True) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", durable)
+def atomic_write_json(path: str | Path, obj: Any, durable: bool = True, indent: Optional[int] = 2) -> Path:
+    """``obj`` as JSON with sorted keys, written atomically. ``indent=None`` writes one line with
+    Python's C encoder (an indented dump runs the pure-Python one, about 5x slower)."""
+    text = json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False,
+                      separators=None if indent is not None else (",", ":"))
+    return atomic_write_text(path, text + "\n", durable)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:

@@ -120,7 +120,8 @@ def _save_png(pixels: np.ndarray, path: Path) -> None:
 
 def write_outputs(result: SegmentResult, out_dir: str | Path, name: str, overlay_max_side: int = 2048) -> dict[str, Path]:
     """Write ``NAME.labels.png``, ``NAME.overlay.png`` and, last, ``NAME.json`` (each atomically, not
-    fsynced: a rerun redoes an image whose JSON does not read back).
+    fsynced: a rerun redoes an image whose JSON does not read back; the JSON on one line, which
+    Python's C encoder writes about 5x faster than an indented dump).
 
     The PNGs are deflated at zlib level 1 by :func:`~densevlm.imaging.encode_png`, outside the GIL,
     so the finishing threads overlap their writing. Against Pillow's level 6: the same overlay
@@ -133,7 +134,7 @@ def write_outputs(result: SegmentResult, out_dir: str | Path, name: str, overlay
     doc = result.to_json()
     doc["name"] = name
     doc["outputs"] = {"overlay": paths["overlay"].name, "labels": paths["labels"].name}
-    atomic_write_json(paths["json"], doc, durable=False)
+    atomic_write_json(paths["json"], doc, durable=False, indent=None)
     return paths
 
 
