@@ -161,3 +161,12 @@ def test_evaluate_inspection_metrics(labelled_world):
     for key in ("image_auroc", "recall_at_fa_0.01", "recall_at_fa_0.05", "aupro"):
         assert 0.0 <= out[f"inspection.{key}"] <= 1.0
     assert out["inspection.recall_at_fa_0.01"] <= out["inspection.recall_at_fa_0.05"]
+
+
+def test_a_reference_that_is_neither_images_nor_ref_json_names_both_forms(line, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("calibration images are in calib/\n")
+    assert main(["monitor", "--model", "tiny-student", "--reference", str(notes), "--batch", str(line / "same")]) == 2
+    err = capsys.readouterr().err
+    assert f"--reference {notes}: neither images" in err and "ref.json saved by --save-reference" in err
+    assert "Traceback" not in err

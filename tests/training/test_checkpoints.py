@@ -25,7 +25,7 @@ def test_ensembled_model_mixes_the_student_with_its_original_weights():
     assert torch.equal(student.backbone.clip.visual.proj, original["visual.proj"] + 1.0)  # the student is untouched
 
 
-def test_state_round_trip_restores_weights_optimizer_and_rng(tmp_path):
+def test_state_round_trip_restores_weights_optimizer_and_rng(tmp_path, caplog):
     def parts(seed):
         torch.manual_seed(seed)
         model = load_model("tiny-vit")
@@ -37,7 +37,9 @@ def test_state_round_trip_restores_weights_optimizer_and_rng(tmp_path):
     model.backbone.clip.logit_scale.sum().backward()
     optimizer.step()
     schedule.step()
-    assert load_state(tmp_path / "state.pt", model, optimizer, schedule, scaler) is None  # nothing saved yet
+    with caplog.at_level("WARNING", logger="densevlm.training.checkpoints"):
+        assert load_state(tmp_path / "state.pt", model, optimizer, schedule, scaler) is None  # nothing saved yet
+    assert any(r.levelname == "WARNING" and str(tmp_path / "state.pt") in r.getMessage() for r in caplog.records)
     progress = TrainProgress(7, 2, [{"step": 7}], {"total": 9, "categories": {"cat": 3}}, [{"step": 6}])
     save_state(tmp_path / "state.pt", model, optimizer, schedule, scaler, progress)
     expected = torch.rand(3)

@@ -117,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         if ref_meta.get("score") != cfg.to_json():
             raise DenseVLMError(f"{args.reference}: reference scores used other settings ({ref_meta.get('score')}); rebuild it")
     else:
+        from densevlm.imaging import IMAGE_SUFFIXES
+
+        if Path(args.reference).is_file() and Path(args.reference).suffix.lower() not in IMAGE_SUFFIXES:
+            raise DenseVLMError(f"--reference {args.reference}: neither images (a folder, a glob or an image file) nor "
+                                "a ref.json saved by --save-reference")
         reference = _stats(model, [args.reference], vocab, cfg, args.batch_size)
     if args.save_reference:
         save_reference(args.save_reference, reference, meta, overwrite=args.overwrite)

@@ -128,7 +128,8 @@ def load_state(path: Path, student: DenseModel, optimizer: torch.optim.Optimizer
         DenseVLMError: ``path`` is damaged (see :func:`read_state`).
     """
     if not path.is_file():
-        log.info("no %s yet: starting from step 0", path)
+        log.warning("--resume: no %s yet (a new --out, or a run stopped before its first checkpoint): "
+                    "starting from step 0", path)
         return None
     state = read_state(path, ("model", "optimizer", "schedule", "rng", "step"))
     student.backbone.clip.load_state_dict(state["model"])
