@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.cli.calibrate import load_vocab_arg
     from densevlm.errors import DenseVLMError
     from densevlm.fileio import check_output
+    from densevlm.imaging import IMAGE_SUFFIXES
     from densevlm.inspection.monitor import compare, load_reference, save_reference
     from densevlm.inspection.operating_point import OperatingPoint
     from densevlm.inspection.scores import ScoreConfig
@@ -99,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.history, "dir", inputs=inputs, overwrite=True, flag="--history")
     if not 0.0 < args.alpha < 1.0:
         raise DenseVLMError(f"--alpha {args.alpha} must be in (0, 1)")
+    reference_path = Path(args.reference)
+    if (reference_path.is_file() and reference_path.suffix.lower() != ".json"
+            and reference_path.suffix.lower() not in IMAGE_SUFFIXES):
+        raise DenseVLMError(f"--reference {args.reference}: neither images (a folder, a glob or an image file) nor "
+                            "a ref.json saved by --save-reference")
     op = OperatingPoint.load(args.operating_point) if args.operating_point else None
     vocab = load_vocab_arg(args.vocab) if args.vocab or op is None else op.vocab
     model = load_model_arg(args.model, args.pretrained, default_device(args.device))
@@ -117,11 +123,6 @@ def run(args: argparse.Namespace) -> int:
         if ref_meta.get("score") != cfg.to_json():
             raise DenseVLMError(f"{args.reference}: reference scores used other settings ({ref_meta.get('score')}); rebuild it")
     else:
-        from densevlm.imaging import IMAGE_SUFFIXES
-
-        if Path(args.reference).is_file() and Path(args.reference).suffix.lower() not in IMAGE_SUFFIXES:
-            raise DenseVLMError(f"--reference {args.reference}: neither images (a folder, a glob or an image file) nor "
-                                "a ref.json saved by --save-reference")
         reference = _stats(model, [args.reference], vocab, cfg, args.batch_size)
     if args.save_reference:
         save_reference(args.save_reference, reference, meta, overwrite=args.overwrite)
