@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from densevlm.errors import DenseVLMError, nearest_names
 from densevlm.losses.alignment import METHODS
+from densevlm.training.precision import AMP_CHOICES
 
 __all__ = ["TrainConfig", "check_run", "load_config_file"]
 
@@ -177,5 +178,5 @@ def check_run(images: Optional[str], out: Optional[str], steps: int, batch_size:
         raise DenseVLMError(f"--steps and --batch-size must be positive (got {steps}, {batch_size})")
     if not 0.0 < lr < 1.0:
         raise DenseVLMError(f"--lr {lr} is outside (0, 1)")
-    if amp not in ("auto", "off", "bf16", "fp16"):
-        raise DenseVLMError(f"--amp {amp}: choose auto, off, bf16 or fp16")
+    if amp not in AMP_CHOICES:
+        raise DenseVLMError(f"--amp {amp}: choose {', '.join(AMP_CHOICES)}")
