@@ -11,7 +11,7 @@ _MODULES = {
     "config": ("TrainConfig", "load_config_file"),
     "trainer": ("Trainer", "TrainResult", "train"),
     "checkpoints": ("ensemble_state",),
-    "optim": ("apply_freezing", "param_groups", "warmup_cosine"),
+    "optim": ("adamw_warmup_cosine", "apply_freezing", "param_groups", "warmup_cosine"),
     "pretrain": ("PretrainConfig", "pretrain"),
     "distill": ("DistillConfig", "distill"),
 }

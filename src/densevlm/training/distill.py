@@ -94,7 +94,7 @@ from densevlm.training.checkpoints import TrainProgress, load_state, save_state
 from densevlm.training.config import check_run
 from densevlm.training.data import ContentDataset, StepBatchSampler, make_loader, model_batch
 from densevlm.training.distill_narrow import narrow_tower
-from densevlm.training.optim import param_groups, warmup_cosine
+from densevlm.training.optim import adamw_warmup_cosine
 from densevlm.training.precision import resolve_precision
 from densevlm.training.step import optimizer_step
 from densevlm.vocab import load_vocabulary
@@ -303,11 +303,10 @@ class Distiller:
         with torch.no_grad():
             self.text = self.teacher.embed_vocabulary(vocab).float().to(self.device)
         self.scale = self.teacher.logit_scale
-        self.optimizer = torch.optim.AdamW(param_groups(self.student, cfg.weight_decay), lr=cfg.lr)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps))
+        self.optimizer, self.schedule = adamw_warmup_cosine(self.student, cfg.lr, cfg.weight_decay, cfg.steps,
+                                                            cfg.warmup_steps)
         self.precision = resolve_precision(cfg.amp, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.dtype == torch.float16)
+        self.scaler = self.precision.grad_scaler()
         self.global_step, self.skipped, self.history = 0, 0, []
         try:
             self.out.mkdir(parents=True, exist_ok=True)

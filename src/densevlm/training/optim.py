@@ -10,7 +10,7 @@ import torch
 from densevlm.errors import DenseVLMError
 from densevlm.model import DenseModel
 
-__all__ = ["apply_freezing", "param_groups", "warmup_cosine"]
+__all__ = ["adamw_warmup_cosine", "apply_freezing", "param_groups", "warmup_cosine"]
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -30,6 +30,16 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def adamw_warmup_cosine(model: torch.nn.Module, lr: float, weight_decay: float, steps: int, warmup: int,
+                        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+                        ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over :func:`param_groups` of ``model``'s trainable parameters, and its per-step
+    :func:`warmup_cosine` schedule (``warmup`` linear steps, cosine to 0 at ``steps``)."""
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
+    return optimizer, schedule
 
 
 def apply_freezing(model: DenseModel, unlocked_blocks: int = -1, train_embed: bool = False, train_head: bool = False) -> list[str]:

@@ -42,6 +42,10 @@ class Precision:
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.enabled)
 
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """The loss scaler fp16 needs (a pass-through for bf16 and fp32)."""
+        return torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
 
 def auto_precision(device: torch.device) -> tuple[str, str]:
     """The ``--amp`` setting ``auto`` stands for on ``device`` (``off``, ``bf16`` or ``fp16``) and why, in words."""

@@ -27,7 +27,7 @@ from densevlm.fileio import atomic_write_json
 from densevlm.model import DenseModel, load_model, pad_batch
 from densevlm.regions import similarity
 from densevlm.training.checkpoints import read_state, write_state
-from densevlm.training.optim import param_groups, warmup_cosine
+from densevlm.training.optim import adamw_warmup_cosine
 from densevlm.training.precision import resolve_precision
 
 __all__ = ["PretrainConfig", "pretrain", "contrastive_loss"]
@@ -148,9 +148,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
     model.train()
     backbone = model.backbone
     precision = resolve_precision(cfg.amp, torch.device("cpu"))
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    warmup = int(round(cfg.warmup * cfg.steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.steps, warmup))
+    optimizer, schedule = adamw_warmup_cosine(model, cfg.lr, cfg.weight_decay, cfg.steps,
+                                              int(round(cfg.warmup * cfg.steps)), betas=(0.9, 0.98), eps=1e-6)
     start_step, history = 0, []
     if state is not None:
         model.backbone.clip.load_state_dict(state["model"])

@@ -52,7 +52,7 @@ from densevlm.training.checkpoints import TrainProgress, ensembled_model, load_s
 from densevlm.training.config import TrainConfig
 from densevlm.training.data import ContentDataset, StepBatchSampler, make_loader, model_batch
 from densevlm.training.distributed import all_reduce_sum, barrier, init_distributed
-from densevlm.training.optim import apply_freezing, param_groups, warmup_cosine
+from densevlm.training.optim import adamw_warmup_cosine, apply_freezing
 from densevlm.training.precision import resolve_precision
 from densevlm.training.step import alignment_step_loss, clipself_step_loss, optimizer_step
 from densevlm.training.targets import TargetBuilder, match_reviewed
@@ -147,12 +147,10 @@ class Trainer:
             self.forward = DistributedDataParallel(self.student, device_ids=ids, broadcast_buffers=False)
         else:
             self.forward = self.student
-        self.optimizer = torch.optim.AdamW(param_groups(self.student, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps)
-        )
+        self.optimizer, self.schedule = adamw_warmup_cosine(self.student, cfg.lr, cfg.weight_decay, cfg.steps,
+                                                            cfg.warmup_steps, betas=tuple(cfg.betas))
         self.precision = resolve_precision(cfg.amp, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.dtype == torch.float16)
+        self.scaler = self.precision.grad_scaler()
         self.source = open_image_source(cfg.images)
         self.targets = TargetBuilder(
             cfg, self.teacher, self.frozen, self.text_teacher, self.class_is_thing, self.logit_scale, self.size, self.precision,
