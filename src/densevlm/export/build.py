@@ -164,10 +164,9 @@ def export_edge(
         raise DenseVLMError(f"--keep-float {keep_float}: only an int8 export keeps some layers in float")
     require_openvino("nncf") if precision == "int8" else require_openvino()
     if keep_float is not None:
-        from densevlm.export.quantize import FLOAT_SCOPES
+        from densevlm.export.quantize import check_keep_float
 
-        if keep_float not in FLOAT_SCOPES:
-            raise DenseVLMError(f"--keep-float {keep_float}: choose one of {', '.join(FLOAT_SCOPES)}")
+        check_keep_float(keep_float)
     import openvino
 
     note = progress or (lambda message: None)

@@ -40,7 +40,8 @@ import numpy as np
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["FLOAT_SCOPES", "DEFAULT_KEEP_FLOAT", "SMOOTH_QUANT_ALPHA", "float_operations", "quantize_openvino"]
+__all__ = ["FLOAT_SCOPES", "DEFAULT_KEEP_FLOAT", "SMOOTH_QUANT_ALPHA", "check_keep_float", "float_operations",
+           "quantize_openvino"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,17 @@ FLOAT_SCOPES: dict[str, Callable[[list[tuple[str, str]]], list[str]]] = {
 DEFAULT_KEEP_FLOAT = "ends"
 
 
+def check_keep_float(keep_float: str) -> str:
+    """``keep_float`` if it names a scope of :data:`FLOAT_SCOPES`.
+
+    Raises:
+        DenseVLMError: it does not (one line listing the scopes).
+    """
+    if keep_float not in FLOAT_SCOPES:
+        raise DenseVLMError(f"--keep-float {keep_float}: choose one of {', '.join(FLOAT_SCOPES)}")
+    return keep_float
+
+
 def float_operations(ov_model: Any, keep_float: str = DEFAULT_KEEP_FLOAT) -> list[str]:
     """Friendly names of the operations of ``ov_model`` that stay in float under scope ``keep_float``.
 
@@ -85,9 +97,7 @@ def float_operations(ov_model: Any, keep_float: str = DEFAULT_KEEP_FLOAT) -> lis
     Raises:
         DenseVLMError: unknown ``keep_float``.
     """
-    if keep_float not in FLOAT_SCOPES:
-        raise DenseVLMError(f"--keep-float {keep_float}: choose one of {', '.join(FLOAT_SCOPES)}")
-    return FLOAT_SCOPES[keep_float](_ordered(ov_model))
+    return FLOAT_SCOPES[check_keep_float(keep_float)](_ordered(ov_model))
 
 
 def quantize_openvino(
