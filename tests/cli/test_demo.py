@@ -60,9 +60,10 @@ def test_simulated_review_teaches_the_plant_words_from_the_pool_and_scores_the_h
     assert {n: c for n, c in zip(adapted.names, adapted.counts) if c} == doc["new_words"]
     model, cfg = load_model("tiny-student"), EvalConfig(crops=False, segmentation=False)
     for key, vocab in (("text_only", load_vocabulary(val / "vocab.txt")), ("reviewed", adapted)):
-        rows = evaluate(model, PanopticDataset(val), vocab, cfg, progress=False).per_class
-        assert doc[key]["new_words"] == subset_mean_accuracy(rows, sorted(PLANT_WORDS)), key
-        assert doc[key]["other_things"] == subset_mean_accuracy(rows, things), key
+        result = evaluate(model, PanopticDataset(val), vocab, cfg, progress=False)
+        assert doc[key]["new_words"] == subset_mean_accuracy(result.per_class, sorted(PLANT_WORDS)), key
+        assert doc[key]["other_things"] == subset_mean_accuracy(result.per_class, things), key
+        assert doc[key]["fg_bias"] == result.metrics["box.fg_bias"], key
     assert taught_line(doc).startswith("the expert taught 4 new words (8 regions): their box mAcc ")
     again = simulated_review(root / "demo", "tiny-student", pool, val, known, shots=1)  # a demo run again
     assert again["regions"] == 4 and len(load_reviewed(again["database"]).regions) == 4

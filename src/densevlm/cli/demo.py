@@ -195,8 +195,9 @@ def simulated_review(out: Path, checkpoint: str | Path, pool_dir: Path, val_dir:
     Returns:
         The document written to ``out/review.json`` (layout in :mod:`densevlm.report.review`):
         ``new_words`` (reviewed regions per class the adapted vocabulary added to ``known``),
-        ``regions``, ``shots``, ``model``, and ``text_only`` / ``reviewed`` box mAcc with the
-        world's vocabulary (the plant words' text embeddings) and with the adapted one.
+        ``regions``, ``shots``, ``model``, and ``text_only`` / ``reviewed`` box mAcc (plant words,
+        other things, stuff) and background called a part, with the world's vocabulary (the plant
+        words' text embeddings) and with the adapted one.
     """
     import torch
 
@@ -222,8 +223,10 @@ def simulated_review(out: Path, checkpoint: str | Path, pool_dir: Path, val_dir:
     scores = {}
     for key, vocab in (("text_only", load_vocabulary(val_dir / "vocab.txt")), ("reviewed", adapted)):
         with torch.inference_mode():
-            groups = class_groups(evaluate(model, dataset, vocab, cfg, progress=False).per_class, known)
-        scores[key] = {"new_words": groups["plant words"], "other_things": groups["things"], "stuff": groups["stuff"]}
+            result = evaluate(model, dataset, vocab, cfg, progress=False)
+        groups = class_groups(result.per_class, known)
+        scores[key] = {"new_words": groups["plant words"], "other_things": groups["things"], "stuff": groups["stuff"],
+                       "fg_bias": result.metrics["box.fg_bias"]}
     new = {n: int(c) for n, c in zip(adapted.names, adapted.counts) if c and n not in known.names}
     doc = {"model": str(checkpoint), "database": str(db), "vocabulary": str(folder / "plant.vocab.npz"),
            "heldout": str(val_dir), "shots": shots, "new_words": new, "regions": int(sum(adapted.counts)), **scores}

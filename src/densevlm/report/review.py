@@ -6,7 +6,8 @@ Two JSON files feed it, read by :func:`densevlm.report.write_report`:
 * what review taught (``densevlm demo`` writes ``review.json``): ``new_words`` (reviewed regions per
   word the model's vocabulary lacked), ``regions`` (all reviewed regions), ``model``, and box mAcc
   in percent with the text embeddings only (``text_only``) and with the vocabulary adapted from the
-  reviewed regions (``reviewed``), each ``{"new_words": .., "other_things": .., "stuff": ..}``.
+  reviewed regions (``reviewed``), each ``{"new_words": .., "other_things": .., "stuff": .., "fg_bias": ..}``
+  (``fg_bias``: the share of stuff regions whose top-1 class is a thing).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from densevlm.errors import DenseVLMError
 
 __all__ = ["check_taught", "review_section", "taught_line"]
 
-_SCORES = ("new_words", "other_things", "stuff")
+_SCORES = ("new_words", "other_things", "stuff", "fg_bias")
 
 
 def check_taught(doc: Any, source: Any) -> None:
@@ -51,7 +52,7 @@ def _pct(value: Any, unit: str = "") -> str:
 
 def taught_line(doc: dict[str, Any]) -> str:
     """One plain-text line: ``the expert taught N new words (R regions): their box mAcc X % text only
-    -> Y % with the reviewed examples; other things A -> B; stuff C -> D``.
+    -> Y % with the reviewed examples; other things A -> B; stuff C -> D; background called a part E -> F %``.
 
     Raises:
         KeyError: ``doc`` lacks a key of the module docstring's layout.
@@ -61,7 +62,8 @@ def taught_line(doc: dict[str, Any]) -> str:
     return (f"the expert taught {len(words)} new word{'s' if len(words) != 1 else ''} ({doc['regions']} regions): "
             f"their box mAcc {_pct(before['new_words'], ' %')} text only -> {_pct(after['new_words'], ' %')} "
             f"with the reviewed examples; other things {_pct(before['other_things'])} -> {_pct(after['other_things'])}; "
-            f"stuff {_pct(before['stuff'])} -> {_pct(after['stuff'])}")
+            f"stuff {_pct(before['stuff'])} -> {_pct(after['stuff'])}; "
+            f"background called a part {_pct(before['fg_bias'])} -> {_pct(after['fg_bias'])} %")
 
 
 def review_section(stats: Optional[dict[str, Any]], taught: Optional[dict[str, Any]]) -> str:
