@@ -26,7 +26,7 @@ the plant words existed; a known part called "rivet" still counts as wrong. The 
 a line of their own (text only: near chance, 5 %), and the review line says what the expert's
 40 regions taught.
 
-Takes about 3 minutes on 2 CPU cores (--fast: about 2). Nothing is downloaded. An --out folder
+Takes about 5 minutes on 2 CPU cores (--fast: about 2). Nothing is downloaded. An --out folder
 that is not empty (an earlier demo) is only reused with --overwrite, which starts every stage
 again.
 """
