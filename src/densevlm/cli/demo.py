@@ -14,7 +14,8 @@ own words are unknown to a web-trained VLM.
    ``densevlm vocab adapt``'s blend turns them into class embeddings for the DenseVLM-tuned
    student, and its box accuracy on the held-out set is measured with the text embeddings only
    and with the adapted vocabulary (``review.json``, ``review/``);
-6. inspection: how many items holding a defect are caught at 2 % false alarms, before and after;
+6. inspection: how many items holding a defect (burr, weld spatter and porosity included) are
+   caught at 2 % false alarms, before and after, with the text embeddings;
 7. segment a few sample images before and after;
 8. write the HTML report. The last line printed is its path.
 
