@@ -153,37 +153,13 @@ def _plant_world(path: Path, n: int, seed: int) -> Path:
     return path
 
 
-def expert_examples(pool: Path, shots: int) -> list:
-    """The first ``shots`` ground-truth regions of each plant word in ``pool`` (image order), as the expert's labels."""
-    from densevlm.data.panoptic import PanopticDataset
-    from densevlm.data.synth.categories import PLANT
-    from densevlm.regions.labelled import LabelledRegion
-
-    truth = PanopticDataset(pool)
-    wanted = {c.name: 0 for c in PLANT}
-    out = []
-    for i in range(len(truth)):
-        info, record = truth.records[i]
-        for s in record["segments_info"]:
-            name = truth.names[truth.category_index[s["category_id"]]]
-            if name in wanted and wanted[name] < shots:
-                x, y, w, h = s["bbox"]
-                out.append(LabelledRegion(str(truth.image_path(i)), (x, y, x + w, y + h), name, thing=True))
-                wanted[name] += 1
-    short = [n for n, k in wanted.items() if k < shots]
-    if short:
-        raise SystemExit(f"the pool has fewer than {shots} regions of {', '.join(short)}; raise --pool")
-    return out
-
-
 def _split_macc(result) -> dict[str, float]:
-    from densevlm.data.synth.categories import PLANT_WORDS
+    from densevlm.data.synth import THINGS
+    from densevlm.data.synth.categories import PLANT, STUFF
+    from densevlm.evaluation import subset_mean_accuracy
 
-    rows = [r for r in result.per_class if r["n"] > 0]
-    groups = {"plant words": [r for r in rows if r["class"] in PLANT_WORDS],
-              "other things": [r for r in rows if r["isthing"] and r["class"] not in PLANT_WORDS],
-              "stuff": [r for r in rows if not r["isthing"]]}
-    return {k: float(np.mean([r["box_acc1"] for r in v])) for k, v in groups.items()}
+    groups = {"plant words": PLANT, "other things": THINGS, "stuff": STUFF}
+    return {k: subset_mean_accuracy(result.per_class, [c.name for c in v]) for k, v in groups.items()}
 
 
 def plant_curve(args: argparse.Namespace) -> None:
@@ -206,7 +182,7 @@ def plant_curve(args: argparse.Namespace) -> None:
     rows = [("text only", 0, _split_macc(evaluate(model, dataset, vocab, cfg, progress=False)), 0.0)]
     for k in args.shots:
         started = time.perf_counter()
-        adapted = adapt_from_regions(model, vocab, expert_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift)
+        adapted = adapt_from_regions(model, vocab, _plant_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift)
         took = time.perf_counter() - started
         rows.append(("(a) few-shot embeddings", k, _split_macc(evaluate(model, dataset, adapted, cfg, progress=False)),
                      took))
@@ -221,33 +197,12 @@ def plant_curve(args: argparse.Namespace) -> None:
         print(f"| {label} | {k} | {m['plant words']:.1f} | {m['other things']:.1f} | {m['stuff']:.1f} | {seconds} |")
 
 
-def expert_database(examples: list, vocab, images: Path, db: Path) -> Path:
-    """A review database holding the expert's regions (their ground-truth boxes) and verdicts."""
-    import json
+def _plant_examples(pool: Path, shots: int) -> list:
+    """The simulated expert's labels: the first ``shots`` ground-truth regions of each plant word in ``pool``."""
+    from densevlm.data.synth.categories import PLANT
+    from densevlm.review.simulated import expert_examples
 
-    from densevlm.review import session
-    from densevlm.review.importing import import_candidates
-    from densevlm.review.store import ReviewStore
-
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    things = [list(n) for n, t in zip(vocab.synonyms, vocab.is_thing) if t]
-    stuff = [list(n) for n, t in zip(vocab.synonyms, vocab.is_thing) if not t]
-    lines = [{"kind": "header", "version": 1, "teacher": "simulated expert", "images": str(images),
-              "vocabulary": {"things": things, "stuff": stuff}, "tau": 1.0, "threshold": 0.0, "region_source": "expert"}]
-    for j, e in enumerate(examples):
-        lines.append({"kind": "region", "id": f"{Path(e.image_path).name}#e{j}", "image": Path(e.image_path).name, "width": 64,
-                      "height": 64, "box": list(e.box), "mask": None,
-                      "candidates": [{"category": vocab.names[0], "prob": 1.0, "thing": True}],
-                      "confidence": 1.0, "thing": True, "kept": True})
-    jsonl = db.with_suffix(".jsonl")
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
-    import_candidates(db, jsonl)
-    with ReviewStore(db) as store:
-        ids = [rid for (rid,) in store.conn.execute("SELECT id FROM regions ORDER BY id")]
-        for region_id, e in zip(ids, examples):
-            session.add_verdict(store, region_id, "simulated-expert", "category", category=e.category)
-    return db
+    return expert_examples(pool, [c.name for c in PLANT], shots)
 
 
 def _trained_rows(args: argparse.Namespace, k: int, pool: Path, work: Path, vocab, dataset, cfg) -> list:
@@ -255,6 +210,7 @@ def _trained_rows(args: argparse.Namespace, k: int, pool: Path, work: Path, voca
     from densevlm.evaluation import evaluate
     from densevlm.model import load_model
     from densevlm.review.reviewed import load_reviewed
+    from densevlm.review.simulated import expert_database
     from densevlm.training.config import TrainConfig
     from densevlm.training.fewshot import adapt_from_regions
     from densevlm.training.trainer import train
@@ -268,8 +224,10 @@ def _trained_rows(args: argparse.Namespace, k: int, pool: Path, work: Path, voca
     if not (out / "last.pt").is_file():
         reviewed = None
         if k:
-            examples = expert_examples(pool, k)
-            reviewed = load_reviewed(expert_database(examples, vocab, pool / "images", work / f"{name}.sqlite"))
+            db = work / f"{name}.sqlite"
+            for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), db.with_suffix(".jsonl")):
+                path.unlink(missing_ok=True)
+            reviewed = load_reviewed(expert_database(_plant_examples(pool, k), vocab, pool / "images", db))
         started = time.perf_counter()
         train(train_cfg, progress=False, reviewed=reviewed)
         took = time.perf_counter() - started
@@ -278,7 +236,7 @@ def _trained_rows(args: argparse.Namespace, k: int, pool: Path, work: Path, voca
         return [("fine-tuned, no review", 0, _split_macc(evaluate(student, dataset, vocab, cfg, progress=False)), took)]
     rows = [(f"(b) training ({args.reviewed_embeddings})", k,
              _split_macc(evaluate(student, dataset, vocab, cfg, progress=False)), took)]
-    adapted = adapt_from_regions(student, vocab, expert_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift)
+    adapted = adapt_from_regions(student, vocab, _plant_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift)
     rows.append((f"(a)+(b) ({args.reviewed_embeddings})", k,
                  _split_macc(evaluate(student, dataset, adapted, cfg, progress=False)), took))
     return rows

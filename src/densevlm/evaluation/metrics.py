@@ -7,14 +7,16 @@ get exactly the numbers one process would.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from densevlm.errors import DenseVLMError
 from densevlm.regions import similarity
 
-__all__ = ["RegionCounter", "SegmentationCounter", "mean_class_accuracy"]
+__all__ = ["RegionCounter", "SegmentationCounter", "mean_class_accuracy", "subset_mean_accuracy"]
 
 
 def mean_class_accuracy(correct: torch.Tensor, total: torch.Tensor, select: torch.Tensor) -> float:
@@ -31,6 +33,34 @@ def mean_class_accuracy(correct: torch.Tensor, total: torch.Tensor, select: torc
     if not bool(use.any()):
         return float("nan")
     return float((correct[use].double() / total[use].double()).mean() * 100.0)
+
+
+def subset_mean_accuracy(per_class: Sequence[Mapping[str, Any]], classes: Iterable[str], kind: str = "box") -> float:
+    """:func:`mean_class_accuracy` over a named subset of classes, from an evaluation's per-class rows.
+
+    E.g. the classes a model was taught, out of an evaluation whose vocabulary also holds words
+    it never learned: those still compete in every argmax, only the mean leaves them out.
+
+    Args:
+        per_class: :attr:`EvalResult.per_class` rows (an evaluation JSON's ``per_class``), each
+            with ``class``, ``n`` and ``{kind}_acc1`` (percent).
+        classes: class names to average over.
+        kind: region feature, ``box``, ``mask`` or ``crop``.
+
+    Returns:
+        The mean top-1 accuracy in percent over the named classes that occur (``n > 0``); NaN
+        when none occurs.
+
+    Raises:
+        DenseVLMError: a name is not a class of ``per_class``.
+    """
+    rows = {row["class"]: row for row in per_class}
+    wanted = list(classes)
+    missing = [c for c in wanted if c not in rows]
+    if missing:
+        raise DenseVLMError(f"not a class of the evaluation: {', '.join(missing)}")
+    values = [float(rows[c][f"{kind}_acc1"]) for c in wanted if rows[c]["n"] > 0]
+    return math.fsum(values) / len(values) if values else float("nan")
 
 
 @dataclass

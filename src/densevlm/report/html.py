@@ -4,7 +4,8 @@ A run directory is what ``densevlm train --out DIR --val-data ...`` writes: ``co
 ``eval_before.json`` (the student before adaptation), ``eval.json`` (after), ``metrics.jsonl``,
 ``retrieval.json`` and optionally ``samples/*.overlay.png``; an evaluation JSON with inspection
 metrics (``eval --inspection``) adds the inspection section (:mod:`densevlm.report.inspection`).
-Review statistics come as the JSON file ``densevlm review stats --json`` writes. The report reads
+Review statistics come as the JSON file ``densevlm review stats --json`` writes, what review
+taught as the ``review.json`` of ``densevlm demo`` (:mod:`densevlm.report.review`). The report reads
 these *files* only; it never imports the training, evaluation, inspection or review code.
 """
 
@@ -24,6 +25,7 @@ from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_write_text
 from densevlm.report.inspection import inspection_section, ng_overlays
 from densevlm.report.plots import group_confusion, img_tag, per_class_bars, retrieval_bars, training_curves
+from densevlm.report.review import check_taught, review_section
 
 __all__ = ["RunRecord", "load_run", "build_report", "write_report", "verdict"]
 
@@ -125,9 +127,12 @@ def _group_confusion(ev: dict[str, Any], kind: str = "box") -> np.ndarray:
 
 def build_report(runs: list[RunRecord], title: str = "densevlm report", review: Optional[dict[str, Any]] = None,
                  base_samples: Optional[list[Path]] = None, commands: Optional[list[str]] = None,
-                 false_alarm: float = 0.02, ng_images: Sequence[Path] = ()) -> str:
+                 false_alarm: float = 0.02, ng_images: Sequence[Path] = (),
+                 taught: Optional[dict[str, Any]] = None) -> str:
     """The HTML text of the report; ``false_alarm`` and ``ng_images`` feed the inspection section
-    (:mod:`densevlm.report.inspection`), shown when an evaluation JSON holds inspection metrics."""
+    (:mod:`densevlm.report.inspection`), shown when an evaluation JSON holds inspection metrics;
+    ``review`` (statistics) and ``taught`` (what review taught) the review section
+    (:mod:`densevlm.report.review`)."""
     if not runs:
         raise DenseVLMError("no run directories given")
     base = next((r.before for r in runs if r.before), None)
@@ -173,8 +178,7 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
             body.append("</div>")
         body.append("</div>")
     body.append(inspection_section(rows, false_alarm, ng_images))
-    if review:
-        body.append("<h2>Expert review</h2>" + _review_section(review))
+    body.append(review_section(review, taught))
     body.append("<h2>How this was made</h2>")
     for cmd in commands or []:
         body.append(f"<pre>{html.escape(cmd)}</pre>")
@@ -186,31 +190,28 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
     return _PAGE.format(title=html.escape(title), body="\n".join(body))
 
 
-def _review_section(stats: dict[str, Any]) -> str:
-    items = []
-    for key in ("agreement", "trusted_threshold"):
-        if key in stats:
-            items.append(f"<li>{html.escape(key.replace('_', ' '))}: {html.escape(str(stats[key]))}</li>")
-    return "<ul>" + "".join(items) + "</ul><details><summary>all statistics</summary><pre>" + html.escape(
-        json.dumps(stats, indent=2, default=str)) + "</pre></details>"
-
-
 def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "densevlm report",
                  review_stats: Optional[str | Path] = None, base_samples: Optional[str | Path] = None,
                  commands: Optional[list[str]] = None, false_alarm: float = 0.02,
-                 inspect_dir: Optional[str | Path] = None) -> Path:
-    """Read the run directories (and the review statistics JSON, if given) and write the report atomically; returns its path.
+                 inspect_dir: Optional[str | Path] = None, taught: Optional[str | Path] = None) -> Path:
+    """Read the run directories (and the review JSONs, if given) and write the report atomically; returns its path.
 
     ``inspect_dir``: a ``densevlm inspect --out`` folder whose first NG overlays the inspection
-    section shows; ``false_alarm``: the rate its recall is read at.
+    section shows; ``false_alarm``: the rate its recall is read at. ``taught``: what review
+    taught (``review.json`` of ``densevlm demo``; layout in :mod:`densevlm.report.review`).
     """
     runs = [load_run(d) for d in run_dirs]
     review = _read_json(Path(review_stats)) if review_stats else None
     if review_stats and review is None:
         raise DenseVLMError(f"{review_stats}: not found (write review statistics with `densevlm review stats --json FILE`)")
+    taught_doc = _read_json(Path(taught)) if taught else None
+    if taught and taught_doc is None:
+        raise DenseVLMError(f"{taught}: not found (densevlm demo writes it as review.json)")
+    if taught_doc is not None:
+        check_taught(taught_doc, taught)
     samples = sorted(Path(base_samples).glob("*.overlay.png")) if base_samples and Path(base_samples).is_dir() else None
     ng_images = ng_overlays(inspect_dir) if inspect_dir else []
-    return atomic_write_text(out, build_report(runs, title, review, samples, commands, false_alarm, ng_images))
+    return atomic_write_text(out, build_report(runs, title, review, samples, commands, false_alarm, ng_images, taught_doc))
 
 
 _PAGE = """<!doctype html>
