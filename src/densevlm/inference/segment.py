@@ -41,7 +41,7 @@ from densevlm.dense import DenseRuntime, as_array
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
-from densevlm.inference.components import LabelGrid, box_segments, region_segments
+from densevlm.inference.components import box_segments, label_grid, region_segments
 from densevlm.inference.maps import original_maps, pixel_predictions
 from densevlm.inference.pipeline import Prepared, run_pipeline
 from densevlm.inference.result import Segment, SegmentResult
@@ -108,8 +108,9 @@ def predict(
     if box_logits is not None and boxes is not None:
         segments = box_segments(box_logits, boxes, vocab, top_k, plan.original_height, plan.original_width)
     else:
-        grid = LabelGrid.build(content, labels, plan, patch_size)
-        segments = region_segments(dense, text, logit_scale, grid, scores, vocab, top_k, min_area)
+        grid = label_grid(plan, patch_size)
+        segments = region_segments(dense, text, logit_scale, grid, grid.base(content, labels), scores, vocab, top_k,
+                                   min_area)
     if segments and segments[0].source == "region":
         segments.sort(key=lambda s: (-s.area, s.bbox[1], s.bbox[0]))
     for i, seg in enumerate(segments, start=1):
