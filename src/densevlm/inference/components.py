@@ -131,8 +131,7 @@ def _label_grid(h0: int, w0: int, content_h: int, content_w: int, token_w: int, 
     tokens = token_rows[:, None] * token_w + token_cols[None, :]
     blocks = np.outer(row_sizes, col_sizes).astype(np.float64)
     block_areas = None if (blocks == 1).all() else blocks
-    arrays = [rows, cols, row_sizes, col_sizes, row_starts, col_starts, tokens] + ([blocks] if block_areas is not None else [])
-    for a in arrays:
+    for a in (rows, cols, row_sizes, col_sizes, row_starts, col_starts, tokens, blocks):
         a.setflags(write=False)
     return LabelGrid(from_content, rows, cols, row_sizes, col_sizes, row_starts, col_starts, tokens, block_areas)
 
@@ -191,7 +190,8 @@ def _region_runs(starts: np.ndarray, ids: np.ndarray, total: int, n: int) -> tup
     return starts[pick], lengths[pick], offsets
 
 
-def _rles(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, height: int, width: int) -> list[dict[str, Any]]:
+def _rles(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, height: int, width: int
+          ) -> list[dict[str, Any]]:
     """COCO RLE per region from its column-major runs (pycocotools compresses the counts)."""
     from pycocotools import mask as mask_utils
 

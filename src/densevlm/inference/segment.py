@@ -170,6 +170,7 @@ def segment(
     if many and boxes is not None:
         raise DenseVLMError("boxes apply to one image; call segment() per image to classify boxes")
     images = list(image) if many else [image]
+    logit_scale, patch_size, name = float(model.logit_scale), int(model.patch_size), model_name or str(model.spec.arch)
 
     def prepare(index: int, item: Image.Image | str | Path) -> Prepared:
         file = str(item) if isinstance(item, (str, Path)) else None
@@ -182,12 +183,12 @@ def segment(
         pil, file = prepared.extra
         plan = prepared.plan
         labels, scores, segments, used_min_area = predict(
-            dense, text, plan, vocab, logit_scale=float(model.logit_scale), patch_size=int(model.patch_size),
-            top_k=top_k, min_area=min_area, box_logits=prepared.box_logits, boxes=prepared.boxes,
+            dense, text, plan, vocab, logit_scale=logit_scale, patch_size=patch_size, top_k=top_k, min_area=min_area,
+            box_logits=prepared.box_logits, boxes=prepared.boxes,
         )
         return SegmentResult(
             labels=labels, scores=scores, segments=segments, vocab=vocab, width=plan.original_width,
-            height=plan.original_height, model=model_name or str(model.spec.arch), input_size=size,
+            height=plan.original_height, model=name, input_size=size,
             mode="boxes" if prepared.boxes is not None else "regions", min_area=used_min_area, file=file, image=pil,
         )
 
