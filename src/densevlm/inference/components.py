@@ -164,11 +164,14 @@ def _runs(comp: np.ndarray, rows: np.ndarray, col_starts: np.ndarray, width: int
     change = np.ones(comp.shape, dtype=bool)
     np.not_equal(comp[:, 1:], comp[:, :-1], out=change[:, 1:])
     r, c = np.nonzero(change)
-    per_row = np.bincount(r, minlength=comp.shape[0])
-    counts = per_row[rows]
-    pick = _ranges((np.cumsum(per_row) - per_row)[rows], counts)
-    starts = np.repeat(np.arange(len(rows), dtype=np.int64) * width, counts) + col_starts[c[pick]]
-    ids = comp[r[pick], c[pick]]
+    if comp.shape == (len(rows), width):  # every row and column once: the map itself
+        starts, ids = r * width + c, comp[r, c]
+    else:
+        per_row = np.bincount(r, minlength=comp.shape[0])
+        counts = per_row[rows]
+        pick = _ranges((np.cumsum(per_row) - per_row)[rows], counts)
+        starts = np.repeat(np.arange(len(rows), dtype=np.int64) * width, counts) + col_starts[c[pick]]
+        ids = comp[r[pick], c[pick]]
     keep = np.ones(len(ids), dtype=bool)
     np.not_equal(ids[1:], ids[:-1], out=keep[1:])
     return starts[keep], ids[keep]
