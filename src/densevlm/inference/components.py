@@ -9,14 +9,16 @@ region (token weights = the share of the region's pixels in each token cell), so
 another class above the region's pixel-wise class. A given box is classified from its RoI
 feature instead and becomes one segment whose mask is the box's pixels.
 
-How, in a few whole-map passes rather than a pass per region: the regions are numbered in one
-``[hb, wb]`` component map (:func:`_components`: class by class, each in raster order); areas,
-token weights and centroids are ``bincount``\\ s over it; the masks are never drawn. A region's
-original pixels are runs of equal component ids along the rows (:func:`_runs` on the base map,
-each base row or column repeated as often as the original has it), from which its RLE (runs
-down the columns, the order COCO stores) and its pixels in raster order (for the mean score)
-follow. What depends only on the image and input sizes (:class:`LabelGrid`) is made once per
-size pair.
+How, in a few whole-map passes rather than a mask, a crop and an RLE per region: the regions
+are numbered in one ``[hb, wb]`` component map (:func:`_components`: class by class, each in
+scipy's raster order); areas and token weights are ``bincount``\\ s over it; one stable sort
+of the map lists every region's base pixels in raster order (:class:`_Pixels`: boxes,
+centroids, anchors); runs of equal ids along the rows of the map, each base row or column
+repeated as often as the original has it (:func:`_runs`), give the RLE (runs down the columns,
+the order COCO stores) and, for a photo larger than the input, each region's original pixels in
+raster order for its mean score. What depends only on the image and input sizes
+(:class:`LabelGrid`) is made once per size pair. The results are those of the per-region
+computation to the bit (``tests/inference/test_components.py``).
 
 Everything here is numpy: the dense map ``[C, h, w]`` and the class embeddings ``[K, C]`` are
 float32 arrays (the PyTorch engine converts its dense map once, see
@@ -234,6 +236,7 @@ class _Pixels:
         return cls(index, rows, cols, first, np.repeat(np.arange(n), counts))
 
     def sums(self, values: np.ndarray) -> np.ndarray:
+        """Per region, the sum of a per-pixel array (in pixel order)."""
         return np.add.reduceat(values, self.first[:-1])
 
 
