@@ -63,7 +63,7 @@ def test_numpy_and_torch_inputs_give_the_same_maps():
     assert abs(probs_t.numpy() - probs_n).max() < 1e-6
 
 
-def test_bilinear_resize_in_place_matches_the_one_line_formula_bit_for_bit():
+def test_bilinear_resize_matches_the_one_line_formula_bit_for_bit_in_either_layout():
     import numpy as np
 
     from densevlm.inference.maps import bilinear_resize, bilinear_taps
@@ -77,4 +77,19 @@ def test_bilinear_resize_in_place_matches_the_one_line_formula_bit_for_bit():
         expected = tall[..., c0] * (1.0 - cw) + tall[..., c1] * cw
         got = bilinear_resize(array, *size, rows=rows, cols=cols)
         np.testing.assert_array_equal(got, expected)
-        assert got.strides == expected.strides  # later reductions over it add in the same order
+        assert got.flags["C_CONTIGUOUS"]
+        last = bilinear_resize(np.moveaxis(array, 0, -1) if array.ndim == 3 else array, *size, rows=rows, cols=cols,
+                               channels_last=True)
+        np.testing.assert_array_equal(np.moveaxis(last, -1, 0) if array.ndim == 3 else last, expected)
+
+
+def test_resize_tables_are_cached_and_read_only():
+    import numpy as np
+    import pytest
+
+    from densevlm.inference.maps import bilinear_taps, nearest_index
+
+    assert nearest_index(480, 48) is nearest_index(480, 48)
+    np.testing.assert_array_equal(nearest_index(480, 48), np.arange(480) // 10)
+    with pytest.raises(ValueError):
+        bilinear_taps(64, 8)[0][0] = 5

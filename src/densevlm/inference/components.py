@@ -9,6 +9,17 @@ region (token weights = the share of the region's pixels in each token cell), so
 another class above the region's pixel-wise class. A given box is classified from its RoI
 feature instead and becomes one segment whose mask is the box's pixels.
 
+How, in a few whole-map passes rather than a mask, a crop and an RLE per region: the regions
+are numbered in one ``[hb, wb]`` component map (:func:`_components`: class by class, each in
+scipy's raster order); areas and token weights are ``bincount``\\ s over it; one stable sort
+of the map lists every region's base pixels in raster order (:class:`_Pixels`: boxes,
+centroids, anchors); runs of equal ids along the rows of the map, each base row or column
+repeated as often as the original has it (:func:`_runs`), give the RLE (runs down the columns,
+the order COCO stores) and, for a photo larger than the input, each region's original pixels in
+raster order for its mean score. What depends only on the image and input sizes
+(:class:`LabelGrid`) is made once per size pair. The results are those of the per-region
+computation to the bit (``tests/inference/test_components.py``).
+
 Everything here is numpy: the dense map ``[C, h, w]`` and the class embeddings ``[K, C]`` are
 float32 arrays (the PyTorch engine converts its dense map once, see
 :func:`densevlm.inference.segment.predict`).
@@ -16,9 +27,10 @@ float32 arrays (the PyTorch engine converts its dense map once, see
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -26,11 +38,11 @@ from densevlm.imaging import Letterbox
 from densevlm.inference.maps import nearest_index
 from densevlm.inference.result import Segment
 from densevlm.regions import similarity
-from densevlm.regions.pooling import grid_token_weights, weighted_pool
+from densevlm.regions.pooling import weighted_pool
 from densevlm.regions.rle import encode_rle
 from densevlm.vocab import Vocabulary
 
-__all__ = ["LabelGrid", "region_segments", "box_segments"]
+__all__ = ["LabelGrid", "label_grid", "region_segments", "box_segments"]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -41,8 +53,8 @@ def _classify(logits: np.ndarray, vocab: Vocabulary, top_k: int) -> tuple[np.nda
     probs = similarity.probabilities(np.asarray(logits, dtype=np.float64))
     values, indices = similarity.top_k(probs, top_k)
     return probs, [
-        [(vocab.names[int(i)], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist())]
-        for row_v, row_i in zip(values, indices)
+        [(vocab.names[int(i)], float(v)) for v, i in zip(row_v, row_i)]
+        for row_v, row_i in zip(values.tolist(), indices.tolist())
     ]
 
 
@@ -51,160 +63,269 @@ def _segment(vocab: Vocabulary, k: int, **fields: Any) -> Segment:
     return Segment(id=0, category_index=k, category=vocab.names[k], isthing=bool(vocab.is_thing[k]), **fields)
 
 
-def _placed_rle(mask_crop: np.ndarray, where: tuple[slice, slice], height: int, width: int) -> dict[str, Any]:
-    """COCO RLE of a full ``[height, width]`` mask that is ``mask_crop`` at ``where`` and 0 elsewhere
-    (encoded from the crop, at a cost in crop pixels)."""
-    return encode_rle(mask_crop, size=(height, width), offset=(where[0].start, where[1].start))
-
-
-@dataclass
+@dataclass(frozen=True)
 class LabelGrid:
-    """The smallest label map whose nearest-neighbour resize is the original-size one (the "base").
+    """How the "base" label map, the smallest one whose nearest-neighbour resize is the
+    original-size map, lies on the original image and on the model's tokens.
 
-    For an image larger than the model input the base is the content-size map and every base
-    pixel stands for a block of original pixels; otherwise it is the original map itself (blocks
-    of one pixel). Regions are found and pooled on the base, which is cheap for big photos, and
-    nearest-neighbour resizing keeps 8-connectivity, so they are the original map's regions.
+    For an image larger than the model input (in both directions) the base is the content-size
+    map and every base pixel stands for a block of original pixels; otherwise it is the
+    original map itself (blocks of one pixel). Regions are found and pooled on the base, which
+    is cheap for big photos, and nearest-neighbour resizing keeps 8-connectivity, so they are
+    the original map's regions. Made by :func:`label_grid`; every array is read-only.
 
     Attributes:
-        labels: ``[hb, wb]`` base label map.
-        rows, cols: base row (column) of each original row (column).
+        from_content: the base is the content-size map (else the original-size one).
+        rows, cols: base row (column) of each original row (column), non-decreasing.
         row_sizes, col_sizes, row_starts, col_starts: the original rows (columns) of each base row (column).
-        token_rows, token_cols: model token row (column) of each base row (column).
+        tokens: ``[hb, wb]`` flat index ``row * w + col`` of the model token under each base pixel.
+        block_areas: ``[hb, wb]`` float64 original pixels per base pixel, or None when all are 1.
     """
 
-    labels: np.ndarray
+    from_content: bool
     rows: np.ndarray
     cols: np.ndarray
     row_sizes: np.ndarray
     col_sizes: np.ndarray
     row_starts: np.ndarray
     col_starts: np.ndarray
-    token_rows: np.ndarray
-    token_cols: np.ndarray
+    tokens: np.ndarray
+    block_areas: Optional[np.ndarray]
 
-    @classmethod
-    def build(cls, content: np.ndarray, labels: np.ndarray, plan: Letterbox, patch_size: int) -> "LabelGrid":
-        h0, w0 = labels.shape
-        to_content_rows = nearest_index(h0, plan.height)
-        to_content_cols = nearest_index(w0, plan.width)
-        if plan.height <= h0 and plan.width <= w0:
-            base, rows, cols = content, to_content_rows, to_content_cols
-            token_rows = np.arange(plan.height) // patch_size
-            token_cols = np.arange(plan.width) // patch_size
-        else:
-            base, rows, cols = labels, np.arange(h0), np.arange(w0)
-            token_rows = to_content_rows // patch_size
-            token_cols = to_content_cols // patch_size
-        row_sizes = np.bincount(rows, minlength=base.shape[0])
-        col_sizes = np.bincount(cols, minlength=base.shape[1])
-        row_starts = np.concatenate([[0], np.cumsum(row_sizes)[:-1]])
-        col_starts = np.concatenate([[0], np.cumsum(col_sizes)[:-1]])
-        return cls(base, rows, cols, row_sizes, col_sizes, row_starts, col_starts, token_rows, token_cols)
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(hb, wb)``, the base map's shape."""
+        return len(self.row_sizes), len(self.col_sizes)
 
-    def block_areas(self, where: tuple[slice, slice]) -> np.ndarray:
-        """Original pixels per base pixel of the ``where`` crop of the base."""
-        return np.outer(self.row_sizes[where[0]], self.col_sizes[where[1]]).astype(np.float64)
+    @property
+    def original_shape(self) -> tuple[int, int]:
+        return len(self.rows), len(self.cols)
 
-    def original_where(self, where: tuple[slice, slice]) -> tuple[slice, slice]:
-        """The original-pixel slices covered by a base crop."""
-        r0, r1, c0, c1 = where[0].start, where[0].stop - 1, where[1].start, where[1].stop - 1
-        return (slice(int(self.row_starts[r0]), int(self.row_starts[r1] + self.row_sizes[r1])),
-                slice(int(self.col_starts[c0]), int(self.col_starts[c1] + self.col_sizes[c1])))
+    def base(self, content: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The base map: ``content`` (``[plan.height, plan.width]``) or ``labels`` (original size)."""
+        return content if self.from_content else labels
 
-    def original_mask(self, mask: np.ndarray, where: tuple[slice, slice]) -> tuple[np.ndarray, tuple[slice, slice]]:
-        """A base-crop mask at original resolution, and where it sits in the original image."""
-        out = self.original_where(where)
-        local_rows = self.rows[out[0]] - where[0].start
-        local_cols = self.cols[out[1]] - where[1].start
-        return mask[local_rows][:, local_cols], out
+
+def label_grid(plan: Letterbox, patch_size: int) -> LabelGrid:
+    """The :class:`LabelGrid` of an image letterboxed by ``plan`` for a model with ``patch_size``
+    (cached per geometry)."""
+    return _label_grid(plan.original_height, plan.original_width, plan.height, plan.width,
+                       plan.input_width // patch_size, patch_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _label_grid(h0: int, w0: int, content_h: int, content_w: int, token_w: int, patch_size: int) -> LabelGrid:
+    to_content_rows = nearest_index(h0, content_h)
+    to_content_cols = nearest_index(w0, content_w)
+    from_content = content_h <= h0 and content_w <= w0
+    if from_content:
+        rows, cols = to_content_rows, to_content_cols
+        token_rows = np.arange(content_h) // patch_size
+        token_cols = np.arange(content_w) // patch_size
+    else:
+        rows, cols = np.arange(h0), np.arange(w0)
+        token_rows = to_content_rows // patch_size
+        token_cols = to_content_cols // patch_size
+    row_sizes = np.bincount(rows, minlength=len(token_rows))
+    col_sizes = np.bincount(cols, minlength=len(token_cols))
+    row_starts = np.cumsum(row_sizes) - row_sizes
+    col_starts = np.cumsum(col_sizes) - col_sizes
+    tokens = token_rows[:, None] * token_w + token_cols[None, :]
+    blocks = np.outer(row_sizes, col_sizes).astype(np.float64)
+    block_areas = None if (blocks == 1).all() else blocks
+    for a in (rows, cols, row_sizes, col_sizes, row_starts, col_starts, tokens, blocks):
+        a.setflags(write=False)
+    return LabelGrid(from_content, rows, cols, row_sizes, col_sizes, row_starts, col_starts, tokens, block_areas)
+
+
+def _components(base: np.ndarray, class_areas: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected components of each class that has at least ``min_area`` original pixels
+    (``class_areas``; a smaller class holds only specks): ``([hb, wb] int32 ids, [n + 1] class
+    of each id)``, ids 1..n in class order, then in scipy's raster order of each component's
+    first pixel; 0 marks the pixels of the skipped classes."""
+    from scipy import ndimage
+
+    comp = np.zeros(base.shape, dtype=np.int32)
+    local = np.empty(base.shape, dtype=np.int32)
+    classes = [np.zeros(1, dtype=np.int64)]
+    n = 0
+    for k in np.flatnonzero(class_areas >= min_area).tolist():
+        mask = base == k
+        found = ndimage.label(mask, structure=_EIGHT_CONNECTED, output=local)
+        np.add(local, n, out=comp, where=mask)
+        classes.append(np.full(found, k, dtype=np.int64))
+        n += found
+    return comp, np.concatenate(classes)
+
+
+def _runs(comp: np.ndarray, rows: np.ndarray, col_starts: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of equal ids along the rows of the ``[len(rows), width]`` map whose row ``i`` is
+    ``comp``'s row ``rows[i]`` with ``comp``'s column ``c`` spanning columns ``col_starts[c]``
+    onwards: ``(flat row-major start of each run, its id)``, in order. A run that goes on from
+    the end of a row into the next is one run (as RLE counts it)."""
+    change = np.ones(comp.shape, dtype=bool)
+    np.not_equal(comp[:, 1:], comp[:, :-1], out=change[:, 1:])
+    r, c = np.nonzero(change)
+    if comp.shape == (len(rows), width):  # every row and column once: the map itself
+        starts, ids = r * width + c, comp[r, c]
+    else:
+        per_row = np.bincount(r, minlength=comp.shape[0])
+        counts = per_row[rows]
+        pick = _ranges((np.cumsum(per_row) - per_row)[rows], counts)
+        starts = np.repeat(np.arange(len(rows), dtype=np.int64) * width, counts) + col_starts[c[pick]]
+        ids = comp[r[pick], c[pick]]
+    keep = np.ones(len(ids), dtype=bool)
+    np.not_equal(ids[1:], ids[:-1], out=keep[1:])
+    return starts[keep], ids[keep]
+
+
+def _ranges(lo: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(l, l + s) for l, s in zip(lo, size)])`` without the Python loop."""
+    ends = np.cumsum(size)
+    return np.arange(ends[-1] if len(ends) else 0) + np.repeat(lo - (ends - size), size)
+
+
+def _region_runs(starts: np.ndarray, ids: np.ndarray, total: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of ids ``0 .. n - 1`` (of :func:`_runs` of a map of ``total`` pixels):
+    ``(starts, lengths, offsets)``, id ``i`` owning runs ``offsets[i]:offsets[i + 1]`` in order."""
+    lengths = np.diff(starts, append=total)
+    order = np.argsort(ids, kind="stable")
+    offsets = np.searchsorted(ids[order], np.arange(n + 1))
+    pick = order[: offsets[-1]]
+    return starts[pick], lengths[pick], offsets
+
+
+def _rles(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, height: int, width: int
+          ) -> list[dict[str, Any]]:
+    """COCO RLE per region from its column-major runs (pycocotools compresses the counts)."""
+    from pycocotools import mask as mask_utils
+
+    ends = starts + lengths
+    previous = np.append(0, ends[:-1])
+    previous[offsets[:-1]] = 0  # each region's first gap starts at pixel 0
+    pairs = np.stack([starts - previous, lengths], axis=1).ravel().tolist()
+    tails = (height * width - ends[offsets[1:] - 1]).tolist()
+    objects = []
+    for i, tail in enumerate(tails):
+        counts = pairs[2 * offsets[i]: 2 * offsets[i + 1]]
+        if tail:
+            counts.append(tail)
+        objects.append({"size": [height, width], "counts": counts})
+    return [{"size": [height, width], "counts": rle["counts"].decode("ascii")}
+            for rle in mask_utils.frPyObjects(objects, height, width)]
 
 
 @dataclass
-class _Region:
-    """A connected region in base coordinates: class, crop, mask in the crop, area in original pixels."""
+class _Pixels:
+    """The base pixels of the kept regions, region after region, each in raster order."""
 
-    category_index: int
-    where: tuple[slice, slice]
-    mask: np.ndarray
-    area: int
+    index: np.ndarray  # flat base index
+    rows: np.ndarray
+    cols: np.ndarray
+    first: np.ndarray  # [n + 1] offsets: region i owns index[first[i]:first[i + 1]]
+    owner: np.ndarray  # region of each pixel
 
+    @classmethod
+    def of(cls, slots: np.ndarray, n: int) -> "_Pixels":
+        """From the ``[hb, wb]`` map of region numbers (``n`` for every other pixel)."""
+        flat = slots.ravel()
+        counts = np.bincount(flat, minlength=n + 1)[:n]
+        first = np.concatenate([[0], np.cumsum(counts)])
+        index = np.argsort(flat, kind="stable")[: first[-1]]  # radix sort for 16-bit slots
+        rows, cols = np.divmod(index, slots.shape[1])
+        return cls(index, rows, cols, first, np.repeat(np.arange(n), counts))
 
-def _find_regions(grid: LabelGrid, min_area: int) -> list[_Region]:
-    """8-connected components of each class with at least ``min_area`` original pixels."""
-    from scipy import ndimage
-
-    regions = []
-    class_boxes = ndimage.find_objects(grid.labels.astype(np.int32) + 1)
-    for k, class_box in enumerate(class_boxes):
-        if class_box is None:
-            continue
-        components, n = ndimage.label(grid.labels[class_box] == k, structure=_EIGHT_CONNECTED)
-        areas = np.rint(np.bincount(components.ravel(), weights=grid.block_areas(class_box).ravel(), minlength=n + 1))
-        for i, box in enumerate(ndimage.find_objects(components), start=1):
-            if box is None or areas[i] < max(1, min_area):
-                continue
-            where = (
-                slice(class_box[0].start + box[0].start, class_box[0].start + box[0].stop),
-                slice(class_box[1].start + box[1].start, class_box[1].start + box[1].stop),
-            )
-            regions.append(_Region(k, where, components[box] == i, int(areas[i])))
-    return regions
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """Per region, the sum of a per-pixel array (in pixel order)."""
+        return np.add.reduceat(values, self.first[:-1])
 
 
-def _token_weights(regions: list[_Region], grid: LabelGrid, shape: tuple[int, int],
-                   chunk_elements: int = 1 << 22) -> np.ndarray:
-    """``[N, h, w]`` float32 original pixels of each region in each token cell (its area-weighted
-    share): :func:`~densevlm.regions.pooling.grid_token_weights` of the regions' base masks
-    (weighted by the original pixels each base pixel stands for), a chunk of regions at a time."""
-    hb, wb = grid.labels.shape
-    areas = np.outer(grid.row_sizes, grid.col_sizes).astype(np.float32)
-    out = np.empty((len(regions), shape[0], shape[1]), dtype=np.float32)
-    step = max(1, chunk_elements // (hb * wb))
-    for start in range(0, len(regions), step):
-        part = regions[start: start + step]
-        masks = np.zeros((len(part), hb, wb), dtype=np.float32)
-        for n, region in enumerate(part):
-            masks[n][region.where] = region.mask * areas[region.where]
-        out[start: start + len(part)] = grid_token_weights(masks, grid.token_rows, grid.token_cols, shape)
-    return out
+def _anchors(pixels: _Pixels, grid: LabelGrid, tops: np.ndarray, lefts: np.ndarray) -> list[tuple[int, int]]:
+    """Original ``(x, y)`` of the centre of the base pixel closest to each region's centroid
+    (weighted by the original pixels each base pixel stands for; the first in raster order on
+    a tie). The sums are of integers, exact in float64 in any order, and the distances are
+    taken in the region's bounding box as a crop, so they are the numbers a per-region
+    computation gets."""
+    rows = pixels.rows - tops[pixels.owner]
+    cols = pixels.cols - lefts[pixels.owner]
+    if grid.block_areas is None:
+        total = np.diff(pixels.first).astype(np.float64)
+        cy = pixels.sums(rows) / total
+        cx = pixels.sums(cols) / total
+    else:
+        weights = grid.block_areas.ravel()[pixels.index]
+        total = pixels.sums(weights)
+        cy = pixels.sums(rows * weights) / total
+        cx = pixels.sums(cols * weights) / total
+    dist = (rows - cy[pixels.owner]) ** 2 + (cols - cx[pixels.owner]) ** 2
+    lowest = np.minimum.reduceat(dist, pixels.first[:-1])
+    hits = np.flatnonzero(dist == lowest[pixels.owner])
+    nearest = hits[np.searchsorted(hits, pixels.first[:-1])]
+    row, col = pixels.rows[nearest], pixels.cols[nearest]
+    x = grid.col_starts[col] + grid.col_sizes[col] // 2
+    y = grid.row_starts[row] + grid.row_sizes[row] // 2
+    return list(zip(x.tolist(), y.tolist()))
 
 
-def _anchor(region: _Region, grid: LabelGrid) -> tuple[int, int]:
-    """Original ``(x, y)`` of the centre of the region's base pixel closest to its centroid."""
-    ys, xs = np.nonzero(region.mask)
-    row_w = grid.row_sizes[region.where[0]][ys].astype(np.float64)
-    weights = row_w * grid.col_sizes[region.where[1]][xs]
-    total = weights.sum()
-    cy, cx = float(ys @ weights) / total, float(xs @ weights) / total
-    nearest = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
-    row = region.where[0].start + int(ys[nearest])
-    col = region.where[1].start + int(xs[nearest])
-    return int(grid.col_starts[col] + grid.col_sizes[col] // 2), int(grid.row_starts[row] + grid.row_sizes[row] // 2)
+def _mean_scores(scores: np.ndarray, pixels: _Pixels, slots: np.ndarray, grid: LabelGrid, n: int) -> list[float]:
+    """Each region's mean score over its original pixels, added in raster order in float64 (the
+    order and precision of ``scores[mask].mean(dtype=np.float64)``)."""
+    flat = scores.ravel()
+    if grid.block_areas is None:
+        values = flat[pixels.index]
+        bounds = pixels.first.tolist()
+        return [float(values[bounds[i]: bounds[i + 1]].mean(dtype=np.float64)) for i in range(n)]
+    h0, w0 = scores.shape
+    starts, lengths, offsets = _region_runs(*_runs(slots, grid.rows, grid.col_starts, w0), h0 * w0, n)
+    return [float(flat[_ranges(starts[a:b], lengths[a:b])].mean(dtype=np.float64))
+            for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
 
 
-def region_segments(dense: np.ndarray, text: np.ndarray, logit_scale: float, grid: LabelGrid,
+def region_segments(dense: np.ndarray, text: np.ndarray, logit_scale: float, grid: LabelGrid, base: np.ndarray,
                     scores: np.ndarray, vocab: Vocabulary, top_k: int, min_area: int) -> list[Segment]:
-    """A segment per region of ``grid`` of at least ``min_area`` original pixels, from the ``[C, h, w]``
-    dense map, ``[K, C]`` class embeddings and the ``[H0, W0]`` score map (see the module docstring)."""
-    regions = _find_regions(grid, min_area)
-    if not regions:
+    """A segment per region of the ``base`` map (see :class:`LabelGrid`) of at least ``min_area``
+    original pixels, from the ``[C, h, w]`` dense map, ``[K, C]`` class embeddings and the
+    ``[H0, W0]`` score map (see the module docstring), in class order, then raster order."""
+    min_area = max(1, min_area)
+    blocks = None if grid.block_areas is None else grid.block_areas.ravel()
+    class_areas = np.bincount(base.ravel(), weights=blocks)
+    comp, classes = _components(base, class_areas, min_area)
+    areas = np.bincount(comp.ravel(), weights=blocks, minlength=len(classes))
+    if blocks is not None:
+        areas = np.rint(areas).astype(np.int64)
+    regions = np.flatnonzero(areas >= min_area)
+    regions = regions[regions > 0]
+    n = len(regions)
+    if n == 0:
         return []
-    feats = weighted_pool(dense, _token_weights(regions, grid, (dense.shape[-2], dense.shape[-1])))
+    slot = np.full(len(classes), n, dtype=np.uint16 if n < np.iinfo(np.uint16).max else np.int64)
+    slot[regions] = np.arange(n)
+    slots = slot[comp]
+
+    h, w = dense.shape[-2:]
+    mass = np.bincount(slots.ravel().astype(np.int64) * (h * w) + grid.tokens.ravel(), weights=blocks,
+                       minlength=(n + 1) * h * w)[: n * h * w]
+    feats = weighted_pool(dense, mass.reshape(n, h, w).astype(np.float32))
     logits = similarity.logits(feats.astype(np.float64), text.astype(np.float64), logit_scale)
     _, candidates = _classify(logits, vocab, top_k)
-    h0, w0 = scores.shape
-    segments = []
-    for region, topk in zip(regions, candidates):
-        mask, where = grid.original_mask(region.mask, region.where)
-        k = region.category_index
-        segments.append(_segment(
-            vocab, k, score=float(scores[where][mask].mean(dtype=np.float64)), topk=topk,
-            bbox=(float(where[1].start), float(where[0].start), float(where[1].stop), float(where[0].stop)),
-            area=region.area, rle=_placed_rle(mask, where, h0, w0), source="region",
-            anchor=_anchor(region, grid),
-        ))
-    return segments
+
+    pixels = _Pixels.of(slots, n)
+    last = pixels.first[1:] - 1
+    tops, bottoms = pixels.rows[pixels.first[:-1]], pixels.rows[last] + 1
+    lefts = np.minimum.reduceat(pixels.cols, pixels.first[:-1])
+    rights = np.maximum.reduceat(pixels.cols, pixels.first[:-1]) + 1
+    anchors = _anchors(pixels, grid, tops, lefts)
+    means = _mean_scores(scores, pixels, slots, grid, n)
+    h0, w0 = grid.original_shape
+    rles = _rles(*_region_runs(*_runs(slots.T, grid.cols, grid.row_starts, h0), h0 * w0, n), h0, w0)
+    y0, y1 = grid.row_starts[tops].tolist(), (grid.row_starts[bottoms - 1] + grid.row_sizes[bottoms - 1]).tolist()
+    x0, x1 = grid.col_starts[lefts].tolist(), (grid.col_starts[rights - 1] + grid.col_sizes[rights - 1]).tolist()
+    return [
+        _segment(vocab, int(classes[region]), score=means[i], topk=candidates[i],
+                 bbox=(float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i])), area=int(areas[region]), rle=rles[i],
+                 source="region", anchor=anchors[i])
+        for i, region in enumerate(regions.tolist())
+    ]
 
 
 def box_segments(box_logits: np.ndarray, boxes: np.ndarray, vocab: Vocabulary, top_k: int, height: int,
@@ -221,6 +342,7 @@ def box_segments(box_logits: np.ndarray, boxes: np.ndarray, vocab: Vocabulary, t
         crop = np.ones((where[0].stop - where[0].start, where[1].stop - where[1].start), dtype=bool)
         segments.append(_segment(
             vocab, k, score=float(probs[len(segments), k]), topk=topk, bbox=(x1, y1, x2, y2), area=int(crop.size),
-            rle=_placed_rle(crop, where, height, width), source="box", anchor=(where[1].start, where[0].start),
+            rle=encode_rle(crop, size=(height, width), offset=(where[0].start, where[1].start)), source="box",
+            anchor=(where[1].start, where[0].start),
         ))
     return segments

@@ -14,10 +14,17 @@ converts its dense map once); :func:`bilinear_resize` reproduces ``torch.nn.func
 interpolate(mode="bilinear", align_corners=False)`` (half-pixel centres, edges clamped, no
 antialiasing) to float32 round-off. :func:`pixel_predictions` also accepts tensors and then
 returns tensors (the evaluation protocol's mIoU calls it so).
+
+Cost. The index and weight tables of a resize depend only on the sizes and are made once per
+size pair (:func:`nearest_index`, :func:`bilinear_taps` are cached and return read-only
+arrays). The upsampled logits are laid out classes-last (``[H, W, K]``), where every step is a
+contiguous pass; the softmax denominator is numpy's sum over the contiguous class axis, the
+order every earlier version of this module summed in, so the maps are the same to the bit.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -31,15 +38,24 @@ __all__ = ["pixel_predictions", "original_maps", "nearest_index", "bilinear_taps
 _MAX_CHUNK_ELEMENTS = 1 << 24
 
 
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+@functools.lru_cache(maxsize=256)
 def nearest_index(n_out: int, n_in: int) -> np.ndarray:
-    """For each of ``n_out`` output pixels, the input pixel whose area holds its centre."""
+    """For each of ``n_out`` output pixels, the input pixel whose area holds its centre
+    (``[n_out]`` int64, non-decreasing; cached per size pair, read-only)."""
     idx = ((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out)).astype(np.int64)
-    return np.minimum(idx, n_in - 1)
+    return _frozen(np.minimum(idx, n_in - 1))[0]
 
 
+@functools.lru_cache(maxsize=256)
 def bilinear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i0, i1, w1)`` of a bilinear resize of ``n_in`` samples to ``n_out``: output ``j`` is
-    ``(1 - w1[j]) * x[i0[j]] + w1[j] * x[i1[j]]``.
+    ``(1 - w1[j]) * x[i0[j]] + w1[j] * x[i1[j]]`` (cached per size pair, read-only).
 
     PyTorch's ``align_corners=False`` rule (``area_pixel_compute_source_index``): the source
     coordinate is ``(j + 0.5) * n_in / n_out - 0.5``, clamped at 0; ``i1`` stays on the last sample.
@@ -47,31 +63,69 @@ def bilinear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.nda
     src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
     i0 = np.minimum(src.astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, (src - i0).astype(np.float32)
+    return _frozen(i0, i1, (src - i0).astype(np.float32))
+
+
+@functools.lru_cache(maxsize=256)
+def _weights(n_out: int, n_in: int, keep: int, repeat: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(1 - w1, w1)`` of the first ``keep`` taps, each repeated ``repeat`` times (the weights
+    of a ``[..., n_out, repeat]`` axis pair spelled out, so the products run as one contiguous pass)."""
+    w1 = bilinear_taps(n_out, n_in)[2][:keep]
+    return _frozen(np.repeat(1.0 - w1, repeat), np.repeat(w1, repeat))
 
 
 def bilinear_resize(array: np.ndarray, height: int, width: int, rows: int | None = None,
-                    cols: int | None = None) -> np.ndarray:
-    """Bilinear resize of the last two axes of ``array`` (``[..., h, w]``) to ``[..., height, width]``.
+                    cols: int | None = None, channels_last: bool = False) -> np.ndarray:
+    """Bilinear resize of the two spatial axes of ``array`` to ``height x width``.
+
+    Every output value is ``(1 - b) * ((1 - a) * x00 + a * x10) + b * ((1 - a) * x01 + a * x11)``
+    in float32 (rows first, then columns; :func:`bilinear_taps`), whatever the layout.
 
     Args:
+        array: ``[..., h, w]``, or ``[h, w, ...]`` with ``channels_last``.
         rows, cols: keep only the first ``rows`` (``cols``) output rows (columns), e.g. the
             letterbox content of an upsampled map, without computing the rest.
 
     Returns:
-        float32 ``[..., rows or height, cols or width]``.
+        float32 C-contiguous ``[..., rows or height, cols or width]`` (``[rows, cols, ...]``
+        with ``channels_last``).
     """
     array = np.asarray(array, dtype=np.float32)
-    r0, r1, rw = (t[: rows or height] for t in bilinear_taps(height, array.shape[-2]))
-    c0, c1, cw = (t[: cols or width] for t in bilinear_taps(width, array.shape[-1]))
-    rw = rw[:, None]
-    tall = array[..., r0, :] * (1.0 - rw) + array[..., r1, :] * rw
-    out = tall[..., c0]  # the products and sum of the one-line formula (same memory layout too), in place
-    out *= 1.0 - cw
-    right = tall[..., c1]
-    right *= cw
+    if not channels_last:
+        lead = array.shape[:-2]
+        moved = np.moveaxis(array.reshape((-1,) + array.shape[-2:]), 0, -1)
+        out = bilinear_resize(moved, height, width, rows, cols, channels_last=True)
+        return np.ascontiguousarray(np.moveaxis(out, -1, 0)).reshape(lead + out.shape[:2])
+    h, w = array.shape[:2]
+    rows, cols = rows or height, cols or width
+    inner = int(np.prod(array.shape[2:], dtype=np.int64))
+    r0, r1, _ = (t[:rows] for t in bilinear_taps(height, h))
+    c0, c1, _ = (t[:cols] for t in bilinear_taps(width, w))
+    flat = array.reshape(h, w * inner)
+    top, bottom = _weights(height, h, rows, 1)
+    tall = np.take(flat, r0, axis=0) * top[:, None] + np.take(flat, r1, axis=0) * bottom[:, None]
+    tall = tall.reshape(rows, w, inner)
+    left, right_w = _weights(width, w, cols, inner)
+    out = np.take(tall, c0, axis=1).reshape(rows, cols * inner)
+    out *= left
+    right = np.take(tall, c1, axis=1).reshape(rows, cols * inner)
+    right *= right_w
     out += right
-    return out
+    return out.reshape((rows, cols) + array.shape[2:])
+
+
+def _first_argmax(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(max, first index of the max)`` over the last axis of ``[H, W, K]``, as
+    ``up.max(-1)``, ``up.argmax(-1)`` (where a pixel holds a NaN the index is meaningless:
+    :func:`pixel_predictions` never takes it), from a classes-first copy where both are
+    elementwise passes instead of one short reduction per pixel."""
+    k = up.shape[-1]
+    first = np.ascontiguousarray(np.moveaxis(up, -1, 0))
+    best = first.max(axis=0)
+    rank_dtype = np.int16 if k <= np.iinfo(np.int16).max else np.int64
+    rank = np.arange(k - 1, -1, -1, dtype=rank_dtype)[:, None, None]  # highest for the first class
+    hits = np.multiply(first == best, rank, dtype=rank_dtype)
+    return best, (k - 1) - hits.max(axis=0).astype(np.int64)
 
 
 def pixel_predictions(dense: Any, text: Any, logit_scale: float, plan: Letterbox,
@@ -87,27 +141,30 @@ def pixel_predictions(dense: Any, text: Any, logit_scale: float, plan: Letterbox
 
     Returns:
         ``([plan.height, plan.width] int64 labels, same-shape float32 probabilities)``: numpy
-        arrays, or CPU tensors when ``dense`` is a tensor.
+        arrays, or CPU tensors when ``dense`` is a tensor. Ties go to the lower class index.
     """
     as_tensor = not isinstance(dense, np.ndarray)
     if as_tensor:
         dense, text = dense.detach().float().cpu().numpy(), text.detach().float().cpu().numpy()
     logits = np.float32(logit_scale) * similarity.cosine(np.asarray(dense, np.float32), np.asarray(text, np.float32),
                                                          dim=0)
-    k = logits.shape[0]
+    logits = np.moveaxis(logits, 0, -1)  # [h, w, K]: the product's own layout
+    k = logits.shape[-1]
     chunk = max(1, max_chunk_elements // (plan.input_height * plan.input_width))
     best = np.full((plan.height, plan.width), -np.inf, dtype=np.float32)
     arg = np.zeros((plan.height, plan.width), dtype=np.int64)
-    lse = np.full((plan.height, plan.width), -np.inf, dtype=np.float32)
+    lse = None
     for start in range(0, k, chunk):
-        up = bilinear_resize(logits[start: start + chunk], plan.input_height, plan.input_width,
-                             rows=plan.height, cols=plan.width)
-        index = up.argmax(axis=0)
-        value = np.take_along_axis(up, index[None], axis=0)[0]
+        up = bilinear_resize(logits[..., start: start + chunk], plan.input_height, plan.input_width,
+                             rows=plan.height, cols=plan.width, channels_last=True)
+        value, index = _first_argmax(up)
         better = value > best
         arg = np.where(better, index + start, arg)
         best = np.where(better, value, best)
-        lse = np.logaddexp(lse, value + np.log(np.exp(up - value).sum(axis=0)))
+        up -= value[..., None]
+        np.exp(up, out=up)
+        part = value + np.log(up.sum(axis=-1))
+        lse = part if lse is None else np.logaddexp(lse, part)
     prob = np.exp(best - lse)
     if as_tensor:
         import torch
@@ -122,7 +179,8 @@ def original_maps(labels: np.ndarray, scores: np.ndarray, plan: Letterbox) -> tu
     h0, w0 = plan.original_height, plan.original_width
     scores = np.asarray(scores, dtype=np.float32)
     if labels.shape != (h0, w0):
-        labels = labels[nearest_index(h0, labels.shape[0])][:, nearest_index(w0, labels.shape[1])]
+        wide = np.take(labels, nearest_index(w0, labels.shape[1]), axis=1)
+        labels = np.take(wide, nearest_index(h0, labels.shape[0]), axis=0)
     if scores.shape != (h0, w0):
         scores = bilinear_resize(scores, h0, w0)
     return np.ascontiguousarray(labels), np.ascontiguousarray(scores)

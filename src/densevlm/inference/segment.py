@@ -41,7 +41,7 @@ from densevlm.dense import DenseRuntime, as_array
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
-from densevlm.inference.components import LabelGrid, box_segments, region_segments
+from densevlm.inference.components import box_segments, label_grid, region_segments
 from densevlm.inference.maps import original_maps, pixel_predictions
 from densevlm.inference.pipeline import Prepared, run_pipeline
 from densevlm.inference.result import Segment, SegmentResult
@@ -108,8 +108,9 @@ def predict(
     if box_logits is not None and boxes is not None:
         segments = box_segments(box_logits, boxes, vocab, top_k, plan.original_height, plan.original_width)
     else:
-        grid = LabelGrid.build(content, labels, plan, patch_size)
-        segments = region_segments(dense, text, logit_scale, grid, scores, vocab, top_k, min_area)
+        grid = label_grid(plan, patch_size)
+        segments = region_segments(dense, text, logit_scale, grid, grid.base(content, labels), scores, vocab, top_k,
+                                   min_area)
     if segments and segments[0].source == "region":
         segments.sort(key=lambda s: (-s.area, s.bbox[1], s.bbox[0]))
     for i, seg in enumerate(segments, start=1):
@@ -169,6 +170,7 @@ def segment(
     if many and boxes is not None:
         raise DenseVLMError("boxes apply to one image; call segment() per image to classify boxes")
     images = list(image) if many else [image]
+    logit_scale, patch_size, name = float(model.logit_scale), int(model.patch_size), model_name or str(model.spec.arch)
 
     def prepare(index: int, item: Image.Image | str | Path) -> Prepared:
         file = str(item) if isinstance(item, (str, Path)) else None
@@ -181,12 +183,12 @@ def segment(
         pil, file = prepared.extra
         plan = prepared.plan
         labels, scores, segments, used_min_area = predict(
-            dense, text, plan, vocab, logit_scale=float(model.logit_scale), patch_size=int(model.patch_size),
-            top_k=top_k, min_area=min_area, box_logits=prepared.box_logits, boxes=prepared.boxes,
+            dense, text, plan, vocab, logit_scale=logit_scale, patch_size=patch_size, top_k=top_k, min_area=min_area,
+            box_logits=prepared.box_logits, boxes=prepared.boxes,
         )
         return SegmentResult(
             labels=labels, scores=scores, segments=segments, vocab=vocab, width=plan.original_width,
-            height=plan.original_height, model=model_name or str(model.spec.arch), input_size=size,
+            height=plan.original_height, model=name, input_size=size,
             mode="boxes" if prepared.boxes is not None else "regions", min_area=used_min_area, file=file, image=pil,
         )
 
