@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from densevlm.regions.rle import decode_rle, encode_rle, rle_area, rle_counts
+from densevlm.regions.rle import compress_counts, decode_rle, encode_rle, rle_area, rle_counts
 
 
 def _runs_to_mask(runs: list[int], shape: tuple[int, int]) -> np.ndarray:
@@ -91,3 +91,16 @@ def test_a_crop_encodes_as_the_full_mask_it_is_placed_in():
     assert encode_rle(np.ones((5, 3), bool), size=(5, 4), offset=(0, 1)) == encode_rle(np.pad(column.repeat(3, 1), ((0, 0), (1, 0))))
     with pytest.raises(ValueError, match="does not fit"):
         encode_rle(np.ones((3, 3), bool), size=(4, 4), offset=(2, 0))
+
+
+def test_compress_counts_matches_the_encoder_of_the_full_mask():
+    rng = np.random.default_rng(3)
+    masks = [rng.random((7, 5)) < p for p in (0.0, 0.3, 0.9)]
+    runs = []
+    for mask in masks:
+        flat = mask.T.ravel().astype(np.int8)  # column-major
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+        lengths = np.diff(bounds).tolist()
+        runs.append(([0] if flat[0] else []) + lengths)  # runs start with 0s
+    assert compress_counts(runs, 7, 5) == [encode_rle(m)["counts"] for m in masks]
+    assert compress_counts([], 7, 5) == []

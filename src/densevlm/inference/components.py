@@ -39,7 +39,7 @@ from densevlm.inference.maps import nearest_index
 from densevlm.inference.result import Segment
 from densevlm.regions import similarity
 from densevlm.regions.pooling import weighted_pool
-from densevlm.regions.rle import encode_rle
+from densevlm.regions.rle import compress_counts, encode_rle
 from densevlm.vocab import Vocabulary
 
 __all__ = ["LabelGrid", "label_grid", "region_segments", "box_segments"]
@@ -197,22 +197,19 @@ def _region_runs(starts: np.ndarray, ids: np.ndarray, total: int, n: int) -> tup
 
 def _rles(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, height: int, width: int
           ) -> list[dict[str, Any]]:
-    """COCO RLE per region from its column-major runs (pycocotools compresses the counts)."""
-    from pycocotools import mask as mask_utils
-
+    """COCO RLE per region from its column-major runs (compressed by :func:`~densevlm.regions.rle.compress_counts`)."""
     ends = starts + lengths
     previous = np.append(0, ends[:-1])
     previous[offsets[:-1]] = 0  # each region's first gap starts at pixel 0
     pairs = np.stack([starts - previous, lengths], axis=1).ravel().tolist()
     tails = (height * width - ends[offsets[1:] - 1]).tolist()
-    objects = []
+    runs = []
     for i, tail in enumerate(tails):
         counts = pairs[2 * offsets[i]: 2 * offsets[i + 1]]
         if tail:
             counts.append(tail)
-        objects.append({"size": [height, width], "counts": counts})
-    return [{"size": [height, width], "counts": rle["counts"].decode("ascii")}
-            for rle in mask_utils.frPyObjects(objects, height, width)]
+        runs.append(counts)
+    return [{"size": [height, width], "counts": c} for c in compress_counts(runs, height, width)]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["encode_rle", "decode_rle", "rle_counts", "rle_area"]
+__all__ = ["encode_rle", "compress_counts", "decode_rle", "rle_counts", "rle_area"]
 
 
 def encode_rle(mask: np.ndarray, size: Optional[tuple[int, int]] = None, offset: tuple[int, int] = (0, 0)) -> dict[str, Any]:
@@ -55,8 +55,24 @@ def encode_rle(mask: np.ndarray, size: Optional[tuple[int, int]] = None, offset:
     counts = np.diff(bounds)
     if len(counts) > 1 and counts[-1] == 0:
         counts = counts[:-1]
-    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width)
-    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+    return {"size": [height, width], "counts": compress_counts([counts.tolist()], height, width)[0]}
+
+
+def compress_counts(counts: list[list[int]], height: int, width: int) -> list[str]:
+    """The compressed ``counts`` strings of uncompressed COCO RLEs of ``[height, width]`` masks.
+
+    Args:
+        counts: per mask, its column-major run lengths (0s first; a trailing run of 0s may be left out).
+
+    Returns:
+        One string per mask, as pycocotools writes it (its ``frPyObjects`` does the compression).
+    """
+    from pycocotools import mask as mask_utils
+
+    if not counts:
+        return []
+    objects = [{"size": [height, width], "counts": c} for c in counts]
+    return [rle["counts"].decode("ascii") for rle in mask_utils.frPyObjects(objects, height, width)]
 
 
 def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
