@@ -32,6 +32,7 @@ learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in 
 
     python benchmarks/review_sim.py --plant-words [--model tiny-teacher] [--shots 1 3 10 30]
         [--pool 600] [--heldout 300] [--k0 3] [--no-gap-shift] [--negative-rate 0.01 | --no-bias]
+        [--prototype discriminant|mean]
         [--train-shots 0 10] [--train-steps 300] [--reviewed-weight 10] [--reviewed-embeddings few-shot]
 """
 
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--negative-rate", type=float, default=None,
                         help="--plant-words: share of the expert's negative windows a new class may win "
                              "(default: densevlm vocab adapt's)")
+    parser.add_argument("--prototype", choices=("discriminant", "mean"), default=None,
+                        help="--plant-words: few-shot prototype (default: densevlm vocab adapt's)")
     parser.add_argument("--no-bias", action="store_true",
                         help="--plant-words: no calibrated bias (the few-shot embeddings before issue 15's fix)")
     parser.add_argument("--train-shots", type=int, nargs="+", default=[],
@@ -198,7 +201,8 @@ def plant_curve(args: argparse.Namespace) -> None:
         rows += _trained_rows(args, k, pool, work, vocab, dataset, cfg)
     print(f"model {args.model}, held-out {args.heldout} plant-word scenes (seed {HELDOUT_SEED + 7}), k0 {args.k0}, "
           f"gap shift {'off' if args.no_gap_shift else 'on'}, negative rate "
-          f"{calibration['negative_rate'] if 'negative_rate' in calibration else 'default'}; box mAcc (%), "
+          f"{calibration['negative_rate'] if 'negative_rate' in calibration else 'default'}, prototype "
+          f"{calibration.get('prototype', 'default')}; box mAcc (%), "
           "fg_bias (%): stuff boxes called a thing")
     print("| method | K per plant word | plant words | other things | stuff | fg_bias | seconds (adapt or train) |")
     print("|---|---|---|---|---|---|---|")
@@ -210,9 +214,10 @@ def plant_curve(args: argparse.Namespace) -> None:
 
 def _calibration(args: argparse.Namespace) -> dict:
     """``adapt_from_regions`` keyword for the bias calibration (empty: the library's default rate)."""
+    out = {} if args.prototype is None else {"prototype": args.prototype}
     if args.no_bias:
-        return {"negative_rate": None}
-    return {} if args.negative_rate is None else {"negative_rate": args.negative_rate}
+        return {**out, "negative_rate": None}
+    return out if args.negative_rate is None else {**out, "negative_rate": args.negative_rate}
 
 
 def _plant_examples(pool: Path, shots: int) -> list:

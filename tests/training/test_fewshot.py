@@ -50,11 +50,13 @@ def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding(tmp_path):
     _image(0, 1).save(red_green)
     regions = [LabelledRegion(red_green, (0, 0, 16, 16), "a", True), LabelledRegion(red_green, (0, 16, 16, 32), "a", True),
                LabelledRegion(red_green, (16, 0, 32, 32), "d", True), LabelledRegion(red_green, (0, 0, 32, 32), None)]
-    protos, counts, image_mean, _ = class_prototypes(stub, regions[:3], vocab.extended("d", True))
+    seen = class_prototypes(stub, regions[:3], vocab.extended("d", True))
+    protos, counts, image_mean = seen.prototypes, seen.counts, seen.image_mean
+    np.testing.assert_allclose(seen.means, [[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0]], atol=1e-6)
     np.testing.assert_allclose(protos, [[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0]], atol=1e-6)  # a, b, d, c
     assert counts.tolist() == [2, 0, 1, 0]
     np.testing.assert_allclose(image_mean, [0.5, 0.5, 0.0], atol=1e-6)
-    out = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=False, negative_rate=None)
+    out = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=False, negative_rate=None, prototype="mean")
     assert out.names == ("a", "b", "d", "c") and out.is_thing == (True, True, True, False)
     # a: text e1, two red regions (e0): w = 2/5 -> normalise(0.6 e1 + 0.4 e0)
     np.testing.assert_allclose(out.embeddings[0], np.array([0.4, 0.6, 0.0]) / np.hypot(0.4, 0.6), rtol=1e-6)
@@ -64,7 +66,7 @@ def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding(tmp_path):
     np.testing.assert_allclose(out.embeddings[3], [1, 0, 0])
     assert out.counts == (2, 0, 1, 0) and out.model_sha256 == "stub"
     # with the gap shift: p~ = normalise(p - image_mean + text_mean) before blending
-    shifted = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=True, negative_rate=None)
+    shifted = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=True, negative_rate=None, prototype="mean")
     text_mean = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0]], float).mean(0)
     p = np.array([1.0, 0, 0]) - image_mean + text_mean
     expected = 0.6 * np.array([0, 1.0, 0]) + 0.4 * p / np.linalg.norm(p)
@@ -96,16 +98,19 @@ def test_a_new_class_no_longer_wins_on_the_expert_s_negative_regions(tmp_path):
     regions = [LabelledRegion(str(tmp_path / "defect.png"), (0, 0, 16, 16), "d", True)]
     stub, vocab = SurfaceStub(), Vocabulary.from_lists(["a"], ["c"])
     red, blue = np.eye(3)[0], np.eye(3)[2]
-    old = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=None)
+    old = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=None, prototype="mean")
     d = old.index("d")
     assert red @ old.embeddings[d] > red @ old.embeddings[old.index("c")], "without a bias, d takes the red surface"
-    new = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=0.0)
-    assert new.bias[d] < 0 and new.bias[old.index("a")] == new.bias[old.index("c")] == 0.0 and new.negative_rate == 0.0
-    negatives = class_prototypes(stub, regions, new).negatives
-    scores = negatives @ new.embeddings.T
-    assert len(negatives) and not (scores[:, d] > np.delete(scores, d, axis=1).max(axis=1)).any()
-    assert (red @ new.embeddings.T).argmax() == new.index("c")
-    assert (blue @ new.embeddings.T).argmax() == d, "d still names the defect itself"
+    negatives = class_prototypes(stub, regions, old).negatives
+    # 8x8 tokens, the box the top-left 4x4: windows of side 1, 2, 3, 4 less than half inside it
+    assert len(negatives) == (64 - 16) + (49 - 15) + (36 - 8) + (25 - 6)
+    for prototype in ("mean", "discriminant"):
+        new = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=0.0, prototype=prototype)
+        assert new.bias[old.index("a")] == new.bias[old.index("c")] == 0.0 and new.negative_rate == 0.0
+        scores = negatives @ new.embeddings.T
+        assert not (scores[:, d] > np.delete(scores, d, axis=1).max(axis=1)).any(), prototype
+        assert (red @ new.embeddings.T).argmax() == new.index("c"), prototype
+        assert (blue @ new.embeddings.T).argmax() == d, f"{prototype}: d still names the defect itself"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import pytest
 
 from densevlm.errors import DenseVLMError
 from densevlm.vocab import AdaptedVocabulary, Vocabulary, load_vocabulary
-from densevlm.vocab.adapted import adapted, bias_direction, blend, calibrate_bias, gap_shift, save_adapted
+from densevlm.vocab.adapted import (adapted, bias_direction, blend, calibrate_bias, discriminant, gap_shift,
+                                    save_adapted)
 
 
 def test_blend_matches_the_hand_computed_formula():
@@ -36,6 +37,19 @@ def test_gap_shift_moves_prototypes_by_the_difference_of_means():
     p = np.array([[1.0, 0.0]])
     out = gap_shift(p, image_mean=np.array([0.5, 0.5]), text_mean=np.array([-0.5, 1.5]))
     np.testing.assert_allclose(out, [[0.0, 1.0]], atol=1e-12)
+
+
+def test_discriminant_matches_the_hand_computed_direction():
+    negatives = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    # mean 0, covariance diag(8/3, 2/3), mean variance 5/3; lambda 0.2 adds 1/3: diag(3, 1)
+    means = np.array([[3.0, 1.0], [5.0, 5.0]])
+    out = discriminant(means, np.array([4, 0]), negatives, shrinkage=0.2)
+    np.testing.assert_allclose(out[0], np.array([1.0, 1.0]) / np.sqrt(2), rtol=1e-12)  # diag(3, 1)^-1 (3, 1)
+    np.testing.assert_array_equal(out[1], [0.0, 0.0])  # no reviewed regions
+    with pytest.raises(DenseVLMError, match="at least 2 negative"):
+        discriminant(means, np.array([4, 0]), negatives[:1])
+    with pytest.raises(DenseVLMError, match="shrinkage must be > 0"):
+        discriminant(means, np.array([4, 0]), negatives, shrinkage=0.0)
 
 
 def test_bias_direction_scores_the_mean_one():

@@ -27,7 +27,8 @@ from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
 from densevlm.regions.labelled import LabelledRegion
 from densevlm.regions.pooling import roi_pool
-from densevlm.vocab.adapted import AdaptedVocabulary, adapted, bias_direction, blend, calibrate_bias, gap_shift
+from densevlm.vocab.adapted import (AdaptedVocabulary, adapted, bias_direction, blend, calibrate_bias, discriminant,
+                                    gap_shift)
 from densevlm.vocab.vocabulary import Vocabulary
 
 __all__ = ["ReviewedFeatures", "class_prototypes", "negative_windows", "adapt_from_regions", "adapt_vocabulary",
@@ -43,12 +44,14 @@ class ReviewedFeatures(NamedTuple):
 
     Attributes:
         prototypes: ``[K, C]`` unit-norm mean RoI feature per class (zero rows: no examples).
+        means: ``[K, C]`` the same means, not normalised.
         counts: ``[K]`` reviewed regions per class.
         image_mean: ``[C]`` mean of every unit-norm dense token of every image (not normalised).
         negatives: ``[M, C]`` unit-norm features of :func:`negative_windows` of every image.
     """
 
     prototypes: np.ndarray
+    means: np.ndarray
     counts: np.ndarray
     image_mean: np.ndarray
     negatives: np.ndarray
@@ -122,12 +125,14 @@ def class_prototypes(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
                                           ).double().cpu().numpy())
     protos = torch.nn.functional.normalize(sums, dim=1).numpy()
     negatives = np.concatenate(negatives) if negatives else np.zeros((0, model.embed_dim))
-    return ReviewedFeatures(protos, counts, (token_sum / max(n_tokens, 1)).numpy(), negatives)
+    means = (sums / torch.from_numpy(np.maximum(counts, 1)).double()[:, None]).numpy()
+    return ReviewedFeatures(protos, means, counts, (token_sum / max(n_tokens, 1)).numpy(), negatives)
 
 
 def adapt_from_regions(model, vocab: Vocabulary, regions: Sequence[LabelledRegion], k0: float = 3.0,
                        gap: bool = True, size: Optional[int] = None, source: str = "adapted vocabulary",
-                       negative_rate: Optional[float] = NEGATIVE_RATE) -> AdaptedVocabulary:
+                       negative_rate: Optional[float] = NEGATIVE_RATE, prototype: str = "discriminant"
+                       ) -> AdaptedVocabulary:
     """``vocab`` plus every new class of ``regions`` (at the end of its section), with blended embeddings.
 
     Args:
@@ -137,7 +142,11 @@ def adapt_from_regions(model, vocab: Vocabulary, regions: Sequence[LabelledRegio
             unless the region says ``thing=False``); regions without a category (rejected,
             unsure) are ignored.
         k0: prior strength in regions (:func:`~densevlm.vocab.adapted.blend`).
-        gap: move prototypes across the modality gap first (:func:`~densevlm.vocab.adapted.gap_shift`).
+        gap: move mean prototypes across the modality gap first
+            (:func:`~densevlm.vocab.adapted.gap_shift`; discriminant ones have no gap).
+        prototype: ``"discriminant"`` (:func:`~densevlm.vocab.adapted.discriminant` against the
+            negative windows; ``"mean"`` when there are fewer than 2) or ``"mean"`` (the mean
+            RoI feature).
         negative_rate: fold into each reviewed class the bias at which it wins on at most this
             share of the negative windows (:func:`~densevlm.vocab.adapted.calibrate_bias`);
             ``None``: no bias.
@@ -153,9 +162,16 @@ def adapt_from_regions(model, vocab: Vocabulary, regions: Sequence[LabelledRegio
             vocab = vocab.extended(r.category, thing)
             log.info("new class '%s' (%s) from reviewed regions", r.category, "thing" if thing else "stuff")
     text = model.embed_vocabulary(vocab).float().cpu().numpy()
+    if prototype not in ("discriminant", "mean"):
+        raise DenseVLMError(f"prototype must be 'discriminant' or 'mean', got {prototype!r}")
     seen = class_prototypes(model, regions, vocab, size=size)
     protos, counts = seen.prototypes, seen.counts
-    if gap:
+    if prototype == "discriminant" and len(seen.negatives) < 2:
+        log.warning("%s: reviewed boxes leave fewer than 2 free windows; using mean prototypes", source)
+        prototype = "mean"
+    if prototype == "discriminant":
+        protos = discriminant(seen.means, counts, seen.negatives)
+    elif gap:
         protos = np.where(counts[:, None] > 0, gap_shift(protos, seen.image_mean, text.mean(axis=0)), 0.0)
     emb = blend(text, protos, counts, k0=k0)
     bias = np.zeros(len(vocab))
@@ -170,8 +186,8 @@ def adapt_from_regions(model, vocab: Vocabulary, regions: Sequence[LabelledRegio
 
 
 def adapt_vocabulary(model, reviewed: str | Path, vocab: Optional[Vocabulary] = None, k0: float = 3.0,
-                     gap: bool = True, size: Optional[int] = None, negative_rate: Optional[float] = NEGATIVE_RATE
-                     ) -> AdaptedVocabulary:
+                     gap: bool = True, size: Optional[int] = None, negative_rate: Optional[float] = NEGATIVE_RATE,
+                     prototype: str = "discriminant") -> AdaptedVocabulary:
     """Adapt from a review database: its confirmed and corrected regions are the examples.
 
     Args:
@@ -182,7 +198,7 @@ def adapt_vocabulary(model, reviewed: str | Path, vocab: Optional[Vocabulary] = 
 
     data = load_reviewed(reviewed)
     return adapt_from_regions(model, vocab or data.vocab, data.regions, k0=k0, gap=gap, size=size, source=str(reviewed),
-                              negative_rate=negative_rate)
+                              negative_rate=negative_rate, prototype=prototype)
 
 
 def reviewed_class_embeddings(model, vocab: Vocabulary, regions: Sequence[LabelledRegion], k0: float = 3.0
@@ -193,7 +209,7 @@ def reviewed_class_embeddings(model, vocab: Vocabulary, regions: Sequence[Labell
     once before training, so that a reviewed class whose text the student cannot read (a plant
     word: an untrained token, nearly the same direction as every other plant word) has a
     target direction of its own in the loss. Classes no one reviewed keep their text embedding
-    exactly; no bias is folded in (the loss's targets stay unit directions). ``model`` is put in
+    exactly; mean prototypes, no bias folded in (the loss's targets stay unit directions). ``model`` is put in
     eval mode for the extraction and left as it was.
 
     Raises:
@@ -203,7 +219,7 @@ def reviewed_class_embeddings(model, vocab: Vocabulary, regions: Sequence[Labell
     was_training = model.training
     model.eval()
     try:
-        result = adapt_from_regions(model, vocab, regions, k0=k0, negative_rate=None)
+        result = adapt_from_regions(model, vocab, regions, k0=k0, negative_rate=None, prototype="mean")
     finally:
         model.train(was_training)
     if result.names != vocab.names:
