@@ -31,7 +31,7 @@ learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in 
    processes and a last call prints the table.
 
     python benchmarks/review_sim.py --plant-words [--model tiny-teacher] [--shots 1 3 10 30]
-        [--pool 600] [--heldout 300] [--k0 3] [--no-gap-shift] [--negative-rate 0.01 | --no-bias]
+        [--pool 600] [--heldout 300] [--k0 3] [--no-gap-shift] [--negative-rate 0.005 | --no-bias]
         [--prototype discriminant|mean]
         [--train-shots 0 10] [--train-steps 300] [--reviewed-weight 10] [--reviewed-embeddings few-shot]
 """

@@ -36,7 +36,7 @@ __all__ = ["ReviewedFeatures", "class_prototypes", "negative_windows", "adapt_fr
 
 log = logging.getLogger(__name__)
 
-NEGATIVE_RATE = 0.01  # default share of the expert's negative regions a new class may win
+NEGATIVE_RATE = 0.005  # default share of the expert's negative regions a reviewed class may win (BENCHMARKS.md)
 
 
 class ReviewedFeatures(NamedTuple):
