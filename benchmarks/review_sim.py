@@ -31,7 +31,8 @@ learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in 
    processes and a last call prints the table.
 
     python benchmarks/review_sim.py --plant-words [--model tiny-teacher] [--shots 1 3 10 30]
-        [--pool 600] [--heldout 300] [--k0 3] [--no-gap-shift]
+        [--pool 600] [--heldout 300] [--k0 3] [--no-gap-shift] [--negative-rate 0.005 | --no-bias]
+        [--prototype discriminant|mean]
         [--train-shots 0 10] [--train-steps 300] [--reviewed-weight 10] [--reviewed-embeddings few-shot]
 """
 
@@ -64,6 +65,13 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=300, help="--plant-words: held-out scenes")
     parser.add_argument("--k0", type=float, default=3.0, help="--plant-words: prior strength of the text")
     parser.add_argument("--no-gap-shift", action="store_true", help="--plant-words: blend raw prototypes")
+    parser.add_argument("--negative-rate", type=float, default=None,
+                        help="--plant-words: share of the expert's negative windows a new class may win "
+                             "(default: densevlm vocab adapt's)")
+    parser.add_argument("--prototype", choices=("discriminant", "mean"), default=None,
+                        help="--plant-words: few-shot prototype (default: densevlm vocab adapt's)")
+    parser.add_argument("--no-bias", action="store_true",
+                        help="--plant-words: no calibrated bias (the few-shot embeddings before issue 15's fix)")
     parser.add_argument("--train-shots", type=int, nargs="+", default=[],
                         help="--plant-words: also (b) and (a)+(b) at these K (0: fine-tuning without review)")
     parser.add_argument("--reviewed-embeddings", choices=("text", "few-shot"), default="few-shot",
@@ -159,7 +167,8 @@ def _split_macc(result) -> dict[str, float]:
     from densevlm.evaluation import subset_mean_accuracy
 
     groups = {"plant words": PLANT, "other things": THINGS, "stuff": STUFF}
-    return {k: subset_mean_accuracy(result.per_class, [c.name for c in v]) for k, v in groups.items()}
+    out = {k: subset_mean_accuracy(result.per_class, [c.name for c in v]) for k, v in groups.items()}
+    return {**out, "fg_bias": result.metrics["box.fg_bias"]}
 
 
 def plant_curve(args: argparse.Namespace) -> None:
@@ -179,22 +188,36 @@ def plant_curve(args: argparse.Namespace) -> None:
     dataset = PanopticDataset(heldout)
     model = load_model(args.model)
     cfg = EvalConfig(crops=False, segmentation=False)
+    calibration = _calibration(args)
     rows = [("text only", 0, _split_macc(evaluate(model, dataset, vocab, cfg, progress=False)), 0.0)]
     for k in args.shots:
         started = time.perf_counter()
-        adapted = adapt_from_regions(model, vocab, _plant_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift)
+        adapted = adapt_from_regions(model, vocab, _plant_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift,
+                                     **calibration)
         took = time.perf_counter() - started
         rows.append(("(a) few-shot embeddings", k, _split_macc(evaluate(model, dataset, adapted, cfg, progress=False)),
                      took))
     for k in args.train_shots:
         rows += _trained_rows(args, k, pool, work, vocab, dataset, cfg)
     print(f"model {args.model}, held-out {args.heldout} plant-word scenes (seed {HELDOUT_SEED + 7}), k0 {args.k0}, "
-          f"gap shift {'off' if args.no_gap_shift else 'on'}; box mAcc (%)")
-    print("| method | K per plant word | plant words | other things | stuff | seconds (adapt or train) |")
-    print("|---|---|---|---|---|---|")
+          f"gap shift {'off' if args.no_gap_shift else 'on'}, negative rate "
+          f"{calibration['negative_rate'] if 'negative_rate' in calibration else 'default'}, prototype "
+          f"{calibration.get('prototype', 'default')}; box mAcc (%), "
+          "fg_bias (%): stuff boxes called a thing")
+    print("| method | K per plant word | plant words | other things | stuff | fg_bias | seconds (adapt or train) |")
+    print("|---|---|---|---|---|---|---|")
     for label, k, m, took in rows:
         seconds = "reused" if took != took else f"{took:.1f}"  # NaN: a trained run found in --work
-        print(f"| {label} | {k} | {m['plant words']:.1f} | {m['other things']:.1f} | {m['stuff']:.1f} | {seconds} |")
+        print(f"| {label} | {k} | {m['plant words']:.1f} | {m['other things']:.1f} | {m['stuff']:.1f} | "
+              f"{m['fg_bias']:.1f} | {seconds} |")
+
+
+def _calibration(args: argparse.Namespace) -> dict:
+    """``adapt_from_regions`` keyword for the bias calibration (empty: the library's default rate)."""
+    out = {} if args.prototype is None else {"prototype": args.prototype}
+    if args.no_bias:
+        return {**out, "negative_rate": None}
+    return out if args.negative_rate is None else {**out, "negative_rate": args.negative_rate}
 
 
 def _plant_examples(pool: Path, shots: int) -> list:
@@ -236,7 +259,8 @@ def _trained_rows(args: argparse.Namespace, k: int, pool: Path, work: Path, voca
         return [("fine-tuned, no review", 0, _split_macc(evaluate(student, dataset, vocab, cfg, progress=False)), took)]
     rows = [(f"(b) training ({args.reviewed_embeddings})", k,
              _split_macc(evaluate(student, dataset, vocab, cfg, progress=False)), took)]
-    adapted = adapt_from_regions(student, vocab, _plant_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift)
+    adapted = adapt_from_regions(student, vocab, _plant_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift,
+                                 **_calibration(args))
     rows.append((f"(a)+(b) ({args.reviewed_embeddings})", k,
                  _split_macc(evaluate(student, dataset, adapted, cfg, progress=False)), took))
     return rows

@@ -16,7 +16,7 @@ from densevlm.data.synth.categories import PLANT
 from densevlm.data.synth import write_world
 from densevlm.model import load_model
 from densevlm.regions.labelled import LabelledRegion
-from densevlm.training.fewshot import adapt_from_regions, class_prototypes
+from densevlm.training.fewshot import adapt_from_regions, class_prototypes, negative_windows
 from densevlm.training.pretrain import save_model
 from densevlm.vocab import AdaptedVocabulary, Vocabulary, load_vocabulary
 from tests.conftest import perturb_
@@ -50,11 +50,13 @@ def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding(tmp_path):
     _image(0, 1).save(red_green)
     regions = [LabelledRegion(red_green, (0, 0, 16, 16), "a", True), LabelledRegion(red_green, (0, 16, 16, 32), "a", True),
                LabelledRegion(red_green, (16, 0, 32, 32), "d", True), LabelledRegion(red_green, (0, 0, 32, 32), None)]
-    protos, counts, image_mean = class_prototypes(stub, regions[:3], vocab.extended("d", True))
+    seen = class_prototypes(stub, regions[:3], vocab.extended("d", True))
+    protos, counts, image_mean = seen.prototypes, seen.counts, seen.image_mean
+    np.testing.assert_allclose(seen.means, [[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0]], atol=1e-6)
     np.testing.assert_allclose(protos, [[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0]], atol=1e-6)  # a, b, d, c
     assert counts.tolist() == [2, 0, 1, 0]
     np.testing.assert_allclose(image_mean, [0.5, 0.5, 0.0], atol=1e-6)
-    out = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=False)
+    out = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=False, negative_rate=None, prototype="mean")
     assert out.names == ("a", "b", "d", "c") and out.is_thing == (True, True, True, False)
     # a: text e1, two red regions (e0): w = 2/5 -> normalise(0.6 e1 + 0.4 e0)
     np.testing.assert_allclose(out.embeddings[0], np.array([0.4, 0.6, 0.0]) / np.hypot(0.4, 0.6), rtol=1e-6)
@@ -64,11 +66,51 @@ def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding(tmp_path):
     np.testing.assert_allclose(out.embeddings[3], [1, 0, 0])
     assert out.counts == (2, 0, 1, 0) and out.model_sha256 == "stub"
     # with the gap shift: p~ = normalise(p - image_mean + text_mean) before blending
-    shifted = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=True)
+    shifted = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=True, negative_rate=None, prototype="mean")
     text_mean = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0]], float).mean(0)
     p = np.array([1.0, 0, 0]) - image_mean + text_mean
     expected = 0.6 * np.array([0, 1.0, 0]) + 0.4 * p / np.linalg.norm(p)
     np.testing.assert_allclose(shifted.embeddings[0], expected / np.linalg.norm(expected), rtol=1e-5)
+
+
+def test_negative_windows_leave_out_what_the_boxes_cover():
+    # 4x4 tokens of 4 px; the box covers token (row 0, col 0) exactly
+    windows = negative_windows(np.array([[0.0, 0.0, 4.0, 4.0]]), 4, 4, 4)
+    sides = (windows[:, 2] - windows[:, 0]) // 4
+    assert [int((sides == s).sum()) for s in (1, 2, 3, 4)] == [15, 9, 4, 1]  # 1/4, 1/9, 1/16 < half
+    assert [0, 0, 4, 4] not in windows.tolist()
+    half = negative_windows(np.array([[0.0, 0.0, 4.0, 8.0]]), 4, 4, 4, sizes=(2,))  # covers half of one 2x2
+    assert len(half) == 8 and [0, 0, 8, 8] not in half.tolist()
+
+
+class SurfaceStub(TextStub):
+    """A stuff class whose text matches red tokens only fairly (0.71), as image-text cosines are low."""
+
+    TEXT = {"a": [0.0, 1.0, 0.0], "c": [2**-0.5, 2**-0.5, 0.0], "d": [0.0, 0.0, 1.0]}
+
+
+def test_a_new_class_no_longer_wins_on_the_expert_s_negative_regions(tmp_path):
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    pixels[:, :16], pixels[:, 16:] = PALETTE[0], PALETTE[1]  # red surface left, green right
+    pixels[4:12, 4:12] = PALETTE[2]  # a small blue defect on the red surface
+    Image.fromarray(pixels).save(tmp_path / "defect.png")
+    # the expert's box is loose: 4 blue tokens on 12 red ones, so the prototype is mostly red
+    regions = [LabelledRegion(str(tmp_path / "defect.png"), (0, 0, 16, 16), "d", True)]
+    stub, vocab = SurfaceStub(), Vocabulary.from_lists(["a"], ["c"])
+    red, blue = np.eye(3)[0], np.eye(3)[2]
+    old = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=None, prototype="mean")
+    d = old.index("d")
+    assert red @ old.embeddings[d] > red @ old.embeddings[old.index("c")], "without a bias, d takes the red surface"
+    negatives = class_prototypes(stub, regions, old).negatives
+    # 8x8 tokens, the box the top-left 4x4: windows of side 1, 2, 3, 4 less than half inside it
+    assert len(negatives) == (64 - 16) + (49 - 15) + (36 - 8) + (25 - 6)
+    for prototype in ("mean", "discriminant"):
+        new = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=0.0, prototype=prototype)
+        assert new.bias[old.index("a")] == new.bias[old.index("c")] == 0.0 and new.negative_rate == 0.0
+        scores = negatives @ new.embeddings.T
+        assert not (scores[:, d] > np.delete(scores, d, axis=1).max(axis=1)).any(), prototype
+        assert (red @ new.embeddings.T).argmax() == new.index("c"), prototype
+        assert (blue @ new.embeddings.T).argmax() == d, f"{prototype}: d still names the defect itself"
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +147,10 @@ def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
     from densevlm.vocab.adapted import save_adapted
 
     root, model = world
-    regions = _regions(root)
+    regions = [r for r in _regions(root) if r.category in {c.name for c in PLANT}]  # the rest stay unreviewed
     vocab = adapt_from_regions(model, default_vocabulary(), regions, k0=1.0)
     assert len(vocab) > len(default_vocabulary()), "plant words became new classes"
+    assert vocab.negative_rate is not None and any(vocab.bias), "the default folds calibrated biases in"
     save_adapted(vocab, tmp_path / "plant.vocab.npz")
     loaded = load_vocabulary(tmp_path / "plant.vocab.npz")
     export_onnx(model, tmp_path / "onnx", loaded, threads=1, parity_images=1)
@@ -165,7 +208,8 @@ def test_training_against_few_shot_embeddings_of_reviewed_classes(world, review_
     trainer = Trainer(cfg, progress=False, reviewed=data)
     assert trainer.student.training
     text = trainer.student.embed_vocabulary(data.vocab).float()
-    expected = adapt_from_regions(load_model(model_path), data.vocab, data.regions).embeddings
+    expected = adapt_from_regions(load_model(model_path), data.vocab, data.regions, negative_rate=None,
+                                  prototype="mean").embeddings
     np.testing.assert_allclose(trainer.text_student.numpy(), expected, atol=1e-5)
     reviewed = {data.vocab.index("porosity"), data.vocab.index("gear")}
     for k in range(len(data.vocab)):
@@ -187,11 +231,18 @@ def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys
     model_path, db = review_db
     out = tmp_path / "plant.vocab.npz"
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 0
-    assert "porosity (2)" in capsys.readouterr().out
+    assert "porosity (2, bias " in capsys.readouterr().out
     vocab = load_vocabulary(out)
     assert isinstance(vocab, AdaptedVocabulary) and vocab.counts[vocab.index("porosity")] == 2
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    plain = tmp_path / "plain.vocab.npz"
+    assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(plain),
+                 "--no-bias"]) == 0
+    assert "porosity (2)" in capsys.readouterr().out and load_vocabulary(plain).negative_rate is None
+    assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(tmp_path / "x.npz"),
+                 "--negative-rate", "1.5"]) == 2
+    assert "--negative-rate 1.5 must be in [0, 1)" in capsys.readouterr().err
     seg = tmp_path / "seg"
     assert main(["segment", str(root / "world" / "images"), "--model", str(model_path), "--vocab", str(out),
                  "--out", str(seg)]) == 0

@@ -7,7 +7,8 @@ import pytest
 
 from densevlm.errors import DenseVLMError
 from densevlm.vocab import AdaptedVocabulary, Vocabulary, load_vocabulary
-from densevlm.vocab.adapted import adapted, blend, gap_shift, save_adapted
+from densevlm.vocab.adapted import (adapted, bias_direction, blend, calibrate_bias, discriminant, gap_shift,
+                                    save_adapted)
 
 
 def test_blend_matches_the_hand_computed_formula():
@@ -38,10 +39,50 @@ def test_gap_shift_moves_prototypes_by_the_difference_of_means():
     np.testing.assert_allclose(out, [[0.0, 1.0]], atol=1e-12)
 
 
+def test_discriminant_matches_the_hand_computed_direction():
+    negatives = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    # mean 0, covariance diag(8/3, 2/3), mean variance 5/3; lambda 0.2 adds 1/3: diag(3, 1)
+    means = np.array([[3.0, 1.0], [5.0, 5.0]])
+    out = discriminant(means, np.array([4, 0]), negatives, shrinkage=0.2)
+    np.testing.assert_allclose(out[0], np.array([1.0, 1.0]) / np.sqrt(2), rtol=1e-12)  # diag(3, 1)^-1 (3, 1)
+    np.testing.assert_array_equal(out[1], [0.0, 0.0])  # no reviewed regions
+    with pytest.raises(DenseVLMError, match="at least 2 negative"):
+        discriminant(means, np.array([4, 0]), negatives[:1])
+    with pytest.raises(DenseVLMError, match="shrinkage must be > 0"):
+        discriminant(means, np.array([4, 0]), negatives, shrinkage=0.0)
+
+
+def test_bias_direction_scores_the_mean_one():
+    mu = np.array([0.5, 0.0, 0.25])
+    np.testing.assert_allclose(bias_direction(mu) @ mu, 1.0)
+    with pytest.raises(DenseVLMError, match="zero"):
+        bias_direction(np.zeros(3))
+
+
+def test_calibrate_bias_hits_the_hand_computed_threshold():
+    emb = np.array([[0.0, 1.0], [1.0, 0.0]])  # class 0 unreviewed, class 1 reviewed
+    u = bias_direction(np.array([0.5, 0.0]))  # [2, 0]
+    neg = np.array([[0.6, 0.8], [0.8, 0.6], [1.0, 0.0], [0.28, 0.96], [-1.0, 0.0]])  # the last: g < 0, left out
+    # t = (c - s) / g: (0.8-0.6)/1.2, (0.6-0.8)/1.6, (0-1)/2, (0.96-0.28)/0.56 -> sorted -0.5, -0.125, 1/6, 1.214
+    reviewed = np.array([False, True])
+    for rate, expected in ((0.0, -0.5), (0.25, -0.125), (0.45, -0.125), (0.5, 1 / 6), (0.99, 0.68 / 0.56)):
+        bias = calibrate_bias(emb, reviewed, neg, u, rate)
+        assert bias[0] == 0.0
+        np.testing.assert_allclose(bias[1], expected - 1e-6, rtol=0, atol=1e-12)  # just below the threshold
+        kept = neg[:4]
+        wins = int(((kept @ (emb[1] + bias[1] * u)) > kept @ emb[0]).sum())
+        assert wins <= int(rate * 4)
+    assert calibrate_bias(emb, np.array([True, True]), neg, u, 0.1).tolist() == [0.0, 0.0], "no competitor"
+    assert calibrate_bias(emb, reviewed, neg[4:], u, 0.1).tolist() == [0.0, 0.0], "no usable negative"
+    with pytest.raises(DenseVLMError, match=r"rate must be in \[0, 1\)"):
+        calibrate_bias(emb, reviewed, neg, u, 1.0)
+
+
 def _adapted() -> AdaptedVocabulary:
     vocab = Vocabulary.from_lists(["bolt", ["porosity", "pores"]], ["steel plate"])
     emb = np.eye(3, 4, dtype=np.float32)
-    return adapted(vocab, emb, "ab" * 32, np.array([0, 4, 1]), 3.0, source="test")
+    return adapted(vocab, emb, "ab" * 32, np.array([0, 4, 1]), 3.0, source="test", bias=np.array([0.0, -0.25, 0.5]),
+                   negative_rate=0.01)
 
 
 def test_npz_round_trip_and_dispatch(tmp_path):
@@ -52,6 +93,7 @@ def test_npz_round_trip_and_dispatch(tmp_path):
     assert (back.names, back.synonyms, back.is_thing) == (vocab.names, vocab.synonyms, vocab.is_thing)
     np.testing.assert_array_equal(back.embeddings, vocab.embeddings)
     assert back.counts == (0, 4, 1) and back.model_sha256 == "ab" * 32 and back.source == str(tmp_path / "v.npz")
+    assert back.bias == (0.0, -0.25, 0.5) and back.negative_rate == 0.01
     with np.load(tmp_path / "v.npz", allow_pickle=False) as data:
         assert set(data.files) >= {"names", "is_thing", "defects", "embeddings", "model_sha256"}
     back.check_model("ab" * 32)
@@ -69,5 +111,15 @@ def test_bad_files_are_one_line_errors(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(DenseVLMError, match="not an adapted vocabulary"):
         load_vocabulary(tmp_path / "other.npz")
-    with pytest.raises(DenseVLMError, match="3 embeddings and 2 counts"):
+    with pytest.raises(DenseVLMError, match="3 embeddings, 2 counts"):
         adapted(Vocabulary.from_lists(["a", "b"], ["c"]), np.eye(3), "x", np.zeros(2), 3.0)
+
+
+def test_an_older_format_is_refused_with_one_line(tmp_path):
+    save_adapted(_adapted(), tmp_path / "v.npz")
+    with np.load(tmp_path / "v.npz", allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if k not in ("bias", "negative_rate")}
+    np.savez(tmp_path / "old.npz", **{**arrays, "format": np.array("densevlm.adapted_vocabulary/1")})
+    with pytest.raises(DenseVLMError, match="older densevlm.*vocab adapt` again") as e:
+        load_vocabulary(tmp_path / "old.npz")
+    assert "\n" not in str(e.value) and "old.npz" in str(e.value)

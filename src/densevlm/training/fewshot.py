@@ -4,7 +4,10 @@ No gradient step: each reviewed region's RoI feature is pooled from the model's 
 exactly as :mod:`densevlm.evaluation.regions` pools it (the image letterboxed to the model's
 input size, RoI-aligned over the unit-norm dense tokens), the features of a class are averaged
 into a prototype, and :func:`densevlm.vocab.adapted.blend` mixes it into the class's text
-embedding. Seconds on a CPU for a few hundred regions. The regions are
+embedding. The same images give the negatives (:func:`negative_windows`: every token-aligned
+window of 1 to 4 tokens that the reviewed boxes cover less than half), on which
+:func:`densevlm.vocab.adapted.calibrate_bias` sets each reviewed class's bias so that it does not
+take the regions the expert left alone. Seconds on a CPU for a few hundred regions. The regions are
 :class:`~densevlm.regions.labelled.LabelledRegion` records, as a review database yields them.
 
 :func:`reviewed_class_embeddings` gives fine-tuning the same embeddings, so that a word the text
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,17 +27,67 @@ from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
 from densevlm.regions.labelled import LabelledRegion
 from densevlm.regions.pooling import roi_pool
-from densevlm.vocab.adapted import AdaptedVocabulary, adapted, blend, gap_shift
+from densevlm.vocab.adapted import (AdaptedVocabulary, adapted, bias_direction, blend, calibrate_bias, discriminant,
+                                    gap_shift)
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["class_prototypes", "adapt_from_regions", "adapt_vocabulary", "reviewed_class_embeddings"]
+__all__ = ["ReviewedFeatures", "class_prototypes", "negative_windows", "adapt_from_regions", "adapt_vocabulary",
+           "reviewed_class_embeddings", "NEGATIVE_RATE"]
 
 log = logging.getLogger(__name__)
 
+NEGATIVE_RATE = 0.005  # default share of the expert's negative regions a reviewed class may win (BENCHMARKS.md)
+
+
+class ReviewedFeatures(NamedTuple):
+    """What the reviewed images say, in the model's feature space (:func:`class_prototypes`).
+
+    Attributes:
+        prototypes: ``[K, C]`` unit-norm mean RoI feature per class (zero rows: no examples).
+        means: ``[K, C]`` the same means, not normalised.
+        counts: ``[K]`` reviewed regions per class.
+        image_mean: ``[C]`` mean of every unit-norm dense token of every image (not normalised).
+        negatives: ``[M, C]`` unit-norm features of :func:`negative_windows` of every image.
+    """
+
+    prototypes: np.ndarray
+    means: np.ndarray
+    counts: np.ndarray
+    image_mean: np.ndarray
+    negatives: np.ndarray
+
+
+def negative_windows(boxes: np.ndarray, rows: int, cols: int, patch: int, sizes: Sequence[int] = (1, 2, 3, 4),
+                     cover: float = 0.5) -> np.ndarray:
+    """``[M, 4]`` XYXY input-pixel windows of a ``rows x cols`` token grid that ``boxes`` leave mostly free.
+
+    Every square window of ``s x s`` whole tokens (``s`` in ``sizes``, up to the grid) whose area
+    the union of ``boxes`` covers less than ``cover`` (a region whose majority is not a reviewed
+    class: the expert did not call it one).
+
+    Args:
+        boxes: ``[N, 4]`` XYXY reviewed boxes in input pixels.
+        rows, cols: the token grid of the image's content.
+        patch: input pixels per token.
+    """
+    covered = np.zeros((rows * patch, cols * patch), dtype=np.float64)
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        covered[max(int(round(y1)), 0):max(int(round(y2)), 0), max(int(round(x1)), 0):max(int(round(x2)), 0)] = 1.0
+    per_token = covered.reshape(rows, patch, cols, patch).mean(axis=(1, 3))
+    integral = np.pad(per_token.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    out = []
+    for s in sizes:
+        if s > rows or s > cols:
+            continue
+        share = (integral[s:, s:] - integral[:-s, s:] - integral[s:, :-s] + integral[:-s, :-s]) / (s * s)
+        ys, xs = np.nonzero(share < cover)
+        out.append(np.stack([xs, ys, xs + s, ys + s], axis=1) * patch)
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 4), np.float32)
+
 
 def class_prototypes(model, regions: Sequence[LabelledRegion], vocab: Vocabulary, size: Optional[int] = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class mean of unit-norm RoI features, and the mean dense token of the images seen.
+                     ) -> ReviewedFeatures:
+    """Per-class mean of unit-norm RoI features, the mean dense token, and the negative windows' features.
 
     Args:
         model: a :class:`~densevlm.model.DenseModel` (``prepare``, ``encode_dense``, ``patch_size``).
@@ -42,9 +95,7 @@ def class_prototypes(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
         size: longest input side (default the model's input size).
 
     Returns:
-        ``(prototypes [K, C], counts [K], image_mean [C])``: prototypes are unit-norm means
-        (zero rows for classes without examples), ``image_mean`` the mean over every unit-norm
-        dense token of every image (not normalised).
+        :class:`ReviewedFeatures`; negatives are pooled like the boxes, from the same dense maps.
     """
     size = size or model.input_size
     by_image: dict[str, list[LabelledRegion]] = {}
@@ -54,6 +105,7 @@ def class_prototypes(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
     counts = np.zeros(len(vocab), dtype=np.int64)
     token_sum = torch.zeros(model.embed_dim, dtype=torch.float64)
     n_tokens = 0
+    negatives = []
     with torch.inference_mode():
         for path, items in by_image.items():
             image = open_image(path)
@@ -67,12 +119,19 @@ def class_prototypes(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             for f, k in zip(feats, labels):
                 sums[k] += f
                 counts[k] += 1
+            windows = negative_windows(boxes.numpy(), dense.shape[2], dense.shape[3], model.patch_size)
+            if len(windows):
+                negatives.append(roi_pool(dense, [torch.from_numpy(windows).to(dense.device)], model.patch_size
+                                          ).double().cpu().numpy())
     protos = torch.nn.functional.normalize(sums, dim=1).numpy()
-    return protos, counts, (token_sum / max(n_tokens, 1)).numpy()
+    negatives = np.concatenate(negatives) if negatives else np.zeros((0, model.embed_dim))
+    means = (sums / torch.from_numpy(np.maximum(counts, 1)).double()[:, None]).numpy()
+    return ReviewedFeatures(protos, means, counts, (token_sum / max(n_tokens, 1)).numpy(), negatives)
 
 
 def adapt_from_regions(model, vocab: Vocabulary, regions: Sequence[LabelledRegion], k0: float = 3.0,
-                       gap: bool = True, size: Optional[int] = None, source: str = "adapted vocabulary"
+                       gap: bool = True, size: Optional[int] = None, source: str = "adapted vocabulary",
+                       negative_rate: Optional[float] = NEGATIVE_RATE, prototype: str = "discriminant"
                        ) -> AdaptedVocabulary:
     """``vocab`` plus every new class of ``regions`` (at the end of its section), with blended embeddings.
 
@@ -83,7 +142,14 @@ def adapt_from_regions(model, vocab: Vocabulary, regions: Sequence[LabelledRegio
             unless the region says ``thing=False``); regions without a category (rejected,
             unsure) are ignored.
         k0: prior strength in regions (:func:`~densevlm.vocab.adapted.blend`).
-        gap: move prototypes across the modality gap first (:func:`~densevlm.vocab.adapted.gap_shift`).
+        gap: move mean prototypes across the modality gap first
+            (:func:`~densevlm.vocab.adapted.gap_shift`; discriminant ones have no gap).
+        prototype: ``"discriminant"`` (:func:`~densevlm.vocab.adapted.discriminant` against the
+            negative windows; ``"mean"`` when there are fewer than 2) or ``"mean"`` (the mean
+            RoI feature).
+        negative_rate: fold into each reviewed class the bias at which it wins on at most this
+            share of the negative windows (:func:`~densevlm.vocab.adapted.calibrate_bias`);
+            ``None``: no bias.
     """
     regions = [r for r in regions if r.category is not None]
     if not regions:
@@ -96,15 +162,32 @@ def adapt_from_regions(model, vocab: Vocabulary, regions: Sequence[LabelledRegio
             vocab = vocab.extended(r.category, thing)
             log.info("new class '%s' (%s) from reviewed regions", r.category, "thing" if thing else "stuff")
     text = model.embed_vocabulary(vocab).float().cpu().numpy()
-    protos, counts, image_mean = class_prototypes(model, regions, vocab, size=size)
-    if gap:
-        protos = np.where(counts[:, None] > 0, gap_shift(protos, image_mean, text.mean(axis=0)), 0.0)
+    if prototype not in ("discriminant", "mean"):
+        raise DenseVLMError(f"prototype must be 'discriminant' or 'mean', got {prototype!r}")
+    seen = class_prototypes(model, regions, vocab, size=size)
+    protos, counts = seen.prototypes, seen.counts
+    if prototype == "discriminant" and len(seen.negatives) < 2:
+        log.warning("%s: reviewed boxes leave fewer than 2 free windows; using mean prototypes", source)
+        prototype = "mean"
+    if prototype == "discriminant":
+        protos = discriminant(seen.means, counts, seen.negatives)
+    elif gap:
+        protos = np.where(counts[:, None] > 0, gap_shift(protos, seen.image_mean, text.mean(axis=0)), 0.0)
     emb = blend(text, protos, counts, k0=k0)
-    return adapted(vocab, emb, model.backbone.weights_sha256(), counts, k0, source=source)
+    bias = np.zeros(len(vocab))
+    if negative_rate is not None:
+        direction = bias_direction(seen.image_mean)
+        bias = calibrate_bias(emb, counts > 0, seen.negatives, direction, negative_rate)
+        emb = (emb + bias[:, None] * direction[None]).astype(np.float32)
+        log.info("calibrated biases on %d negative windows: %s", len(seen.negatives),
+                 ", ".join(f"{n} {b:+.3f}" for n, b, c in zip(vocab.names, bias, counts) if c))
+    return adapted(vocab, emb, model.backbone.weights_sha256(), counts, k0, source=source, bias=bias,
+                   negative_rate=negative_rate)
 
 
 def adapt_vocabulary(model, reviewed: str | Path, vocab: Optional[Vocabulary] = None, k0: float = 3.0,
-                     gap: bool = True, size: Optional[int] = None) -> AdaptedVocabulary:
+                     gap: bool = True, size: Optional[int] = None, negative_rate: Optional[float] = NEGATIVE_RATE,
+                     prototype: str = "discriminant") -> AdaptedVocabulary:
     """Adapt from a review database: its confirmed and corrected regions are the examples.
 
     Args:
@@ -114,7 +197,8 @@ def adapt_vocabulary(model, reviewed: str | Path, vocab: Optional[Vocabulary] = 
     from densevlm.review.reviewed import load_reviewed
 
     data = load_reviewed(reviewed)
-    return adapt_from_regions(model, vocab or data.vocab, data.regions, k0=k0, gap=gap, size=size, source=str(reviewed))
+    return adapt_from_regions(model, vocab or data.vocab, data.regions, k0=k0, gap=gap, size=size, source=str(reviewed),
+                              negative_rate=negative_rate, prototype=prototype)
 
 
 def reviewed_class_embeddings(model, vocab: Vocabulary, regions: Sequence[LabelledRegion], k0: float = 3.0
@@ -125,7 +209,8 @@ def reviewed_class_embeddings(model, vocab: Vocabulary, regions: Sequence[Labell
     once before training, so that a reviewed class whose text the student cannot read (a plant
     word: an untrained token, nearly the same direction as every other plant word) has a
     target direction of its own in the loss. Classes no one reviewed keep their text embedding
-    exactly. ``model`` is put in eval mode for the extraction and left as it was.
+    exactly; mean prototypes, no bias folded in (the loss's targets stay unit directions). ``model`` is put in
+    eval mode for the extraction and left as it was.
 
     Raises:
         DenseVLMError: a reviewed category is not in ``vocab`` (a reviewed set's vocabulary
@@ -134,7 +219,7 @@ def reviewed_class_embeddings(model, vocab: Vocabulary, regions: Sequence[Labell
     was_training = model.training
     model.eval()
     try:
-        result = adapt_from_regions(model, vocab, regions, k0=k0)
+        result = adapt_from_regions(model, vocab, regions, k0=k0, negative_rate=None, prototype="mean")
     finally:
         model.train(was_training)
     if result.names != vocab.names:

@@ -25,9 +25,39 @@ moves a prototype into the text cone first: ``p~ = normalise(p - mu_image + mu_t
 ``mu_image`` the mean of the model's unit-norm dense features over the reviewed images and
 ``mu_text`` the mean of the vocabulary's text embeddings.
 
+A mean prototype of a box a token or two wide is mostly the surface under it. The
+*discriminant* prototype (:func:`discriminant`, the default of ``vocab adapt``) is Fisher's
+linear discriminant against the expert's negative regions (below)::
+
+    d_k = normalise((S + lambda * tr(S) / C * I)^-1 (m_k - m_neg))
+
+with ``m_k`` the class's mean RoI feature, ``m_neg`` and ``S`` the mean and covariance of the
+negative regions' features, and ``lambda`` a ridge in units of their mean variance (the
+regularised discriminant of Friedman, JASA 1989; 0.1 by default: 10 examples estimate
+``m_k`` too poorly for the plain inverse, and the ridge keeps ``d_k`` near ``m_k - m_neg``). It
+points where the class differs from the surfaces and parts the word is not, and, as a
+difference of two image means, it has no modality gap to cross: it is blended with the text
+embedding as it is.
+
+The shift alone does not stop a new class from stealing: a plant-word box a token or two wide
+(9-12 px on 8 px tokens) is mostly the surface under it, so its prototype is mostly "surface",
+and it wins on bare surfaces and on other parts. The expert's own images say where the word is
+*not*: every region outside the reviewed boxes. :func:`calibrate_bias` gives each reviewed
+class ``k`` the logit bias ``b_k`` at which it beats the best unreviewed class on at most a
+fraction ``rate`` of those negative regions (an open-set calibration: a false-positive rate
+fixed on the expert's images, no held-out labels; the same idea as a detector's per-class
+threshold set at a target false-alarm rate). The bias is folded into the embedding,
+``e''_k = e'_k + b_k u`` with ``u = mu_image / |mu_image|^2`` (:func:`bias_direction`): every
+unit-norm dense feature ``f`` of these models lies in a narrow cone around ``mu_image``, so
+``<f, u>`` is close to 1 and ``<f, e''_k> = <f, e'_k> + b_k <f, u>`` is the cosine plus (about)
+``b_k``. The calibration itself uses the exact ``<f_i, u>`` of each negative, so on the
+expert's images the rate holds exactly. Folding keeps the table a plain ``[K, C]`` matrix, so
+segment, eval, inspect and export use it unchanged; a biased row is no longer unit norm.
+
 File (``.npz``, numpy only, no pickles): ``names`` ``[K]`` str, ``is_thing`` ``[K]`` bool,
-``defects`` ``[D]`` str, ``embeddings`` ``[K, C]`` float32 unit rows, ``counts`` ``[K]`` int64
-(reviewed regions per class), ``k0`` float, ``model_sha256`` str (see
+``defects`` ``[D]`` str, ``embeddings`` ``[K, C]`` float32 (unit rows plus the folded bias), ``counts``
+``[K]`` int64 (reviewed regions per class), ``k0`` float, ``bias`` ``[K]`` float64 (the folded
+logit biases, 0 for unreviewed classes), ``negative_rate`` float (NaN: not calibrated), ``model_sha256`` str (see
 :meth:`densevlm.backbones.base.Backbone.weights_sha256`), ``vocabulary`` str (the vocabulary
 file text, synonyms and sections included), ``format`` str.
 """
@@ -44,9 +74,13 @@ import numpy as np
 from densevlm.errors import DenseVLMError
 from densevlm.vocab.vocabulary import Vocabulary, parse_vocabulary
 
-__all__ = ["AdaptedVocabulary", "blend", "gap_shift", "load_adapted", "save_adapted", "FORMAT"]
+__all__ = ["AdaptedVocabulary", "bias_direction", "blend", "calibrate_bias", "discriminant", "gap_shift",
+           "load_adapted", "save_adapted", "FORMAT", "SHRINKAGE"]
 
-FORMAT = "densevlm.adapted_vocabulary/1"
+FORMAT = "densevlm.adapted_vocabulary/2"
+_OLDER = ("densevlm.adapted_vocabulary/1",)
+_TIE = 1e-6  # calibrate_bias: a bias this far below a negative's threshold
+SHRINKAGE = 0.1  # discriminant: default ridge, in units of the negatives' mean variance
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -91,6 +125,87 @@ def gap_shift(prototypes: np.ndarray, image_mean: np.ndarray, text_mean: np.ndar
     return _unit(np.asarray(prototypes, np.float64) - np.asarray(image_mean)[None] + np.asarray(text_mean)[None])
 
 
+def discriminant(means: np.ndarray, counts: np.ndarray, negatives: np.ndarray, shrinkage: float = SHRINKAGE
+                 ) -> np.ndarray:
+    """``[K, C]`` unit discriminant prototypes (formula in the module docstring); zero rows where ``counts`` is 0.
+
+    Args:
+        means: ``[K, C]`` mean feature of each class's reviewed regions.
+        counts: ``[K]`` reviewed regions per class.
+        negatives: ``[M, C]`` features of regions outside every reviewed box (``M >= 2``).
+        shrinkage: the ridge ``lambda`` (> 0).
+
+    Raises:
+        DenseVLMError: fewer than 2 negatives, or ``shrinkage <= 0``.
+    """
+    neg = np.asarray(negatives, np.float64)
+    if neg.ndim != 2 or len(neg) < 2:
+        raise DenseVLMError(f"discriminant: need at least 2 negative regions, got {len(neg)}")
+    if shrinkage <= 0:
+        raise DenseVLMError(f"discriminant: shrinkage must be > 0, got {shrinkage}")
+    cov = np.cov(neg, rowvar=False)
+    cov += shrinkage * max(np.trace(cov) / cov.shape[0], 1e-12) * np.eye(cov.shape[0])
+    d = np.linalg.solve(cov, (np.asarray(means, np.float64) - neg.mean(axis=0)).T).T
+    return np.where(np.asarray(counts)[:, None] > 0, _unit(d), 0.0)
+
+
+def bias_direction(image_mean: np.ndarray) -> np.ndarray:
+    """``[C]`` direction ``u = mu / |mu|^2`` along which a logit bias is folded (``<mu, u> = 1``).
+
+    Args:
+        image_mean: ``[C]`` mean of unit-norm dense features (not normalised; non-zero).
+
+    Raises:
+        DenseVLMError: ``image_mean`` is zero (no image features to define the direction).
+    """
+    mu = np.asarray(image_mean, np.float64)
+    sq = float(mu @ mu)
+    if sq <= 0.0:
+        raise DenseVLMError("bias_direction: the mean image feature is zero")
+    return mu / sq
+
+
+def calibrate_bias(embeddings: np.ndarray, reviewed: np.ndarray, negatives: np.ndarray, direction: np.ndarray,
+                   rate: float) -> np.ndarray:
+    """``[K]`` logit biases: each reviewed class wins on at most ``floor(rate * M)`` negative regions.
+
+    For a reviewed class ``k`` and negative ``i`` (a region the expert's boxes do not cover), with
+    ``s_ik = <f_i, e_k>``, ``c_i = max_j <f_i, e_j>`` over the unreviewed classes ``j`` and
+    ``g_i = <f_i, u>``, the folded score ``s_ik + b_k g_i`` beats ``c_i`` iff
+    ``b_k > t_ik = (c_i - s_ik) / g_i``. ``b_k`` is the ``(floor(rate * M) + 1)``-th smallest
+    ``t_ik`` minus ``1e-6`` (so that float32 rounding of the stored table does not turn that
+    negative's tie into a win), so at most ``floor(rate * M)`` negatives have ``t_ik < b_k``. Negatives with
+    ``g_i <= 0`` (outside the feature cone, where a bias along ``u`` acts backwards) are left out
+    of ``M``. Unreviewed classes get 0; so do all classes when none is unreviewed (no competitor)
+    or no negative is left.
+
+    Args:
+        embeddings: ``[K, C]`` class embeddings before the bias.
+        reviewed: ``[K]`` bool, the classes with reviewed regions.
+        negatives: ``[M, C]`` unit-norm features of regions outside every reviewed box.
+        direction: ``[C]`` the bias direction ``u`` (:func:`bias_direction`).
+        rate: largest share of negatives a reviewed class may win, in ``[0, 1)``.
+    """
+    emb = np.asarray(embeddings, np.float64)
+    reviewed = np.asarray(reviewed, bool)
+    neg = np.asarray(negatives, np.float64).reshape(-1, emb.shape[1])
+    if not 0.0 <= rate < 1.0:
+        raise DenseVLMError(f"calibrate_bias: rate must be in [0, 1), got {rate}")
+    if reviewed.shape != (emb.shape[0],):
+        raise DenseVLMError(f"calibrate_bias: reviewed {reviewed.shape} does not match {emb.shape[0]} classes")
+    bias = np.zeros(emb.shape[0])
+    g = neg @ np.asarray(direction, np.float64)
+    neg, g = neg[g > 0], g[g > 0]
+    if reviewed.all() or not len(neg):
+        return bias
+    scores = neg @ emb.T
+    best_other = scores[:, ~reviewed].max(axis=1)
+    allowed = int(np.floor(rate * len(neg)))
+    for k in np.nonzero(reviewed)[0]:
+        bias[k] = np.sort((best_other - scores[:, k]) / g)[allowed] - _TIE
+    return bias
+
+
 @dataclass(frozen=True, eq=False)
 class AdaptedVocabulary(Vocabulary):
     """A vocabulary that carries its own class embeddings, valid for one model only.
@@ -100,10 +215,13 @@ class AdaptedVocabulary(Vocabulary):
     takes ``--vocab`` (segment, eval, export, inspect) uses the adapted classes unchanged.
 
     Attributes:
-        embeddings: ``[K, C]`` float32 unit rows, in vocabulary order.
+        embeddings: ``[K, C]`` float32, in vocabulary order: unit rows plus the folded bias.
         model_sha256: the model's :meth:`~densevlm.backbones.base.Backbone.weights_sha256`.
         counts: ``[K]`` reviewed regions per class.
         k0: the prior strength used.
+        bias: ``[K]`` logit biases folded into ``embeddings`` (:func:`calibrate_bias`; all 0
+            when not calibrated).
+        negative_rate: the calibration's target rate, ``None`` when not calibrated.
 
     ``source`` (inherited) names the ``.npz`` it was read from, for messages.
     """
@@ -112,6 +230,8 @@ class AdaptedVocabulary(Vocabulary):
     model_sha256: str = ""
     counts: tuple[int, ...] = ()
     k0: float = 3.0
+    bias: tuple[float, ...] = ()
+    negative_rate: Optional[float] = None
 
     def check_model(self, sha256: str) -> None:
         """Raise one line unless the vocabulary was adapted for the model with weights ``sha256``."""
@@ -123,16 +243,22 @@ class AdaptedVocabulary(Vocabulary):
 
 
 def adapted(vocab: Vocabulary, embeddings: np.ndarray, model_sha256: str, counts: np.ndarray, k0: float,
-            source: str = "adapted vocabulary") -> AdaptedVocabulary:
-    """``vocab`` (every field kept, [defects] included) with its adapted embeddings attached."""
+            source: str = "adapted vocabulary", bias: Optional[np.ndarray] = None,
+            negative_rate: Optional[float] = None) -> AdaptedVocabulary:
+    """``vocab`` (every field kept, [defects] included) with its adapted embeddings attached.
+
+    ``bias`` (default zeros) records what is already folded into ``embeddings``."""
     base = {f.name: getattr(vocab, f.name) for f in dataclasses.fields(Vocabulary)}
     base["source"] = source
     embeddings = np.asarray(embeddings, np.float32)
-    if embeddings.shape[0] != len(vocab) or len(counts) != len(vocab):
-        raise DenseVLMError(f"{source}: {embeddings.shape[0]} embeddings and {len(counts)} counts for "
-                            f"{len(vocab)} classes")
+    bias = np.zeros(len(vocab)) if bias is None else np.asarray(bias, np.float64).reshape(-1)
+    if embeddings.shape[0] != len(vocab) or len(counts) != len(vocab) or len(bias) != len(vocab):
+        raise DenseVLMError(f"{source}: {embeddings.shape[0]} embeddings, {len(counts)} counts and {len(bias)} "
+                            f"biases for {len(vocab)} classes")
     return AdaptedVocabulary(**base, embeddings=embeddings, model_sha256=model_sha256,
-                             counts=tuple(int(c) for c in counts), k0=float(k0))
+                             counts=tuple(int(c) for c in counts), k0=float(k0),
+                             bias=tuple(float(b) for b in bias),
+                             negative_rate=None if negative_rate is None else float(negative_rate))
 
 
 def save_adapted(vocab: AdaptedVocabulary, path: str | Path) -> Path:
@@ -150,6 +276,8 @@ def save_adapted(vocab: AdaptedVocabulary, path: str | Path) -> Path:
         "embeddings": np.asarray(vocab.embeddings, np.float32),
         "counts": np.array(vocab.counts, dtype=np.int64),
         "k0": np.array(vocab.k0, dtype=np.float64),
+        "bias": np.array(vocab.bias or [0.0] * len(vocab), dtype=np.float64),
+        "negative_rate": np.array(np.nan if vocab.negative_rate is None else vocab.negative_rate, dtype=np.float64),
         "model_sha256": np.array(vocab.model_sha256),
         "vocabulary": np.array(vocab.to_text()),
     }
@@ -172,11 +300,17 @@ def load_adapted(path: str | Path) -> AdaptedVocabulary:
     except (OSError, ValueError, EOFError):
         raise DenseVLMError(f"{path}: not a readable adapted vocabulary (.npz written by densevlm vocab adapt): "
                             "damaged or another kind of file") from None
-    missing = [k for k in ("format", "embeddings", "model_sha256", "vocabulary", "counts", "k0") if k not in arrays]
+    if "format" in arrays and str(arrays["format"]) in _OLDER:
+        raise DenseVLMError(f"{path}: an adapted vocabulary of an older densevlm ({arrays['format']}, no calibrated "
+                            "biases: its new classes steal other classes); run `densevlm vocab adapt` again")
+    keys = ("format", "embeddings", "model_sha256", "vocabulary", "counts", "k0", "bias", "negative_rate")
+    missing = [k for k in keys if k not in arrays]
     if missing or str(arrays["format"]) != FORMAT:
         raise DenseVLMError(f"{path}: not an adapted vocabulary (expected {FORMAT}; made by `densevlm vocab adapt`)")
     vocab = parse_vocabulary(str(arrays["vocabulary"]), source=str(path))
     emb = arrays["embeddings"]
     if emb.ndim != 2 or not np.isfinite(emb).all():
         raise DenseVLMError(f"{path}: embeddings must be a finite [K, C] table, got shape {emb.shape}")
-    return adapted(vocab, emb, str(arrays["model_sha256"]), arrays["counts"], float(arrays["k0"]), source=str(path))
+    rate = float(arrays["negative_rate"])
+    return adapted(vocab, emb, str(arrays["model_sha256"]), arrays["counts"], float(arrays["k0"]), source=str(path),
+                   bias=arrays["bias"], negative_rate=None if np.isnan(rate) else rate)
