@@ -11,9 +11,10 @@ own words are unknown to a web-trained VLM.
 4. fine-tune the student with DenseVLM's decoupled alignment, and with CLIPSelf to compare;
 5. simulated expert review: an expert (the unlabeled pool's ground truth, never the held-out
    set) labels 10 regions of each plant word in a review database, as the review page would;
-   ``densevlm vocab adapt``'s blend turns them into class embeddings for the DenseVLM-tuned
-   student, and its box accuracy on the held-out set is measured with the text embeddings only
-   and with the adapted vocabulary (``review.json``, ``review/``);
+   ``densevlm vocab adapt`` turns them into class embeddings for the DenseVLM-tuned student
+   (discriminant prototypes with a bias calibrated on the expert's own images, so the new words
+   do not take the surfaces), and its box accuracy on the held-out set is measured with the text
+   embeddings only and with the adapted vocabulary (``review.json``, ``review/``);
 6. inspection: how many items holding a defect (burr, weld spatter and porosity included) are
    caught at 2 % false alarms, before and after, with the text embeddings;
 7. segment a few sample images before and after;
