@@ -107,6 +107,16 @@ def test_defect_scores_fires_on_a_novel_defect_cluster_only():
     assert report["signals"]["defect_scores"]["p_value"] < 0.05 / 8 < report["signals"]["scores"]["p_value"]
 
 
+def test_without_defects_there_are_no_defect_signals():
+    rng = np.random.default_rng(3)
+    ref, batch = _stats(rng, 50), _stats(rng, 30)
+    for stats in (ref, batch):
+        stats.defect_scores, stats.defect_indices = np.zeros((len(stats), 0)), ()
+    report = compare(ref, batch, n_resamples=200)
+    assert set(report["signals"]) == {"class_shares", "scores", "low_confidence", "embeddings", "brightness", "sharpness"}
+    assert report["alpha_per_signal"] == pytest.approx(0.05 / 6) and np.all(batch.scores == 0)
+
+
 def test_reference_keeps_defect_scores_and_refuses_the_older_format(tmp_path):
     stats = _stats(np.random.default_rng(2), 12)
     path = save_reference(tmp_path / "ref.json", stats, {"model": {"name": "m"}})

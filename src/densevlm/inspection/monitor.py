@@ -12,8 +12,9 @@ statistics (images are the independent units; pixels of one image are not):
 * ``scores`` -- two-sample Kolmogorov-Smirnov test of the NG scores (``scipy.stats.ks_2samp``).
 * ``defect_scores`` -- MMD (below) of the per-image vectors of the ``D`` defect scores: the
   joint pattern of how much each image looks like each defect. A defect the reference never had
-  shows as images that look a little like several defects at once, and the defects it replaces
-  go missing; the NG score (their maximum) and the argmax shares see only part of that.
+  changes that pattern: the defects it replaces go missing, and its images score on the known
+  defects in proportions the reference's images did not; the NG score (their maximum) and the
+  argmax shares see only part of that.
   ``BENCHMARKS.md`` ("Drift monitoring") measures it against the alternatives tried. Absent
   without defects.
 * ``low_confidence`` -- one-sided Mann-Whitney U test that the batch's per-image shares of
