@@ -11,7 +11,8 @@ import densevlm
 from densevlm.cli.main import main
 from densevlm.errors import DenseVLMError
 from densevlm.data.synth import write_world
-from densevlm.inspection.monitor import BatchStats, compare, holm, mmd2, permutation_pvalue, psi
+from densevlm.inspection.monitor import (BatchStats, compare, holm, load_reference, mmd2, permutation_pvalue, psi,
+                                         save_reference)
 
 
 def test_psi_by_hand():
@@ -41,7 +42,7 @@ def test_holm_by_hand():
 def _stats(rng, n, shift=0.0, darker=0.0, blurred=1.0):
     emb = rng.normal(size=(n, 8)) + shift
     image = np.c_[rng.normal(0.5, 0.05, n) - darker, rng.normal(0.02, 0.004, n) * blurred]
-    return BatchStats(rng.dirichlet(np.ones(5), n), rng.random(n), rng.random(n),
+    return BatchStats(rng.dirichlet(np.ones(5), n), rng.random((n, 2)), rng.random(n),
                       emb / np.linalg.norm(emb, axis=1, keepdims=True), image, defect_indices=(3, 4))
 
 
@@ -49,17 +50,17 @@ def test_compare_on_synthetic_statistics():
     rng = np.random.default_rng(0)
     ref = _stats(rng, 200)
     stable = compare(ref, _stats(rng, 80), n_resamples=300)
-    assert stable["verdict"] == "stable" and stable["alpha_per_signal"] == pytest.approx(0.05 / 7)
+    assert stable["verdict"] == "stable" and stable["alpha_per_signal"] == pytest.approx(0.05 / 8)
     moved = _stats(rng, 80, shift=0.8)
-    moved.scores = moved.scores + 0.3
+    moved.defect_scores = moved.defect_scores + 0.3
     report = compare(ref, moved, n_resamples=300)
-    assert report["verdict"] == "drift" and set(report["fired"]) == {"embeddings", "scores"}
+    assert report["verdict"] == "drift" and set(report["fired"]) == {"embeddings", "scores", "defect_scores"}
     assert any("re-calibrate" in a for a in report["actions"])
     dark = compare(ref, _stats(rng, 80, darker=0.1), n_resamples=300)
     assert dark["fired"] == ["brightness"] and "lighting" in dark["actions"][0]
     soft = compare(ref, _stats(rng, 80, blurred=0.5), n_resamples=300)
     assert soft["fired"] == ["sharpness"] and "focus" in soft["actions"][0]
-    with pytest.raises(DenseVLMError, match="use at least 140 permutations"):
+    with pytest.raises(DenseVLMError, match="use at least 160 permutations"):
         compare(ref, moved, n_resamples=100)
 
 
@@ -75,6 +76,58 @@ def test_defect_mix_fires_when_one_defect_is_replaced():
     assert np.allclose(batch.defect_mix, np.c_[np.zeros(80), np.full(80, 0.1), np.full(80, 0.9)])
     report = compare(ref, batch, n_resamples=300)
     assert "defect_mix" in report["fired"] and report["signals"]["defect_mix"]["p_value"] < 0.01
+
+
+def _defect_scores(rng, n, novel=0.0):
+    """``[n, 2]`` defect scores: half OK images (both low); half NG images, each with one defect high
+    (Beta(8, 2)) and the other low; with ``novel``, that share of the NG images is a defect the
+    reference never had, as high on both defects (the second 0.9 x the first, so the NG score, the
+    larger one, keeps the reference's distribution)."""
+    out = rng.beta(1, 20, size=(n, 2))
+    ng = np.flatnonzero(np.arange(n) % 2 == 1)
+    high = rng.beta(8, 2, size=len(ng))
+    which = rng.integers(0, 2, size=len(ng))
+    out[ng, which] = high
+    new = ng[rng.random(len(ng)) < novel]
+    out[new, 0] = rng.beta(8, 2, size=len(new))
+    out[new, 1] = 0.9 * out[new, 0]
+    return out
+
+
+def test_defect_scores_fires_on_a_novel_defect_cluster_only():
+    rng = np.random.default_rng(5)
+    ref, same, novel = _stats(rng, 300), _stats(rng, 100), _stats(rng, 100)
+    ref.defect_scores = _defect_scores(np.random.default_rng(10), 300)
+    same.defect_scores = _defect_scores(np.random.default_rng(11), 100)
+    novel.defect_scores = _defect_scores(np.random.default_rng(11), 100, novel=0.5)
+    stable = compare(ref, same, n_resamples=1000)
+    assert stable["verdict"] == "stable" and stable["signals"]["defect_scores"]["p_value"] > 0.05
+    report = compare(ref, novel, n_resamples=1000)
+    assert report["fired"] == ["defect_scores"] and "a defect appeared" in report["actions"][0]
+    assert report["signals"]["defect_scores"]["p_value"] < 0.05 / 8 < report["signals"]["scores"]["p_value"]
+
+
+def test_without_defects_there_are_no_defect_signals():
+    rng = np.random.default_rng(3)
+    ref, batch = _stats(rng, 50), _stats(rng, 30)
+    for stats in (ref, batch):
+        stats.defect_scores, stats.defect_indices = np.zeros((len(stats), 0)), ()
+    report = compare(ref, batch, n_resamples=200)
+    assert set(report["signals"]) == {"class_shares", "scores", "low_confidence", "embeddings", "brightness", "sharpness"}
+    assert report["alpha_per_signal"] == pytest.approx(0.05 / 6) and np.all(batch.scores == 0)
+
+
+def test_reference_keeps_defect_scores_and_refuses_the_older_format(tmp_path):
+    stats = _stats(np.random.default_rng(2), 12)
+    path = save_reference(tmp_path / "ref.json", stats, {"model": {"name": "m"}})
+    loaded, meta = load_reference(path)
+    assert loaded.defect_scores.shape == (12, 2) and np.allclose(loaded.scores, stats.defect_scores.max(axis=1))
+    assert meta == {"model": {"name": "m"}}
+    doc = json.loads(path.read_text())
+    doc["schema"] = "densevlm.monitor_reference/2"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DenseVLMError, match=r"older format \(densevlm.monitor_reference/2\); rebuild it with --save-reference"):
+        load_reference(path)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +178,11 @@ def test_monitor_says_stable_for_the_same_world_and_drift_for_a_darker_line(line
     assert main(["monitor", "--model", "tiny-student", "--reference", str(line / "ref"), "--save-reference", str(ref),
                  "--batch", str(line / "same"), "--json", str(tmp_path / "same.json"), "--history", str(tmp_path / "h"),
                  "--permutations", "300"]) == 0
-    assert json.loads((tmp_path / "same.json").read_text())["verdict"] == "stable"
+    same = json.loads((tmp_path / "same.json").read_text())
+    assert same["verdict"] == "stable" and "defect_scores" in same["signals"]
+    assert "MMD^2 of per-image defect scores" in same["signals"]["defect_scores"]["test"]
+    assert json.loads(ref.read_text())["schema"] == "densevlm.monitor_reference/3"
+    assert " defect_scores " in capsys.readouterr().out
     status = main(["monitor", "--model", "tiny-student", "--reference", str(ref), "--batch", str(line / "dark"),
                    "--json", str(tmp_path / "dark.json"), "--history", str(tmp_path / "h"), "--fail-on-drift",
                    "--permutations", "300"])

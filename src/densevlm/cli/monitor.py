@@ -2,21 +2,23 @@
 
 The reference is a set of images from the line as it was when the model was evaluated and
 calibrated (e.g. the calibration images), or the statistics of such a set saved once with
---save-reference ref.json. Seven signals are tested on per-image statistics:
+--save-reference ref.json. Eight signals are tested on per-image statistics:
 
   class_shares    population stability index of the predicted class shares (permutation p-value)
   defect_mix      the same for the shares of each defect and of "not a defect"
   scores          two-sample Kolmogorov-Smirnov test of the NG scores
+  defect_scores   MMD of the per-image vectors of defect scores (permutation p-value): a new
+                  defect, or one gone, changes how much each image looks like each defect
   low_confidence  Mann-Whitney U test: more low-confidence pixels than in the reference
   embeddings      MMD of the pooled image embeddings (Gaussian kernel, permutation p-value)
   brightness      KS test of the mean luma per image
   sharpness       KS test of the variance of the Laplacian per image (focus, camera distance)
 
 --alpha (default 0.05) is the false-drift rate over all of them: the batch drifted when the
-smallest p-value is below alpha / 7 (6 without [defects]; Bonferroni), and the signals named are those Holm's
+smallest p-value is below alpha / 8 (6 without [defects]; Bonferroni), and the signals named are those Holm's
 procedure rejects. Each names an action: re-calibrate (scores, brightness), re-evaluate on
 labelled images (class shares, embeddings, sharpness), review new regions (low confidence,
-defect mix).
+defect mix, defect scores).
 
 INPUT for --reference / --batch: image folders (a `densevlm synth` folder means its images/),
 files or globs; --reference may also be a ref.json. With --operating-point the scores use its

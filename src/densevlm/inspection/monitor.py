@@ -1,6 +1,6 @@
 """Drift monitoring: is a production batch still like the reference the thresholds were set on?
 
-Seven signals, each a test of "batch and reference come from the same line" on per-image
+Eight signals, each a test of "batch and reference come from the same line" on per-image
 statistics (images are the independent units; pixels of one image are not):
 
 * ``class_shares`` -- population stability index (PSI) of the predicted class shares,
@@ -10,6 +10,13 @@ statistics (images are the independent units; pixels of one image are not):
   (the vocabulary's ``[defects]``): the mix of defects changed, e.g. a defect the vocabulary
   does not name is called one it does. Absent without defects.
 * ``scores`` -- two-sample Kolmogorov-Smirnov test of the NG scores (``scipy.stats.ks_2samp``).
+* ``defect_scores`` -- MMD (below) of the per-image vectors of the ``D`` defect scores: the
+  joint pattern of how much each image looks like each defect. A defect the reference never had
+  changes that pattern: the defects it replaces go missing, and its images score on the known
+  defects in proportions the reference's images did not; the NG score (their maximum) and the
+  argmax shares see only part of that.
+  ``BENCHMARKS.md`` ("Drift monitoring") measures it against the alternatives tried. Absent
+  without defects.
 * ``low_confidence`` -- one-sided Mann-Whitney U test that the batch's per-image shares of
   low-confidence pixels are larger (``scipy.stats.mannwhitneyu``).
 * ``embeddings`` -- maximum mean discrepancy (MMD, Gretton et al., JMLR 2012) of the pooled
@@ -50,13 +57,15 @@ __all__ = ["BatchStats", "psi", "mmd2", "median_bandwidth", "permutation_pvalue"
            "DEFAULT_ALPHA", "SCHEMA"]
 
 DEFAULT_ALPHA = 0.05
-SCHEMA = "densevlm.monitor_reference/2"
+SCHEMA = "densevlm.monitor_reference/3"
 _PSI_FLOOR = 1e-4
 ACTIONS = {
     "class_shares": "re-evaluate on labelled images of this batch: the mix of predicted classes changed",
     "defect_mix": ("review the NG regions of this batch (densevlm retrieve + review): the mix of defects changed, "
                    "perhaps a defect the vocabulary does not name; add it, then re-calibrate"),
     "scores": "re-calibrate the operating point (densevlm calibrate) on labelled images of the new line",
+    "defect_scores": ("review the images with unusual defect scores (densevlm retrieve + review): a defect appeared "
+                      "or went missing, perhaps one the vocabulary does not name; add it, then re-calibrate"),
     "low_confidence": "review new regions (densevlm retrieve + review): the model is unsure of what it sees",
     "embeddings": "re-evaluate: the images look different (lighting, focus, camera, surface)",
     "brightness": "check the lighting (lamps, exposure, white balance), then re-calibrate on the fixed line",
@@ -70,7 +79,7 @@ class BatchStats:
 
     Attributes:
         class_shares: ``[N, K]`` share of each predicted class per image.
-        scores: ``[N]`` NG scores.
+        defect_scores: ``[N, D]`` score of each defect per image (``D = len(defect_indices)``).
         low_confidence: ``[N]`` share of low-confidence pixels per image.
         embeddings: ``[N, C]`` unit-norm image embeddings.
         image_stats: ``[N, 2]`` brightness and sharpness (:mod:`densevlm.inspection.image_stats`).
@@ -78,16 +87,21 @@ class BatchStats:
     """
 
     class_shares: np.ndarray
-    scores: np.ndarray
+    defect_scores: np.ndarray
     low_confidence: np.ndarray
     embeddings: np.ndarray
     image_stats: np.ndarray
     defect_indices: tuple[int, ...] = ()
 
-    _ARRAYS = ("class_shares", "scores", "low_confidence", "embeddings", "image_stats")
+    _ARRAYS = ("class_shares", "defect_scores", "low_confidence", "embeddings", "image_stats")
 
     def __len__(self) -> int:
-        return int(self.scores.shape[0])
+        return int(self.class_shares.shape[0])
+
+    @property
+    def scores(self) -> np.ndarray:
+        """``[N]`` NG scores: the largest defect score per image (0 without defects)."""
+        return self.defect_scores.max(axis=1) if self.defect_scores.shape[1] else np.zeros(len(self))
 
     @property
     def defect_mix(self) -> np.ndarray:
@@ -99,7 +113,8 @@ class BatchStats:
     def from_analyses(cls, analyses: Sequence[Any], defect_indices: Sequence[int] = ()) -> "BatchStats":
         if not analyses:
             raise DenseVLMError("no images to take statistics of")
-        return cls(np.stack([a.class_shares for a in analyses]), np.array([a.score for a in analyses]),
+        return cls(np.stack([a.class_shares for a in analyses]),
+                   np.stack([a.defect_scores for a in analyses]).reshape(len(analyses), len(defect_indices)),
                    np.array([a.low_confidence for a in analyses]), np.stack([a.embedding for a in analyses]),
                    np.stack([a.image_stats for a in analyses]), tuple(int(k) for k in defect_indices))
 
@@ -113,9 +128,11 @@ class BatchStats:
     def from_json(cls, data: dict[str, Any], where: str) -> "BatchStats":
         try:
             arrays = [np.asarray(data[k], dtype=np.float64) for k in cls._ARRAYS]
-            return cls(*arrays, tuple(int(k) for k in data["defect_indices"]))
+            defects = tuple(int(k) for k in data["defect_indices"])
+            arrays[1] = arrays[1].reshape(len(arrays[0]), len(defects))
         except (KeyError, TypeError, ValueError) as e:
             raise DenseVLMError(f"{where}: reference statistics are missing or malformed ({e})") from None
+        return cls(*arrays, defects)
 
 
 def psi(reference: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -208,8 +225,8 @@ def _psi_signal(ref_shares: np.ndarray, batch_shares: np.ndarray, n_resamples: i
     return permutation_pvalue(statistic, n_x, len(batch_shares), n_resamples, seed)
 
 
-def _mmd_signal(ref: BatchStats, batch: BatchStats, n_resamples: int, seed: int) -> tuple[float, float]:
-    z = np.concatenate([ref.embeddings, batch.embeddings]).astype(np.float64)
+def _mmd_signal(ref: np.ndarray, batch: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float]:
+    z = np.concatenate([ref, batch]).astype(np.float64)
     k = _kernel(z, median_bandwidth(z))
 
     def statistic(w: np.ndarray) -> np.ndarray:
@@ -247,11 +264,15 @@ def compare(reference: BatchStats, batch: BatchStats, alpha: float = DEFAULT_ALP
     ks = ks_2samp(reference.scores, batch.scores)
     signals["scores"] = {"statistic": float(ks.statistic), "p_value": float(ks.pvalue), "test": "two-sample KS",
                          "reference_mean": float(reference.scores.mean()), "batch_mean": float(batch.scores.mean())}
+    if reference.defect_indices:
+        value, p = _mmd_signal(reference.defect_scores, batch.defect_scores, n_resamples, seed)
+        signals["defect_scores"] = {"statistic": value, "p_value": p,
+                                    "test": "MMD^2 of per-image defect scores (Gaussian, median bandwidth), permutation"}
     mw = mannwhitneyu(batch.low_confidence, reference.low_confidence, alternative="greater")
     signals["low_confidence"] = {"statistic": float(batch.low_confidence.mean()), "p_value": float(mw.pvalue),
                                  "test": "Mann-Whitney U, batch greater",
                                  "reference_mean": float(reference.low_confidence.mean())}
-    value, p = _mmd_signal(reference, batch, n_resamples, seed)
+    value, p = _mmd_signal(reference.embeddings, batch.embeddings, n_resamples, seed)
     signals["embeddings"] = {"statistic": value, "p_value": p, "test": "MMD^2 (Gaussian, median bandwidth), permutation"}
     for j, name in enumerate(IMAGE_STATS):
         ks = ks_2samp(reference.image_stats[:, j], batch.image_stats[:, j])
@@ -271,7 +292,7 @@ def compare(reference: BatchStats, batch: BatchStats, alpha: float = DEFAULT_ALP
 
 
 def save_reference(path: str | Path, stats: BatchStats, meta: dict[str, Any], overwrite: bool = False) -> Path:
-    """Write reference statistics (``densevlm.monitor_reference/2``, :data:`SCHEMA`) with the model and vocabulary they belong to."""
+    """Write reference statistics (``densevlm.monitor_reference/3``, :data:`SCHEMA`) with the model and vocabulary they belong to."""
     from densevlm.fileio import atomic_write_text
 
     path = Path(path)
