@@ -15,10 +15,12 @@ The finish step runs in threads by default, which suits results kept in memory
 (:func:`densevlm.segment` on a list). With ``processes=True`` it runs in worker processes
 instead: a finish step that mostly runs Python (regions, segments, overlays, JSON: about 9 ms
 of a 64 px scene, with the GIL held) then no longer takes turns with decoding and the model's
-thread. Each task sends the :class:`Prepared` (without its model input) and the dense map to a
-worker, and the result back. The workers are forked where the platform can (Linux: they start
-in milliseconds and inherit ``finish``), else spawned (``finish`` is then pickled once per
-worker). They ignore Ctrl-C (the caller stops them: queued tasks are cancelled and the running
+thread. Each task sends the :class:`Prepared` (without its model input), the dense map and the
+class embeddings to a worker (about 50 KiB for a 64 px scene with tiny-student, 0.3 ms to
+pickle), and the result back. The workers are forked where the platform can (Linux: they start
+in milliseconds, before this process starts its threads, and inherit ``finish``), else spawned
+(``finish`` is then pickled once per worker). Finishing is not cheaper in a process, only
+parallel: it pays where the machine has cores for it and the model leaves them free. They ignore Ctrl-C (the caller stops them: queued tasks are cancelled and the running
 ones end), leave when the calling process dies, and the log records ``finish`` makes in a worker
 are re-emitted here, with its result, in input order.
 
@@ -73,7 +75,7 @@ class Prepared:
 
 
 def default_workers() -> int:
-    """Threads per pool when none are given: the CPU count, at most 4."""
+    """Threads (or processes) per pool when none are given: the CPU count, at most 4."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -151,6 +153,9 @@ def run_pipeline(
                     yield _outcome(pending.popleft(), processes)
             while pending:
                 yield _outcome(pending.popleft(), processes)
+    except BrokenProcessPool:
+        raise DenseVLMError("a post-processing worker process died (killed by the system, e.g. out of memory?); "
+                            "with no workers (--workers 0) everything runs in one process") from None
     finally:
         # on an error, Ctrl-C or a consumer that stops early: nothing queued starts, what runs ends
         decoders.shutdown(wait=True, cancel_futures=True)
@@ -161,11 +166,7 @@ def _outcome(future: Future, processes: bool) -> Any:
     """A finish task's result; from a worker process, after re-emitting its log records here."""
     if not processes:
         return future.result()
-    try:
-        result, records = future.result()
-    except BrokenProcessPool:
-        raise DenseVLMError("a post-processing worker process died (killed by the system, e.g. out of memory); "
-                            "--workers 0 runs without them") from None
+    result, records = future.result()
     for record in records:
         logging.getLogger(record.name).handle(record)
     return result
@@ -178,8 +179,8 @@ def _process_pool(workers: int, finish: Callable[..., Any]) -> ProcessPoolExecut
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
                                initializer=_start_worker, initargs=(finish, level))
     # the workers start now (with fork, all of them at the first task); the objects made so far are
-    # left out of every garbage collection meanwhile, so that a worker's collections neither scan
-    # nor copy the pages it shares with this process
+    # frozen meanwhile, so that a forked worker's garbage collections never scan them, and so never
+    # copy the memory pages it shares with this process
     gc.freeze()
     try:
         pool.submit(int)
