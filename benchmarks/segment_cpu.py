@@ -8,9 +8,11 @@ Every row in one run, on one machine state:
    alone, the rest of ``s/img`` is preprocessing and post-processing (label and score maps at
    640x480, regions, RLE). ``x torch`` is the images/s ratio to the same model's PyTorch fp32 row.
 2. **Throughput on 64 px scenes** (tiny-student, and the distilled model): ``--scenes`` images
-   through the ``segment()`` API given the whole list (batched, post-processing in threads), and
-   through the command line (``densevlm segment SCENES --engine E``, writing overlays, label maps
-   and JSON; the seconds the command prints, which exclude start-up and model loading).
+   through the ``segment()`` API given the whole list (batched, post-processing in threads),
+   through ``segment_files`` in this process with its finishing (maps, overlays, PNGs, JSON) in
+   threads and in worker processes, runs alternated, and through the command line (``densevlm
+   segment SCENES --engine E``, writing overlays, label maps and JSON; the seconds the command
+   prints, which exclude start-up and model loading).
 
 Vocabulary embeddings are cached in every row: the exports carry theirs, the PyTorch models
 embed once in the warm-up (and the command line reads the on-disk cache a warm-up run wrote).
@@ -141,15 +143,39 @@ def cli_seconds(model_arg: str, engine: str, scenes: Path, threads: int, cache: 
         shutil.rmtree(out, ignore_errors=True)
 
 
+def files_seconds(runtime: Any, files: list[Any], size: int, processes: bool) -> float:
+    """Seconds ``segment_files`` (what the command line runs, in this process) reports for the scenes,
+    finishing in worker processes or in threads."""
+    from densevlm.inference.batch import RunConfig, segment_files
+
+    out = Path(tempfile.mkdtemp(prefix="segment-bench-files-"))
+    try:
+        config = RunConfig(size=size, processes=processes)
+        return segment_files(runtime, files, default_vocabulary(), out, config).seconds
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def throughput_rows(label: str, engines: dict[str, Any], model_args: dict[str, str], scenes: Path, size: int,
                     runs: int, threads: int, cli: bool, workers: Optional[int] = None) -> list[dict[str, Any]]:
-    """Images/s of the ``segment()`` API on the scene list and of the command line on the folder."""
+    """Images/s of the ``segment()`` API on the scene list, of ``segment_files`` finishing in threads
+    and in processes (alternated, so that both see the same machine), and of the command line."""
+    from densevlm.inference.io import collect_inputs
+
     vocab = default_vocabulary()
     images = [Image.open(p).convert("RGB") for p in sorted(scenes.glob("*.png"))]
+    files = collect_inputs([str(scenes)])
     rows = []
     for engine, runtime in engines.items():
         api = median_seconds(lambda: densevlm.segment(runtime, images, vocab, size=size), max(1, runs // 2))
         row = {"model": label, "engine": engine, "images": len(images), "api": len(images) / api}
+        files_seconds(runtime, files, size, True)  # warm-up
+        timed: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(max(1, runs // 2)):
+            for processes in (False, True):
+                timed[processes].append(files_seconds(runtime, files, size, processes))
+        row["files threads"] = len(images) / statistics.median(timed[False])
+        row["files processes"] = len(images) / statistics.median(timed[True])
         if cli:
             kind = engine.split()[0].replace("onnxruntime", "onnx")
             cache = os.environ["DENSEVLM_CACHE"]
@@ -227,11 +253,15 @@ def main() -> None:
               + ", ".join(f"{k}: {v}" for k, v in agreements.items()))
     if speed_table:
         print(f"\nThroughput on {args.scenes} scenes of 64x64 (images/s)")
-        header = f"{'model':<20} {'engine':<17} {'segment() API':>14} {'CLI + files':>12}"
+        print("(files: segment_files in this process, writing overlays, label maps and JSON, finishing in "
+              "threads or in worker processes)")
+        header = (f"{'model':<20} {'engine':<17} {'segment() API':>14} {'files threads':>14} {'files processes':>16} "
+                  f"{'CLI + files':>12}")
         print(header + "\n" + "-" * len(header))
         for r in speed_table:
             cli = f"{r['cli']:>12.1f}" if "cli" in r else f"{'-':>12}"
-            print(f"{r['model']:<20} {r['engine']:<17} {r['api']:>14.1f} {cli}")
+            print(f"{r['model']:<20} {r['engine']:<17} {r['api']:>14.1f} {r['files threads']:>14.1f} "
+                  f"{r['files processes']:>16.1f} {cli}")
     print(f"\nexports and scenes: {work}")
 
 

@@ -53,6 +53,8 @@ class RunConfig:
         batch_size: images per forward pass.
         workers: threads that decode (and as many processes that post-process and write)
             around the model (0: everything in order in one thread).
+        processes: post-process and write in ``workers`` processes (False: in threads; see
+            :mod:`densevlm.inference.pipeline` for when each pays).
         overwrite: redo images whose outputs exist.
         overlay_max_side: longest side of the drawn image in the overlay.
         progress: show a progress bar (and route log lines through it).
@@ -65,6 +67,7 @@ class RunConfig:
     min_area: Optional[int] = None
     batch_size: int = 8
     workers: int = 2
+    processes: bool = True
     overwrite: bool = False
     overlay_max_side: int = 2048
     progress: bool = False
@@ -209,7 +212,7 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
     with redirect:
         bar = tqdm(total=len(images), desc="segment", unit="img", disable=None if config.progress else True)
         for i, row in run_pipeline(model, images, vocab, lambda i, image: _prepare(image, model, config, boxes, i),
-                                   finish, batch_size=config.batch_size, workers=config.workers, processes=True,
+                                   finish, batch_size=config.batch_size, workers=config.workers, processes=config.processes,
                                    templates=config.templates):
             rows[indices[i]] = row
             bar.update(1)
