@@ -1,13 +1,15 @@
 """Image decoding and the letterbox size policy shared by every model.
 
 Images are read as RGB whatever is on disk (grayscale, palette, RGBA, CMYK, 16-bit), with the
-EXIF orientation applied. The letterbox policy resizes the longest side to ``size`` and pads
+EXIF orientation applied; of an animated or multi-page file (GIF, TIFF, PNG, WebP) the first frame,
+with a warning. The letterbox policy resizes the longest side to ``size`` and pads
 right and bottom up to a multiple of the patch size (or to a square), so that input pixels map
 to original pixels by a single scale factor.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import sys
 import warnings
@@ -26,6 +28,8 @@ if TYPE_CHECKING:  # torch is imported on use: the review server reads image siz
 
 __all__ = ["IMAGE_SUFFIXES", "open_image", "image_size", "to_rgb", "Letterbox", "letterbox", "letterbox_array", "normalize",
            "normalize_array", "encode_png"]
+
+log = logging.getLogger(__name__)
 
 # .gif: the first frame of an animated GIF is the image
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -105,7 +109,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def open_image(path: str | Path | BinaryIO, name: Optional[str] = None, orientation: bool = True) -> Image.Image:
-    """Read an image as RGB with its EXIF orientation applied (the frame of :func:`image_size`).
+    """Read an image as RGB with its EXIF orientation applied (the frame of :func:`image_size`); of
+    an animated or multi-page file, the first frame, with a warning line naming the file.
 
     Args:
         path: a file path, or a binary file object (e.g. a member of a tar shard).
@@ -121,6 +126,9 @@ def open_image(path: str | Path | BinaryIO, name: Optional[str] = None, orientat
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path if hasattr(path, "read") else Path(path)) as im:
+                # an MPO (a camera's JPEG) holds previews of the same picture as further frames
+                if getattr(im, "is_animated", False) and im.format != "MPO":
+                    log.warning("%s: %d frames; using the first", label, im.n_frames)
                 im.load()
                 if orientation:
                     im = ImageOps.exif_transpose(im)

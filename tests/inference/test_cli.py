@@ -151,7 +151,7 @@ def test_second_run_skips_finished_images_and_overwrite_redoes_them(run_dir, fir
     assert in_process([*args, "--workers", "0"]) == 0, capsys.readouterr().err
     summary = _summary(out)
     assert {rel: row["status"] for rel, row in summary.items()} == {
-        rel: "skipped" if size else "error" for rel, size in INPUTS.items()
+        rel: "ok" if size else "error" for rel, size in INPUTS.items()  # a skipped image keeps its row
     }
     assert summary["big.jpg"]["segments"] != "0" and summary["big.jpg"]["top_classes"]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "summary.csv"} == stamps

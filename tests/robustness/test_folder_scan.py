@@ -79,8 +79,7 @@ def test_segment_into_its_own_input_folder_twice_reads_only_the_photos(folder, c
     assert sorted(p.name for p in folder.iterdir()) == first  # nothing segmented its own outputs
     with open(folder / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["name"], r["status"]) for r in rows] == [("a.png", "skipped"), ("anim.gif", "skipped"),
-                                                        ("still.gif", "skipped")]
+    assert [(r["name"], r["status"]) for r in rows] == [("a.png", "ok"), ("anim.gif", "ok"), ("still.gif", "ok")]
     assert {name: (folder / name).read_bytes() for name in inputs} == inputs
     err = capsys.readouterr().err
     assert "10 densevlm outputs" in err and "2 not an image type densevlm reads (notes.txt, scan.heic)" in err

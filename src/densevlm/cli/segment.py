@@ -2,10 +2,10 @@
 
 INPUT: image files, folders (searched recursively, hidden files and folders skipped) or globs
 ('photos/**/*.jpg', only image files kept); any size, RGB, grayscale, RGBA or 16-bit, EXIF
-orientation applied; a GIF is read by its first frame. A folder or glob never yields the outputs
-of an earlier segment run (NAME.overlay.png / NAME.labels.png beside NAME.json or summary.csv,
-wherever its --out was), and one line lists what a scan skipped and why. For each image,
---out DIR gets:
+orientation applied; an animated GIF or a multi-page TIFF is read by its first frame, with a
+warning. A folder or glob never yields the outputs of an earlier segment run (NAME.overlay.png /
+NAME.labels.png beside NAME.json or summary.csv, wherever its --out was), and one line lists what
+a scan skipped and why. For each image, --out DIR gets:
 
   NAME.overlay.png  the image with stuff tinted, things outlined, labels and a legend
                     (small images are upscaled, large ones drawn at most --overlay-max-side px)
@@ -31,8 +31,9 @@ classified (RoI features) and becomes a segment instead: COCO JSON ({"images": [
 "file_name"}], "annotations": [{"image_id", "bbox": [x, y, w, h]}]}) or a list
 [{"image": "a.jpg", "box": [x1, y1, x2, y2]}], in original pixels.
 
-Images whose three outputs exist are skipped (--overwrite redoes them); unreadable files are
-reported in one warning line each and in summary.csv, and the run goes on.
+Images whose three outputs exist are skipped (--overwrite redoes them) and keep their rows in
+summary.csv; unreadable files are reported in one warning line each and in summary.csv, and the
+run goes on.
 
 Without --model, ./densevlm-demo/densevlm/last.pt (the model `densevlm demo` tuned) is used
 when it exists, else tiny-student. Without --vocab, the embedded world's vocabulary.
@@ -41,8 +42,8 @@ ENGINES: --model names a model (tiny-student, ViT-B-16, a checkpoint file) run i
 export directory (`densevlm export --format onnx|openvino --out DIR`) run in ONNX Runtime or
 OpenVINO; the engine is read from the export's manifest unless --engine says it. An export
 carries its vocabulary's embeddings (--vocab must be the exported one) and runs without PyTorch
-installed (`pip install "densevlm[runtime]"`). Images are decoded, post-processed and written
-in --workers threads while the model runs a batch at a time.
+installed (`pip install "densevlm[runtime]"`). Images are decoded in --workers threads, and
+post-processed and written in --workers processes, while the model runs a batch at a time.
 
 PROMPTS: the first run of a new vocabulary embeds every class name in the model's prompt
 templates (63 sentences per name for CLIPs; cached afterwards). --prompts short uses a 7-sentence
@@ -111,7 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "set, 1 for tiny models: faster first run of a new vocabulary; see PROMPTS above)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     p.add_argument("--workers", type=_non_negative, default=2,
-                   help="threads that decode images (and as many that post-process and write them) while the "
+                   help="threads that decode images and processes that post-process and write them while the "
                         "model runs (default: 2; 0: one thread, in order)")
     p.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--overlay-max-side", type=_positive, default=2048,

@@ -3,17 +3,20 @@
 The run goes through :func:`densevlm.inference.pipeline.run_pipeline`: ``workers`` threads
 decode and letterbox the images ahead of the model (every image to a ``size x size`` square, so
 any aspect ratios batch together, plus a copy at most ``overlay_max_side`` for the overlay, so
-full-resolution pixels are dropped early), the model runs a batch at a time, and ``workers`` threads make each
-image's maps and segments and write its files while the next batch runs. Nothing here imports
-PyTorch: an export runs on a machine without it. The run is resumable: an image whose three
-outputs exist (and whose JSON reads back) is skipped unless ``overwrite``. A file that cannot be
-read or written is skipped with one warning line and an ``error`` row in the summary; the run
-goes on.
+full-resolution pixels are dropped early), the model runs a batch at a time, and ``workers``
+processes make each image's maps and segments and write its files while the next batch runs
+(processes, not threads: that step is mostly Python, about 9 ms of a 64 px scene, and in threads
+it would take turns with decoding and the model for the GIL). Nothing here imports PyTorch: an
+export runs on a machine without it. The run is resumable: an image whose three outputs exist
+(and whose JSON reads back) is skipped unless ``overwrite``, and keeps its row of the earlier
+run's summary. A file that cannot be read or written is skipped with one warning line and an
+``error`` row in the summary; the run goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ import numpy as np
 from densevlm.dense import DenseRuntime
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
-from densevlm.inference.io import InputImage, finished_json, write_outputs, write_summary
+from densevlm.inference.io import SUMMARY_FIELDS, InputImage, finished_json, write_outputs, write_summary
 from densevlm.inference.overlay import display_image
 from densevlm.inference.pipeline import Prepared, run_pipeline
 from densevlm.inference.result import SegmentResult
@@ -48,8 +51,10 @@ class RunConfig:
         top_k: candidates per segment.
         min_area: speck threshold in original pixels (None: half a token).
         batch_size: images per forward pass.
-        workers: threads that decode (and as many that post-process and write) around the
-            model (0: everything in order in one thread).
+        workers: threads that decode (and as many processes that post-process and write)
+            around the model (0: everything in order in one thread).
+        processes: post-process and write in ``workers`` processes (False: in threads; see
+            :mod:`densevlm.inference.pipeline` for when each pays).
         overwrite: redo images whose outputs exist.
         overlay_max_side: longest side of the drawn image in the overlay.
         progress: show a progress bar (and route log lines through it).
@@ -62,6 +67,7 @@ class RunConfig:
     min_area: Optional[int] = None
     batch_size: int = 8
     workers: int = 2
+    processes: bool = True
     overwrite: bool = False
     overlay_max_side: int = 2048
     progress: bool = False
@@ -71,25 +77,46 @@ class RunConfig:
 
 @dataclass
 class RunSummary:
-    """One row per input image (in input order) and the run's wall time in seconds."""
+    """One row per input image (in input order), the positions of the rows of images skipped because
+    their outputs existed, and the run's wall time in seconds."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: set[int] = field(default_factory=set)
     seconds: float = 0.0
 
     def count(self, status: str) -> int:
-        return sum(1 for r in self.rows if r["status"] == status)
+        """Images of this run with ``status`` (``ok``, ``error``), or ``skipped`` ones."""
+        if status == "skipped":
+            return len(self.skipped)
+        return sum(1 for i, r in enumerate(self.rows) if i not in self.skipped and r["status"] == status)
 
 
 def _top_classes(shares: Sequence[tuple[str, float]]) -> str:
     return "; ".join(f"{name}:{100.0 * share:.0f}%" for name, share in shares[:_TOP_CLASSES])
 
 
-def _skipped_row(image: InputImage, doc: dict[str, Any]) -> dict[str, Any]:
+def _skipped_row(image: InputImage, doc: dict[str, Any], earlier: Optional[dict[str, str]]) -> dict[str, Any]:
+    """The row of an image whose outputs exist: the earlier run's row for its name, else one made
+    from its JSON with status ``skipped``."""
+    if earlier is not None:
+        return earlier
     shares = [(c.get("category", "?"), float(c.get("share", 0.0))) for c in doc.get("class_areas", [])]
     return {
         "file": str(image.path), "name": image.name, "status": "skipped", "reason": "outputs exist (--overwrite redoes them)",
         "segments": len(doc.get("segments", [])), "top_classes": _top_classes(shares), "seconds": 0.0,
     }
+
+
+def _earlier_rows(path: Path) -> dict[str, dict[str, str]]:
+    """``{name: row}`` of the ``ok`` and ``skipped`` rows of an earlier run's summary at ``path`` (empty
+    when there is none or it does not read as one)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    complete = [r for r in rows if all(isinstance(r.get(k), str) for k in SUMMARY_FIELDS)]
+    return {r["name"]: {k: r[k] for k in SUMMARY_FIELDS} for r in complete if r["status"] in ("ok", "skipped")}
 
 
 def _error_row(image: InputImage, reason: str, seconds: float = 0.0) -> dict[str, Any]:
@@ -126,12 +153,14 @@ def segment_files(
     started = time.perf_counter()
     rows: dict[int, dict[str, Any]] = {}
     todo: list[int] = []
+    earlier = {} if config.overwrite else _earlier_rows(out_dir / "summary.csv")
     for i, image in enumerate(images):
         doc = None if config.overwrite else finished_json(out_dir, image.name)
         if doc is None:
             todo.append(i)
         else:
-            rows[i] = _skipped_row(image, doc)
+            rows[i] = _skipped_row(image, doc, earlier.get(image.name))
+    skipped = set(rows)
     if rows:
         log.info("%d of %d images already have outputs in %s; skipping them (--overwrite redoes them)",
                  len(rows), len(images), out_dir)
@@ -141,6 +170,7 @@ def segment_files(
             _run(model, [images[i] for i in todo], todo, vocab, out_dir, config, boxes, rows)
     finally:
         summary.rows = [rows[i] for i in sorted(rows)]
+        summary.skipped = {position for position, i in enumerate(sorted(rows)) if i in skipped}
         summary.seconds = time.perf_counter() - started
         write_summary(out_dir / "summary.csv", summary.rows)
     return summary
@@ -170,16 +200,11 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    logit_scale = float(model.logit_scale)
-    patch = int(model.patch_size)
+    # the regions' labelling (scipy.ndimage, 0.3 s to import) is imported once, here, before the
+    # finish workers fork, rather than once in each of them
+    import scipy.ndimage  # noqa: F401
 
-    def finish(prepared: Prepared, dense: Optional[np.ndarray], text: np.ndarray) -> tuple[int, dict[str, Any]]:
-        image = images[prepared.index]
-        if prepared.error is not None:
-            log.warning("skipped %s", prepared.error)
-            return prepared.index, _error_row(image, prepared.error)
-        return prepared.index, _finish(dense, text, prepared, image, vocab, out_dir, config, logit_scale, patch)
-
+    finish = _Finish(images, vocab, out_dir, config, float(model.logit_scale), int(model.patch_size))
     # with a bar on screen, log lines go through tqdm so they do not break it
     redirect = contextlib.nullcontext()
     if config.progress:
@@ -187,11 +212,32 @@ def _run(model: Any, images: list[InputImage], indices: list[int], vocab: Vocabu
     with redirect:
         bar = tqdm(total=len(images), desc="segment", unit="img", disable=None if config.progress else True)
         for i, row in run_pipeline(model, images, vocab, lambda i, image: _prepare(image, model, config, boxes, i),
-                                   finish, batch_size=config.batch_size, workers=config.workers,
+                                   finish, batch_size=config.batch_size, workers=config.workers, processes=config.processes,
                                    templates=config.templates):
             rows[indices[i]] = row
             bar.update(1)
         bar.close()
+
+
+@dataclass
+class _Finish:
+    """The finish step of a run: ``(prepared, dense, text) -> (index, summary row)``, with a warning
+    line for an image that failed. Picklable: it is sent to each finish worker process once."""
+
+    images: list[InputImage]
+    vocab: Vocabulary
+    out_dir: Path
+    config: RunConfig
+    logit_scale: float
+    patch: int
+
+    def __call__(self, prepared: Prepared, dense: Optional[np.ndarray], text: np.ndarray) -> tuple[int, dict[str, Any]]:
+        image = self.images[prepared.index]
+        if prepared.error is not None:
+            log.warning("skipped %s", prepared.error)
+            return prepared.index, _error_row(image, prepared.error)
+        return prepared.index, _finish(dense, text, prepared, image, self.vocab, self.out_dir, self.config,
+                                       self.logit_scale, self.patch)
 
 
 def _finish(dense: np.ndarray, text: np.ndarray, prepared: Prepared, image: InputImage, vocab: Vocabulary,
