@@ -139,6 +139,7 @@ def test_the_summary_counts_drift_and_names_the_last_batchs_signals(history):
 def test_plotted_values_and_threshold(history):
     assert neg_log10(0.001) == pytest.approx(3.0)
     assert neg_log10(0.0) == neg_log10(P_CAP / 10) == pytest.approx(-math.log10(P_CAP))
+    assert math.isnan(neg_log10(math.nan))
     batches = load_history(history)
     for b in batches:  # the threshold line is the Bonferroni level the verdict used: drift iff a point is above it
         assert (b.verdict == "drift") == any(neg_log10(p) > neg_log10(b.alpha_per_signal) for p in b.p_values.values())
@@ -157,6 +158,9 @@ def test_a_file_of_the_wrong_layout_or_unreadable_is_one_line_naming_it(history,
     report = json.loads((folder / "0002-dark.json").read_text())
     (folder / "0002-dark.json").write_text(json.dumps({**report, "verdict": "stable"}))
     with pytest.raises(DenseVLMError, match=r"0002-dark.json: verdict 'stable' disagrees with the fired signals"):
+        write_report(runs, tmp_path / "r.html", monitor_history=folder)
+    (folder / "0002-dark.json").write_text(json.dumps({**report, "fired": [1, "brightness"]}))
+    with pytest.raises(DenseVLMError, match=r"0002-dark.json: 'fired' must list the signals marked fired"):
         write_report(runs, tmp_path / "r.html", monitor_history=folder)
     (folder / "0002-dark.json").write_text(json.dumps({**report, "created": "yesterday"}))
     with pytest.raises(DenseVLMError, match=r"0002-dark.json: 'created' must be a time YYYY-MM-DDTHH:MM:SSZ, not 'yesterday'"):

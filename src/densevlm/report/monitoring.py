@@ -57,6 +57,11 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
+def _p_value(value: Any) -> bool:
+    """A p-value in [0, 1], or NaN (a test that could not be computed: drawn as a gap, never fired)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (math.isnan(value) or 0.0 <= value <= 1.0)
+
+
 def _batch(path: Path, doc: Any) -> Batch:
     """Check the layout of ``doc`` (read from ``path``); one :class:`DenseVLMError` line naming ``path`` otherwise."""
     problem = None
@@ -66,11 +71,11 @@ def _batch(path: Path, doc: Any) -> Batch:
     elif doc.get("verdict") not in ("stable", "drift"):
         problem = "'verdict' must be \"stable\" or \"drift\""
     elif not isinstance(doc.get("signals"), dict) or not doc["signals"] or not all(
-            isinstance(s, dict) and _number(s.get("p_value")) and 0.0 <= s["p_value"] <= 1.0
-            and isinstance(s.get("fired"), bool) for s in doc["signals"].values()):
+            isinstance(s, dict) and _p_value(s.get("p_value")) and isinstance(s.get("fired"), bool)
+            for s in doc["signals"].values()):
         problem = "'signals' must map each signal to its 'p_value' (in [0, 1]) and 'fired'"
-    elif not isinstance(doc.get("fired"), list) or sorted(doc["fired"]) != sorted(
-            n for n, s in doc["signals"].items() if s["fired"]):
+    elif (not isinstance(doc.get("fired"), list) or not all(isinstance(f, str) for f in doc["fired"])
+          or sorted(doc["fired"]) != sorted(n for n, s in doc["signals"].items() if s["fired"])):
         problem = "'fired' must list the signals marked fired"
     elif (doc["verdict"] == "drift") != bool(doc["fired"]):
         problem = f"verdict {doc['verdict']!r} disagrees with the fired signals {doc['fired']}"
@@ -118,8 +123,8 @@ def load_history(folder: str | Path) -> list[Batch]:
 
 
 def neg_log10(p: float) -> float:
-    """``-log10 p`` with ``p`` floored at :data:`P_CAP` (so 0 and extreme p-values are drawn at the top)."""
-    return -math.log10(max(p, P_CAP))
+    """``-log10 p`` with ``p`` floored at :data:`P_CAP` (so 0 and extreme p-values are drawn at the top); NaN stays NaN."""
+    return math.nan if math.isnan(p) else -math.log10(max(p, P_CAP))
 
 
 def summary_line(batches: Sequence[Batch]) -> str:
