@@ -5,8 +5,10 @@ A run directory is what ``densevlm train --out DIR --val-data ...`` writes: ``co
 ``retrieval.json`` and optionally ``samples/*.overlay.png``; an evaluation JSON with inspection
 metrics (``eval --inspection``) adds the inspection section (:mod:`densevlm.report.inspection`).
 Review statistics come as the JSON file ``densevlm review stats --json`` writes, what review
-taught as the ``review.json`` of ``densevlm demo`` (:mod:`densevlm.report.review`). The report reads
-these *files* only; it never imports the training, evaluation, inspection or review code.
+taught as the ``review.json`` of ``densevlm demo`` (:mod:`densevlm.report.review`); the drift
+reports of ``densevlm monitor --history DIR`` the line-monitoring section
+(:mod:`densevlm.report.monitoring`). The report reads these *files* only; it never imports the
+training, evaluation, inspection or review code.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from densevlm.errors import DenseVLMError
 from densevlm.fileio import atomic_write_text
 from densevlm.report.inspection import inspection_section, ng_overlays
+from densevlm.report.monitoring import Batch, load_history, monitoring_section
 from densevlm.report.plots import group_confusion, img_tag, per_class_bars, retrieval_bars, training_curves
 from densevlm.report.review import check_taught, review_section
 
@@ -128,11 +131,12 @@ def _group_confusion(ev: dict[str, Any], kind: str = "box") -> np.ndarray:
 def build_report(runs: list[RunRecord], title: str = "densevlm report", review: Optional[dict[str, Any]] = None,
                  base_samples: Optional[list[Path]] = None, commands: Optional[list[str]] = None,
                  false_alarm: float = 0.02, ng_images: Sequence[Path] = (),
-                 taught: Optional[dict[str, Any]] = None) -> str:
+                 taught: Optional[dict[str, Any]] = None, monitor: Sequence[Batch] = ()) -> str:
     """The HTML text of the report; ``false_alarm`` and ``ng_images`` feed the inspection section
     (:mod:`densevlm.report.inspection`), shown when an evaluation JSON holds inspection metrics;
-    ``review`` (statistics) and ``taught`` (what review taught) the review section
-    (:mod:`densevlm.report.review`)."""
+    ``monitor`` (drift reports in time order, :func:`~densevlm.report.monitoring.load_history`) the
+    line-monitoring section; ``review`` (statistics) and ``taught`` (what review taught) the review
+    section (:mod:`densevlm.report.review`)."""
     if not runs:
         raise DenseVLMError("no run directories given")
     base = next((r.before for r in runs if r.before), None)
@@ -178,6 +182,7 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
             body.append("</div>")
         body.append("</div>")
     body.append(inspection_section(rows, false_alarm, ng_images))
+    body.append(monitoring_section(monitor))
     body.append(review_section(review, taught))
     body.append("<h2>How this was made</h2>")
     for cmd in commands or []:
@@ -193,12 +198,15 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
 def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "densevlm report",
                  review_stats: Optional[str | Path] = None, base_samples: Optional[str | Path] = None,
                  commands: Optional[list[str]] = None, false_alarm: float = 0.02,
-                 inspect_dir: Optional[str | Path] = None, taught: Optional[str | Path] = None) -> Path:
+                 inspect_dir: Optional[str | Path] = None, taught: Optional[str | Path] = None,
+                 monitor_history: Optional[str | Path] = None) -> Path:
     """Read the run directories (and the review JSONs, if given) and write the report atomically; returns its path.
 
     ``inspect_dir``: a ``densevlm inspect --out`` folder whose first NG overlays the inspection
     section shows; ``false_alarm``: the rate its recall is read at. ``taught``: what review
     taught (``review.json`` of ``densevlm demo``; layout in :mod:`densevlm.report.review`).
+    ``monitor_history``: a ``densevlm monitor --history`` folder, one drift report per batch
+    (layout in :mod:`densevlm.report.monitoring`).
     """
     runs = [load_run(d) for d in run_dirs]
     review = _read_json(Path(review_stats)) if review_stats else None
@@ -211,7 +219,9 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "dens
         check_taught(taught_doc, taught)
     samples = sorted(Path(base_samples).glob("*.overlay.png")) if base_samples and Path(base_samples).is_dir() else None
     ng_images = ng_overlays(inspect_dir) if inspect_dir else []
-    return atomic_write_text(out, build_report(runs, title, review, samples, commands, false_alarm, ng_images, taught_doc))
+    batches = load_history(monitor_history) if monitor_history else []
+    return atomic_write_text(out, build_report(runs, title, review, samples, commands, false_alarm, ng_images, taught_doc,
+                                               batches))
 
 
 _PAGE = """<!doctype html>
@@ -222,7 +232,7 @@ h1 {{ font-size: 1.6rem; }} h2 {{ margin-top: 2rem; border-bottom: 1px solid #dd
 .verdict {{ font-size: 1.15rem; background: #eef6f1; border-left: 4px solid #1b7f5f; padding: .8rem 1rem; }}
 .meta, .note {{ color: #666; font-size: .85rem; }}
 table {{ border-collapse: collapse; font-size: .9rem; }} td, th {{ border: 1px solid #ccc; padding: .3rem .5rem; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
+td:first-child, th:first-child, table.monitor td {{ text-align: left; }}
 img {{ max-width: 100%; }} .samples {{ display: flex; gap: 1rem; flex-wrap: wrap; }}
 .col {{ flex: 1 1 200px; }} img.sample {{ width: 100%; margin-bottom: .5rem; image-rendering: pixelated; }}
 pre {{ background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: .8rem; }}

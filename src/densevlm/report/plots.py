@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["per_class_bars", "group_confusion", "training_curves", "retrieval_bars", "roc_curves", "defect_confusion",
-           "png_bytes", "img_tag"]
+           "signals_over_time", "png_bytes", "img_tag"]
 
 COLOURS = ["#8a8f98", "#1b7f5f", "#c2571a", "#3a5fc8", "#9b3fb5", "#b59b2a"]
 
@@ -150,4 +150,33 @@ def defect_confusion(panels: dict[str, tuple[Sequence[str], Sequence[str], np.nd
         ax.set_ylabel("ground truth")
         ax.set_title(label, fontsize=10)
     fig.tight_layout()
+    return png_bytes(fig)
+
+
+def signals_over_time(series: dict[str, Sequence[float]], fired: dict[str, Sequence[bool]], threshold: Sequence[float],
+                      top: float) -> bytes:
+    """Drift signals per batch in time order: ``{signal: [-log10 p per batch]}`` (NaN: not tested),
+    ``fired`` the same shape (filled markers), ``threshold`` the per-batch ``-log10(alpha / m)`` (dotted
+    steps) and ``top`` the value capped p-values were drawn at (the y-axis limit)."""
+    plt = _plt()
+    n = len(threshold)
+    x = np.arange(1, n + 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * n + 3.0), 3.4))
+    markers = "osD^v<>pXh"
+    for i, (name, values) in enumerate(series.items()):
+        colour = f"C{i % 10}"  # matplotlib's ten distinct colours: eight signals need more than COLOURS
+        y = np.asarray(values, dtype=float)
+        hit = np.asarray(fired[name], dtype=bool)
+        marker = markers[i % len(markers)]
+        ax.plot(x, y, color=colour, linewidth=1, marker=marker, markersize=5, markerfacecolor="white", label=name)
+        ax.plot(x[hit], y[hit], color=colour, linestyle="none", marker=marker, markersize=6)
+    ax.stairs(threshold, np.arange(n + 1) + 0.5, color="#444", linestyle=":", linewidth=1.2, label="threshold alpha / m")
+    ax.set_xlim(0.5, n + 0.5)
+    ax.set_ylim(0, top * 1.05)
+    if n <= 30:
+        ax.set_xticks(x)
+    ax.set_xlabel("batch (in time order)")
+    ax.set_ylabel("-log10 p-value")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
     return png_bytes(fig)
