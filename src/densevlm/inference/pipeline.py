@@ -20,9 +20,10 @@ class embeddings to a worker (about 50 KiB for a 64 px scene with tiny-student, 
 pickle), and the result back. The workers are forked where the platform can (Linux: they start
 in milliseconds, before this process starts its threads, and inherit ``finish``), else spawned
 (``finish`` is then pickled once per worker). Finishing is not cheaper in a process, only
-parallel: it pays where the machine has cores for it and the model leaves them free. They ignore Ctrl-C (the caller stops them: queued tasks are cancelled and the running
-ones end), leave when the calling process dies, and the log records ``finish`` makes in a worker
-are re-emitted here, with its result, in input order.
+parallel: it pays where the machine has cores for it and the model leaves them free. The workers
+ignore Ctrl-C (the caller stops them: queued tasks are cancelled and the running ones end), leave
+when the calling process dies, and the log records ``finish`` makes in a worker are re-emitted
+here, with its result, in input order.
 
 At most about ``4 x batch_size`` images are in flight (decoded, waiting, or being finished),
 whatever the number of inputs.
