@@ -5,7 +5,7 @@
 # Times on the 2-core CPU machine of stop 18: pool 2.6 min; pretraining 3000 steps x 64 about
 # 80 min at 2 threads (25-28 images/s at 1 thread, 62-66 at 2); CLIPSelf 300 steps 13 min.
 # Held-out (synth --n 500 --seed 2000000), box thing / stuff / fg_bias: after pretraining 14.5 / 51.5 / 24.6
-# (crop thing 90.2); after CLIPSelf (alpha 0.9) 64.0 / 82.2 / 6.6 (that run: steps 0-2250 at 1 thread,
+# (crop thing 90.2); after CLIPSelf (alpha 0.9) 64.0 / 82.2 / 6.6, alpha 1.0 65.2 / 82.0 / 7.2 (steps 0-2250 at 1 thread,
 # the rest at 2, resumed from the step-2250 save). Target: >= the CLIPSelf-tuned
 # student's box thing + 5 (about 75), stuff and fg_bias no worse than tiny-teacher (80.2, 5.4).
 set -euo pipefail
