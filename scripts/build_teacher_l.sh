@@ -2,8 +2,8 @@
 # Issue 15 point 1, work in progress: a P-VLM-like teacher with a larger image tower (tiny-vit-l:
 # width 192, 6 blocks, 3.4x tiny-vit's compute) and twice the pretraining scenes, then CLIPSelf.
 # Not part of `make models` yet and not shipped. Resumable: run it again after a stop.
-# Times on the 2-core CPU machine of stop 18: pool 2.6 min; pretraining 3000 steps x 64 about
-# 80 min at 2 threads (25-28 images/s at 1 thread, 62-66 at 2); CLIPSelf 300 steps 13 min.
+# Times on the 2-core CPU machine of stop 18: pool 2.6 min; pretraining 3000 steps x 64 (192k samples) about
+# 50 min at 2 idle threads (62-66 images/s; 25-28 at 1 thread beside other jobs); CLIPSelf 300 steps 13 min.
 # Held-out (synth --n 500 --seed 2000000), box thing / stuff / fg_bias: after pretraining 14.5 / 51.5 / 24.6
 # (crop thing 90.2); after CLIPSelf (alpha 0.9) 64.0 / 82.2 / 6.6, alpha 1.0 65.2 / 82.0 / 7.2 (steps 0-2250 at 1 thread,
 # the rest at 2, resumed from the step-2250 save). Target: >= the CLIPSelf-tuned
