@@ -151,6 +151,8 @@ def adapt_from_regions(model, vocab: Vocabulary, regions: Sequence[LabelledRegio
             share of the negative windows (:func:`~densevlm.vocab.adapted.calibrate_bias`);
             ``None``: no bias.
     """
+    if prototype not in ("discriminant", "mean"):
+        raise DenseVLMError(f"prototype must be 'discriminant' or 'mean', got {prototype!r}")
     regions = [r for r in regions if r.category is not None]
     if not regions:
         raise DenseVLMError(f"{source}: no labelled regions to learn from (confirm or correct some regions first)")
@@ -162,8 +164,6 @@ def adapt_from_regions(model, vocab: Vocabulary, regions: Sequence[LabelledRegio
             vocab = vocab.extended(r.category, thing)
             log.info("new class '%s' (%s) from reviewed regions", r.category, "thing" if thing else "stuff")
     text = model.embed_vocabulary(vocab).float().cpu().numpy()
-    if prototype not in ("discriminant", "mean"):
-        raise DenseVLMError(f"prototype must be 'discriminant' or 'mean', got {prototype!r}")
     seen = class_prototypes(model, regions, vocab, size=size)
     protos, counts = seen.prototypes, seen.counts
     if prototype == "discriminant" and len(seen.negatives) < 2:
