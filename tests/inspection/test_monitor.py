@@ -11,7 +11,7 @@ import densevlm
 from densevlm.cli.main import main
 from densevlm.errors import DenseVLMError
 from densevlm.data.synth import write_world
-from densevlm.inspection.monitor import (BatchStats, compare, holm, load_reference, mmd2, permutation_pvalue, psi,
+from densevlm.inspection.monitor import (BatchStats, compare, decide, load_reference, mmd2, permutation_pvalue, psi,
                                          save_reference)
 
 
@@ -32,11 +32,38 @@ def test_mmd_by_hand_and_its_exact_permutation_pvalue():
     assert observed == pytest.approx(mmd2(z[:2], z[2:], bandwidth=1.0)) and p == pytest.approx(1 / 3)
 
 
-def test_holm_by_hand():
-    # sorted 0.001 < 0.05/4, 0.012 < 0.05/3, then 0.03 > 0.05/2 stops: 0.04 is not rejected although < 0.05
-    assert holm([0.03, 0.001, 0.04, 0.012], 0.05) == [False, True, False, True]
-    assert holm([0.0126, 0.0126, 0.0126, 0.0126], 0.05) == [False] * 4  # Bonferroni: 0.05 / 4 = 0.0125
-    assert holm([0.02, 0.02], 0.05) == [True, True]  # 0.02 < 0.025, then 0.02 < 0.05
+def test_simes_and_benjamini_hochberg_by_hand():
+    # sorted 0.001, 0.012, 0.03, 0.04 -> m p_(i) / i = 0.004, 0.024, 0.04, 0.04 (already monotone): all four at 0.05
+    adjusted, fired = decide([0.03, 0.001, 0.04, 0.012], 0.05)
+    assert adjusted == pytest.approx([0.04, 0.004, 0.04, 0.024]) and fired.tolist() == [True] * 4
+    # Bonferroni (0.05 / 4 = 0.0125) calls none of these drift; Simes: p_(4) = 0.0126 <= 4 x 0.05 / 4
+    assert decide([0.0126] * 4, 0.05)[1].tolist() == [True] * 4
+    # two moderately small p-values: m p / i = 0.08, 0.04 -> monotone 0.04, 0.04; Bonferroni: 0.02 > 0.0125
+    adjusted, fired = decide([0.02, 0.9, 0.02, 0.5], 0.05)
+    assert adjusted == pytest.approx([0.04, 0.9, 0.04, 2 / 3]) and fired.tolist() == [True, False, True, False]
+    # one p-value just above alpha / m and nothing else small: stable (0.013 x 4 = 0.052)
+    assert not decide([0.2, 0.5, 0.013, 0.9], 0.05)[1].any()
+    # a test that could not be computed counts as p = 1
+    assert decide([float("nan"), 0.01], 0.05)[0] == pytest.approx([1.0, 0.02])
+    for bad in ([], [0.5, 1.2], [-0.1]):
+        with pytest.raises(DenseVLMError, match="p-values must be a non-empty list of numbers in"):
+            decide(bad, 0.05)
+
+
+def test_decide_is_simes_test_and_benjamini_hochberg_on_random_p_values():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        m = int(rng.integers(1, 10))
+        p = np.where(rng.random(m) < 0.3, rng.random(m) * 0.03, rng.random(m))
+        alpha = float(rng.choice([0.01, 0.05, 0.1]))
+        adjusted, fired = decide(p, alpha)
+        order = np.argsort(p)
+        ranked = p[order] * m / np.arange(1, m + 1)
+        expected = np.empty(m)
+        expected[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+        assert adjusted == pytest.approx(expected)
+        assert fired.any() == bool(np.any(np.sort(p) <= alpha * np.arange(1, m + 1) / m))  # Simes (1986)
+        assert fired.tolist() == (expected <= alpha).tolist()
 
 
 def _stats(rng, n, shift=0.0, darker=0.0, blurred=1.0):
@@ -50,7 +77,8 @@ def test_compare_on_synthetic_statistics():
     rng = np.random.default_rng(0)
     ref = _stats(rng, 200)
     stable = compare(ref, _stats(rng, 80), n_resamples=300)
-    assert stable["verdict"] == "stable" and stable["alpha_per_signal"] == pytest.approx(0.05 / 8)
+    assert stable["verdict"] == "stable" and stable["rule"] == "simes" and stable["alpha"] == 0.05
+    assert all(s["p_adjusted"] > 0.05 and s["p_adjusted"] >= s["p_value"] for s in stable["signals"].values())
     moved = _stats(rng, 80, shift=0.8)
     moved.defect_scores = moved.defect_scores + 0.3
     report = compare(ref, moved, n_resamples=300)
@@ -114,7 +142,8 @@ def test_without_defects_there_are_no_defect_signals():
         stats.defect_scores, stats.defect_indices = np.zeros((len(stats), 0)), ()
     report = compare(ref, batch, n_resamples=200)
     assert set(report["signals"]) == {"class_shares", "scores", "low_confidence", "embeddings", "brightness", "sharpness"}
-    assert report["alpha_per_signal"] == pytest.approx(0.05 / 6) and np.all(batch.scores == 0)
+    adjusted = decide([s["p_value"] for s in report["signals"].values()], 0.05)[0]  # over 6 signals, not 8
+    assert [s["p_adjusted"] for s in report["signals"].values()] == pytest.approx(adjusted) and np.all(batch.scores == 0)
 
 
 def test_reference_keeps_defect_scores_and_refuses_the_older_format(tmp_path):
@@ -182,7 +211,9 @@ def test_monitor_says_stable_for_the_same_world_and_drift_for_a_darker_line(line
     assert same["verdict"] == "stable" and "defect_scores" in same["signals"]
     assert "MMD^2 of per-image defect scores" in same["signals"]["defect_scores"]["test"]
     assert json.loads(ref.read_text())["schema"] == "densevlm.monitor_reference/3"
-    assert " defect_scores " in capsys.readouterr().out
+    assert same["rule"] == "simes" and all(0 <= s["p_adjusted"] <= 1 for s in same["signals"].values())
+    out = capsys.readouterr().out
+    assert " defect_scores " in out and " adjusted " in out
     status = main(["monitor", "--model", "tiny-student", "--reference", str(ref), "--batch", str(line / "dark"),
                    "--json", str(tmp_path / "dark.json"), "--history", str(tmp_path / "h"), "--fail-on-drift",
                    "--permutations", "300"])
