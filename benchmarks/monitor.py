@@ -126,7 +126,7 @@ def summarise(cache: dict, kinds: list[str], batches: int, alpha: float) -> str:
     lines = [f"Share of {batches} batches called drift per kind (unshifted: false drift); family-wise alpha {alpha}.",
              "", "| model | rule | " + " | ".join(kinds) + " | s / batch: score + tests (drawing) |",
              "|---|---|" + "---|" * (len(kinds) + 1)]
-    named = []
+    named, differ = [], []
     for label, entry in cache["models"].items():
         rows = {kind: [entry["kinds"][kind][str(b)] for b in range(batches)] for kind in kinds}
         seconds = np.mean([r["seconds"] for kind in kinds for r in rows[kind]], axis=0)
@@ -141,10 +141,18 @@ def summarise(cache: dict, kinds: list[str], batches: int, alpha: float) -> str:
                 names = list(r["p_values"])
                 for name, fired in zip(names, decide(np.array([r["p_values"][n] for n in names]), alpha)[1]):
                     counts[name] = counts.get(name, 0) + int(fired)
-            per_kind.append(f"{kind}: " + (", ".join(f"{n} {c}" for n, c in sorted(counts.items(), key=lambda x: -x[1])
+            per_kind.append(f"{kind}: " + (", ".join(f"{n} {c}" for n, c in sorted(counts.items(), key=lambda x: (-x[1], x[0]))
                                                      if c) or "-"))
         named.append(f"- {label}: " + "; ".join(per_kind))
-    return "\n".join(lines + ["", f"Signals the {RULES[0]} rule names (batches of {batches}), per kind:", ""] + named)
+        for kind in kinds:
+            for b, r in enumerate(rows[kind]):
+                verdicts = [drifted(r["p_values"], rule, alpha) for rule in RULES]
+                if len(set(verdicts)) > 1:
+                    smallest = ", ".join(f"{n} {p:.4f}" for n, p in sorted(r["p_values"].items(), key=lambda x: x[1])[:4])
+                    differ.append(f"- {label} {kind} batch {b}: " + ", ".join(
+                        f"{rule} {'drift' if v else 'stable'}" for rule, v in zip(RULES, verdicts)) + f" (p: {smallest})")
+    return "\n".join(lines + ["", f"Signals the {RULES[0]} rule names (batches of {batches}), per kind:", ""] + named
+                     + ["", "Batches on which the rules disagree (the four smallest p-values):", ""] + (differ or ["- none"]))
 
 
 def main() -> None:
