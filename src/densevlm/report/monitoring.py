@@ -4,7 +4,7 @@ Each ``*.json`` in the history folder is one batch's drift report as ``densevlm 
 it (:func:`densevlm.inspection.monitor.compare` documents the statistics); the section reads:
 
 * ``created`` -- when the batch was checked, ``YYYY-MM-DDTHH:MM:SSZ`` (UTC);
-* ``verdict`` -- ``"stable"`` or ``"drift"``; ``fired`` -- the signals Holm's procedure named;
+* ``verdict`` -- ``"stable"`` or ``"drift"``; ``fired`` -- the signals named as fired;
   ``actions`` -- what to do, one line per fired signal;
 * ``signals`` -- ``{name: {"p_value": p, "p_adjusted": q, "fired": bool, ...}}``;
 * ``rule`` -- ``"simes"`` and ``alpha``: the batch drifted when some signal's Benjamini-Hochberg
