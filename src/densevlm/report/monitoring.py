@@ -7,8 +7,9 @@ it (:func:`densevlm.inspection.monitor.compare` documents the statistics); the s
 * ``verdict`` -- ``"stable"`` or ``"drift"``; ``fired`` -- the signals named as fired;
   ``actions`` -- what to do, one line per fired signal;
 * ``signals`` -- ``{name: {"p_value": p, "p_adjusted": q, "fired": bool, ...}}``;
-* ``rule`` -- ``"simes"`` and ``alpha``: the batch drifted when some signal's Benjamini-Hochberg
-  adjusted p-value ``p_adjusted`` is ``<= alpha`` (Simes' test), and those signals fired.
+* ``rule`` -- ``"weighted-simes"`` and ``alpha``: the batch drifted when some signal's
+  Benjamini-Hochberg adjusted (weighted) p-value ``p_adjusted`` is ``<= alpha`` (Simes' test), and
+  those signals fired.
   Reports written before that rule have no ``rule`` and no ``p_adjusted`` but ``alpha_per_signal``
   (Bonferroni: drift when some p-value is below ``alpha / m``, ``m`` signals); they are read as
   ``p_adjusted = min(1, m p)`` against ``alpha = m * alpha_per_signal``, the same verdict (their
@@ -88,8 +89,9 @@ def _batch(path: Path, doc: Any) -> Batch:
         problem = f"verdict {doc['verdict']!r} disagrees with the fired signals {doc['fired']}"
     elif not isinstance(doc.get("actions"), list) or not all(isinstance(a, str) for a in doc["actions"]):
         problem = "'actions' must be a list of lines"
-    elif "rule" in doc and doc["rule"] != "simes":
-        problem = f"unknown decision rule {doc['rule']!r} (this version reads \"simes\" and older Bonferroni reports)"
+    elif "rule" in doc and doc["rule"] != "weighted-simes":
+        problem = (f"unknown decision rule {doc['rule']!r} (this version reads \"weighted-simes\" and older "
+                   "Bonferroni reports)")
     elif "rule" in doc and (not _number(doc.get("alpha")) or not 0.0 < doc["alpha"] < 1.0):
         problem = "'alpha' must be a number in (0, 1)"
     elif "rule" in doc and not all(_p_value(s.get("p_adjusted")) for s in doc["signals"].values()):
