@@ -178,7 +178,7 @@ def monitoring_section(batches: Sequence[Batch]) -> str:
     threshold = [neg_log10(b.alpha) for b in batches]
     body = ["<h2>Line monitoring</h2>", f"<p class='verdict'>{html.escape(summary_line(batches))}.</p>",
             "<p>Each batch was compared with the reference set by <code>densevlm monitor</code>. Each point is a "
-            "signal's adjusted p-value (Benjamini-Hochberg; Bonferroni for reports made before that rule); a point "
+            "signal's adjusted p-value (weighted Benjamini-Hochberg; Bonferroni for reports made before that rule); a point "
             "on or above the dotted line (the false-drift rate alpha) is a signal that fired and made its batch "
             f"drift; filled points are the signals named as fired. p-values below {P_CAP:g} are drawn at the top.</p>",
             img_tag(signals_over_time(series, fired, threshold, -math.log10(P_CAP)), "drift signals over batches"),
