@@ -11,8 +11,8 @@ import densevlm
 from densevlm.cli.main import main
 from densevlm.errors import DenseVLMError
 from densevlm.data.synth import write_world
-from densevlm.inspection.monitor import (BatchStats, compare, holm, load_reference, mmd2, permutation_pvalue, psi,
-                                         save_reference)
+from densevlm.inspection.monitor import (BatchStats, compare, decide, load_reference, mmd2, permutation_pvalue, psi,
+                                         save_reference, signal_weights)
 
 
 def test_psi_by_hand():
@@ -32,11 +32,61 @@ def test_mmd_by_hand_and_its_exact_permutation_pvalue():
     assert observed == pytest.approx(mmd2(z[:2], z[2:], bandwidth=1.0)) and p == pytest.approx(1 / 3)
 
 
-def test_holm_by_hand():
-    # sorted 0.001 < 0.05/4, 0.012 < 0.05/3, then 0.03 > 0.05/2 stops: 0.04 is not rejected although < 0.05
-    assert holm([0.03, 0.001, 0.04, 0.012], 0.05) == [False, True, False, True]
-    assert holm([0.0126, 0.0126, 0.0126, 0.0126], 0.05) == [False] * 4  # Bonferroni: 0.05 / 4 = 0.0125
-    assert holm([0.02, 0.02], 0.05) == [True, True]  # 0.02 < 0.025, then 0.02 < 0.05
+def test_simes_and_benjamini_hochberg_by_hand():
+    # sorted 0.001, 0.012, 0.03, 0.04 -> m p_(i) / i = 0.004, 0.024, 0.04, 0.04 (already monotone): all four at 0.05
+    adjusted, fired = decide([0.03, 0.001, 0.04, 0.012], 0.05)
+    assert adjusted == pytest.approx([0.04, 0.004, 0.04, 0.024]) and fired.tolist() == [True] * 4
+    # Bonferroni (0.05 / 4 = 0.0125) calls none of these drift; Simes: p_(4) = 0.0126 <= 4 x 0.05 / 4
+    assert decide([0.0126] * 4, 0.05)[1].tolist() == [True] * 4
+    # two moderately small p-values: m p / i = 0.08, 0.04 -> monotone 0.04, 0.04; Bonferroni: 0.02 > 0.0125
+    adjusted, fired = decide([0.02, 0.9, 0.02, 0.5], 0.05)
+    assert adjusted == pytest.approx([0.04, 0.9, 0.04, 2 / 3]) and fired.tolist() == [True, False, True, False]
+    # one p-value just above alpha / m and nothing else small: stable (0.013 x 4 = 0.052)
+    assert not decide([0.2, 0.5, 0.013, 0.9], 0.05)[1].any()
+    # a test that could not be computed counts as p = 1
+    assert decide([float("nan"), 0.01], 0.05)[0] == pytest.approx([1.0, 0.02])
+    for bad in ([], [0.5, 1.2], [-0.1]):
+        with pytest.raises(DenseVLMError, match="p-values must be a non-empty list of numbers in"):
+            decide(bad, 0.05)
+
+
+def test_weighted_simes_by_hand():
+    # defect_scores holds half of alpha: weights 2 and 2/3 (mean 1) over four signals
+    names = ["scores", "defect_scores", "brightness", "sharpness"]
+    assert signal_weights(names) == pytest.approx([2 / 3, 2, 2 / 3, 2 / 3])
+    assert signal_weights(["scores", "brightness"]).tolist() == [1.0, 1.0]  # no defect_scores: plain Simes
+    assert signal_weights(["defect_scores"] + [f"s{i}" for i in range(7)]) == pytest.approx([4] + [4 / 7] * 7)
+    # q = p / w = 0.01, 0.75, 1 (capped), 0.45 -> sorted x 4 / i = 0.04, 0.9, 1, 1: only defect_scores fires
+    adjusted, fired = decide([0.5, 0.02, 0.9, 0.3], 0.05, signal_weights(names))
+    assert adjusted == pytest.approx([1.0, 0.04, 1.0, 0.9]) and fired.tolist() == [False, True, False, False]
+    assert not decide([0.5, 0.02, 0.9, 0.3], 0.05)[1].any()  # equal weights: 0.02 x 4 = 0.08
+    # scores alone at 0.01 fires without weights (0.04) but not with weight 2/3 (0.06)
+    assert decide([0.01, 0.5, 0.9, 0.3], 0.05)[1].any() and not decide([0.01, 0.5, 0.9, 0.3], 0.05,
+                                                                       signal_weights(names))[1].any()
+    with pytest.raises(DenseVLMError, match="weights must be 2 positive numbers of mean 1"):
+        decide([0.1, 0.2], 0.05, [1.5, 1.0])
+
+
+def test_decide_is_simes_test_and_benjamini_hochberg_on_random_p_values():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        m = int(rng.integers(1, 10))
+        p = np.where(rng.random(m) < 0.3, rng.random(m) * 0.03, rng.random(m))
+        alpha = float(rng.choice([0.01, 0.05, 0.1]))
+        adjusted, fired = decide(p, alpha)
+        order = np.argsort(p)
+        ranked = p[order] * m / np.arange(1, m + 1)
+        expected = np.empty(m)
+        expected[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+        assert adjusted == pytest.approx(expected)
+        assert fired.any() == bool(np.any(np.sort(p) <= alpha * np.arange(1, m + 1) / m))  # Simes (1986)
+        assert fired.tolist() == (expected <= alpha).tolist()
+        w = rng.random(m) + 0.1
+        w = w / w.mean()
+        adjusted, fired = decide(p, alpha, w)
+        q = np.minimum(p / w, 1.0)
+        assert fired.any() == bool(np.any(np.sort(q) <= alpha * np.arange(1, m + 1) / m))  # weighted Simes
+        assert adjusted == pytest.approx(decide(q, alpha)[0])
 
 
 def _stats(rng, n, shift=0.0, darker=0.0, blurred=1.0):
@@ -50,7 +100,9 @@ def test_compare_on_synthetic_statistics():
     rng = np.random.default_rng(0)
     ref = _stats(rng, 200)
     stable = compare(ref, _stats(rng, 80), n_resamples=300)
-    assert stable["verdict"] == "stable" and stable["alpha_per_signal"] == pytest.approx(0.05 / 8)
+    assert stable["verdict"] == "stable" and stable["rule"] == "weighted-simes" and stable["alpha"] == 0.05
+    assert stable["signals"]["defect_scores"]["weight"] == 4.0 and stable["signals"]["scores"]["weight"] == pytest.approx(4 / 7)
+    assert all(s["p_adjusted"] > 0.05 and s["p_adjusted"] >= s["p_value"] for s in stable["signals"].values())
     moved = _stats(rng, 80, shift=0.8)
     moved.defect_scores = moved.defect_scores + 0.3
     report = compare(ref, moved, n_resamples=300)
@@ -60,8 +112,8 @@ def test_compare_on_synthetic_statistics():
     assert dark["fired"] == ["brightness"] and "lighting" in dark["actions"][0]
     soft = compare(ref, _stats(rng, 80, blurred=0.5), n_resamples=300)
     assert soft["fired"] == ["sharpness"] and "focus" in soft["actions"][0]
-    with pytest.raises(DenseVLMError, match="use at least 160 permutations"):
-        compare(ref, moved, n_resamples=100)
+    with pytest.raises(DenseVLMError, match="use at least 280 permutations"):  # 0.05 x (4 / 7) / 8 = 1 / 280
+        compare(ref, moved, n_resamples=250)
 
 
 def test_defect_mix_fires_when_one_defect_is_replaced():
@@ -105,6 +157,7 @@ def test_defect_scores_fires_on_a_novel_defect_cluster_only():
     report = compare(ref, novel, n_resamples=1000)
     assert report["fired"] == ["defect_scores"] and "a defect appeared" in report["actions"][0]
     assert report["signals"]["defect_scores"]["p_value"] < 0.05 / 8 < report["signals"]["scores"]["p_value"]
+    assert report["signals"]["defect_scores"]["p_adjusted"] == pytest.approx(report["signals"]["defect_scores"]["p_value"] / 4 * 8)
 
 
 def test_without_defects_there_are_no_defect_signals():
@@ -114,7 +167,8 @@ def test_without_defects_there_are_no_defect_signals():
         stats.defect_scores, stats.defect_indices = np.zeros((len(stats), 0)), ()
     report = compare(ref, batch, n_resamples=200)
     assert set(report["signals"]) == {"class_shares", "scores", "low_confidence", "embeddings", "brightness", "sharpness"}
-    assert report["alpha_per_signal"] == pytest.approx(0.05 / 6) and np.all(batch.scores == 0)
+    adjusted = decide([s["p_value"] for s in report["signals"].values()], 0.05)[0]  # 6 signals of weight 1
+    assert [s["p_adjusted"] for s in report["signals"].values()] == pytest.approx(adjusted) and np.all(batch.scores == 0)
 
 
 def test_reference_keeps_defect_scores_and_refuses_the_older_format(tmp_path):
@@ -182,7 +236,9 @@ def test_monitor_says_stable_for_the_same_world_and_drift_for_a_darker_line(line
     assert same["verdict"] == "stable" and "defect_scores" in same["signals"]
     assert "MMD^2 of per-image defect scores" in same["signals"]["defect_scores"]["test"]
     assert json.loads(ref.read_text())["schema"] == "densevlm.monitor_reference/3"
-    assert " defect_scores " in capsys.readouterr().out
+    assert same["rule"] == "weighted-simes" and all(0 <= s["p_adjusted"] <= 1 for s in same["signals"].values())
+    out = capsys.readouterr().out
+    assert " defect_scores " in out and " adjusted " in out
     status = main(["monitor", "--model", "tiny-student", "--reference", str(ref), "--batch", str(line / "dark"),
                    "--json", str(tmp_path / "dark.json"), "--history", str(tmp_path / "h"), "--fail-on-drift",
                    "--permutations", "300"])

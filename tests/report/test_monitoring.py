@@ -33,7 +33,7 @@ def history(tmp_path_factory):
         if i:
             time.sleep(1.0)  # `created` has one-second resolution
         argv = ["monitor", "--model", "tiny-student", *reference, "--batch", str(root / name),
-                "--history", str(root / "history"), "--permutations", "200", "-q"]
+                "--history", str(root / "history"), "--permutations", "300", "-q"]
         assert main(argv) == 0
         reference = ["--reference", str(root / "ref.json")]
     return root / "history"
@@ -141,10 +141,34 @@ def test_plotted_values_and_threshold(history):
     assert neg_log10(0.0) == neg_log10(P_CAP / 10) == pytest.approx(-math.log10(P_CAP))
     assert math.isnan(neg_log10(math.nan))
     batches = load_history(history)
-    for b in batches:  # the threshold line is the Bonferroni level the verdict used: drift iff a point is above it
-        assert (b.verdict == "drift") == any(neg_log10(p) > neg_log10(b.alpha_per_signal) for p in b.p_values.values())
-        assert len(b.p_values) == 8 and b.alpha_per_signal == pytest.approx(0.05 / 8)
+    for b in batches:  # the threshold line is alpha and the points are adjusted p-values: a point on or above it fired
+        assert b.rule == "weighted-simes" and b.alpha == 0.05 and len(b.p_values) == 8
+        assert sorted(b.fired) == sorted(n for n, q in b.p_adjusted.items() if neg_log10(q) >= neg_log10(b.alpha))
+        assert (b.verdict == "drift") == bool(b.fired)
+        assert all(b.p_adjusted[n] >= p / 4 for n, p in b.p_values.items())  # the largest weight is 8 / 2
     assert monitoring_section([]) == ""
+
+
+def test_a_report_of_the_earlier_bonferroni_rule_is_read_as_bonferroni_adjusted_p_values(history, tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    report = json.loads((history / "0002-dark.json").read_text())
+    old = {k: v for k, v in report.items() if k not in ("rule", "alpha")}
+    old["signals"] = {n: {k: v for k, v in s.items() if k != "p_adjusted"} for n, s in report["signals"].items()}
+    old["alpha_per_signal"] = 0.05 / 8
+    (folder / "0001-old.json").write_text(json.dumps(old))
+    (batch,) = load_history(folder)
+    assert batch.rule == "bonferroni" and batch.alpha == pytest.approx(0.05)
+    assert batch.p_adjusted == pytest.approx({n: min(1.0, 8 * s["p_value"]) for n, s in report["signals"].items()})
+    unknown = {**report, "rule": "fisher"}
+    (folder / "0001-old.json").write_text(json.dumps(unknown))
+    with pytest.raises(DenseVLMError, match=r"0001-old.json: unknown decision rule 'fisher'"):
+        load_history(folder)
+    name = report["fired"][0]
+    lying = {**report, "signals": {**report["signals"], name: {**report["signals"][name], "p_adjusted": 0.5}}}
+    (folder / "0001-old.json").write_text(json.dumps(lying))
+    with pytest.raises(DenseVLMError, match=r"0001-old.json: 'fired' disagrees with the adjusted p-values at 'alpha'"):
+        load_history(folder)
 
 
 def test_a_file_of_the_wrong_layout_or_unreadable_is_one_line_naming_it(history, runs, tmp_path):

@@ -4,17 +4,23 @@ Each ``*.json`` in the history folder is one batch's drift report as ``densevlm 
 it (:func:`densevlm.inspection.monitor.compare` documents the statistics); the section reads:
 
 * ``created`` -- when the batch was checked, ``YYYY-MM-DDTHH:MM:SSZ`` (UTC);
-* ``verdict`` -- ``"stable"`` or ``"drift"``; ``fired`` -- the signals Holm's procedure named;
+* ``verdict`` -- ``"stable"`` or ``"drift"``; ``fired`` -- the signals named as fired;
   ``actions`` -- what to do, one line per fired signal;
-* ``signals`` -- ``{name: {"p_value": p, "fired": bool, ...}}``;
-* ``alpha_per_signal`` -- the Bonferroni level ``alpha / m`` the smallest p-value is held to
-  (the batch drifted when some p-value is below it);
+* ``signals`` -- ``{name: {"p_value": p, "p_adjusted": q, "fired": bool, ...}}``;
+* ``rule`` -- ``"weighted-simes"`` and ``alpha``: the batch drifted when some signal's
+  Benjamini-Hochberg adjusted (weighted) p-value ``p_adjusted`` is ``<= alpha`` (Simes' test), and
+  those signals fired.
+  Reports written before that rule have no ``rule`` and no ``p_adjusted`` but ``alpha_per_signal``
+  (Bonferroni: drift when some p-value is below ``alpha / m``, ``m`` signals); they are read as
+  ``p_adjusted = min(1, m p)`` against ``alpha = m * alpha_per_signal``, the same verdict (their
+  named signals are Holm's, which can include a point below the line);
 * optionally ``batch`` (the inputs checked) and ``n_batch`` (its images).
 
 Batches are shown in the order of ``created`` (file name breaks ties), not of file names. The
-plot draws ``-log10 p`` per signal and batch with the threshold ``-log10(alpha / m)``: a point
-above the line made the batch drift. Like the rest of the report, this reads files only and
-never imports the inspection code.
+plot draws ``-log10`` of the adjusted p-value per signal and batch with the threshold
+``-log10 alpha``: a point on or above the line is a signal that fired, and a batch with one
+drifted. Like the rest of the report, this reads files only and never imports the inspection
+code.
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ class Batch:
     fired: list[str]
     actions: list[str]
     p_values: dict[str, float]
-    alpha_per_signal: float
+    p_adjusted: dict[str, float]
+    alpha: float
+    rule: str
     inputs: list[str]
     n_images: Any
 
@@ -81,8 +89,17 @@ def _batch(path: Path, doc: Any) -> Batch:
         problem = f"verdict {doc['verdict']!r} disagrees with the fired signals {doc['fired']}"
     elif not isinstance(doc.get("actions"), list) or not all(isinstance(a, str) for a in doc["actions"]):
         problem = "'actions' must be a list of lines"
-    elif not _number(doc.get("alpha_per_signal")) or not 0.0 < doc["alpha_per_signal"] < 1.0:
-        problem = "'alpha_per_signal' must be a number in (0, 1)"
+    elif "rule" in doc and doc["rule"] != "weighted-simes":
+        problem = (f"unknown decision rule {doc['rule']!r} (this version reads \"weighted-simes\" and older "
+                   "Bonferroni reports)")
+    elif "rule" in doc and (not _number(doc.get("alpha")) or not 0.0 < doc["alpha"] < 1.0):
+        problem = "'alpha' must be a number in (0, 1)"
+    elif "rule" in doc and not all(_p_value(s.get("p_adjusted")) for s in doc["signals"].values()):
+        problem = "every signal needs its 'p_adjusted' in [0, 1]"
+    elif "rule" in doc and any(s["fired"] != (s["p_adjusted"] <= doc["alpha"]) for s in doc["signals"].values()):
+        problem = "'fired' disagrees with the adjusted p-values at 'alpha'"
+    elif "rule" not in doc and (not _number(doc.get("alpha_per_signal")) or not 0.0 < doc["alpha_per_signal"] < 1.0):
+        problem = "'alpha_per_signal' must be a number in (0, 1) (a report without 'rule')"
     else:
         try:
             created = datetime.strptime(str(doc.get("created")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
@@ -92,9 +109,16 @@ def _batch(path: Path, doc: Any) -> Batch:
         raise DenseVLMError(f"{path}: {problem} (expected {_HINT})")
     inputs = doc.get("batch")
     inputs = [str(i) for i in inputs] if isinstance(inputs, list) else [str(inputs)] if inputs else []
-    return Batch(path, created, doc["verdict"], [str(f) for f in doc["fired"]], list(doc["actions"]),
-                 {str(n): float(s["p_value"]) for n, s in doc["signals"].items()}, float(doc["alpha_per_signal"]),
-                 inputs, doc.get("n_batch", "?"))
+    p_values = {str(n): float(s["p_value"]) for n, s in doc["signals"].items()}
+    if "rule" in doc:
+        adjusted = {str(n): float(s["p_adjusted"]) for n, s in doc["signals"].items()}
+        alpha, rule = float(doc["alpha"]), str(doc["rule"])
+    else:  # Bonferroni: p < alpha / m  <=>  m p < alpha
+        m = len(p_values)
+        adjusted = {n: min(1.0, m * p) for n, p in p_values.items()}
+        alpha, rule = m * float(doc["alpha_per_signal"]), "bonferroni"
+    return Batch(path, created, doc["verdict"], [str(f) for f in doc["fired"]], list(doc["actions"]), p_values,
+                 adjusted, alpha, rule, inputs, doc.get("n_batch", "?"))
 
 
 def load_history(folder: str | Path) -> list[Batch]:
@@ -148,13 +172,15 @@ def monitoring_section(batches: Sequence[Batch]) -> str:
     if not batches:
         return ""
     names = _signal_names(batches)
-    series = {n: [neg_log10(b.p_values[n]) if n in b.p_values else math.nan for b in batches] for n in names}
+    series = {n: [neg_log10(b.p_adjusted[n]) if n in b.p_values and not math.isnan(b.p_values[n]) else math.nan
+                  for b in batches] for n in names}
     fired = {n: [n in b.fired for b in batches] for n in names}
-    threshold = [neg_log10(b.alpha_per_signal) for b in batches]
+    threshold = [neg_log10(b.alpha) for b in batches]
     body = ["<h2>Line monitoring</h2>", f"<p class='verdict'>{html.escape(summary_line(batches))}.</p>",
-            "<p>Each batch was compared with the reference set by <code>densevlm monitor</code>. A point above the "
-            "dotted line (the per-signal level alpha&nbsp;/&nbsp;number of signals) made its batch drift; filled "
-            f"points are the signals named as fired. p-values below {P_CAP:g} are drawn at the top.</p>",
+            "<p>Each batch was compared with the reference set by <code>densevlm monitor</code>. Each point is a "
+            "signal's adjusted p-value (weighted Benjamini-Hochberg; Bonferroni for reports made before that rule); a point "
+            "on or above the dotted line (the false-drift rate alpha) is a signal that fired and made its batch "
+            f"drift; filled points are the signals named as fired. p-values below {P_CAP:g} are drawn at the top.</p>",
             img_tag(signals_over_time(series, fired, threshold, -math.log10(P_CAP)), "drift signals over batches"),
             "<table class='monitor'><tr><th>batch</th><th>checked (UTC)</th><th>images</th><th>verdict</th>"
             "<th>signals fired</th><th>suggested action</th></tr>"]

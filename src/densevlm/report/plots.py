@@ -155,8 +155,8 @@ def defect_confusion(panels: dict[str, tuple[Sequence[str], Sequence[str], np.nd
 
 def signals_over_time(series: dict[str, Sequence[float]], fired: dict[str, Sequence[bool]], threshold: Sequence[float],
                       top: float) -> bytes:
-    """Drift signals per batch in time order: ``{signal: [-log10 p per batch]}`` (NaN: not tested),
-    ``fired`` the same shape (filled markers), ``threshold`` the per-batch ``-log10(alpha / m)`` (dotted
+    """Drift signals per batch in time order: ``{signal: [-log10 adjusted p per batch]}`` (NaN: not
+    tested), ``fired`` the same shape (filled markers), ``threshold`` the per-batch ``-log10 alpha`` (dotted
     steps) and ``top`` the value capped p-values were drawn at (the y-axis limit)."""
     plt = _plt()
     n = len(threshold)
@@ -170,13 +170,13 @@ def signals_over_time(series: dict[str, Sequence[float]], fired: dict[str, Seque
         marker = markers[i % len(markers)]
         ax.plot(x, y, color=colour, linewidth=1, marker=marker, markersize=5, markerfacecolor="white", label=name)
         ax.plot(x[hit], y[hit], color=colour, linestyle="none", marker=marker, markersize=6)
-    ax.stairs(threshold, np.arange(n + 1) + 0.5, color="#444", linestyle=":", linewidth=1.2, label="threshold alpha / m")
+    ax.stairs(threshold, np.arange(n + 1) + 0.5, color="#444", linestyle=":", linewidth=1.2, label="threshold alpha")
     ax.set_xlim(0.5, n + 0.5)
     ax.set_ylim(0, top * 1.05)
     if n <= 30:
         ax.set_xticks(x)
     ax.set_xlabel("batch (in time order)")
-    ax.set_ylabel("-log10 p-value")
+    ax.set_ylabel("-log10 adjusted p-value")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return png_bytes(fig)
