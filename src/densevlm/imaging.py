@@ -9,6 +9,7 @@ to original pixels by a single scale factor.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 import sys
@@ -284,12 +285,37 @@ def plan_letterbox(width: int, height: int, size: int, multiple: int, square: bo
     return Letterbox(scale, w, h, iw, ih, width, height)
 
 
-def normalize_array(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB -> ``[3, H, W]`` float32 array normalised with ``mean`` / ``std``."""
-    x = np.asarray(array, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
-    m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-    return (x - m) / s
+@functools.lru_cache(maxsize=16)
+def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``[3, 256]`` float32: ``(v / 255 - mean[c]) / std[c]`` for every byte value ``v`` of channel
+    ``c``, each operation in float32 (cached per normalisation, read-only)."""
+    x = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    m = np.asarray(mean, dtype=np.float32).reshape(3, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(3, 1)
+    table = (x[None, :] - m) / s
+    table.setflags(write=False)
+    return table
+
+
+def normalize_array(array: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                    out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB -> ``[3, H, W]`` float32 array normalised with ``mean`` / ``std``:
+    ``(v / 255 - mean[c]) / std[c]`` in float32.
+
+    A byte has 256 values, so the formula is worked out once per value and channel
+    (:func:`_normalize_table`) and each pixel looks its value up: the same float32 results as the
+    formula on the whole image, in one pass instead of five.
+
+    Args:
+        out: ``[3, H, W]`` float32 array (or view) to write into; a new one when None.
+    """
+    pixels = np.asarray(array, dtype=np.uint8)
+    table = _normalize_table(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    if out is None:
+        out = np.empty((3,) + pixels.shape[:2], dtype=np.float32)
+    for c in range(3):
+        np.take(table[c], pixels[..., c], out=out[c], mode="clip")  # uint8 indices: always in range
+    return out
 
 
 def normalize(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -331,7 +357,7 @@ def letterbox_array(
     if (plan.width, plan.height) != image.size:
         image = image.resize((plan.width, plan.height), Image.BICUBIC)
     out = np.zeros((3, plan.input_height, plan.input_width), dtype=np.float32)
-    out[:, : plan.height, : plan.width] = normalize_array(np.asarray(image), mean, std)
+    normalize_array(np.asarray(image), mean, std, out=out[:, : plan.height, : plan.width])
     return out, plan
 
 

@@ -92,3 +92,22 @@ def test_masks_keep_their_area_and_leave_the_padding_empty():
     assert out[:, plan.height :].abs().sum() == 0
     with pytest.raises(DenseVLMError, match="do not match"):
         plan.masks_to_input(masks[:, :47])
+
+
+@pytest.mark.parametrize("mean, std", [((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+                                       ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), ([0.1, 0.9, 0.3], [0.7, 0.2, 1.3])])
+def test_normalisation_is_the_float32_formula_for_every_byte(mean, std):
+    from densevlm.imaging import letterbox_array, normalize_array
+
+    rng = np.random.default_rng(0)
+    pixels = np.stack(np.meshgrid(np.arange(256), np.arange(3), indexing="ij"), -1)[..., 0]  # [256, 3]: every byte
+    pixels = np.concatenate([pixels[None], rng.integers(0, 256, (7, 256, 3))]).astype(np.uint8)  # [8, 256, 3]
+    m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    formula = (pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0) - m) / s
+    got = normalize_array(pixels, mean, std)
+    assert got.dtype == np.float32 and got.shape == (3, 8, 256)
+    np.testing.assert_array_equal(got.view(np.uint32), formula.view(np.uint32))  # to the bit
+    x, plan = letterbox_array(Image.fromarray(pixels), 256, 16, mean, std, square=True)
+    np.testing.assert_array_equal(x[:, : plan.height, : plan.width], formula)
+    assert not x[:, plan.height:].any()

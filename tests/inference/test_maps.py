@@ -93,3 +93,20 @@ def test_resize_tables_are_cached_and_read_only():
     np.testing.assert_array_equal(nearest_index(480, 48), np.arange(480) // 10)
     with pytest.raises(ValueError):
         bilinear_taps(64, 8)[0][0] = 5
+
+
+def test_a_nan_token_gives_class_0_and_nan_scores_whole_or_chunked():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((16, 7, 7)).astype(np.float32)
+    dense /= np.linalg.norm(dense, axis=0)
+    dense[:, 3, 4] = np.nan
+    text = rng.standard_normal((11, 16)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    plan = plan_letterbox(56, 56, 56, 8, square=True)
+    for chunk in (1 << 24, 3 * 56 * 56):
+        arg, prob = pixel_predictions(dense, text, 20.0, plan, max_chunk_elements=chunk)
+        nan = np.isnan(prob)
+        assert nan[3 * 8 + 4, 4 * 8 + 4] and nan.sum() < nan.size // 4  # near the token only
+        assert (arg[nan] == 0).all() and np.isfinite(prob[~nan]).all()

@@ -146,3 +146,24 @@ def test_embedded_world_lists_its_four_defects():
 
     v = parse_vocabulary(world_vocabulary_text())
     assert v.defects == ("scratch", "crack", "dent", "rust spot") and len(v) == 16
+
+
+def test_fingerprint_is_kept_per_object_and_every_change_gets_its_own():
+    import dataclasses
+    import pickle
+
+    v = parse_vocabulary(GOOD)
+    first = v.fingerprint()
+    assert v.fingerprint() is first  # made once, kept on the object
+    assert v == parse_vocabulary(GOOD) and "_fingerprint" not in repr(v)
+    changed = [
+        v.extended("nut", thing=True),
+        dataclasses.replace(v, synonyms=(("bolt",), ("scratch",), ("conveyor belt",), ("steel plate",))),
+        dataclasses.replace(v, is_thing=(True, False, False, False)),
+        Vocabulary.from_lists(["scratch", "bolt"], ["conveyor belt", "steel plate"]),
+    ]
+    prints = {c.fingerprint() for c in changed}
+    assert first not in prints and len(prints) == len(changed)
+    # a copy hashes its own fields, also after the original's fingerprint was kept
+    assert dataclasses.replace(v, source="elsewhere").fingerprint() == first
+    assert pickle.loads(pickle.dumps(v)).fingerprint() == first

@@ -138,13 +138,21 @@ def _label_grid(h0: int, w0: int, content_h: int, content_w: int, token_w: int, 
     return LabelGrid(from_content, rows, cols, row_sizes, col_sizes, row_starts, col_starts, tokens, block_areas)
 
 
+@functools.cache
+def _ndimage() -> Any:
+    """``scipy.ndimage``, imported at the first labelling (0.3 s) rather than with this module,
+    and then found without an import statement per call."""
+    from scipy import ndimage
+
+    return ndimage
+
+
 def _components(base: np.ndarray, class_areas: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
     """8-connected components of each class that has at least ``min_area`` original pixels
     (``class_areas``; a smaller class holds only specks): ``([hb, wb] int32 ids, [n + 1] class
     of each id)``, ids 1..n in class order, then in scipy's raster order of each component's
     first pixel; 0 marks the pixels of the skipped classes."""
-    from scipy import ndimage
-
+    ndimage = _ndimage()
     comp = np.zeros(base.shape, dtype=np.int32)
     local = np.empty(base.shape, dtype=np.int32)
     classes = [np.zeros(1, dtype=np.int64)]
@@ -182,7 +190,9 @@ def _runs(comp: np.ndarray, rows: np.ndarray, col_starts: np.ndarray, width: int
 def _ranges(lo: np.ndarray, size: np.ndarray) -> np.ndarray:
     """``concatenate([arange(l, l + s) for l, s in zip(lo, size)])`` without the Python loop."""
     ends = np.cumsum(size)
-    return np.arange(ends[-1] if len(ends) else 0) + np.repeat(lo - (ends - size), size)
+    out = np.repeat(lo - (ends - size), size)
+    out += np.arange(len(out))
+    return out
 
 
 def _region_runs(starts: np.ndarray, ids: np.ndarray, total: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -269,13 +279,14 @@ def _mean_scores(scores: np.ndarray, pixels: _Pixels, slots: np.ndarray, grid: L
     order and precision of ``scores[mask].mean(dtype=np.float64)``)."""
     flat = scores.ravel()
     if grid.block_areas is None:
-        values = flat[pixels.index]
-        bounds = pixels.first.tolist()
-        return [float(values[bounds[i]: bounds[i + 1]].mean(dtype=np.float64)) for i in range(n)]
-    h0, w0 = scores.shape
-    starts, lengths, offsets = _region_runs(*_runs(slots, grid.rows, grid.col_starts, w0), h0 * w0, n)
-    return [float(flat[_ranges(starts[a:b], lengths[a:b])].mean(dtype=np.float64))
-            for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+        values, bounds = flat[pixels.index], pixels.first
+    else:  # every original pixel of the regions, region after region, each in raster order: one gather
+        h0, w0 = scores.shape
+        starts, lengths, offsets = _region_runs(*_runs(slots, grid.rows, grid.col_starts, w0), h0 * w0, n)
+        values = flat[_ranges(starts, lengths)]
+        bounds = np.append(0, np.cumsum(lengths))[offsets]
+    edges = bounds.tolist()
+    return [float(values[edges[i]: edges[i + 1]].mean(dtype=np.float64)) for i in range(n)]
 
 
 def region_segments(dense: np.ndarray, text: np.ndarray, logit_scale: float, grid: LabelGrid, base: np.ndarray,

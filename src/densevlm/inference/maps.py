@@ -115,17 +115,11 @@ def bilinear_resize(array: np.ndarray, height: int, width: int, rows: int | None
 
 
 def _first_argmax(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(max, first index of the max)`` over the last axis of ``[H, W, K]``, as
-    ``up.max(-1)``, ``up.argmax(-1)`` (where a pixel holds a NaN the index is meaningless:
-    :func:`pixel_predictions` never takes it), from a classes-first copy where both are
-    elementwise passes instead of one short reduction per pixel."""
-    k = up.shape[-1]
-    first = np.ascontiguousarray(np.moveaxis(up, -1, 0))
-    best = first.max(axis=0)
-    rank_dtype = np.int16 if k <= np.iinfo(np.int16).max else np.int64
-    rank = np.arange(k - 1, -1, -1, dtype=rank_dtype)[:, None, None]  # highest for the first class
-    hits = np.multiply(first == best, rank, dtype=rank_dtype)
-    return best, (k - 1) - hits.max(axis=0).astype(np.int64)
+    """``(max, first index of the max)`` over the last axis of ``[H, W, K]``: ``up.argmax(-1)``
+    and the values it points at (where a pixel holds a NaN, the value is NaN and the index
+    meaningless: :func:`pixel_predictions` never takes it)."""
+    index = up.argmax(axis=-1)
+    return np.take_along_axis(up, index[..., None], axis=-1)[..., 0], index
 
 
 def pixel_predictions(dense: Any, text: Any, logit_scale: float, plan: Letterbox,
@@ -151,16 +145,18 @@ def pixel_predictions(dense: Any, text: Any, logit_scale: float, plan: Letterbox
     logits = np.moveaxis(logits, 0, -1)  # [h, w, K]: the product's own layout
     k = logits.shape[-1]
     chunk = max(1, max_chunk_elements // (plan.input_height * plan.input_width))
-    best = np.full((plan.height, plan.width), -np.inf, dtype=np.float32)
-    arg = np.zeros((plan.height, plan.width), dtype=np.int64)
-    lse = None
+    arg = best = lse = None
     for start in range(0, k, chunk):
         up = bilinear_resize(logits[..., start: start + chunk], plan.input_height, plan.input_width,
                              rows=plan.height, cols=plan.width, channels_last=True)
         value, index = _first_argmax(up)
-        better = value > best
-        arg = np.where(better, index + start, arg)
-        best = np.where(better, value, best)
+        if arg is None:  # a pixel whose logits are NaN (or all -inf) gets class 0 and -inf
+            seen = value > -np.inf
+            arg, best = np.where(seen, index, 0), np.where(seen, value, np.float32(-np.inf))
+        else:
+            better = value > best
+            arg = np.where(better, index + start, arg)
+            best = np.where(better, value, best)
         up -= value[..., None]
         np.exp(up, out=up)
         part = value + np.log(up.sum(axis=-1))

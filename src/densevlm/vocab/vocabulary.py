@@ -130,9 +130,19 @@ class Vocabulary:
         raise KeyError(name)
 
     def fingerprint(self) -> str:
-        """A stable content hash (order, names, synonyms and sections)."""
-        payload = json.dumps([self.synonyms, self.is_thing], ensure_ascii=False).encode("utf-8")
-        return hashlib.sha256(payload).hexdigest()[:16]
+        """A stable content hash (order, names, synonyms and sections): 16 hex digits of the
+        sha256 of their JSON.
+
+        Made once per object and kept on it (the fields it covers are tuples of strings and
+        booleans of a frozen dataclass, so they cannot change; a copy made with
+        :func:`dataclasses.replace` or :meth:`extended` hashes its own fields).
+        """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            payload = json.dumps([self.synonyms, self.is_thing], ensure_ascii=False).encode("utf-8")
+            cached = hashlib.sha256(payload).hexdigest()[:16]
+            object.__setattr__(self, "_fingerprint", cached)
+        return cached
 
     def extended(self, name: str, thing: bool) -> "Vocabulary":
         """A copy with one more class, placed at the end of its section (defects kept)."""
