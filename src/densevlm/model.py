@@ -219,7 +219,8 @@ def load_model(
     """Load a model by name or checkpoint path.
 
     Args:
-        name_or_path: ``tiny-student`` / ``tiny-teacher`` (shipped), a densevlm checkpoint
+        name_or_path: ``tiny-student`` / ``tiny-teacher-l`` / ``tiny-teacher`` /
+            ``tiny-teacher-parts`` (shipped), a densevlm checkpoint
             file (e.g. ``train --out DIR`` writes ``DIR/last.pt``), a tiny architecture
             (``tiny-vit``), or an open_clip model name (``ViT-B-16``, ``ViT-L-14-336``,
             ``EVA02-B-16``, ``-quickgelu`` variants ...).

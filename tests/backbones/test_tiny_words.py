@@ -83,7 +83,7 @@ def test_checkpoint_file_round_trip_and_idempotence(tmp_path):
         add_words_to_checkpoint(tmp_path / "z.pt", NEW, tmp_path / "z2.safetensors")
 
 
-@pytest.mark.parametrize("name", ["tiny-student", "tiny-teacher", "tiny-teacher-parts"])
+@pytest.mark.parametrize("name", ["tiny-student", "tiny-teacher", "tiny-teacher-parts", "tiny-teacher-l"])
 def test_shipped_models_embed_known_vocabularies_as_without_the_plant_words(name):
     """Stripping the added words (``meta.added_words``) from a shipped model leaves every known text's
     embedding bit-identical, and the plant words tokenise to their own ids."""

@@ -74,3 +74,23 @@ def test_the_shipped_recipe_file_is_a_valid_config():
     cfg = TrainConfig(**{**load_config_file(recipe), "images": "x", "out": "y"})
     cfg.check()
     assert cfg.teacher in BUILTIN_MODELS and cfg.teacher_parts > 0 and cfg.thing_mass_weight > 0
+
+
+def test_train_retrieve_and_demo_default_to_one_shipped_teacher_that_outranks_the_student():
+    """The default teacher is a built-in, the same for every command that uses one, and (as the
+    paper's P-VLM) has a larger image tower than the default student."""
+    import densevlm
+    from densevlm.cli import demo as demo_cli
+    from densevlm.cli import retrieve as retrieve_cli
+
+    defaults = {TrainConfig().teacher}
+    for module, argv in ((retrieve_cli, ["--images", "x", "--out", "y"]), (demo_cli, [])):
+        parser = argparse.ArgumentParser()
+        module.add_arguments(parser)
+        defaults.add(parser.parse_args(argv).teacher)
+    assert len(defaults) == 1 and defaults <= set(BUILTIN_MODELS)
+
+    def image_params(name: str) -> int:
+        return sum(p.numel() for p in densevlm.load_model(name).backbone.clip.visual.parameters())
+
+    assert image_params(defaults.pop()) > 2 * image_params(TrainConfig().student)

@@ -2,7 +2,8 @@
 
 Names resolve in this order:
 
-1. built-in pretrained models shipped with the package (``tiny-student``, ``tiny-teacher``);
+1. built-in pretrained models shipped with the package (``tiny-student``, ``tiny-teacher-l`` (the
+   default teacher), ``tiny-teacher``, ``tiny-teacher-parts``);
 2. an existing file path (a densevlm checkpoint, which carries its architecture);
 3. a tiny architecture name (``tiny-vit``, ``tiny-vit-s``, ``tiny-vit-xs``, ``tiny-vit-l``);
 4. an open_clip model name (``ViT-B-16``, ``ViT-L-14-336``, ``EVA02-B-16`` ...).
@@ -42,6 +43,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "tiny-student": "tiny-student.safetensors",
     "tiny-teacher": "tiny-teacher.safetensors",
     "tiny-teacher-parts": "tiny-teacher-parts.safetensors",
+    "tiny-teacher-l": "tiny-teacher-l.safetensors",
 }
 
 

@@ -14,7 +14,7 @@ def add_model_arguments(p: argparse.ArgumentParser, flag: str = "--model", defau
     """``--model NAME_OR_CKPT`` and its ``--pretrained TAG_OR_FILE`` companion."""
     dest = flag.lstrip("-").replace("-", "_")
     p.add_argument(flag, dest=dest, default=default, required=default is None,
-                   help=f"{what}: tiny-student, tiny-teacher, a checkpoint file, or an open_clip name such as "
+                   help=f"{what}: tiny-student, tiny-teacher-l, a checkpoint file, or an open_clip name such as "
                         f"ViT-B-16 / EVA02-B-16" + (f" (default: {default})" if default and default != argparse.SUPPRESS else ""))
     is_model = flag == "--model"
     p.add_argument("--pretrained" if is_model else f"{flag}-pretrained",

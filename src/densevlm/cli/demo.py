@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated worlds and of training (default: 0)")
     p.add_argument("--fast", action="store_true", help="smaller sets and shorter training (about 2 minutes)")
     p.add_argument("--student", default="tiny-student", help="student model (default: tiny-student)")
-    p.add_argument("--teacher", default="tiny-teacher", help="teacher model (default: tiny-teacher)")
+    p.add_argument("--teacher", default="tiny-teacher-l", help="teacher model (default: tiny-teacher-l)")
     p.add_argument("--overwrite", action="store_true",
                    help="run again in an --out folder that holds an earlier demo (or anything else)")
 

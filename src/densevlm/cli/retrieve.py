@@ -7,7 +7,7 @@ classified by the teacher against your vocabulary (softmax of the cosines times
 probability is at most --threshold are marked kept=false (training ignores them).
 
 Example:
-  densevlm retrieve --teacher tiny-teacher --images world/unlabeled --out candidates.jsonl
+  densevlm retrieve --images world/unlabeled --out candidates.jsonl
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from densevlm.cli._common import add_model_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p, "--teacher", default="tiny-teacher", what="teacher")
+    add_model_arguments(p, "--teacher", default="tiny-teacher-l", what="teacher")
     p.add_argument("--images", required=True, help="image folder (or world directory) to label")
     p.add_argument("--vocab", default=None, help="vocabulary file (default: the embedded world's)")
     p.add_argument("--out", required=True, help="candidates JSONL to write")

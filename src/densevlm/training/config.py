@@ -66,7 +66,7 @@ class TrainConfig:
     """
 
     student: str = "tiny-student"
-    teacher: str = "tiny-teacher"
+    teacher: str = "tiny-teacher-l"
     images: str = ""
     out: str = ""
     student_pretrained: Optional[str] = None
