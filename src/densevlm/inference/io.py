@@ -22,7 +22,7 @@ import numpy as np
 
 from densevlm.data.images import find_images
 from densevlm.errors import DenseVLMError
-from densevlm.fileio import atomic_write, atomic_write_json, atomic_write_text
+from densevlm.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from densevlm.imaging import IMAGE_SUFFIXES, encode_png
 from densevlm.inference.result import SCHEMA, SegmentResult
 
@@ -109,13 +109,7 @@ def finished_json(out_dir: str | Path, name: str) -> Optional[dict[str, Any]]:
 
 
 def _save_png(pixels: np.ndarray, path: Path) -> None:
-    data = encode_png(pixels, level=1)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    atomic_write(path, write, durable=False)
+    atomic_write_bytes(path, encode_png(pixels, level=1), durable=False)
 
 
 def write_outputs(result: SegmentResult, out_dir: str | Path, name: str, overlay_max_side: int = 2048) -> dict[str, Path]:
