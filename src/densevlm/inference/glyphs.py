@@ -44,7 +44,7 @@ def load_font(size: int) -> Font:
 
 
 class TextPainter:
-    """Draws, measures and boxes text in one font as ``ImageDraw`` would (see the module docstring).
+    """Paints, measures and boxes text in one font as ``ImageDraw`` would (see the module docstring).
 
     Safe to share between threads (a lock guards the font and the caches). Attributes:
         font: the font (use it for anything this class does not cover).
@@ -58,6 +58,7 @@ class TextPainter:
         self._boxes: dict[str, tuple[int, int, int, int]] = {}
         self._masks: dict[str, tuple[np.ndarray, int, int]] = {}
         self._lengths: dict[str, float] = {}
+        self._strings: dict[str, tuple[np.ndarray, int, int]] = {}
 
     def bbox(self, text: str) -> tuple[int, int, int, int]:
         """``ImageDraw.textbbox((0, 0), text, font)``: ``(left, top, right, bottom)`` in pixels."""
@@ -74,15 +75,30 @@ class TextPainter:
             pieces = self._pieces(text)
             return sum(self._length(p) for p in pieces) if pieces else self._length(text)
 
-    def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, fill: tuple[int, int, int]) -> None:
-        """``draw.text(xy, text, fill=fill, font=self.font)`` for whole-pixel ``xy`` on an RGB drawing."""
+    def paint(self, rgb: np.ndarray, xy: tuple[int, int], text: str, fill: tuple[int, int, int]) -> None:
+        """``ImageDraw.Draw(image).text(xy, text, fill=fill, font=self.font)`` for whole-pixel ``xy``,
+        on ``[H, W, 3]`` uint8 RGB pixels in place (any strides, e.g. a view into a canvas).
+
+        The string's mask is blended as ``ImageDraw.bitmap`` (what ``ImageDraw.text`` ends in)
+        blends it: ``fill_mask_L`` in Pillow's ``Paste.c``, ``(out * (255 - m) + ink * m) / 255``
+        rounded by its ``DIV255``; clipped to the array. A font that cannot be split is drawn by
+        ``ImageDraw.text`` on a copy."""
         if not self._split:
-            draw.text(xy, text, fill=fill, font=self.font)
+            drawn = Image.fromarray(np.ascontiguousarray(rgb))
+            ImageDraw.Draw(drawn).text(xy, text, fill=fill, font=self.font)
+            rgb[...] = np.asarray(drawn)
             return
         with self._lock:
             mask, left, top = self._mask(text)
-        if mask.size:
-            draw.bitmap((int(xy[0]) + left, int(xy[1]) + top), Image.fromarray(mask), fill=fill)
+        x, y = int(xy[0]) + left, int(xy[1]) + top
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + mask.shape[1], rgb.shape[1]), min(y + mask.shape[0], rgb.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            return
+        m = mask[y0 - y: y1 - y, x0 - x: x1 - x, None].astype(np.uint32)
+        region = rgb[y0:y1, x0:x1]
+        blend = region * (255 - m) + np.asarray(fill, np.uint32) * m + 128
+        region[...] = (blend + (blend >> 8)) >> 8
 
     def _length(self, piece: str) -> float:
         value = self._lengths.get(piece)
@@ -135,7 +151,15 @@ class TextPainter:
         return cached
 
     def _mask(self, text: str) -> tuple[np.ndarray, int, int]:
-        """The whole string's ``(mask, left, top)``, merged from its pieces where that is exact."""
+        """The whole string's ``(mask, left, top)``, merged from its pieces where that is exact (and
+        kept: class names, scores and shares repeat from image to image)."""
+        cached = self._strings.get(text)
+        if cached is None:
+            _bound(self._strings)
+            cached = self._strings[text] = self._merged(text)
+        return cached
+
+    def _merged(self, text: str) -> tuple[np.ndarray, int, int]:
         pieces = self._pieces(text)
         if not pieces:
             return self._piece_mask(text)

@@ -124,7 +124,7 @@ def write_outputs(result: SegmentResult, out_dir: str | Path, name: str, overlay
     (640x480: 3.4 KiB against 1.6 KiB; BENCHMARKS.md)."""
     paths = output_paths(out_dir, name)
     _save_png(result.labels, paths["labels"])
-    _save_png(np.asarray(result.overlay(max_side=overlay_max_side)), paths["overlay"])
+    _save_png(result.overlay_pixels(max_side=overlay_max_side), paths["overlay"])
     doc = result.to_json()
     doc["name"] = name
     doc["outputs"] = {"overlay": paths["overlay"].name, "labels": paths["labels"].name}
