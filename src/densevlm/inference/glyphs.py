@@ -59,6 +59,8 @@ class TextPainter:
         self._masks: dict[str, tuple[np.ndarray, int, int]] = {}
         self._lengths: dict[str, float] = {}
         self._strings: dict[str, tuple[np.ndarray, int, int]] = {}
+        self._weights: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = {}
+        self._totals: dict[str, float] = {}
 
     def bbox(self, text: str) -> tuple[int, int, int, int]:
         """``ImageDraw.textbbox((0, 0), text, font)``: ``(left, top, right, bottom)`` in pixels."""
@@ -72,8 +74,12 @@ class TextPainter:
     def length(self, text: str) -> float:
         """``ImageDraw.textlength(text, font)``: the pen advance of ``text`` in pixels."""
         with self._lock:
-            pieces = self._pieces(text)
-            return sum(self._length(p) for p in pieces) if pieces else self._length(text)
+            total = self._totals.get(text)
+            if total is None:
+                pieces = self._pieces(text)
+                _bound(self._totals)
+                total = self._totals[text] = sum(self._length(p) for p in pieces) if pieces else self._length(text)
+            return total
 
     def paint(self, rgb: np.ndarray, xy: tuple[int, int], text: str, fill: tuple[int, int, int]) -> None:
         """``ImageDraw.Draw(image).text(xy, text, fill=fill, font=self.font)`` for whole-pixel ``xy``,
@@ -89,15 +95,21 @@ class TextPainter:
             rgb[...] = np.asarray(drawn)
             return
         with self._lock:
-            mask, left, top = self._mask(text)
+            weights = self._weights.get(text)
+            if weights is None:
+                mask, left, top = self._mask(text)
+                m = mask[:, :, None].astype(np.uint32)
+                _bound(self._weights)
+                weights = self._weights[text] = (m, 255 - m, left, top)
+        m, keep, left, top = weights
         x, y = int(xy[0]) + left, int(xy[1]) + top
         x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + mask.shape[1], rgb.shape[1]), min(y + mask.shape[0], rgb.shape[0])
+        x1, y1 = min(x + m.shape[1], rgb.shape[1]), min(y + m.shape[0], rgb.shape[0])
         if x1 <= x0 or y1 <= y0:
             return
-        m = mask[y0 - y: y1 - y, x0 - x: x1 - x, None].astype(np.uint32)
+        crop = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
         region = rgb[y0:y1, x0:x1]
-        blend = region * (255 - m) + np.asarray(fill, np.uint32) * m + 128
+        blend = region * keep[crop] + m[crop] * np.asarray(fill, np.uint32) + 128
         region[...] = (blend + (blend >> 8)) >> 8
 
     def _length(self, piece: str) -> float:

@@ -7,15 +7,18 @@ indexed by class, so a class has the same colour in every overlay of a vocabular
 
 An upscaled drawing is tinted at the original size and then enlarged (nearest): the same pixels
 as tinting the enlarged image, at ``1 / factor^2`` of the work. When the outline is no thicker
-than the factor, the outlines are found on the small map too (:func:`_block_edges`) and the
-enlarged picture is one ``np.where`` over 32-bit pixels, so a 64 px scene's 512 px overlay
-costs little more than its text, which :mod:`densevlm.inference.glyphs` draws from cached masks.
+than the factor, the outlines are found on the small map too (:func:`_block_outlines`) and the
+enlarged picture is one ``np.where`` over 32-bit pixels. The picture, the label boxes, the text
+(from the masks :mod:`densevlm.inference.glyphs` caches) and the legend are painted into one
+canvas of 32-bit pixels, which Pillow unpacks to RGB once: a 64 px scene's overlay (512 px plus
+the legend) costs about 3 ms, and what ``densevlm segment`` writes never becomes a PIL image.
 """
 
 from __future__ import annotations
 
 import colorsys
 import math
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -109,25 +112,42 @@ def _inner_edges(labels: np.ndarray, thickness: int) -> np.ndarray:
     return edge
 
 
-def _block_edges(labels: np.ndarray, factor: int, thickness: int) -> np.ndarray:
-    """:func:`_inner_edges` of ``labels`` enlarged ``factor`` times (nearest), as ``[H, f, W, f]``
-    (reshape to ``[H * f, W * f]``), computed on the small map; needs ``thickness <= factor``.
+@lru_cache(maxsize=64)
+def _edge_blocks(factor: int, thickness: int) -> np.ndarray:
+    """``[16, f, f]`` bool: the outline inside an enlarged pixel (``f x f`` block) for each code of
+    :func:`_block_outlines` (bit 0: the pixel above differs, 1: below, 2: left, 3: right)."""
+    offset = np.arange(factor)
+    near_start, near_end = offset < thickness, offset >= factor - thickness
+    table = np.zeros((16, factor, factor), dtype=bool)
+    for code in range(16):
+        table[code] |= near_start[:, None] if code & 1 else False
+        table[code] |= near_end[:, None] if code & 2 else False
+        table[code] |= near_start[None, :] if code & 4 else False
+        table[code] |= near_end[None, :] if code & 8 else False
+    return table
+
+
+def _block_outlines(labels: np.ndarray, is_thing: np.ndarray, factor: int, thickness: int) -> np.ndarray:
+    """:func:`_inner_edges` of ``labels`` enlarged ``factor`` times (nearest), on thing pixels only,
+    as ``[H, f, W, f]`` (reshape to ``[H * f, W * f]``), computed on the small map; needs
+    ``thickness <= factor``.
 
     In the enlarged map a pixel ``oy`` rows into its block meets the block above within
     ``thickness`` rows exactly when ``oy < thickness`` (and the block below when
-    ``oy >= factor - thickness``; likewise for columns), so its edge flag is the small map's
-    "differs from the neighbour" flag in that direction, masked by its offset in the block.
+    ``oy >= factor - thickness``; likewise for columns), so a block's outline depends only on
+    which of its four neighbours differ: one of 16 ``f x f`` patterns (:func:`_edge_blocks`),
+    looked up per small pixel.
     """
     h, w = labels.shape
-    up, down = np.zeros((h, w), bool), np.zeros((h, w), bool)
-    left, right = np.zeros((h, w), bool), np.zeros((h, w), bool)
-    up[1:] = down[:-1] = labels[1:] != labels[:-1]
-    left[:, 1:] = right[:, :-1] = labels[:, 1:] != labels[:, :-1]
-    offset = np.arange(factor)
-    near_start, near_end = offset < thickness, offset >= factor - thickness
-    rows = (up[:, None, :, None] & near_start[None, :, None, None]) | (down[:, None, :, None] & near_end[None, :, None, None])
-    cols = (left[:, None, :, None] & near_start[None, None, None, :]) | (right[:, None, :, None] & near_end[None, None, None, :])
-    return rows | cols
+    code = np.zeros((h, w), dtype=np.uint8)
+    rows = (labels[1:] != labels[:-1]).view(np.uint8)
+    cols = (labels[:, 1:] != labels[:, :-1]).view(np.uint8)
+    code[1:] |= rows
+    code[:-1] |= rows * np.uint8(2)
+    code[:, 1:] |= cols * np.uint8(4)
+    code[:, :-1] |= cols * np.uint8(8)
+    code *= is_thing[labels]
+    return _edge_blocks(factor, thickness)[code].transpose(0, 2, 1, 3)
 
 
 def _words(rgb: np.ndarray) -> np.ndarray:
@@ -142,14 +162,13 @@ def _draw_enlarged(out: np.ndarray, image: Image.Image, labels: np.ndarray, colo
     """Fill ``out`` (``[H * f, W * f]`` 32-bit pixels, see :func:`_words`; a view into the canvas)
     with the drawing of a whole-factor upscale: stuff tinted at the original size, enlarged
     (nearest), thing edges painted; the same pixels as tinting and outlining the enlarged image,
-    made from the small one (see :func:`_block_edges`)."""
+    made from the small one (see :func:`_block_outlines`)."""
     height, width = labels.shape
     small = image if image.size == (width, height) else image.resize((width, height), Image.NEAREST)
     tinted = _words(_tint(np.asarray(small.convert("RGB")), labels, colours, is_thing))
-    outline = _block_edges(labels, factor, thickness) & is_thing[labels][:, None, :, None]
-    blocks = out.reshape(height, factor, width, factor)
-    np.copyto(blocks, tinted[:, None, :, None])
-    np.copyto(blocks, _words(colours)[labels][:, None, :, None], where=outline)
+    outline = _block_outlines(labels, is_thing, factor, thickness)
+    np.copyto(out.reshape(height, factor, width, factor),
+              np.where(outline, _words(colours)[labels][:, None, :, None], tinted[:, None, :, None]))
 
 
 def _drawing(image: Image.Image, labels: np.ndarray, colours: np.ndarray, is_thing: np.ndarray,
