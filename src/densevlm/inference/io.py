@@ -117,11 +117,14 @@ def write_outputs(result: SegmentResult, out_dir: str | Path, name: str, overlay
     fsynced: a rerun redoes an image whose JSON does not read back; the JSON on one line, which
     Python's C encoder writes about 5x faster than an indented dump).
 
-    The PNGs are deflated at zlib level 1 by :func:`~densevlm.imaging.encode_png`, outside the GIL,
-    so the finishing threads overlap their writing. Against Pillow's level 6: the same overlay
-    size at a quarter of the time for a 64 px scene's overlay (about 40 KiB), overlays of photos
-    about a fifth larger (640x480: 265 KiB against 219 KiB), label maps a few KiB either way
-    (640x480: 3.4 KiB against 1.6 KiB; BENCHMARKS.md)."""
+    The PNGs are deflated at level 1 by :func:`~densevlm.imaging.encode_png` (ISA-L where
+    installed, else zlib), outside the GIL, so the finishing threads overlap their writing. zlib's
+    level 1 against Pillow's level 6: the same overlay size at a quarter of the time for a 64 px
+    scene's overlay (about 40 KiB), overlays of photos about a fifth larger (640x480: 265 KiB
+    against 219 KiB), label maps a few KiB either way (640x480: 3.4 KiB against 1.6 KiB); ISA-L's
+    level 1 is another 4.5x faster than zlib's, about 10 % larger (BENCHMARKS.md). The overlay is
+    painted as one array (:meth:`~densevlm.inference.result.SegmentResult.overlay_pixels`) and
+    never becomes a PIL image here."""
     paths = output_paths(out_dir, name)
     _save_png(result.labels, paths["labels"])
     _save_png(result.overlay_pixels(max_side=overlay_max_side), paths["overlay"])
