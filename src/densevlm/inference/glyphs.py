@@ -1,4 +1,4 @@
-"""Overlay text drawn as Pillow draws it, from masks rendered once per font and text piece.
+"""Overlay text painted as Pillow draws it, from masks rendered once per font and text piece.
 
 An overlay writes a dozen short strings per image (``"bolt 0.43"``, ``"belt (stuff) 12.5%"``) and
 FreeType renders each of them from scratch in ``ImageDraw.text``; for a small image that is
@@ -12,10 +12,12 @@ the glyph's hinted advance plus the pair's kerning, and merges overlapping glyph
 maximum of their masks (``font_render`` in ``_imagingft.c``). When every piece's advance is a
 whole number of pixels and no kerning crosses a piece boundary, each glyph's bitmap is the same
 wherever it is drawn, so the maximum of the pieces' masks, each shifted by the advance of the
-pieces before it, is the string's mask; ``ImageDraw.bitmap`` then blends it exactly as
-``ImageDraw.text`` blends its own mask. A string that fails either condition (or a font with
-another layout engine) is rendered whole, and also cached. ``tests/inference/test_glyphs.py``
-compares both against ``ImageDraw.text`` on every string an overlay of the embedded world draws.
+pieces before it, is the string's mask. :meth:`TextPainter.paint` blends it into a pixel array
+with the arithmetic ``ImageDraw.text`` blends its own mask with (``ImageDraw.bitmap``'s), and
+keeps each string's mask and blend weights (labels, scores and legend lines repeat from image to
+image). A string that fails either condition (or a font with another layout engine) is rendered
+whole, and also cached. ``tests/inference/test_glyphs.py`` compares both against
+``ImageDraw.text`` on every string an overlay of the embedded world draws.
 """
 
 from __future__ import annotations
