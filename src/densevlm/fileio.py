@@ -9,6 +9,7 @@ so that a crash never leaves a half-written checkpoint, database export or repor
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import tempfile
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["check_output", "decode_utf8", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
+__all__ = ["check_output", "decode_utf8", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -104,36 +105,43 @@ def check_output(
     return path
 
 
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+_temp_names = itertools.count()
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None], durable: bool = True) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over
-    ``path`` (with the permissions a plain ``open`` would give, not mkstemp's 0600).
+def _create_beside(path: Path) -> tuple[int, str]:
+    """``(fd, name)`` of a new, empty temporary file beside ``path`` (its folders made if missing),
+    opened for writing with the permissions a plain ``open`` gives (``0o666`` less the umask).
 
-    ``durable=False`` skips the fsync: the file is still never seen half-written, but a power cut
-    may leave it empty. For outputs a rerun redoes anyway (segment's per-image files, which a
-    resumed run checks by reading the JSON back); the fsync was most of their writing time.
+    The name holds this process's id and a counter (``O_EXCL``: a leftover of an earlier process
+    with the same id is never reused), which costs one ``open`` where :func:`tempfile.mkstemp`
+    also makes a random name and needs a ``chmod`` afterwards."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_temp_names)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            if path.parent.is_dir():
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
 
-    Raises:
-        DenseVLMError: any OSError on the way (no space, no permission, a file where a folder
-            should be), as one line naming ``path``; ``path`` is then left as it was.
-    """
-    path = Path(path)
+
+def _replace(path: Path, fill: Callable[[int, str], None], durable: bool) -> Path:
+    """Create a temporary file beside ``path``, ``fill(fd, tmp_path)`` it, fsync it when ``durable``,
+    close it and rename it over ``path``; one line on any OSError (see :func:`atomic_write`)."""
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        write(tmp)
-        if durable:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode())
+        fd, tmp = _create_beside(path)
+        try:
+            fill(fd, tmp)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+        tmp = None
     except OSError as e:
         why = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
         raise DenseVLMError(f"{path}: cannot write ({why})") from None
@@ -143,11 +151,36 @@ def atomic_write(path: str | Path, write: Callable[[str], None], durable: bool =
     return path
 
 
-def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text, encoding="utf-8")
+def atomic_write(path: str | Path, write: Callable[[str], None], durable: bool = True) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over
+    ``path`` (with the permissions a plain ``open`` would give).
 
-    return atomic_write(path, write, durable)
+    ``durable=False`` skips the fsync: the file is still never seen half-written, but a power cut
+    may leave it empty. For outputs a rerun redoes anyway (segment's per-image files, which a
+    resumed run checks by reading the JSON back); the fsync was most of their writing time.
+
+    Raises:
+        DenseVLMError: any OSError on the way (no space, no permission, a file where a folder
+            should be), as one line naming ``path``; ``path`` is then left as it was.
+    """
+    return _replace(Path(path), lambda fd, tmp: write(tmp), durable)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
+    """``data`` written as ``path`` like :func:`atomic_write` does, through the temporary file's
+    own descriptor (one ``open`` per file)."""
+
+    def fill(fd: int, tmp: str) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    return _replace(Path(path), fill, durable)
+
+
+def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path:
+    """``text`` as UTF-8, written as :func:`atomic_write_bytes` does."""
+    return atomic_write_bytes(path, text.encode("utf-8"), durable)
 
 
 def atomic_write_json(path: str | Path, obj: Any, durable: bool = True, indent: Optional[int] = 2) -> Path:

@@ -130,13 +130,19 @@ def test_boxes_are_matched_to_images_and_checked_against_the_oriented_size(tmp_p
     (np.random.default_rng(2).integers(0, 65536, (9, 300), dtype=np.uint16), "I;16"),
     (np.kron(np.arange(12, dtype=np.uint8).reshape(3, 4), np.ones((8, 8), np.uint8)), "L"),
 ])
-def test_encode_png_reads_back_as_the_same_pixels(pixels, mode):
+@pytest.mark.parametrize("deflate", ["isal", "zlib"])
+def test_encode_png_reads_back_as_the_same_pixels(pixels, mode, deflate, monkeypatch):
+    """Either deflater (ISA-L where installed, else zlib) gives a PNG of exactly ``pixels``."""
     import io
 
-    from densevlm.imaging import encode_png
+    from densevlm import imaging
 
-    for level in (0, 1, 9):
-        image = Image.open(io.BytesIO(encode_png(pixels, level)))
+    if deflate == "isal":
+        pytest.importorskip("isal")
+    else:
+        monkeypatch.setattr(imaging, "_isal_zlib", lambda: None)
+    for level in (0, 1, 3, 9):
+        image = Image.open(io.BytesIO(imaging.encode_png(pixels, level)))
         assert image.mode == mode and image.size == (pixels.shape[1], pixels.shape[0])
         np.testing.assert_array_equal(np.asarray(image), pixels)
 

@@ -1,4 +1,4 @@
-"""Overlay text drawn as Pillow draws it, from masks rendered once per font and text piece.
+"""Overlay text painted as Pillow draws it, from masks rendered once per font and text piece.
 
 An overlay writes a dozen short strings per image (``"bolt 0.43"``, ``"belt (stuff) 12.5%"``) and
 FreeType renders each of them from scratch in ``ImageDraw.text``; for a small image that is
@@ -12,10 +12,12 @@ the glyph's hinted advance plus the pair's kerning, and merges overlapping glyph
 maximum of their masks (``font_render`` in ``_imagingft.c``). When every piece's advance is a
 whole number of pixels and no kerning crosses a piece boundary, each glyph's bitmap is the same
 wherever it is drawn, so the maximum of the pieces' masks, each shifted by the advance of the
-pieces before it, is the string's mask; ``ImageDraw.bitmap`` then blends it exactly as
-``ImageDraw.text`` blends its own mask. A string that fails either condition (or a font with
-another layout engine) is rendered whole, and also cached. ``tests/inference/test_glyphs.py``
-compares both against ``ImageDraw.text`` on every string an overlay of the embedded world draws.
+pieces before it, is the string's mask. :meth:`TextPainter.paint` blends it into a pixel array
+with the arithmetic ``ImageDraw.text`` blends its own mask with (``ImageDraw.bitmap``'s), and
+keeps each string's mask and blend weights (labels, scores and legend lines repeat from image to
+image). A string that fails either condition (or a font with another layout engine) is rendered
+whole, and also cached. ``tests/inference/test_glyphs.py`` compares both against
+``ImageDraw.text`` on every string an overlay of the embedded world draws.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def load_font(size: int) -> Font:
 
 
 class TextPainter:
-    """Draws, measures and boxes text in one font as ``ImageDraw`` would (see the module docstring).
+    """Paints, measures and boxes text in one font as ``ImageDraw`` would (see the module docstring).
 
     Safe to share between threads (a lock guards the font and the caches). Attributes:
         font: the font (use it for anything this class does not cover).
@@ -58,6 +60,9 @@ class TextPainter:
         self._boxes: dict[str, tuple[int, int, int, int]] = {}
         self._masks: dict[str, tuple[np.ndarray, int, int]] = {}
         self._lengths: dict[str, float] = {}
+        self._strings: dict[str, tuple[np.ndarray, int, int]] = {}
+        self._weights: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = {}
+        self._totals: dict[str, float] = {}
 
     def bbox(self, text: str) -> tuple[int, int, int, int]:
         """``ImageDraw.textbbox((0, 0), text, font)``: ``(left, top, right, bottom)`` in pixels."""
@@ -71,18 +76,43 @@ class TextPainter:
     def length(self, text: str) -> float:
         """``ImageDraw.textlength(text, font)``: the pen advance of ``text`` in pixels."""
         with self._lock:
-            pieces = self._pieces(text)
-            return sum(self._length(p) for p in pieces) if pieces else self._length(text)
+            total = self._totals.get(text)
+            if total is None:
+                pieces = self._pieces(text)
+                _bound(self._totals)
+                total = self._totals[text] = sum(self._length(p) for p in pieces) if pieces else self._length(text)
+            return total
 
-    def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, fill: tuple[int, int, int]) -> None:
-        """``draw.text(xy, text, fill=fill, font=self.font)`` for whole-pixel ``xy`` on an RGB drawing."""
+    def paint(self, rgb: np.ndarray, xy: tuple[int, int], text: str, fill: tuple[int, int, int]) -> None:
+        """``ImageDraw.Draw(image).text(xy, text, fill=fill, font=self.font)`` for whole-pixel ``xy``,
+        on ``[H, W, 3]`` uint8 RGB pixels in place (any strides, e.g. a view into a canvas).
+
+        The string's mask is blended as ``ImageDraw.bitmap`` (what ``ImageDraw.text`` ends in)
+        blends it: ``fill_mask_L`` in Pillow's ``Paste.c``, ``(out * (255 - m) + ink * m) / 255``
+        rounded by its ``DIV255``; clipped to the array. A font that cannot be split is drawn by
+        ``ImageDraw.text`` on a copy."""
         if not self._split:
-            draw.text(xy, text, fill=fill, font=self.font)
+            drawn = Image.fromarray(np.ascontiguousarray(rgb))
+            ImageDraw.Draw(drawn).text(xy, text, fill=fill, font=self.font)
+            rgb[...] = np.asarray(drawn)
             return
         with self._lock:
-            mask, left, top = self._mask(text)
-        if mask.size:
-            draw.bitmap((int(xy[0]) + left, int(xy[1]) + top), Image.fromarray(mask), fill=fill)
+            weights = self._weights.get(text)
+            if weights is None:
+                mask, left, top = self._mask(text)
+                m = mask[:, :, None].astype(np.uint32)
+                _bound(self._weights)
+                weights = self._weights[text] = (m, 255 - m, left, top)
+        m, keep, left, top = weights
+        x, y = int(xy[0]) + left, int(xy[1]) + top
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + m.shape[1], rgb.shape[1]), min(y + m.shape[0], rgb.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            return
+        crop = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+        region = rgb[y0:y1, x0:x1]
+        blend = region * keep[crop] + m[crop] * np.asarray(fill, np.uint32) + 128
+        region[...] = (blend + (blend >> 8)) >> 8
 
     def _length(self, piece: str) -> float:
         value = self._lengths.get(piece)
@@ -135,7 +165,15 @@ class TextPainter:
         return cached
 
     def _mask(self, text: str) -> tuple[np.ndarray, int, int]:
-        """The whole string's ``(mask, left, top)``, merged from its pieces where that is exact."""
+        """The whole string's ``(mask, left, top)``, merged from its pieces where that is exact (and
+        kept: class names, scores and shares repeat from image to image)."""
+        cached = self._strings.get(text)
+        if cached is None:
+            _bound(self._strings)
+            cached = self._strings[text] = self._merged(text)
+        return cached
+
+    def _merged(self, text: str) -> tuple[np.ndarray, int, int]:
         pieces = self._pieces(text)
         if not pieces:
             return self._piece_mask(text)

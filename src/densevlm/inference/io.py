@@ -22,7 +22,7 @@ import numpy as np
 
 from densevlm.data.images import find_images
 from densevlm.errors import DenseVLMError
-from densevlm.fileio import atomic_write, atomic_write_json, atomic_write_text
+from densevlm.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from densevlm.imaging import IMAGE_SUFFIXES, encode_png
 from densevlm.inference.result import SCHEMA, SegmentResult
 
@@ -109,13 +109,7 @@ def finished_json(out_dir: str | Path, name: str) -> Optional[dict[str, Any]]:
 
 
 def _save_png(pixels: np.ndarray, path: Path) -> None:
-    data = encode_png(pixels, level=1)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    atomic_write(path, write, durable=False)
+    atomic_write_bytes(path, encode_png(pixels, level=1), durable=False)
 
 
 def write_outputs(result: SegmentResult, out_dir: str | Path, name: str, overlay_max_side: int = 2048) -> dict[str, Path]:
@@ -123,14 +117,17 @@ def write_outputs(result: SegmentResult, out_dir: str | Path, name: str, overlay
     fsynced: a rerun redoes an image whose JSON does not read back; the JSON on one line, which
     Python's C encoder writes about 5x faster than an indented dump).
 
-    The PNGs are deflated at zlib level 1 by :func:`~densevlm.imaging.encode_png`, outside the GIL,
-    so the finishing threads overlap their writing. Against Pillow's level 6: the same overlay
-    size at a quarter of the time for a 64 px scene's overlay (about 40 KiB), overlays of photos
-    about a fifth larger (640x480: 265 KiB against 219 KiB), label maps a few KiB either way
-    (640x480: 3.4 KiB against 1.6 KiB; BENCHMARKS.md)."""
+    The PNGs are deflated at level 1 by :func:`~densevlm.imaging.encode_png` (ISA-L where
+    installed, else zlib), outside the GIL, so the finishing threads overlap their writing. zlib's
+    level 1 against Pillow's level 6: the same overlay size at a quarter of the time for a 64 px
+    scene's overlay (about 40 KiB), overlays of photos about a fifth larger (640x480: 265 KiB
+    against 219 KiB), label maps a few KiB either way (640x480: 3.4 KiB against 1.6 KiB); ISA-L's
+    level 1 is another 4.5x faster than zlib's, about 10 % larger (BENCHMARKS.md). The overlay is
+    painted as one array (:meth:`~densevlm.inference.result.SegmentResult.overlay_pixels`) and
+    never becomes a PIL image here."""
     paths = output_paths(out_dir, name)
     _save_png(result.labels, paths["labels"])
-    _save_png(np.asarray(result.overlay(max_side=overlay_max_side)), paths["overlay"])
+    _save_png(result.overlay_pixels(max_side=overlay_max_side), paths["overlay"])
     doc = result.to_json()
     doc["name"] = name
     doc["outputs"] = {"overlay": paths["overlay"].name, "labels": paths["labels"].name}

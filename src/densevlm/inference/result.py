@@ -139,10 +139,13 @@ class SegmentResult:
             max_side: longest side of the drawn image (larger images are downscaled; images
                 under 512 px are upscaled by an integer factor so labels stay readable).
         """
-        from densevlm.inference.overlay import render_overlay
+        return Image.fromarray(self.overlay_pixels(image, max_side))
+
+    def overlay_pixels(self, image: Optional[Image.Image] = None, max_side: int = 2048) -> np.ndarray:
+        """:meth:`overlay` as ``[rows, columns, 3]`` uint8 pixels (what ``densevlm segment`` writes)."""
+        from densevlm.inference.overlay import overlay_pixels
 
         base = image if image is not None else self.image
         if base is None:
             raise DenseVLMError("this result has no image to draw on; pass image= to overlay()")
-        return render_overlay(to_rgb(base), self.labels, self.segments, self.vocab, max_side=max_side)
-
+        return overlay_pixels(to_rgb(base), self.labels, self.segments, self.vocab, max_side=max_side)
