@@ -76,6 +76,15 @@ def test_the_shipped_recipe_file_is_a_valid_config():
     assert cfg.teacher in BUILTIN_MODELS and cfg.teacher_parts > 0 and cfg.thing_mass_weight > 0
 
 
+def test_the_recipe_file_is_the_recipe_the_demo_trains_with():
+    """configs/embedded.yaml and EMBEDDED_RECIPE are one recipe, for the default teacher."""
+    from densevlm.training.config import EMBEDDED_RECIPE
+
+    recipe = load_config_file(Path(__file__).resolve().parents[2] / "configs" / "embedded.yaml")
+    assert recipe == {"method": "densevlm", "teacher": TrainConfig().teacher, **EMBEDDED_RECIPE}
+    TrainConfig(**{**recipe, "images": "x", "out": "y"}).check()
+
+
 def test_train_retrieve_and_demo_default_to_one_shipped_teacher_that_outranks_the_student():
     """The default teacher is a built-in, the same for every command that uses one, and (as the
     paper's P-VLM) has a larger image tower than the default student."""
