@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Optional
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["check_output", "decode_utf8", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
+__all__ = ["check_output", "decode_utf8", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "atomic_torch_save"]
 
 
 def _same(a: Path, b: Path) -> bool:
