@@ -145,3 +145,23 @@ def test_half_width_student_from_a_distilled_init_trains_saves_loads_and_exports
     assert manifest["parity"]["passed"] and manifest["parity"]["label_agreement"] == 1.0
     with pytest.raises(DenseVLMError, match="--init"):  # the teacher has 4 blocks, tiny-vit-xs 2
         distill(_cfg(world, tmp_path / "bad", arch="tiny-vit-xs", init=world["teacher"]), progress=False)
+
+
+def test_three_block_student_is_narrowed_from_a_six_block_wider_teacher(world):
+    """tiny-vit-m from a tiny-vit-l teacher (random init, width 192): width 128, blocks 0, 2 and 5
+    of the teacher narrowed by principal components, whose dense map is far nearer the teacher's
+    than a randomly initialised tiny-vit-m's."""
+    teacher = load_model("tiny-vit-l")
+    data = ContentDataset(open_image_source(world["images"]), teacher.input_size)
+    images = model_batch(teacher, [data[i]["content"] for i in range(len(data))], teacher.input_size,
+                         torch.device("cpu"))
+    narrowed = student_from_teacher(teacher, "tiny-vit-m", images)
+    random = student_from_teacher(teacher, "tiny-vit-m")
+    visual = narrowed.backbone.clip.visual
+    assert visual.conv1.weight.shape[0] == 128 and len(visual.transformer.resblocks) == 3
+    assert teacher_block_map(3, 6) == [0, 2, 5]
+    with torch.no_grad():
+        target = teacher.encode_dense(images)
+        cos = {name: float((m.encode_dense(images) * target).sum(1).mean()) for name, m in
+               (("narrowed", narrowed), ("random", random))}
+    assert cos["narrowed"] > cos["random"] + 0.3, cos

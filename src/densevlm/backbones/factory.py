@@ -5,7 +5,7 @@ Names resolve in this order:
 1. built-in pretrained models shipped with the package (``tiny-student``, ``tiny-teacher-l`` (the
    default teacher), ``tiny-teacher``, ``tiny-teacher-parts``);
 2. an existing file path (a densevlm checkpoint, which carries its architecture);
-3. a tiny architecture name (``tiny-vit``, ``tiny-vit-s``, ``tiny-vit-xs``, ``tiny-vit-l``);
+3. a tiny architecture name (``tiny-vit``, ``tiny-vit-s``, ``tiny-vit-m``, ``tiny-vit-xs``, ``tiny-vit-l``);
 4. an open_clip model name (``ViT-B-16``, ``ViT-L-14-336``, ``EVA02-B-16`` ...).
 
 ``pretrained`` is a tag known to open_clip, a weights file, or None (random init, logged at

@@ -49,6 +49,13 @@ TINY_ARCHS: dict[str, dict[str, Any]] = {
         "text": {"context_length": 16, "width": 128, "heads": 4, "layers": 2},
         "words": list(DEFAULT_WORDS),
     },
+    # a middle tower of `densevlm distill`: tiny-vit's width and heads, 3 blocks (for a 6-block teacher)
+    "tiny-vit-m": {
+        "embed_dim": 128,
+        "vision": {"image_size": 64, "patch_size": 8, "width": 128, "layers": 3, "head_width": 32, "mlp_ratio": 4.0},
+        "text": {"context_length": 16, "width": 128, "heads": 4, "layers": 2},
+        "words": list(DEFAULT_WORDS),
+    },
     # the faster small tower of `densevlm distill`: half tiny-vit's width (2 heads of 32), 2 blocks
     "tiny-vit-xs": {
         "embed_dim": 128,

@@ -7,7 +7,9 @@ of the class probabilities over --vocab at the teacher's logit scale. OUT/last.p
 checkpoint for segment, eval and export; --resume continues OUT/state.pt.
 
 Small towers: tiny-vit-s (tiny-vit's width, half its blocks; encoder about 1.75x faster than
-tiny-teacher's) and tiny-vit-xs (also half the width; more than 3x faster). A narrower tower
+tiny-teacher's), tiny-vit-xs (also half the width; more than 3x faster), and for the 6-block
+tiny-teacher-l also tiny-vit-m (width 128, 3 blocks; encoder about 3x, a whole segment() call
+at 64 px 2.1-2.2x faster, box accuracy within 1.2 points: BENCHMARKS.md) and tiny-vit. A narrower tower
 starts from the teacher's blocks (or --init's tower) projected onto the principal components
 of their residual stream on your images. For open_clip teachers (ViT-B/16 -> a ViT-S/16-sized
 tower) the recipe is documented in densevlm.training.distill.
@@ -17,6 +19,7 @@ Examples:
   densevlm distill --teacher runs/embedded/last.pt --arch tiny-vit-s --images world/unlabeled --out runs/small --resume
   densevlm distill --teacher tiny-teacher --arch tiny-vit-xs --images world/unlabeled --out runs/xs
   densevlm distill --arch tiny-vit-xs --init runs/small/last.pt --images world/unlabeled --out runs/xs2
+  densevlm distill --teacher tiny-teacher-l --arch tiny-vit-m --images world/unlabeled --out runs/m --steps 1500
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model whose dense map is copied: a checkpoint (e.g. RUN/last.pt) or a built-in tiny model "
                         "(default: tiny-teacher)")
     p.add_argument("--arch", default="tiny-vit-s",
-                   help="small image tower: tiny-vit-s (teacher's width, 2 blocks) or tiny-vit-xs (half width, "
-                        "2 blocks; default: tiny-vit-s)")
+                   help="small image tower: tiny-vit-s (width 128, 2 blocks), tiny-vit-xs (width 64, 2 blocks), "
+                        "tiny-vit-m (width 128, 3 blocks) or tiny-vit (width 128, 4 blocks; default: tiny-vit-s)")
     p.add_argument("--init", default=None,
                    help="checkpoint whose image tower the student starts from, e.g. a tiny-vit-s distilled from the "
                         "same teacher for --arch tiny-vit-xs (same depth; narrowed by principal components when "

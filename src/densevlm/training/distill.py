@@ -52,7 +52,10 @@ per-operator overhead plus the attention, so depth is cut first (a third block a
 about 37 % to the encoder time) and one block is not enough (no attention in the dense path). Measured on the embedded world (500 steps, 500 held-out scenes,
 box thing / stuff / fg_bias; teacher 48.3 / 80.2 / 5.4): tiny-vit-xs narrowed from the teacher's
 blocks 48.2 / 82.6 / 7.7 (49.1 / 81.9 / 7.5 after 1000 steps), narrowed from a distilled tiny-vit-s (``--init``) 49.5 / 82.9 / 7.1,
-from a random init 32.9 / 80.3 / 7.6 (46.0 / 80.7 / 8.4 after 1500 steps).
+from a random init 32.9 / 80.3 / 7.6 (46.0 / 80.7 / 8.4 after 1500 steps). ``tiny-vit-m`` (width
+128, 3 blocks) is the middle step for the 6-block ``tiny-teacher-l``: narrowed from its blocks 0,
+2 and 5 and distilled 1500 steps it keeps box 74.4 / 86.1 / 5.2 of the teacher's 75.6 / 86.7 / 4.4
+and a 64 px ``segment`` call is 2.1-2.2x faster (BENCHMARKS.md, "Distillation", stop 19).
 
 **Real models (recipe, not yet built by this command).** For a ViT-B/16 teacher (e.g. a
 DenseVLM-tuned EVA02-B/16 or ViT-B-16), the matching student is a ViT-S/16-sized tower (width
