@@ -57,7 +57,7 @@ def main() -> None:
     from densevlm.data.synth import default_vocabulary
     from densevlm.evaluation import EvalConfig, evaluate
     from densevlm.model import load_model
-    from densevlm.training.config import TrainConfig
+    from densevlm.training.config import PAPER_SETTINGS, TrainConfig
     from densevlm.training.trainer import train
 
     work = Path(args.work)
@@ -87,7 +87,8 @@ def main() -> None:
         results, times = [], []
         for seed in args.seeds:
             out = work / "runs" / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', label)}-s{seed}"
-            fields = {"student": args.student, "teacher": args.teacher, "images": str(pool), "out": str(out), "seed": seed}
+            fields = {**PAPER_SETTINGS, "student": args.student, "teacher": args.teacher, "images": str(pool),
+                      "out": str(out), "seed": seed}
             if args.steps:
                 fields["steps"] = args.steps
             done = out / "heldout.json"

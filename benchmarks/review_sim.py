@@ -95,7 +95,7 @@ def main() -> None:
     from densevlm.review.reviewed import load_reviewed
     from densevlm.review.stats import format_stats, review_stats
     from densevlm.review.store import ReviewStore
-    from densevlm.training.config import TrainConfig
+    from densevlm.training.config import PAPER_SETTINGS, TrainConfig
     from densevlm.training.trainer import train
 
     work = Path(args.work)
@@ -140,7 +140,8 @@ def main() -> None:
     results = {}
     for label, reviewed in (("teacher only", None), ("teacher + 200 reviewed regions", load_reviewed(str(db)))):
         out = work / ("reviewed" if reviewed else "teacher-only")
-        cfg = TrainConfig(images=str(pool / "images"), out=str(out), seed=args.seed, reviewed_weight=args.reviewed_weight)
+        cfg = TrainConfig(**PAPER_SETTINGS, images=str(pool / "images"), out=str(out), seed=args.seed,
+                          reviewed_weight=args.reviewed_weight)
         started = time.perf_counter()
         train(cfg, progress=False, reviewed=reviewed)
         took = time.perf_counter() - started
@@ -234,15 +235,16 @@ def _trained_rows(args: argparse.Namespace, k: int, pool: Path, work: Path, voca
     from densevlm.model import load_model
     from densevlm.review.reviewed import load_reviewed
     from densevlm.review.simulated import expert_database
-    from densevlm.training.config import TrainConfig
+    from densevlm.training.config import PAPER_SETTINGS, TrainConfig
     from densevlm.training.fewshot import adapt_from_regions
     from densevlm.training.trainer import train
 
     name = f"trained-{k}-{args.reviewed_embeddings}-w{args.reviewed_weight:g}-s{args.train_steps}" if k else \
         f"trained-0-s{args.train_steps}"
     out = work / name
-    train_cfg = TrainConfig(images=str(pool / "images"), out=str(out), seed=args.seed, steps=args.train_steps,
-                            reviewed_weight=args.reviewed_weight, reviewed_embeddings=args.reviewed_embeddings)
+    train_cfg = TrainConfig(**{**PAPER_SETTINGS, "steps": args.train_steps}, images=str(pool / "images"), out=str(out),
+                            seed=args.seed, reviewed_weight=args.reviewed_weight,
+                            reviewed_embeddings=args.reviewed_embeddings)
     took = float("nan")
     if not (out / "last.pt").is_file():
         reviewed = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -76,13 +77,18 @@ def test_the_shipped_recipe_file_is_a_valid_config():
     assert cfg.teacher in BUILTIN_MODELS and cfg.teacher_parts > 0 and cfg.thing_mass_weight > 0
 
 
-def test_the_recipe_file_is_the_recipe_the_demo_trains_with():
-    """configs/embedded.yaml and EMBEDDED_RECIPE are one recipe, for the default teacher."""
-    from densevlm.training.config import EMBEDDED_RECIPE
+def test_the_defaults_are_the_recipe_file_and_paper_settings_undo_exactly_the_extensions():
+    """configs/embedded.yaml holds train's defaults; PAPER_SETTINGS turns off the two extensions and
+    restores the paper's schedule, and nothing else."""
+    from densevlm.training.config import PAPER_SETTINGS
 
     recipe = load_config_file(Path(__file__).resolve().parents[2] / "configs" / "embedded.yaml")
-    assert recipe == {"method": "densevlm", "teacher": TrainConfig().teacher, **EMBEDDED_RECIPE}
-    TrainConfig(**{**recipe, "images": "x", "out": "y"}).check()
+    default = TrainConfig()
+    assert all(getattr(default, k) == v for k, v in recipe.items()), recipe
+    paper = TrainConfig(**PAPER_SETTINGS)
+    changed = {f.name for f in fields(TrainConfig) if getattr(paper, f.name) != getattr(default, f.name)}
+    assert changed == set(PAPER_SETTINGS) == {"teacher_parts", "thing_mass_weight", "steps", "alpha"}
+    assert paper.teacher_parts == 0 and paper.thing_mass_weight == 0 and paper.alpha < 1
 
 
 def test_train_retrieve_and_demo_default_to_one_shipped_teacher_that_outranks_the_student():

@@ -8,8 +8,8 @@ own words are unknown to a web-trained VLM.
 1. generate a held-out set (with exact ground truth) and a pool of unlabeled images;
 2. evaluate the shipped student: how often does it call the background a part?
 3. let the shipped teacher retrieve categories (the 16 it knows) for regions of the unlabeled images;
-4. fine-tune the student with DenseVLM's decoupled alignment (its best settings on this world,
-   :data:`~densevlm.training.config.EMBEDDED_RECIPE`), and with CLIPSelf to compare;
+4. fine-tune the student with DenseVLM's decoupled alignment (``densevlm train``'s defaults, its
+   best settings on this world), and with CLIPSelf (as the paper's settings run it) to compare;
 5. simulated expert review: an expert (the unlabeled pool's ground truth, never the held-out
    set) labels 10 regions of each plant word in a review database, as the review page would;
    ``densevlm vocab adapt`` turns them into class embeddings for the DenseVLM-tuned student
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.report.review import taught_line
     from densevlm.retrieval.candidates import write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
-    from densevlm.training.config import EMBEDDED_RECIPE, TrainConfig
+    from densevlm.training.config import PAPER_SETTINGS, TrainConfig
     from densevlm.training.trainer import train
     from densevlm.vocab import load_vocabulary
 
@@ -138,10 +138,11 @@ def run(args: argparse.Namespace) -> int:
     validate = make_validator(str(val_dir), str(val_dir / "vocab.txt"))
     runs = []
     for method in ("densevlm", "clipself"):
-        # DenseVLM with its best settings here (EMBEDDED_RECIPE, --fast scaled down like the rest);
-        # CLIPSelf with the default settings (300 steps; 400 gained it half a point: BENCHMARKS.md)
-        settings = ({**EMBEDDED_RECIPE, "steps": EMBEDDED_RECIPE["steps"] * steps // 300} if method == "densevlm"
-                    else {"steps": steps})
+        # DenseVLM with train's defaults (its best settings here), CLIPSelf with the paper's settings
+        # (300 steps, alpha 0.9; 400 steps gained it half a point: BENCHMARKS.md); --fast scales both
+        paper = PAPER_SETTINGS["steps"]
+        settings = ({"steps": TrainConfig.steps * steps // paper} if method == "densevlm"
+                    else {**PAPER_SETTINGS, "steps": steps})
         label = ("DenseVLM decoupled alignment (the embedded recipe)" if method == "densevlm"
                  else "CLIPSelf (baseline, for comparison)")
         with stage(f"fine-tuning the student with {label}, {settings['steps']} steps"):

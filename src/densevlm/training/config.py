@@ -10,21 +10,24 @@ from densevlm.errors import DenseVLMError, nearest_names
 from densevlm.losses.alignment import METHODS
 from densevlm.training.precision import AMP_CHOICES
 
-__all__ = ["EMBEDDED_RECIPE", "TrainConfig", "check_run", "load_config_file"]
+__all__ = ["PAPER_SETTINGS", "TrainConfig", "check_run", "load_config_file"]
 
 REGION_SOURCES = ("grid", "segments", "mixed")
 
-EMBEDDED_RECIPE: dict[str, Any] = {"teacher_parts": 5, "thing_mass_weight": 0.4, "steps": 800, "alpha": 1.0}
-"""DenseVLM's best settings on the embedded world with the default teacher (``tiny-teacher-l``), on top
-of the paper's: boxes around the teacher's part blobs taught as parts, the thing-mass term, 800 steps
-and no weight-space ensemble. ``configs/embedded.yaml`` holds the same settings and ``densevlm demo``
-trains with them; BENCHMARKS.md ("The method table") measures them against the paper's settings and
-CLIPSelf on a held-out world seed no setting was chosen on."""
+PAPER_SETTINGS: dict[str, Any] = {"teacher_parts": 0, "thing_mass_weight": 0.0, "steps": 300, "alpha": 0.9}
+"""The settings the defaults replace, for DenseVLM as the paper runs it (and for the method table's
+paper rows and the demo's CLIPSelf baseline): no part-blob regions, no thing-mass term, 300 steps,
+the weight-space ensemble at 0.9. ``TrainConfig(**PAPER_SETTINGS)`` is that run."""
 
 
 @dataclass
 class TrainConfig:
     """Settings of a DenseVLM (or baseline) fine-tuning run.
+
+    The defaults are DenseVLM's best settings on the embedded world with the default teacher
+    ``tiny-teacher-l`` (``configs/embedded.yaml``; BENCHMARKS.md, method table): boxes around the
+    teacher's part blobs (``teacher_parts`` 5), the thing-mass term (0.4), 800 steps, no
+    weight-space ensemble. :data:`PAPER_SETTINGS` gives the paper's.
 
     Attributes:
         student, teacher: model names or checkpoint files (``*_pretrained``: tag or file for
@@ -80,7 +83,7 @@ class TrainConfig:
     teacher_pretrained: Optional[str] = None
     vocab: Optional[str] = None
     method: str = "densevlm"
-    steps: int = 300
+    steps: int = 800
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -90,14 +93,14 @@ class TrainConfig:
     size: Optional[int] = None
     regions: str = "grid"
     max_boxes: Optional[int] = 8
-    teacher_parts: int = 0
+    teacher_parts: int = 5
     retrieval_features: str = "dense"
     logit_scale: Optional[float] = None
     threshold: float = 0.3
     thing_weight: float = 1.0
-    thing_mass_weight: float = 0.0
+    thing_mass_weight: float = 0.4
     clipself_weight: float = 0.0
-    alpha: float = 0.9
+    alpha: float = 1.0
     unlocked_blocks: int = -1
     train_embed: bool = False
     train_head: bool = False
