@@ -60,7 +60,6 @@ class TextPainter:
         self._boxes: dict[str, tuple[int, int, int, int]] = {}
         self._masks: dict[str, tuple[np.ndarray, int, int]] = {}
         self._lengths: dict[str, float] = {}
-        self._strings: dict[str, tuple[np.ndarray, int, int]] = {}
         self._weights: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = {}
         self._totals: dict[str, float] = {}
 
@@ -165,15 +164,8 @@ class TextPainter:
         return cached
 
     def _mask(self, text: str) -> tuple[np.ndarray, int, int]:
-        """The whole string's ``(mask, left, top)``, merged from its pieces where that is exact (and
-        kept: class names, scores and shares repeat from image to image)."""
-        cached = self._strings.get(text)
-        if cached is None:
-            _bound(self._strings)
-            cached = self._strings[text] = self._merged(text)
-        return cached
-
-    def _merged(self, text: str) -> tuple[np.ndarray, int, int]:
+        """The whole string's ``(mask, left, top)``, merged from its pieces where that is exact
+        (:meth:`paint` keeps what it derives from it per string)."""
         pieces = self._pieces(text)
         if not pieces:
             return self._piece_mask(text)
