@@ -138,21 +138,13 @@ def _label_grid(h0: int, w0: int, content_h: int, content_w: int, token_w: int, 
     return LabelGrid(from_content, rows, cols, row_sizes, col_sizes, row_starts, col_starts, tokens, block_areas)
 
 
-@functools.cache
-def _ndimage() -> Any:
-    """``scipy.ndimage``, imported at the first labelling (0.3 s) rather than with this module,
-    and then found without an import statement per call."""
-    from scipy import ndimage
-
-    return ndimage
-
-
 def _components(base: np.ndarray, class_areas: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
     """8-connected components of each class that has at least ``min_area`` original pixels
     (``class_areas``; a smaller class holds only specks): ``([hb, wb] int32 ids, [n + 1] class
     of each id)``, ids 1..n in class order, then in scipy's raster order of each component's
     first pixel; 0 marks the pixels of the skipped classes."""
-    ndimage = _ndimage()
+    from scipy import ndimage
+
     comp = np.zeros(base.shape, dtype=np.int32)
     local = np.empty(base.shape, dtype=np.int32)
     classes = [np.zeros(1, dtype=np.int64)]
