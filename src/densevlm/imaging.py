@@ -344,6 +344,10 @@ def normalize(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return torch.from_numpy(normalize_array(array, mean, std))
 
 
+# PIL's reducing_gap for downscales (letterbox_array's docstring).
+_REDUCING_GAP = 3.0
+
+
 def letterbox_array(
     image: Image.Image,
     size: int,
@@ -353,6 +357,12 @@ def letterbox_array(
     square: bool = False,
 ) -> tuple[np.ndarray, Letterbox]:
     """Resize the longest side to ``size`` (bicubic), normalise, pad right/bottom with zeros.
+
+    A downscale by 6x or more first box-reduces by the integer factor ``floor(scale / 3)``, which
+    leaves at least 3x the target size (PIL's ``reducing_gap=3``), then resamples bicubically: 4x faster for a
+    640x480 photo to 64 px (0.37 vs 1.46 ms), 2x for 4000x3000 to 448 (35 vs 69 ms). Against the
+    full bicubic filter: at most 2 grey levels off on the benchmark photo (mean 0.19), at most 6
+    (mean 0.7) on random noise upscaled 8x, a worst case (``tests/imaging/test_letterbox.py``).
 
     The one letterbox of the package, in numpy (the runtime without PyTorch uses it as is);
     :func:`letterbox` wraps the result in a tensor.
@@ -374,7 +384,7 @@ def letterbox_array(
     image = to_rgb(image)
     plan = plan_letterbox(image.width, image.height, size, multiple, square)
     if (plan.width, plan.height) != image.size:
-        image = image.resize((plan.width, plan.height), Image.BICUBIC)
+        image = image.resize((plan.width, plan.height), Image.BICUBIC, reducing_gap=_REDUCING_GAP)
     out = np.zeros((3, plan.input_height, plan.input_width), dtype=np.float32)
     normalize_array(np.asarray(image), mean, std, out=out[:, : plan.height, : plan.width])
     return out, plan

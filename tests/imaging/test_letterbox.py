@@ -111,3 +111,19 @@ def test_normalisation_is_the_float32_formula_for_every_byte(mean, std):
     x, plan = letterbox_array(Image.fromarray(pixels), 256, 16, mean, std, square=True)
     np.testing.assert_array_equal(x[:, : plan.height, : plan.width], formula)
     assert not x[:, plan.height:].any()
+
+
+@pytest.mark.parametrize("width, height, size", [(640, 480, 64), (1000, 750, 96), (300, 200, 64)])
+def test_a_large_downscale_stays_close_to_the_full_bicubic_filter(width, height, size):
+    from densevlm.imaging import letterbox_array
+
+    rng = np.random.default_rng(width)
+    smooth = Image.fromarray(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)).resize(
+        (width, height), Image.BICUBIC)
+    x, plan = letterbox_array(smooth, size, 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    full = np.asarray(smooth.resize((plan.width, plan.height), Image.BICUBIC), dtype=np.float32) / 255.0
+    got = x[:, : plan.height, : plan.width].transpose(1, 2, 0)
+    diff = np.abs(got - full) * 255.0  # grey levels; the texture is random noise, 8x upscaled (a worst case)
+    assert diff.max() <= 6.5 and diff.mean() <= 1.0
+    if width / plan.width < 6:  # no box reduction below 6x: exactly the full filter
+        assert np.array_equal(got, full)

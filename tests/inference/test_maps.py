@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from densevlm.imaging import plan_letterbox
-from densevlm.inference.maps import original_maps, pixel_predictions
+from densevlm.inference.maps import (bilinear_resize, block_weights, nearest_index, original_labels, original_scores,
+                                     pixel_predictions)
 
 
 def test_chunked_argmax_equals_unchunked():
@@ -29,7 +32,7 @@ def test_original_maps_undo_an_integer_downscale():
     assert (plan.width, plan.height, plan.original_width, plan.original_height) == (56, 40, 112, 80)
     labels = torch.randint(0, 7, (40, 56), generator=torch.Generator().manual_seed(0)).numpy().astype("uint8")
     scores = torch.full((40, 56), 0.25)
-    big_labels, big_scores = original_maps(labels, scores, plan)
+    big_labels, big_scores = original_labels(labels, plan), original_scores(scores, plan)
     assert big_labels.dtype == labels.dtype and big_labels.flags["C_CONTIGUOUS"]
     assert (big_labels == labels.repeat(2, axis=0).repeat(2, axis=1)).all()
     assert big_scores.dtype == "float32" and big_scores.shape == (80, 112)
@@ -37,7 +40,6 @@ def test_original_maps_undo_an_integer_downscale():
 
 
 def test_bilinear_resize_equals_torch_interpolate():
-    import numpy as np
 
     from densevlm.inference.maps import bilinear_resize
 
@@ -64,7 +66,6 @@ def test_numpy_and_torch_inputs_give_the_same_maps():
 
 
 def test_bilinear_resize_matches_the_one_line_formula_bit_for_bit_in_either_layout():
-    import numpy as np
 
     from densevlm.inference.maps import bilinear_resize, bilinear_taps
 
@@ -84,8 +85,6 @@ def test_bilinear_resize_matches_the_one_line_formula_bit_for_bit_in_either_layo
 
 
 def test_resize_tables_are_cached_and_read_only():
-    import numpy as np
-    import pytest
 
     from densevlm.inference.maps import bilinear_taps, nearest_index
 
@@ -96,7 +95,6 @@ def test_resize_tables_are_cached_and_read_only():
 
 
 def test_a_nan_token_gives_class_0_and_nan_scores_whole_or_chunked():
-    import numpy as np
 
     rng = np.random.default_rng(0)
     dense = rng.standard_normal((16, 7, 7)).astype(np.float32)
@@ -110,3 +108,14 @@ def test_a_nan_token_gives_class_0_and_nan_scores_whole_or_chunked():
         nan = np.isnan(prob)
         assert nan[3 * 8 + 4, 4 * 8 + 4] and nan.sum() < nan.size // 4  # near the token only
         assert (arg[nan] == 0).all() and np.isfinite(prob[~nan]).all()
+
+
+@pytest.mark.parametrize("n_out, n_in", [(480, 48), (97, 61), (64, 64), (7, 3)])
+def test_block_weights_sum_the_upscale_over_each_nearest_block(n_out, n_in):
+    rng = np.random.default_rng(n_out)
+    x = rng.random((n_in, 5)).astype(np.float32)
+    up = bilinear_resize(x, n_out, 5).astype(np.float64)  # rows upscaled, columns kept
+    want = np.zeros((n_in, 5))
+    np.add.at(want, nearest_index(n_out, n_in), up)
+    np.testing.assert_allclose(block_weights(n_out, n_in) @ x.astype(np.float64), want, rtol=1e-6)
+    assert not block_weights(n_out, n_in).flags.writeable

@@ -250,10 +250,10 @@ def _finish(dense: np.ndarray, text: np.ndarray, prepared: Prepared, image: Inpu
     try:
         labels, scores, segments, min_area = predict(
             dense, text, plan, vocab, logit_scale=logit_scale, patch_size=patch, top_k=config.top_k,
-            min_area=config.min_area, box_logits=prepared.box_logits, boxes=given,
+            min_area=config.min_area, box_logits=prepared.box_logits, boxes=given, lazy_scores=True,
         )
         result = SegmentResult(
-            labels=labels, scores=scores, segments=segments, vocab=vocab, width=plan.original_width,
+            labels=labels, score_map=scores, segments=segments, vocab=vocab, width=plan.original_width,
             height=plan.original_height, model=config.model_name, input_size=config.size,
             mode="boxes" if given is not None else "regions", min_area=min_area, file=str(image.path),
             image=display,

@@ -15,10 +15,12 @@ scipy's raster order); areas and token weights are ``bincount``\\ s over it; one
 of the map lists every region's base pixels in raster order (:class:`_Pixels`: boxes,
 centroids, anchors); runs of equal ids along the rows of the map, each base row or column
 repeated as often as the original has it (:func:`_runs`), give the RLE (runs down the columns,
-the order COCO stores) and, for a photo larger than the input, each region's original pixels in
-raster order for its mean score. What depends only on the image and input sizes
-(:class:`LabelGrid`) is made once per size pair. The results are those of the per-region
-computation to the bit (``tests/inference/test_components.py``).
+the order COCO stores). For a photo larger than the input, a region's mean score is taken from
+block sums of the content-size score map (:func:`_mean_scores`), so the original-size score map
+is never needed. What depends only on the image and input sizes (:class:`LabelGrid`) is made
+once per size pair. The results are those of the per-region computation to the bit, the mean
+scores of a photo larger than the input to the float32 round-off of the original map it never
+makes (``tests/inference/test_components.py``).
 
 Everything here is numpy: the dense map ``[C, h, w]`` and the class embeddings ``[K, C]`` are
 float32 arrays (the PyTorch engine converts its dense map once, see
@@ -35,7 +37,7 @@ from typing import Any, Optional
 import numpy as np
 
 from densevlm.imaging import Letterbox
-from densevlm.inference.maps import nearest_index
+from densevlm.inference.maps import block_weights, nearest_index
 from densevlm.inference.result import Segment
 from densevlm.regions import similarity
 from densevlm.regions.pooling import weighted_pool
@@ -266,26 +268,35 @@ def _anchors(pixels: _Pixels, grid: LabelGrid, tops: np.ndarray, lefts: np.ndarr
     return list(zip(x.tolist(), y.tolist()))
 
 
-def _mean_scores(scores: np.ndarray, pixels: _Pixels, slots: np.ndarray, grid: LabelGrid, n: int) -> list[float]:
-    """Each region's mean score over its original pixels, added in raster order in float64 (the
-    order and precision of ``scores[mask].mean(dtype=np.float64)``)."""
-    flat = scores.ravel()
+def _mean_scores(scores: np.ndarray, pixels: _Pixels, slots: np.ndarray, grid: LabelGrid, areas: np.ndarray
+                 ) -> list[float]:
+    """Each region's mean score over its original pixels, in float64.
+
+    ``scores`` is the score map on the base grid. With blocks of one pixel that is the original
+    map, and the mean is added in raster order (the order and precision of
+    ``scores[mask].mean(dtype=np.float64)``). With larger blocks it is the content map, and the
+    original map is its bilinear upscale (:func:`~densevlm.inference.maps.original_scores`), so
+    the sum over each block is ``W_rows @ scores @ W_cols.T``
+    (:func:`~densevlm.inference.maps.block_weights`); a region's mean is the sum of its blocks
+    over its ``areas`` original pixels: the same number up to the float32 round-off of the
+    original map's pixels (relative 1e-7; the original map is never made).
+    """
     if grid.block_areas is None:
-        values, bounds = flat[pixels.index], pixels.first
-    else:  # every original pixel of the regions, region after region, each in raster order: one gather
-        h0, w0 = scores.shape
-        starts, lengths, offsets = _region_runs(*_runs(slots, grid.rows, grid.col_starts, w0), h0 * w0, n)
-        values = flat[_ranges(starts, lengths)]
-        bounds = np.append(0, np.cumsum(lengths))[offsets]
-    edges = bounds.tolist()
-    return [float(values[edges[i]: edges[i + 1]].mean(dtype=np.float64)) for i in range(n)]
+        flat, edges = scores.ravel(), pixels.first.tolist()
+        values = flat[pixels.index]
+        return [float(values[edges[i]: edges[i + 1]].mean(dtype=np.float64)) for i in range(len(areas))]
+    (h0, w0), (hb, wb) = grid.original_shape, grid.shape
+    sums = block_weights(h0, hb) @ scores.astype(np.float64) @ block_weights(w0, wb).T
+    per_region = np.bincount(slots.ravel(), weights=sums.ravel(), minlength=len(areas) + 1)[: len(areas)]
+    return (per_region / areas).tolist()
 
 
 def region_segments(dense: np.ndarray, text: np.ndarray, logit_scale: float, grid: LabelGrid, base: np.ndarray,
                     scores: np.ndarray, vocab: Vocabulary, top_k: int, min_area: int) -> list[Segment]:
     """A segment per region of the ``base`` map (see :class:`LabelGrid`) of at least ``min_area``
-    original pixels, from the ``[C, h, w]`` dense map, ``[K, C]`` class embeddings and the
-    ``[H0, W0]`` score map (see the module docstring), in class order, then raster order."""
+    original pixels, from the ``[C, h, w]`` dense map, ``[K, C]`` class embeddings and the score
+    map of the same grid as ``base`` (``grid.base(content_scores, original_scores)``; see the
+    module docstring), in class order, then raster order."""
     min_area = max(1, min_area)
     blocks = None if grid.block_areas is None else grid.block_areas.ravel()
     class_areas = np.bincount(base.ravel(), weights=blocks)
@@ -315,7 +326,7 @@ def region_segments(dense: np.ndarray, text: np.ndarray, logit_scale: float, gri
     lefts = np.minimum.reduceat(pixels.cols, pixels.first[:-1])
     rights = np.maximum.reduceat(pixels.cols, pixels.first[:-1]) + 1
     anchors = _anchors(pixels, grid, tops, lefts)
-    means = _mean_scores(scores, pixels, slots, grid, n)
+    means = _mean_scores(scores, pixels, slots, grid, areas[regions].astype(np.float64))
     h0, w0 = grid.original_shape
     rles = _rles(*_region_runs(*_runs(slots.T, grid.cols, grid.row_starts, h0), h0 * w0, n), h0, w0)
     y0, y1 = grid.row_starts[tops].tolist(), (grid.row_starts[bottoms - 1] + grid.row_sizes[bottoms - 1]).tolist()

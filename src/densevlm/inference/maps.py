@@ -32,7 +32,8 @@ import numpy as np
 from densevlm.imaging import Letterbox
 from densevlm.regions import similarity
 
-__all__ = ["pixel_predictions", "original_maps", "nearest_index", "bilinear_taps", "bilinear_resize"]
+__all__ = ["pixel_predictions", "original_labels", "original_scores", "block_weights", "nearest_index", "bilinear_taps",
+           "bilinear_resize"]
 
 # Size of the logit chunk upsampled at once (classes x input pixels): 16 M floats = 64 MB.
 _MAX_CHUNK_ELEMENTS = 1 << 24
@@ -169,14 +170,38 @@ def pixel_predictions(dense: Any, text: Any, logit_scale: float, plan: Letterbox
     return arg, prob
 
 
-def original_maps(labels: np.ndarray, scores: np.ndarray, plan: Letterbox) -> tuple[np.ndarray, np.ndarray]:
-    """``[plan.height, plan.width]`` content maps at the original size as numpy arrays: labels
-    (dtype kept) by nearest neighbour, scores (float32) bilinear."""
+def original_labels(labels: np.ndarray, plan: Letterbox) -> np.ndarray:
+    """The ``[plan.height, plan.width]`` content label map at the original size (nearest
+    neighbour, dtype kept), C-contiguous."""
     h0, w0 = plan.original_height, plan.original_width
-    scores = np.asarray(scores, dtype=np.float32)
     if labels.shape != (h0, w0):
         wide = np.take(labels, nearest_index(w0, labels.shape[1]), axis=1)
         labels = np.take(wide, nearest_index(h0, labels.shape[0]), axis=0)
-    if scores.shape != (h0, w0):
-        scores = bilinear_resize(scores, h0, w0)
-    return np.ascontiguousarray(labels), np.ascontiguousarray(scores)
+    return np.ascontiguousarray(labels)
+
+
+def original_scores(scores: np.ndarray, plan: Letterbox) -> np.ndarray:
+    """The ``[plan.height, plan.width]`` content score map at the original size (bilinear,
+    :func:`bilinear_resize`), float32 C-contiguous."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.shape != (plan.original_height, plan.original_width):
+        scores = bilinear_resize(scores, plan.original_height, plan.original_width)
+    return np.ascontiguousarray(scores)
+
+
+@functools.lru_cache(maxsize=64)
+def block_weights(n_out: int, n_in: int) -> np.ndarray:
+    """``[n_in, n_in]`` float64 ``W``: row ``b`` holds, summed over the output samples whose
+    nearest input sample is ``b`` (:func:`nearest_index`), their bilinear weights on each input
+    sample (:func:`bilinear_taps`, the float32 weights :func:`bilinear_resize` uses).
+
+    For an upscale (``n_out >= n_in``) of a map ``x``, ``W_rows @ x @ W_cols.T`` is then the sum
+    of the bilinearly upscaled map over the block of output pixels each input pixel stands for
+    under the nearest-neighbour upscale (cached per size pair, read-only).
+    """
+    i0, i1, w1 = bilinear_taps(n_out, n_in)
+    base = nearest_index(n_out, n_in)
+    out = np.zeros((n_in, n_in), dtype=np.float64)
+    np.add.at(out, (base, i0), (np.float32(1.0) - w1).astype(np.float64))
+    np.add.at(out, (base, i1), w1.astype(np.float64))
+    return _frozen(out)[0]

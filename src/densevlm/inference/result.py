@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image
@@ -78,7 +78,8 @@ class SegmentResult:
 
     Attributes:
         labels: ``[H, W]`` class index per pixel (uint8 when K < 256, else uint16).
-        scores: ``[H, W]`` float32 softmax probability of the pixel's class.
+        scores: ``[H, W]`` float32 softmax probability of the pixel's class (a property; made
+            on first read when the result was given a function for it, see ``score_map``).
         segments: regions (or boxes), largest first.
         vocab: the vocabulary the indices refer to.
         width, height: original image size in pixels (after EXIF orientation).
@@ -88,10 +89,13 @@ class SegmentResult:
         min_area: regions smaller than this many original pixels were dropped.
         file: the image file, when segmented from a path.
         image: the image (possibly a downscaled copy) used by :meth:`overlay`.
+        score_map: the ``scores`` array, or a function without arguments that makes it (the
+            bilinear upscale of a photo's score map costs more than the rest of its
+            post-processing, and ``densevlm segment`` never writes it).
     """
 
     labels: np.ndarray
-    scores: np.ndarray
+    score_map: np.ndarray | Callable[[], np.ndarray] = field(repr=False, compare=False)
     segments: list[Segment]
     vocab: Vocabulary
     width: int
@@ -102,6 +106,13 @@ class SegmentResult:
     min_area: int = 0
     file: Optional[str] = None
     image: Optional[Image.Image] = field(default=None, repr=False, compare=False)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """``[H, W]`` float32 softmax probability of each pixel's class (see the class docstring)."""
+        if callable(self.score_map):
+            self.score_map = self.score_map()
+        return self.score_map
 
     @property
     def size(self) -> tuple[int, int]:

@@ -30,9 +30,10 @@ after that (:func:`predict`) is numpy, so an export segments without PyTorch ins
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -42,7 +43,7 @@ from densevlm.errors import DenseVLMError
 from densevlm.imaging import Letterbox, open_image, to_rgb
 from densevlm.inference.boxes import check_boxes
 from densevlm.inference.components import box_segments, label_grid, region_segments
-from densevlm.inference.maps import original_maps, pixel_predictions
+from densevlm.inference.maps import original_labels, original_scores, pixel_predictions
 from densevlm.inference.pipeline import Prepared, run_pipeline
 from densevlm.inference.result import Segment, SegmentResult
 from densevlm.vocab import Vocabulary, load_vocabulary
@@ -78,7 +79,8 @@ def predict(
     min_area: Optional[int] = None,
     box_logits: Optional[np.ndarray] = None,
     boxes: Optional[np.ndarray] = None,
-) -> tuple[np.ndarray, np.ndarray, list[Segment], int]:
+    lazy_scores: bool = False,
+) -> tuple[np.ndarray, np.ndarray | Callable[[], np.ndarray], list[Segment], int]:
     """Maps and segments of one image from its dense map (the model-free half of :func:`segment`).
 
     Args:
@@ -93,9 +95,14 @@ def predict(
         box_logits, boxes: ``[N, K]`` logits (:func:`~densevlm.inference.pipeline.box_logits`) of ``[N, 4]`` XYXY
             original-pixel boxes; when given, the boxes are the segments instead of the
             connected regions.
+        lazy_scores: return the score map as a function that makes it (what
+            :class:`~densevlm.inference.result.SegmentResult` takes), so a caller that never reads
+            it (``densevlm segment`` writes no score map) skips its bilinear upscale to the
+            original size; the segments' mean scores do not need it.
 
     Returns:
-        ``(labels [H, W], scores [H, W] float32, segments largest first, min_area used)``.
+        ``(labels [H, W], scores [H, W] float32 (or the function), segments largest first,
+        min_area used)``.
     """
     if len(vocab) >= 1 << 16:
         raise DenseVLMError(f"vocabulary has {len(vocab)} classes; the label map holds at most 65535")
@@ -104,13 +111,18 @@ def predict(
     min_area = default_min_area(plan, patch_size) if min_area is None else int(min_area)
     arg, prob = pixel_predictions(dense, text, logit_scale, plan)
     content = arg.astype(label_dtype)
-    labels, scores = original_maps(content, prob, plan)
+    labels = original_labels(content, plan)
+    scores: np.ndarray | Callable[[], np.ndarray] = functools.partial(original_scores, prob, plan)
     if box_logits is not None and boxes is not None:
         segments = box_segments(box_logits, boxes, vocab, top_k, plan.original_height, plan.original_width)
     else:
         grid = label_grid(plan, patch_size)
-        segments = region_segments(dense, text, logit_scale, grid, grid.base(content, labels), scores, vocab, top_k,
-                                   min_area)
+        if not grid.from_content:
+            scores = scores()
+        segments = region_segments(dense, text, logit_scale, grid, grid.base(content, labels),
+                                   grid.base(prob, scores), vocab, top_k, min_area)
+    if not lazy_scores and callable(scores):
+        scores = scores()
     if segments and segments[0].source == "region":
         segments.sort(key=lambda s: (-s.area, s.bbox[1], s.bbox[0]))
     for i, seg in enumerate(segments, start=1):
@@ -184,10 +196,10 @@ def segment(
         plan = prepared.plan
         labels, scores, segments, used_min_area = predict(
             dense, text, plan, vocab, logit_scale=logit_scale, patch_size=patch_size, top_k=top_k, min_area=min_area,
-            box_logits=prepared.box_logits, boxes=prepared.boxes,
+            box_logits=prepared.box_logits, boxes=prepared.boxes, lazy_scores=True,
         )
         return SegmentResult(
-            labels=labels, scores=scores, segments=segments, vocab=vocab, width=plan.original_width,
+            labels=labels, score_map=scores, segments=segments, vocab=vocab, width=plan.original_width,
             height=plan.original_height, model=name, input_size=size,
             mode="boxes" if prepared.boxes is not None else "regions", min_area=used_min_area, file=file, image=pil,
         )
