@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from densevlm.data.synth import generate_scene
-from densevlm.regions.sources import GRID_SPLITS, grid_boxes, region_boxes, segment_regions
+from densevlm.regions.sources import GRID_SPLITS, grid_boxes, region_boxes, segment_regions, token_boxes
 
 
 def test_the_seventeen_official_splits():
@@ -43,3 +43,18 @@ def test_colour_segments_find_a_part():
     assert best > 0.3
     mixed = region_boxes("mixed", image, np.random.default_rng(0))
     assert mixed.shape[0] > boxes.shape[0]
+
+
+def test_token_cells_are_distinct_patch_squares_cut_at_the_content_edge():
+    rng = np.random.default_rng(0)
+    boxes = token_boxes(60.0, 20.0, 8, rng, 100)  # 8 x 3 cells, the last column 4 px, the last row 4 px
+    assert boxes.shape == (24, 4)
+    assert len({tuple(b) for b in boxes.tolist()}) == 24
+    x0, y0, x1, y1 = boxes.unbind(1)
+    assert torch.all(x0 % 8 == 0) and torch.all(y0 % 8 == 0)
+    assert torch.all(x1 == torch.minimum(x0 + 8, torch.tensor(60.0)))
+    assert torch.all(y1 == torch.minimum(y0 + 8, torch.tensor(20.0)))
+    area = ((x1 - x0) * (y1 - y0)).sum()
+    assert float(area) == 60 * 20  # together they tile the content
+    few = token_boxes(60.0, 20.0, 8, np.random.default_rng(1), 5)
+    assert few.shape == (5, 4) and token_boxes(60.0, 20.0, 8, rng, 0).shape == (0, 4)

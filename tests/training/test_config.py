@@ -59,6 +59,7 @@ def test_tau_is_the_old_name_of_logit_scale_in_files_and_flags(tmp_path):
         ({"alpha": 1.5}, "--alpha 1.5 is outside"),
         ({"logit_scale": 0.0}, "--logit-scale 0.0 must be positive"),
         ({"thing_mass_weight": -1.0}, "--thing-mass-weight must be >= 0"),
+        ({"thing_tokens": -1}, "--thing-tokens -1 must be >= 0"),
         ({"images": ""}, "--images is required"),
     ],
 )
@@ -78,7 +79,7 @@ def test_the_shipped_recipe_file_is_a_valid_config():
 
 
 def test_the_defaults_are_the_recipe_file_and_paper_settings_undo_exactly_the_extensions():
-    """configs/embedded.yaml holds train's defaults; PAPER_SETTINGS turns off the two extensions and
+    """configs/embedded.yaml holds train's defaults; PAPER_SETTINGS turns off the three extensions and
     restores the paper's schedule, and nothing else."""
     from densevlm.training.config import PAPER_SETTINGS
 
@@ -87,8 +88,8 @@ def test_the_defaults_are_the_recipe_file_and_paper_settings_undo_exactly_the_ex
     assert all(getattr(default, k) == v for k, v in recipe.items()), recipe
     paper = TrainConfig(**PAPER_SETTINGS)
     changed = {f.name for f in fields(TrainConfig) if getattr(paper, f.name) != getattr(default, f.name)}
-    assert changed == set(PAPER_SETTINGS) == {"teacher_parts", "thing_mass_weight", "steps", "alpha"}
-    assert paper.teacher_parts == 0 and paper.thing_mass_weight == 0 and paper.alpha < 1
+    assert changed == set(PAPER_SETTINGS) == {"teacher_parts", "thing_tokens", "thing_mass_weight", "steps", "alpha"}
+    assert paper.teacher_parts == 0 and paper.thing_tokens == 0 and paper.thing_mass_weight == 0 and paper.alpha < 1
 
 
 def test_train_retrieve_and_demo_default_to_one_shipped_teacher_that_outranks_the_student():

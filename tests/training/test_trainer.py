@@ -92,6 +92,21 @@ def test_teacher_parts_add_kept_thing_regions(world, tmp_path):
     assert counts[3][2] - counts[0][2] == added  # ... and taught as a thing
 
 
+def test_thing_tokens_add_only_the_token_cells_the_teacher_calls_things(world, tmp_path):
+    counts = {}
+    for tokens in (0, 10):
+        cfg = TrainConfig(student=world["student"], teacher=world["teacher"], images=world["images"],
+                          out=str(tmp_path / f"t{tokens}"), steps=2, batch_size=6, logit_scale=100.0, max_boxes=4,
+                          teacher_parts=0, thing_tokens=tokens, log_every=1, val_before=False)
+        summary = train(cfg, progress=False).retrieval
+        kept = round(summary["kept_frac"] * summary["regions"])
+        counts[tokens] = (summary["regions"], kept, round(summary["thing_frac"] * kept))
+    assert counts[10][0] - counts[0][0] == 10 * 12  # 10 token cells for each of the 12 images seen
+    kept_added = counts[10][1] - counts[0][1]
+    assert 0 < kept_added < 10 * 12  # the random teacher calls some cells things, not all
+    assert counts[10][2] - counts[0][2] == kept_added  # every kept token cell is a thing
+
+
 def test_two_processes_equal_one_process_with_double_batch(world, tmp_path):
     one = subprocess.run([sys.executable, "-m", "densevlm", *_args(world, tmp_path / "one", "--steps", "3", "--batch-size", "8")],
                          capture_output=True, text=True)

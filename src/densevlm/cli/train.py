@@ -6,9 +6,10 @@ aligned over thing classes only and stuff regions over all classes, so backgroun
 pulled towards objects. Baselines: --method clipself | nodecouple | stuffonly.
 
 The defaults are the best settings found on the embedded world with the default teacher
-(configs/embedded.yaml): two extensions beyond the paper (--teacher-parts 5: boxes around the
-teacher's part blobs, taught as parts; --thing-mass-weight 0.4), 800 steps, --alpha 1. The
-paper's settings: --teacher-parts 0 --thing-mass-weight 0 --steps 300 --alpha 0.9.
+(configs/embedded.yaml): three extensions beyond the paper (--teacher-parts 5: boxes around the
+teacher's part blobs, taught as parts; --thing-tokens 64: single token cells the teacher calls
+things; --thing-mass-weight 0.4), 800 steps, --alpha 1. The paper's settings: --teacher-parts 0
+--thing-tokens 0 --thing-mass-weight 0 --steps 300 --alpha 0.9.
 
 --batch-size is per process; run on several GPUs or nodes with
   torchrun --nproc_per_node 4 -m densevlm train ...
@@ -51,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-boxes", type=int, default=d, help="regions per image (default: 8)")
     p.add_argument("--teacher-parts", type=int, default=d,
                    help="add up to N regions per image around the teacher's part blobs, taught as parts (default: 5; the paper's: 0)")
+    p.add_argument("--thing-tokens", type=int, default=d,
+                   help="add N single-token regions per image, drawn at random, and teach those the teacher calls "
+                        "things (default: 64; the paper's: 0)")
     p.add_argument("--retrieval-features", default=d, help="teacher region features: dense (RoI, the paper's; default), crop, mean (of both logits) or split (dense decides thing/stuff, crops name the things)")
     p.add_argument("--logit-scale", "--tau", dest="logit_scale", type=float, default=d,
                    help="multiplier of the cosines before the softmax, i.e. the inverse temperature "

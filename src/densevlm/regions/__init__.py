@@ -11,7 +11,7 @@ _MODULES = {
     "labelled": ("LabelledRegion",),
     "pooling": ("roi_pool", "mask_pool", "weighted_pool", "grid_token_weights", "mask_token_weights", "crop_boxes"),
     "rle": ("encode_rle", "decode_rle", "rle_counts", "rle_area"),
-    "sources": ("GRID_SPLITS", "grid_boxes", "segment_regions", "region_boxes"),
+    "sources": ("GRID_SPLITS", "grid_boxes", "token_boxes", "segment_regions", "region_boxes"),
 }
 _HOMES = homes(__name__, _MODULES)
 

@@ -1,4 +1,4 @@
-"""Where training regions come from: the paper's grid cells, or object-shaped colour segments.
+"""Where training regions come from: the paper's grid cells, token cells, or object-shaped colour segments.
 
 All boxes are XYXY in the pixels of the image they are computed on, inside the image's
 content (letterbox padding excluded).
@@ -6,13 +6,14 @@ content (letterbox padding excluded).
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GRID_SPLITS", "grid_boxes", "segment_regions", "region_boxes"]
+__all__ = ["GRID_SPLITS", "grid_boxes", "token_boxes", "segment_regions", "region_boxes"]
 
 # The 17 (rows, columns) splits of the reference recipe: rows in 2..6, columns from
 # floor((rows + 1) / 2) + 1 up to min(2 * rows, 6). They give 4-36 cells per image.
@@ -39,6 +40,29 @@ def grid_boxes(width: float, height: float, rng: np.random.Generator, max_boxes:
     if max_boxes is not None:
         order = order[:max_boxes]
     return torch.tensor([cells[i] for i in order], dtype=torch.float32)
+
+
+def token_boxes(width: float, height: float, patch: int, rng: np.random.Generator, count: int) -> torch.Tensor:
+    """``count`` distinct token cells of the image content, drawn uniformly (all when there are fewer).
+
+    A token cell is the ``patch x patch`` square of one model token (cells in the last row and
+    column are cut at the content's edge): the finest grid the dense map has, where a region is
+    as small as a scratch, which the grid splits' cells (10-32 px of a 64 px image) never isolate.
+
+    Args:
+        width, height: the image content in pixels.
+        patch: the model's patch size in pixels.
+        count: cells to draw (0 or more).
+
+    Returns:
+        ``[min(count, cells), 4]`` float boxes, XYXY pixels, in the order drawn.
+    """
+    cols, rows = math.ceil(width / patch), math.ceil(height / patch)
+    pick = rng.permutation(rows * cols)[:count]
+    r, c = np.divmod(pick, cols)
+    boxes = np.stack([c * patch, r * patch, np.minimum((c + 1) * patch, width), np.minimum((r + 1) * patch, height)],
+                     axis=1)
+    return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
 
 
 def _slic(image: torch.Tensor, n_segments: int, compactness: float, iterations: int) -> torch.Tensor:

@@ -14,10 +14,11 @@ __all__ = ["PAPER_SETTINGS", "TrainConfig", "check_run", "load_config_file"]
 
 REGION_SOURCES = ("grid", "segments", "mixed")
 
-PAPER_SETTINGS: dict[str, Any] = {"teacher_parts": 0, "thing_mass_weight": 0.0, "steps": 300, "alpha": 0.9}
+PAPER_SETTINGS: dict[str, Any] = {"teacher_parts": 0, "thing_tokens": 0, "thing_mass_weight": 0.0, "steps": 300,
+                                  "alpha": 0.9}
 """The settings the defaults replace, for DenseVLM as the paper runs it (and for the method table's
-paper rows and the demo's CLIPSelf baseline): no part-blob regions, no thing-mass term, 300 steps,
-the weight-space ensemble at 0.9. ``TrainConfig(**PAPER_SETTINGS)`` is that run."""
+paper rows and the demo's CLIPSelf baseline): no part-blob or thing-token regions, no thing-mass
+term, 300 steps, the weight-space ensemble at 0.9. ``TrainConfig(**PAPER_SETTINGS)`` is that run."""
 
 
 @dataclass
@@ -26,8 +27,9 @@ class TrainConfig:
 
     The defaults are DenseVLM's best settings on the embedded world with the default teacher
     ``tiny-teacher-l`` (``configs/embedded.yaml``; BENCHMARKS.md, method table): boxes around the
-    teacher's part blobs (``teacher_parts`` 5), the thing-mass term (0.4), 800 steps, no
-    weight-space ensemble. :data:`PAPER_SETTINGS` gives the paper's.
+    teacher's part blobs (``teacher_parts`` 5), the teacher's thing tokens (``thing_tokens`` 64),
+    the thing-mass term (0.4), 800 steps, no weight-space ensemble. :data:`PAPER_SETTINGS` gives
+    the paper's.
 
     Attributes:
         student, teacher: model names or checkpoint files (``*_pretrained``: tag or file for
@@ -48,6 +50,11 @@ class TrainConfig:
         teacher_parts: add up to this many regions per image around the teacher's part blobs
             (connected tokens of its dense map whose top class is a thing), taught as things
             with the blob's mask-pooled naming (:func:`~densevlm.retrieval.teacher.part_blobs`).
+        thing_tokens: add this many single-token regions per image, drawn at random among the
+            student's token cells (:func:`~densevlm.regions.sources.token_boxes`), and keep those
+            the teacher calls things (above the threshold): the teacher's token-level verdicts
+            on defects a token wide, which no grid cell isolates. Token cells it calls stuff are
+            dropped (taught, they cost about 1.3 points of box thing mAcc; BENCHMARKS.md).
         retrieval_features, logit_scale, threshold: the teacher's region features (``crop``, ``dense``,
             ``mean``, ``split``), the cosines' multiplier (None = the teacher's own logit scale; ``tau``
             in older config files) and confidence threshold.
@@ -95,6 +102,7 @@ class TrainConfig:
     regions: str = "grid"
     max_boxes: Optional[int] = 8
     teacher_parts: int = 5
+    thing_tokens: int = 64
     retrieval_features: str = "dense"
     logit_scale: Optional[float] = None
     threshold: float = 0.3
@@ -143,6 +151,8 @@ class TrainConfig:
             raise DenseVLMError(f"--reviewed-embeddings {self.reviewed_embeddings}: choose text or few-shot")
         if self.teacher_parts < 0:
             raise DenseVLMError(f"--teacher-parts {self.teacher_parts} must be >= 0")
+        if self.thing_tokens < 0:
+            raise DenseVLMError(f"--thing-tokens {self.thing_tokens} must be >= 0")
         if self.max_boxes is not None and self.max_boxes <= 0:
             raise DenseVLMError(f"--max-boxes {self.max_boxes} must be positive")
 

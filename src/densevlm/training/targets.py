@@ -28,7 +28,7 @@ from densevlm.data.images import FileListSource, ImageSource
 from densevlm.errors import DenseVLMError
 from densevlm.model import DenseModel
 from densevlm.regions.labelled import LabelledRegion
-from densevlm.regions.sources import region_boxes
+from densevlm.regions.sources import region_boxes, token_boxes
 from densevlm.retrieval.teacher import Retrieval, classify_parts, classify_regions, part_blobs, teacher_region_features
 from densevlm.review.reviewed import ReviewedSet
 from densevlm.training.config import TrainConfig
@@ -112,12 +112,14 @@ class TargetBuilder:
             cosines' multiplier.
         side: input side of the models (content is letterboxed to it).
         reviewed, smoothing: expert verdicts by image index (:func:`match_reviewed`), label smoothing.
+        patch: the student's patch size in input pixels (the token cells of ``thing_tokens``).
     """
 
     def __init__(self, cfg: TrainConfig, teacher: DenseModel, frozen: Optional[DenseModel], text_teacher: torch.Tensor,
                  class_is_thing: torch.Tensor, logit_scale: float, side: int, precision: Precision,
-                 reviewed: dict[int, list[Verdict]], smoothing: float) -> None:
+                 reviewed: dict[int, list[Verdict]], smoothing: float, patch: int) -> None:
         self.cfg = cfg
+        self.patch = patch
         self.teacher, self.frozen = teacher, frozen
         self.text_teacher, self.class_is_thing, self.logit_scale = text_teacher, class_is_thing, logit_scale
         self.side, self.precision = side, precision
@@ -171,10 +173,16 @@ class TargetBuilder:
         if items:
             self._fill(items, first)
 
-    def _regions(self, index: int, step: int, content: torch.Tensor) -> torch.Tensor:
+    def _regions(self, index: int, step: int, content: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The drawn regions of an image: ``([N, 4] boxes, T)``, the last ``T`` of them token cells."""
         key = [self.cfg.seed, index] if self.cfg.cache_teacher else [self.cfg.seed, step, index]
         rng = np.random.default_rng(key)
-        return region_boxes(self.cfg.regions, content.float() / 255.0, rng, self.cfg.max_boxes)
+        boxes = region_boxes(self.cfg.regions, content.float() / 255.0, rng, self.cfg.max_boxes)
+        if self.cfg.thing_tokens == 0:
+            return boxes, 0
+        h, w = content.shape[-2:]
+        tokens = token_boxes(w, h, self.patch, rng, self.cfg.thing_tokens)
+        return torch.cat([boxes, tokens]), tokens.shape[0]
 
     def _reviewed_boxes(self, item: dict[str, Any]) -> torch.Tensor:
         boxes = torch.tensor([v.box for v, _ in self.reviewed[item["index"]]], dtype=torch.float32).reshape(-1, 4)
@@ -184,8 +192,9 @@ class TargetBuilder:
         """Regions of each image and the frozen models' verdicts on them (on the CPU)."""
         cfg = self.cfg
         contents = [it["content"] for it in items]
-        boxes = [self._reviewed_boxes(it) if it["index"] in self.reviewed else self._regions(it["index"], step, it["content"])
-                 for it in items]
+        drawn = [(self._reviewed_boxes(it), 0) if it["index"] in self.reviewed
+                 else self._regions(it["index"], step, it["content"]) for it in items]
+        boxes = [b for b, _ in drawn]
         counts = [b.shape[0] for b in boxes]
         on_device = [b.to(self.device) for b in boxes]
         images = model_batch(self.teacher, contents, self.side, self.device)
@@ -201,8 +210,10 @@ class TargetBuilder:
                 r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.logit_scale, cfg.threshold,
                                      cfg.retrieval_features).cpu()
             per_image, start = [], 0
-            for n in counts:
-                per_image.append(r.select(torch.arange(start, start + n)))
+            for n, (_, tokens) in zip(counts, drawn):
+                image_r = r.select(torch.arange(start, start + n))
+                image_r.kept[n - tokens:] &= image_r.is_thing[n - tokens:]  # token cells: the teacher's things only
+                per_image.append(image_r)
                 start += n
             if cfg.teacher_parts > 0:
                 boxes, per_image = self._add_teacher_parts(items, dense_map, boxes, per_image)

@@ -155,7 +155,7 @@ class Trainer:
         self.targets = TargetBuilder(
             cfg, self.teacher, self.frozen, self.text_teacher, self.class_is_thing, self.logit_scale, self.size, self.precision,
             match_reviewed(reviewed, self.source) if reviewed is not None else {},
-            reviewed.smoothing if reviewed is not None else 0.0,
+            reviewed.smoothing if reviewed is not None else 0.0, int(self.student.patch_size),
         )
         self.stats = RetrievalStats(self.vocab.names)
         self.epoch_stats: list[dict[str, Any]] = []
