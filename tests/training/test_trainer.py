@@ -105,6 +105,13 @@ def test_thing_tokens_add_only_the_token_cells_the_teacher_calls_things(world, t
     kept_added = counts[10][1] - counts[0][1]
     assert 0 < kept_added < 10 * 12  # the random teacher calls some cells things, not all
     assert counts[10][2] - counts[0][2] == kept_added  # every kept token cell is a thing
+    losses = []
+    for tokens in (0, 10):  # CLIPSelf has no teacher to name token cells: they change nothing
+        cfg = TrainConfig(student=world["student"], images=world["images"], out=str(tmp_path / f"cs{tokens}"),
+                          method="clipself", steps=1, batch_size=4, max_boxes=4, thing_tokens=tokens, log_every=1,
+                          val_before=False, amp="off")
+        losses.append(train(cfg, progress=False).final_loss)
+    assert losses[0] == losses[1]
 
 
 def test_two_processes_equal_one_process_with_double_batch(world, tmp_path):

@@ -54,7 +54,8 @@ class TrainConfig:
             student's token cells (:func:`~densevlm.regions.sources.token_boxes`), and keep those
             the teacher calls things (above the threshold): the teacher's token-level verdicts
             on defects a token wide, which no grid cell isolates. Token cells it calls stuff are
-            dropped (taught, they cost about 1.3 points of box thing mAcc; BENCHMARKS.md).
+            dropped (taught, they cost about 1.3 points of box thing mAcc; BENCHMARKS.md). Not
+            used by ``clipself``.
         retrieval_features, logit_scale, threshold: the teacher's region features (``crop``, ``dense``,
             ``mean``, ``split``), the cosines' multiplier (None = the teacher's own logit scale; ``tau``
             in older config files) and confidence threshold.

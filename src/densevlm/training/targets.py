@@ -178,7 +178,7 @@ class TargetBuilder:
         key = [self.cfg.seed, index] if self.cfg.cache_teacher else [self.cfg.seed, step, index]
         rng = np.random.default_rng(key)
         boxes = region_boxes(self.cfg.regions, content.float() / 255.0, rng, self.cfg.max_boxes)
-        if self.cfg.thing_tokens == 0:
+        if self.cfg.thing_tokens == 0 or self.cfg.method == "clipself":  # CLIPSelf has no teacher to name them
             return boxes, 0
         h, w = content.shape[-2:]
         tokens = token_boxes(w, h, self.patch, rng, self.cfg.thing_tokens)
