@@ -145,10 +145,13 @@ def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
         (folder / f"{i:04d}.png").write_bytes(data)
     env = {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "DENSEVLM_CACHE": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
+    # A command started from a terminal has SIGINT at its default. A test run started as a background job
+    # (`nohup`, `&` in a script) has it ignored, the command would inherit that (Python keeps an ignored
+    # SIGINT), and Ctrl-C could not mean anything: the command gets the terminal's default back.
     proc = subprocess.Popen([sys.executable, "-m", "densevlm", "segment", str(folder), "--model", "tiny-student",
                              "--out", str(tmp_path / "out"), "--workers", "2", "--batch-size", "2"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not any((tmp_path / "out").glob("*.json")):
         assert proc.poll() is None, proc.communicate()
