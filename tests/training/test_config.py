@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -110,3 +111,23 @@ def test_train_retrieve_and_demo_default_to_one_shipped_teacher_that_outranks_th
         return sum(p.numel() for p in densevlm.load_model(name).backbone.clip.visual.parameters())
 
     assert image_params(defaults.pop()) > 2 * image_params(TrainConfig().student)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("thing_tokens: 2.5", "'thing_tokens' must be an int, got 2.5"),
+    ("steps: '10'", "'steps' must be an int, got '10'"),
+    ("teacher_parts: true", "'teacher_parts' must be an int, got True"),
+    ("cache_teacher: 1", "'cache_teacher' must be a bool, got 1"),
+    ("lr: fast", "'lr' must be a float, got 'fast'"),
+])
+def test_a_setting_of_the_wrong_kind_in_a_config_file_is_one_line_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(DenseVLMError, match=re.escape(f"{path}: {message}")):
+        load_config_file(path)
+
+
+def test_a_float_in_exponent_notation_is_read_as_a_float(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nlogit_scale: null\nmax_boxes: null\nthreshold: 0\n")
+    assert load_config_file(path) == {"lr": 0.001, "logit_scale": None, "max_boxes": None, "threshold": 0}

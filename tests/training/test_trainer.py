@@ -101,9 +101,10 @@ def test_thing_tokens_add_only_the_token_cells_the_teacher_calls_things(world, t
         summary = train(cfg, progress=False).retrieval
         kept = round(summary["kept_frac"] * summary["regions"])
         counts[tokens] = (summary["regions"], kept, round(summary["thing_frac"] * kept))
-    assert counts[10][0] - counts[0][0] == 10 * 12  # 10 token cells for each of the 12 images seen
+    added = counts[10][0] - counts[0][0]
+    assert 0 < added < 10 * 12  # of 10 token cells for each of the 12 images, the ones the teacher calls things
     kept_added = counts[10][1] - counts[0][1]
-    assert 0 < kept_added < 10 * 12  # the random teacher calls some cells things, not all
+    assert 0 < kept_added <= added  # of those, the ones above the threshold are kept
     assert counts[10][2] - counts[0][2] == kept_added  # every kept token cell is a thing
     losses = []
     for tokens in (0, 10):  # CLIPSelf has no teacher to name token cells: they change nothing

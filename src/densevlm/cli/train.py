@@ -53,8 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-parts", type=int, default=d,
                    help="add up to N regions per image around the teacher's part blobs, taught as parts (default: 5; the paper's: 0)")
     p.add_argument("--thing-tokens", type=int, default=d,
-                   help="add N single-token regions per image, drawn at random, and teach those the teacher calls "
-                        "things (default: 64; the paper's: 0)")
+                   help="add N of the student's token cells per image as regions (drawn at random; every cell when "
+                        "the image has N or fewer: 64 is all of a 64 px image at patch 8, 6 %% of 1024 cells at 512 px "
+                        "and patch 16) and teach those the teacher calls things; the others are dropped "
+                        "(default: 64; the paper's: 0)")
     p.add_argument("--retrieval-features", default=d, help="teacher region features: dense (RoI, the paper's; default), crop, mean (of both logits) or split (dense decides thing/stuff, crops name the things)")
     p.add_argument("--logit-scale", "--tau", dest="logit_scale", type=float, default=d,
                    help="multiplier of the cosines before the softmax, i.e. the inverse temperature "

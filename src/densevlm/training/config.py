@@ -161,6 +161,30 @@ class TrainConfig:
         return asdict(self)
 
 
+_ANNOTATIONS = {f.name: str(f.type) for f in fields(TrainConfig)}
+_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _checked_kind(path: Path, key: str, annotation: str, value: Any) -> Any:
+    """``value`` if it has the kind of a ``TrainConfig`` field annotated ``annotation``
+    (``int``, ``float``, ``bool``, ``str``, or ``Optional`` of one; a float may be written
+    ``1e-3``, which YAML reads as text); else a one-line error naming the file and the setting.
+    Other annotations (``tuple[float, float]``) are left to :meth:`TrainConfig.check`."""
+    optional = annotation.startswith("Optional[")
+    kind = annotation[len("Optional["):-1] if optional else annotation
+    if value is None and optional:
+        return value
+    if kind == "float" and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    allowed = _KINDS.get(kind)
+    if allowed is None or (isinstance(value, allowed) and (kind == "bool" or not isinstance(value, bool))):
+        return value
+    raise DenseVLMError(f"{path}: '{key}' must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (or JSON) file of :class:`TrainConfig` fields; unknown keys are errors.
 
@@ -186,7 +210,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raise DenseVLMError(f"{path}: unknown setting '{key}'" + (f"; did you mean {hint}?" if hint else ""))
         if name in values:
             raise DenseVLMError(f"{path}: '{key}' repeats a setting given under another name")
-        values[name] = value
+        values[name] = _checked_kind(path, key, _ANNOTATIONS[name], value)
     return values
 
 

@@ -210,15 +210,16 @@ class TargetBuilder:
                 r = classify_regions(feats, self.text_teacher, self.class_is_thing, self.logit_scale, cfg.threshold,
                                      cfg.retrieval_features).cpu()
             per_image, start = [], 0
-            for n, (_, tokens) in zip(counts, drawn):
-                image_r = r.select(torch.arange(start, start + n))
-                image_r.kept[n - tokens:] &= image_r.is_thing[n - tokens:]  # token cells: the teacher's things only
-                per_image.append(image_r)
+            for i, (n, (_, tokens)) in enumerate(zip(counts, drawn)):
+                keep = torch.ones(n, dtype=torch.bool)  # token cells: only those the teacher calls things stay
+                keep[n - tokens:] = r.is_thing[start + n - tokens: start + n]
+                per_image.append(r.select(torch.arange(start, start + n)[keep]))
+                boxes[i] = boxes[i][keep]
                 start += n
             if cfg.teacher_parts > 0:
                 boxes, per_image = self._add_teacher_parts(items, dense_map, boxes, per_image)
-                counts = [b.shape[0] for b in boxes]
-                on_device = [b.to(self.device) for b in boxes]
+            counts = [b.shape[0] for b in boxes]
+            on_device = [b.to(self.device) for b in boxes]
             crops = None
             if self.frozen is not None:
                 own = model_batch(self.frozen, contents, self.side, self.device)
