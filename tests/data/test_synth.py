@@ -124,3 +124,22 @@ def test_unwritable_out_dir(tmp_path):
     blocker.write_text("x")
     with pytest.raises(DenseVLMError, match="cannot write there"):
         write_world(blocker / "world", 2, progress=False)
+
+
+def test_overwrite_with_fewer_scenes_leaves_no_old_scene_and_keeps_other_files(tmp_path):
+    out = tmp_path / "w"
+
+    def synth(*args):
+        proc = subprocess.run([sys.executable, "-m", "densevlm", "synth", "--out", str(out), *args],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+    synth("--n", "6", "--defect-rate", "0.5")
+    (out / "notes.txt").write_text("mine")
+    (out / "images" / "mine.png").write_bytes((out / "images" / "000000.png").read_bytes())
+    synth("--n", "3", "--overwrite")
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png", "000002.png", "mine.png"]
+    assert sorted(p.name for p in (out / "panoptic").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert len(json.loads((out / "panoptic.json").read_text())["images"]) == 3
+    assert not (out / "inspection.json").exists()  # the new world is not an inspection world
+    assert (out / "notes.txt").read_text() == "mine"

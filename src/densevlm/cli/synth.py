@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant-words", action="store_true",
                    help="add four classes no caption ever names (burr, weld spatter, porosity, rivet), as a "
                         "plant's own words are unknown to a web-trained VLM; review teaches them")
-    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the world in an --out folder that is not empty (an earlier world's numbered "
+                        "images and masks and its JSON and text files are removed first; nothing else is touched)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +49,22 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.fileio import check_output
 
     check_output(args.out, "dir", overwrite=args.overwrite)
+    if args.overwrite:
+        _remove_world(Path(args.out))
     start = time.perf_counter()
     out = write_world(args.out, args.n, seed=args.seed, size=args.size, p_stuff=args.p_stuff, workers=args.workers,
                       plant_words=args.plant_words, defect_rate=args.defect_rate, shift=args.shift)
     print(f"wrote {args.n} scenes to {out} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _remove_world(out: Path) -> None:
+    """The files an earlier ``synth`` wrote in ``out`` (its numbered images and masks, ``panoptic.json``,
+    ``captions.jsonl``, ``vocab.txt``, ``inspection.json``), so that a smaller world written over a
+    larger one leaves none of the old scenes behind."""
+    for folder in ("images", "panoptic"):
+        for path in (out / folder).glob("*.png"):
+            if path.stem.isdigit():
+                path.unlink()
+    for name in ("panoptic.json", "captions.jsonl", "vocab.txt", "inspection.json"):
+        (out / name).unlink(missing_ok=True)

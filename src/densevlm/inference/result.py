@@ -107,6 +107,12 @@ class SegmentResult:
     file: Optional[str] = None
     image: Optional[Image.Image] = field(default=None, repr=False, compare=False)
 
+    def __repr__(self) -> str:
+        """One line: size, segment count, model, file and the three largest classes (not the arrays)."""
+        top = ", ".join(f"{name} {share:.0%}" for name, share in self.class_areas()[:3])
+        return (f"SegmentResult({self.width}x{self.height}, {len(self.segments)} segments ({self.mode}), "
+                f"model={self.model!r}, file={self.file!r}, largest classes: {top})")
+
     @property
     def scores(self) -> np.ndarray:
         """``[H, W]`` float32 softmax probability of each pixel's class (see the class docstring)."""
