@@ -66,6 +66,9 @@ def test_maps_are_mapped_back_to_the_original_size(tiny, vocab):
     content, _ = _independent_argmax(tiny, big, vocab)
     assert result.labels.shape == (96, 128) and result.scores.shape == (96, 128)
     np.testing.assert_array_equal(result.labels, np.repeat(np.repeat(content, 2, axis=0), 2, axis=1))
+    assert result.model == "tiny-vit"  # random weights: the architecture names the model
+    shipped = densevlm.segment(densevlm.load_model("tiny-student"), big, vocab, size=64)
+    assert shipped.model == "tiny-student" and shipped.to_json()["model"] == "tiny-student"  # where the weights came from
     text = repr(result)  # one line of what it holds, not its arrays or RLE strings
     assert text.startswith(f"SegmentResult(128x96, {len(result.segments)} segments (regions)") and len(text) < 300
     assert result.class_areas()[0][0] in text and "\n" not in text

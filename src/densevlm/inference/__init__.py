@@ -12,7 +12,7 @@ from densevlm.lazy import homes, loader
 
 _HOMES = homes(__name__, {
     "result": ("SCHEMA", "Segment", "SegmentResult"),
-    "segment": ("predict", "default_size", "default_min_area"),
+    "segment": ("predict", "default_size", "default_min_area", "model_label"),
 })
 
 __all__ = list(_HOMES)

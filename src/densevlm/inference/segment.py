@@ -48,11 +48,18 @@ from densevlm.inference.pipeline import Prepared, run_pipeline
 from densevlm.inference.result import Segment, SegmentResult
 from densevlm.vocab import Vocabulary, load_vocabulary
 
-__all__ = ["segment", "predict", "default_size", "default_min_area"]
+__all__ = ["segment", "predict", "default_size", "default_min_area", "model_label"]
 
 def default_size(model: DenseRuntime) -> int:
     """Input side used when none is given: :attr:`DenseRuntime.default_size <densevlm.dense.DenseRuntime.default_size>`."""
     return int(model.default_size)
+
+
+def model_label(model: DenseRuntime) -> str:
+    """Where ``model``'s weights came from (``spec.source``: a built-in name, a checkpoint file,
+    an export's source), or its architecture when that is unknown or the weights are random."""
+    source = str(getattr(model.spec, "source", "") or "")
+    return source if source not in ("", "random") else str(model.spec.arch)
 
 
 def default_min_area(plan: Letterbox, patch_size: int) -> int:
@@ -160,7 +167,8 @@ def segment(
         boxes: ``[N, 4]`` XYXY boxes in original pixels to classify instead of regions (one image only).
         min_area: regions under this many original pixels get no segment (default: half a
             model token, see :func:`default_min_area`; 0 keeps every region).
-        model_name: name written to the JSON (default ``model.spec.arch``).
+        model_name: name written to the JSON (default :func:`model_label`: the built-in name,
+            file or tag the weights came from).
         templates: prompt template set (default the model's own; exports carry theirs).
         batch_size, workers: for a list of images (``workers=0``: no threads).
 
@@ -182,7 +190,7 @@ def segment(
     if many and boxes is not None:
         raise DenseVLMError("boxes apply to one image; call segment() per image to classify boxes")
     images = list(image) if many else [image]
-    logit_scale, patch_size, name = float(model.logit_scale), int(model.patch_size), model_name or str(model.spec.arch)
+    logit_scale, patch_size, name = float(model.logit_scale), int(model.patch_size), model_name or model_label(model)
 
     def prepare(index: int, item: Image.Image | str | Path) -> Prepared:
         file = str(item) if isinstance(item, (str, Path)) else None
