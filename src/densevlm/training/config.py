@@ -42,7 +42,7 @@ class TrainConfig:
         steps, batch_size: optimisation steps and images per step *per process*.
         lr, weight_decay, betas, warmup_steps: AdamW with linear warm-up then cosine decay. The
             defaults suit the embedded world's tiny models (the default 800 steps: about two
-            minutes on 2 CPU cores, the demo's DenseVLM stage 114 s);
+            minutes on 2 CPU cores, the demo's DenseVLM stage 91-145 s);
             the paper fine-tunes EVA02-B/16 with lr 1e-5.
         size: longest input side (default: the student's native size).
         regions: ``grid`` (the paper's 17 splits), ``segments`` (colour superpixels) or ``mixed``.
