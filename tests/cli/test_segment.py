@@ -109,6 +109,26 @@ def test_a_rerun_keeps_the_rows_of_the_images_it_skips(inputs, segment, tmp_path
     assert {k: v for k, v in after.items() if k != "03.png"} == {k: v for k, v in before.items() if k != "03.png"}
 
 
+def test_a_rerun_with_other_settings_refuses_the_folder_of_another_run(inputs, segment, tmp_path):
+    assert segment(inputs, "out")[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    for extra, said in ((["--model", "tiny-teacher"], "model tiny-student, not tiny-teacher"),
+                        (["--size", "96"], "input size 64, not 96"), (["--min-area", "1"], ", not 1)"),
+                        (["--vocab", str(_vocab(tmp_path))], "vocabulary 16 classes, not 2 classes")):
+        status, out, err = segment(inputs, "out", *extra)
+        assert status == 2 and [line for line in err.splitlines() if "error" in line] == [err.splitlines()[-1]], err
+        assert "holds another run's outputs" in err and said in err and "--overwrite" in err, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before  # nothing redone or rewritten
+    status, out, err = segment(inputs, "out", "--size", "96", "--overwrite")
+    assert status == 0 and f"segmented {GOOD} images (0 skipped" in out, err
+
+
+def _vocab(tmp_path: Path) -> Path:
+    path = tmp_path / "two.txt"
+    path.write_text("[things]\nbolt\n[stuff]\nconcrete floor\n", encoding="utf-8")
+    return path
+
+
 def _rows_of(text: str) -> dict[str, dict[str, str]]:
     return {row["name"]: row for row in csv.DictReader(text.splitlines())}
 

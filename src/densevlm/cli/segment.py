@@ -32,8 +32,9 @@ classified (RoI features) and becomes a segment instead: COCO JSON ({"images": [
 [{"image": "a.jpg", "box": [x1, y1, x2, y2]}], in original pixels.
 
 Images whose three outputs exist are skipped (--overwrite redoes them) and keep their rows in
-summary.csv; unreadable files are reported in one warning line each and in summary.csv, and the
-run goes on.
+summary.csv; a folder whose outputs were made with another model, input size, vocabulary, mode
+or --min-area is refused before any work (use another --out, or --overwrite). Unreadable files
+are reported in one warning line each and in summary.csv, and the run goes on.
 
 Without --model, ./densevlm-demo/densevlm/last.pt (the model `densevlm demo` tuned) is used
 when it exists, else tiny-student. Without --vocab, the embedded world's vocabulary.

@@ -107,6 +107,24 @@ def _skipped_row(image: InputImage, doc: dict[str, Any], earlier: Optional[dict[
     }
 
 
+def _check_same_run(doc: dict[str, Any], name: str, out_dir: Path, config: RunConfig, vocab: Vocabulary,
+                    mode: str) -> None:
+    """Refuse (one line) to skip an image whose outputs were made by a run with other settings:
+    another model, input size, vocabulary, mode or (when given) speck threshold. Skipping it
+    would leave that run's results among this one's; redoing it would write over them."""
+    theirs = {"model": doc.get("model"), "input size": doc.get("input_size"), "mode": doc.get("mode"),
+              "vocabulary": (doc.get("vocabulary") or {}).get("names")}
+    mine = {"model": config.model_name, "input size": config.size, "mode": mode, "vocabulary": list(vocab.names)}
+    if config.min_area is not None:
+        theirs["min area"], mine["min area"] = doc.get("min_area"), config.min_area
+    for key, value in mine.items():
+        if theirs[key] != value:
+            shown = (lambda v: f"{len(v)} classes" if isinstance(v, list) else v)
+            raise DenseVLMError(
+                f"{out_dir}: holds another run's outputs ({name}.json: {key} {shown(theirs[key])}, not "
+                f"{shown(value)}); use another --out, or --overwrite to redo every image")
+
+
 def _earlier_rows(path: Path) -> dict[str, dict[str, str]]:
     """``{name: row}`` of the ``ok`` and ``skipped`` rows of an earlier run's summary at ``path`` (empty
     when there is none or it does not read as one)."""
@@ -144,6 +162,10 @@ def segment_files(
 
     Returns:
         The summary (also written as CSV, even when the run is interrupted).
+
+    Raises:
+        DenseVLMError: ``out_dir`` cannot be made, or holds outputs of a run with another model,
+            input size, vocabulary, mode or speck threshold (before any image is segmented).
     """
     out_dir = Path(out_dir)
     try:
@@ -154,11 +176,13 @@ def segment_files(
     rows: dict[int, dict[str, Any]] = {}
     todo: list[int] = []
     earlier = {} if config.overwrite else _earlier_rows(out_dir / "summary.csv")
+    mode = "regions" if boxes is None else "boxes"
     for i, image in enumerate(images):
         doc = None if config.overwrite else finished_json(out_dir, image.name)
         if doc is None:
             todo.append(i)
         else:
+            _check_same_run(doc, image.name, out_dir, config, vocab, mode)
             rows[i] = _skipped_row(image, doc, earlier.get(image.name))
     skipped = set(rows)
     if rows:
