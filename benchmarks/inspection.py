@@ -8,7 +8,8 @@ holding ``last.pt``, e.g. from ``benchmarks/method_table.py``'s ``runs/``, or a 
 
 * the ``eval --inspection`` metrics on the test set;
 * ``calibrate`` at ``--max-false-alarm`` (0.02) on the calibration set, then the false-alarm rate
-  and recall of that operating point on the test set (target: false alarms <= 3.5 %);
+  and recall of that operating point on the test set (target: false alarms <= 3.5 %), for each
+  calibration rule of ``--rules`` (default: all; the main table shows the first);
 * with ``--compare-methods``, the test-set image AUROC of every score method and minimum area
   (the choice of the default in ``densevlm.inspection.scores``).
 
@@ -154,6 +155,8 @@ def main() -> None:
                         help="also the AUROC of alternative NG-score definitions and of adapted vocabularies")
     parser.add_argument("--adapt-regions", type=int, nargs="*", default=[20, 0],
                         help="adapted vocabularies from this many calibration defect regions per defect (0: all)")
+    parser.add_argument("--rules", nargs="+", default=None,
+                        help="calibration rules to compare (default: all of densevlm.inspection.calibrate.RULES)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", default=None)
     parser.add_argument("--json", default=None)
@@ -161,7 +164,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from densevlm.imaging import open_image
-    from densevlm.inspection.calibrate import calibrate
+    from densevlm.inspection.calibrate import RULES, calibrate
     from densevlm.inspection.evaluate import evaluate_inspection
     from densevlm.inspection.labelled import load_labelled
     from densevlm.inspection.verdict import inspect
@@ -173,19 +176,26 @@ def main() -> None:
     vocab = default_vocabulary()
     cal_images, test_images = load_labelled(cal, vocab), load_labelled(test, vocab)
     test_ng = np.array([im.ng for im in test_images])
+    rules = args.rules or list(RULES)
     records = {}
     for label, spec in (item.split("=", 1) for item in [*args.models, *args.runs]):
         model = _model(spec)
         start = time.perf_counter()
         metrics = evaluate_inspection(model, test, vocab)
-        op = calibrate(model, cal_images, vocab, args.max_false_alarm, model_name=spec, data=str(cal), n_resamples=1000)
+        ops = {rule: calibrate(model, cal_images, vocab, args.max_false_alarm, model_name=spec, data=str(cal),
+                               n_resamples=1000, rule=rule) for rule in rules}
+        op = ops[rules[0]]
         verdicts = inspect(model, [im.path for im in test_images], op)
-        called = np.array([v.verdict == "NG" for v in verdicts])
+        test_scores = np.array([v.score for v in verdicts])
+        by_rule = {}
+        for rule, rule_op in ops.items():
+            called = test_scores >= rule_op.ng_threshold
+            by_rule[rule] = {"calibration": rule_op.calibration, "fresh_false_alarm": float(called[~test_ng].mean()),
+                             "fresh_recall": float(called[test_ng].mean())}
         record = {
             "metrics": {k: v for k, v in metrics.items() if k != "inspection.roc"},
-            "calibration": op.calibration,
-            "fresh_false_alarm": float(called[~test_ng].mean()),
-            "fresh_recall": float(called[test_ng].mean()),
+            **by_rule[rules[0]],
+            "rules": by_rule,
             "seconds": round(time.perf_counter() - start, 1),
         }
         if args.compare_methods:
@@ -215,6 +225,15 @@ def main() -> None:
         lines.append(f"| {label} | {m['inspection.image_auroc']:.3f} | {m['inspection.recall_at_fa_0.01']:.3f} | "
                      f"{m['inspection.recall_at_fa_0.05']:.3f} | {m['inspection.aupro']:.3f} | {c['value']:.3f} "
                      f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] | {r['fresh_false_alarm']:.3f} | {r['fresh_recall']:.3f} |")
+    lines += ["", f"Calibration rules at {args.max_false_alarm:.0%} (`calibrate --rule`; k = OK calibration images "
+              "allowed at or above the threshold, of n; new-image bounds as `calibrate` prints them)", "",
+              "| model | rule | k / n | FA on cal. | expected FA on new images (at most) | 90 % bound | FA fresh | recall fresh |",
+              "|---|---|---|---|---|---|---|---|"]
+    for label, r in records.items():
+        for rule, x in r["rules"].items():
+            c, new = x["calibration"], x["calibration"]["false_alarm_new_images"]
+            lines.append(f"| {label} | {rule} | {c['allowed_false_alarms']} / {c['n_ok']} | {c['false_alarm']['value']:.3f} | "
+                         f"{new['expected']:.3f} | {new['upper']:.3f} | {x['fresh_false_alarm']:.3f} | {x['fresh_recall']:.3f} |")
     for label, r in records.items():
         conf = r["metrics"]["inspection.confusion"]
         lines += ["", f"Defect confusion, {label} (rows: true defect segments; columns: class of largest mean probability)", "",

@@ -1,9 +1,14 @@
 """Choose the OK / NG threshold for a target false-alarm rate on labelled images.
 
-The false-alarm rate is the share of defect-free (OK) images called NG. On the labelled set the
-threshold is set so that at most --max-false-alarm of its OK images score at or above it
-(exactly that share when scores do not tie); the output reports the false-alarm rate and the
-recall (share of NG images called NG), overall and per defect, with 95 % bootstrap intervals.
+The false-alarm rate is the share of defect-free (OK) images called NG. What counts is the rate
+on the line's new images, so by default (--rule expected) the threshold is set so that new OK
+images are called NG at most --max-false-alarm of the time on average (split conformal: the
+(k+1)-th highest of n labelled OK scores with (k+1)/(n+1) <= the rate; it takes at least
+1/rate - 1 OK images, 49 for 2 %). --rule confident holds the rate on new images with
+probability --confidence (default 0.9; more OK images needed: 114 for 2 %), and --rule labelled
+only on the labelled OK images (on new ones about 1/n higher on average). The output reports the
+false-alarm rate and the recall (share of NG images called NG) on the labelled set, overall and
+per defect, with 95 % bootstrap intervals, and the rate to expect on new OK images.
 With --unsure-band B a second threshold sends up to B more of the good parts to a person
 (verdict UNSURE) instead of passing them.
 
@@ -19,6 +24,7 @@ rust spot). op.json records the model's checksum, the vocabulary and the scoring
 Examples:
   densevlm synth --out labelled --n 500 --seed 3000000 --defect-rate 0.5
   densevlm calibrate --model tuned.pt --data labelled --max-false-alarm 0.02 --out op.json
+  densevlm calibrate --model tuned.pt --data labelled --max-false-alarm 0.02 --rule confident --out op.json
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from densevlm.cli._common import add_model_arguments
+    from densevlm.inspection.calibrate import RULES
     from densevlm.inspection.scores import METHODS
 
     add_model_arguments(p)
@@ -36,6 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="vocabulary with a [defects] section (default: the embedded world's)")
     p.add_argument("--max-false-alarm", type=float, required=True, metavar="RATE",
                    help="largest share of OK images to call NG, e.g. 0.02")
+    p.add_argument("--rule", choices=RULES, default="expected",
+                   help="how the rate is held: expected (on new OK images, on average; default), confident (on new "
+                        "OK images with probability --confidence) or labelled (on the labelled OK images only)")
+    p.add_argument("--confidence", type=float, default=0.9,
+                   help="for --rule confident, and the upper bound printed for new images (default: 0.9)")
     p.add_argument("--unsure-band", type=float, default=None, metavar="RATE",
                    help="extra share of OK images that may be called UNSURE (sent to a person) instead of OK")
     p.add_argument("--out", required=True, metavar="OP.JSON", help="operating point file to write")
@@ -80,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.max_false_alarm < 1.0:
         raise DenseVLMError(f"--max-false-alarm {args.max_false_alarm} must be in [0, 1)")
+    if not 0.0 < args.confidence < 1.0:
+        raise DenseVLMError(f"--confidence {args.confidence} must be between 0 and 1")
     check_output(args.out, "file", inputs=existing_paths(args.data, args.vocab, args.model, args.pretrained),
                  overwrite=args.overwrite)
     vocab = load_vocab_arg(args.vocab)
@@ -88,12 +102,15 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_arg(args.model, args.pretrained, default_device(args.device))
     op = calibrate(model, images, vocab, args.max_false_alarm, model_name=args.model, data=str(args.data), cfg=cfg,
                    unsure_band=args.unsure_band, n_resamples=args.bootstrap, seed=args.seed,
-                   batch_size=args.batch_size, progress=True)
+                   batch_size=args.batch_size, progress=True, rule=args.rule, confidence=args.confidence)
     op.save(args.out, overwrite=args.overwrite)
     c = op.calibration
     print(f"calibrated on {c['n_images']} images ({c['n_ok']} OK, {c['n_ng']} NG): NG at score >= {op.ng_threshold:.4f}"
           + (f", UNSURE at >= {op.unsure_threshold:.4f}" if op.unsure_threshold is not None else ""))
     print(f"false alarms {_rate(c['false_alarm'])}; recall {_rate(c['recall'])}")
+    new = c["false_alarm_new_images"]
+    print(f"false alarms to expect on new OK images (rule {c['rule']}): {new['expected']:.1%} on average, "
+          f"at most {new['upper']:.1%} with {new['confidence']:.0%} confidence")
     for name, entry in c["recall_per_defect"].items():
         print(f"  recall {name}: {_rate(entry)}")
     print(f"operating point: {args.out}")

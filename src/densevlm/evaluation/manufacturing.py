@@ -7,7 +7,8 @@ score is at least the threshold. The **false-alarm rate** is the share of OK ima
 
 * :func:`image_auroc` -- area under the ROC curve (scikit-learn's ``roc_auc_score``).
 * :func:`false_alarm_threshold` / :func:`recall_at_false_alarm` -- the operating point that
-  calls at most a given share of OK images NG, and the recall there.
+  calls at most a given share of OK images NG, and the recall there; :func:`rank_threshold`,
+  the one that calls at most a given number of them NG.
 * :func:`defect_confusion` -- which defect was called which.
 * :func:`aupro` -- pixel-level area under the per-region-overlap curve up to 30 % false-positive
   rate, normalised to [0, 1] (Bergmann et al., "The MVTec Anomaly Detection Dataset", IJCV
@@ -23,8 +24,8 @@ import numpy as np
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["image_auroc", "roc_points", "false_alarm_threshold", "recall_at_false_alarm", "defect_confusion",
-           "aupro", "pro_curve"]
+__all__ = ["image_auroc", "roc_points", "false_alarm_threshold", "rank_threshold", "recall_at_false_alarm",
+           "defect_confusion", "aupro", "pro_curve"]
 
 
 def _labels_scores(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,26 +65,37 @@ def roc_points(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.
 
 
 def false_alarm_threshold(ok_scores: Sequence[float] | np.ndarray, rate: float) -> float:
-    """The threshold that calls at most ``floor(rate * n)`` of the ``n`` OK scores NG.
-
-    With ``k = floor(rate * n)`` and ``s_1 >= s_2 >= ...`` the OK scores, the threshold lies
-    halfway between ``s_{k+1}`` and the next larger distinct OK score, so exactly ``k`` OK images
-    score at or above it when there are no ties (fewer when ties straddle it); when ``s_{k+1}``
-    is the largest score it is the next float above it. ``rate >= 1`` (or ``k >= n``) gives
-    ``-inf``: everything is NG.
+    """The threshold that calls at most ``floor(rate * n)`` of the ``n`` OK scores NG
+    (:func:`rank_threshold` with that many).
 
     Raises:
         DenseVLMError: no OK scores, or ``rate`` outside [0, 1].
     """
     if not 0.0 <= rate <= 1.0:
         raise DenseVLMError(f"false-alarm rate {rate} must be in [0, 1]")
+    n = np.asarray(ok_scores).size
+    return rank_threshold(ok_scores, int(math.floor(rate * n + 1e-9)))
+
+
+def rank_threshold(ok_scores: Sequence[float] | np.ndarray, allowed: int) -> float:
+    """The threshold that calls at most ``allowed`` of the OK scores NG.
+
+    With ``k = allowed`` and ``s_1 >= s_2 >= ...`` the OK scores, the threshold lies halfway
+    between ``s_{k+1}`` and the next larger distinct OK score, so exactly ``k`` OK images score
+    at or above it when there are no ties (fewer when ties straddle it); when ``s_{k+1}`` is the
+    largest score it is the next float above it. ``k >= n`` gives ``-inf``: everything is NG.
+
+    Raises:
+        DenseVLMError: no OK scores, or ``allowed`` negative.
+    """
+    if allowed < 0:
+        raise DenseVLMError(f"allowed false alarms must be at least 0, got {allowed}")
     s = np.sort(np.asarray(ok_scores, dtype=np.float64).ravel())[::-1]
     if s.size == 0:
         raise DenseVLMError("no OK (defect-free) images to set a false-alarm threshold on")
-    k = int(math.floor(rate * s.size + 1e-9))
-    if k >= s.size:
+    if allowed >= s.size:
         return float("-inf")
-    lower = s[k]
+    lower = s[allowed]
     above = s[s > lower]
     if above.size == 0:
         return float(np.nextafter(lower, np.inf))
