@@ -9,16 +9,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 
+MODEL_NAMES = ("tiny-student, tiny-teacher-l, tiny-teacher, tiny-teacher-parts (shipped), a checkpoint file, or an "
+               "open_clip name such as ViT-B-16 / EVA02-B-16")
+PRETRAINED_HELP = "weights for an open_clip model name: a tag (e.g. openai) or a file"
+
+
 def add_model_arguments(p: argparse.ArgumentParser, flag: str = "--model", default: Optional[str] = "tiny-student",
-                        what: str = "model") -> None:
-    """``--model NAME_OR_CKPT`` and its ``--pretrained TAG_OR_FILE`` companion."""
+                        what: str = "model", role: str = "") -> None:
+    """``--model NAME_OR_CKPT`` and its ``--pretrained TAG_OR_FILE`` companion (``role``: what the
+    model is for and its default, when ``default`` is not shown by argparse)."""
     dest = flag.lstrip("-").replace("-", "_")
+    shown = f" (default: {default})" if default and default != argparse.SUPPRESS else ""
     p.add_argument(flag, dest=dest, default=default, required=default is None,
-                   help=f"{what}: tiny-student, tiny-teacher-l, a checkpoint file, or an open_clip name such as "
-                        f"ViT-B-16 / EVA02-B-16" + (f" (default: {default})" if default and default != argparse.SUPPRESS else ""))
+                   help=f"{what}{role}: {MODEL_NAMES}{shown}")
     is_model = flag == "--model"
     p.add_argument("--pretrained" if is_model else f"{flag}-pretrained",
-                   dest="pretrained" if is_model else f"{dest}_pretrained", default=None, help=f"weights for an open_clip {what} name: a tag (e.g. openai) or a file")
+                   dest="pretrained" if is_model else f"{dest}_pretrained", default=None,
+                   help=PRETRAINED_HELP.replace("model name", f"{what} name"))
 
 
 def default_device(requested: Optional[str] = None) -> str:

@@ -38,11 +38,11 @@ DEFAULT_MODEL = "tiny-student"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from densevlm.cli._common import MODEL_NAMES, PRETRAINED_HELP
+
     p.add_argument("--model", default=None,
-                   help="model: tiny-student, tiny-teacher, a checkpoint file, or an open_clip name such as ViT-B-16 / "
-                        "EVA02-B-16 (default: tiny-student; with --check, the model recorded in the export)")
-    p.add_argument("--pretrained", default=None,
-                   help="weights for an open_clip model name: a tag (e.g. openai) or a file")
+                   help=f"model: {MODEL_NAMES} (default: tiny-student; with --check, the model recorded in the export)")
+    p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     p.add_argument("--vocab", default=None, help="vocabulary file (default: the embedded world's 16 classes)")
     p.add_argument("--size", type=int, default=None,
                    help="input side in pixels, a multiple of the patch (default: the model's native size)")

@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from densevlm.cli._common import MODEL_NAMES, PRETRAINED_HELP
+
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("--operating-point", required=True, metavar="OP.JSON", help="thresholds made by `densevlm calibrate`")
     p.add_argument("--model", default=None,
-                   help="the calibrated model: tiny-student, tiny-teacher, a checkpoint file or an open_clip name "
-                        "(default: the name recorded in the operating point)")
-    p.add_argument("--pretrained", default=None, help="weights for an open_clip model name: a tag or a file")
+                   help=f"the calibrated model: {MODEL_NAMES} (default: the name recorded in the operating point)")
+    p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     p.add_argument("--vocab", default=None, metavar="FILE",
                    help="vocabulary file (default: the operating point's; another one is refused)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")

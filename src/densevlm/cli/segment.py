@@ -88,14 +88,15 @@ def _non_negative(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from densevlm.cli._common import MODEL_NAMES, PRETRAINED_HELP
+
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("--vocab", metavar="FILE", default=None,
                    help="vocabulary file ([things] / [stuff] sections; default: the embedded world's)")
     p.add_argument("--model", default=None,
-                   help="tiny-student, tiny-teacher, a checkpoint file, an open_clip name such as ViT-B-16, or an "
-                        "export directory written by `densevlm export` (default: ./densevlm-demo/densevlm/last.pt "
-                        "if present, else tiny-student)")
-    p.add_argument("--pretrained", default=None, help="weights for an open_clip model name: a tag (e.g. openai) or a file")
+                   help=f"{MODEL_NAMES}; or an export directory written by `densevlm export` (default: "
+                        "./densevlm-demo/densevlm/last.pt if present, else tiny-student)")
+    p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     p.add_argument("--out", metavar="DIR", default="densevlm-segment", help="output folder (default: densevlm-segment)")
     p.add_argument("--size", type=_positive, default=None,
                    help="input side in pixels; images are letterboxed to a square (default: native for tiny models, else 448)")

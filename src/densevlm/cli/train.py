@@ -35,8 +35,8 @@ from densevlm.cli._common import add_model_arguments, default_device
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = argparse.SUPPRESS  # unset flags fall back to --config, then to TrainConfig's defaults
     p.add_argument("--config", default=None, help="YAML file of settings (flags override it)")
-    add_model_arguments(p, "--student", default=d, what="student (the model to adapt; default tiny-student)")
-    add_model_arguments(p, "--teacher", default=d, what="teacher (frozen, names the regions; default tiny-teacher-l)")
+    add_model_arguments(p, "--student", default=d, what="student", role=" (the model to adapt; default tiny-student)")
+    add_model_arguments(p, "--teacher", default=d, what="teacher", role=" (frozen, names the regions; default tiny-teacher-l)")
     p.add_argument("--images", default=d, help="unlabeled images: folder, world dir, COCO JSON or tar shards")
     p.add_argument("--vocab", default=d, help="vocabulary file (default: the embedded world's)")
     p.add_argument("--method", default=d, help="densevlm (default), clipself, nodecouple or stuffonly")

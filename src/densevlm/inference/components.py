@@ -46,7 +46,8 @@ from densevlm.vocab import Vocabulary
 
 __all__ = ["LabelGrid", "label_grid", "region_segments", "box_segments"]
 
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = True  # 8-connected within a plane, never across planes
 
 
 def _classify(logits: np.ndarray, vocab: Vocabulary, top_k: int) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
@@ -144,20 +145,21 @@ def _components(base: np.ndarray, class_areas: np.ndarray, min_area: int) -> tup
     """8-connected components of each class that has at least ``min_area`` original pixels
     (``class_areas``; a smaller class holds only specks): ``([hb, wb] int32 ids, [n + 1] class
     of each id)``, ids 1..n in class order, then in scipy's raster order of each component's
-    first pixel; 0 marks the pixels of the skipped classes."""
+    first pixel; 0 marks the pixels of the skipped classes.
+
+    One ``scipy.ndimage.label`` call over the ``[k, hb, wb]`` stack of the classes' masks with a
+    structure that connects only within a plane numbers the components plane after plane, each
+    plane in raster order: the numbering of one call per class, offset by the ones before."""
     from scipy import ndimage
 
-    comp = np.zeros(base.shape, dtype=np.int32)
-    local = np.empty(base.shape, dtype=np.int32)
-    classes = [np.zeros(1, dtype=np.int64)]
-    n = 0
-    for k in np.flatnonzero(class_areas >= min_area).tolist():
-        mask = base == k
-        found = ndimage.label(mask, structure=_EIGHT_CONNECTED, output=local)
-        np.add(local, n, out=comp, where=mask)
-        classes.append(np.full(found, k, dtype=np.int64))
-        n += found
-    return comp, np.concatenate(classes)
+    kept = np.flatnonzero(class_areas >= min_area)
+    if kept.size == 0:
+        return np.zeros(base.shape, dtype=np.int32), np.zeros(1, dtype=np.int64)
+    masks = base[None] == kept.astype(base.dtype)[:, None, None]
+    ids, _ = ndimage.label(masks, structure=_IN_PLANE)
+    comp = ids.max(axis=0)
+    last = ids.reshape(len(kept), -1).max(axis=1)  # the highest id of each plane (every kept class is present)
+    return comp, np.concatenate([[0], np.repeat(kept.astype(np.int64), np.diff(last, prepend=0))])
 
 
 def _runs(comp: np.ndarray, rows: np.ndarray, col_starts: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
