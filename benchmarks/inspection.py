@@ -3,7 +3,7 @@ confusion, and whether a 2 % false-alarm calibration holds on fresh images.
 
 Worlds (defect rate 0.5): a labelled calibration set (``--n-cal``, 500) and a fresh test set
 (``--n-test``, 1000) of other seeds. For each model -- the base student (``tiny-student``), the
-teacher (``tiny-teacher``) and tuned students given as ``--runs LABEL=RUN_DIR`` (a run directory
+default teacher (``tiny-teacher-l``) and tuned students given as ``--runs LABEL=RUN_DIR`` (a run directory
 holding ``last.pt``, e.g. from ``benchmarks/method_table.py``'s ``runs/``, or a checkpoint file):
 
 * the ``eval --inspection`` metrics on the test set;
@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--defect-rate", type=float, default=0.5)
     parser.add_argument("--max-false-alarm", type=float, default=0.02)
-    parser.add_argument("--models", nargs="+", default=["base=tiny-student", "teacher=tiny-teacher"])
+    parser.add_argument("--models", nargs="+", default=["base=tiny-student", "teacher-l=tiny-teacher-l"])
     parser.add_argument("--runs", nargs="*", default=[], help="LABEL=RUN_DIR (or checkpoint) of tuned students")
     parser.add_argument("--compare-methods", action="store_true")
     parser.add_argument("--compare-definitions", action="store_true",

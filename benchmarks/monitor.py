@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--ref-seed", type=int, default=REF_SEED, help=f"seed of the reference images (default: {REF_SEED})")
     parser.add_argument("--defect-rate", type=float, default=0.5)
     parser.add_argument("--shifts", nargs="+", default=list(SHIFTS))
-    parser.add_argument("--models", nargs="+", default=["base=tiny-student", "teacher=tiny-teacher"])
+    parser.add_argument("--models", nargs="+", default=["base=tiny-student", "teacher-l=tiny-teacher-l"])
     parser.add_argument("--runs", nargs="*", default=[], help="LABEL=RUN_DIR (or checkpoint) of tuned students")
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
