@@ -170,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.steps} steps in {result.wall_s:.0f} s, final loss {result.final_loss:.4f}, "
               f"{result.skipped_images} images skipped")
         if r.get("regions"):
-            print(f"teacher kept {100 * r['kept_frac']:.1f}% of {r['regions']} regions, {100 * r['thing_frac']:.1f}% "
-                  f"things; top: {', '.join(n for n, _ in r['top_categories'][:5])}")
+            print(f"teacher kept {100 * r['kept_frac']:.1f}% of the {r['regions']} regions of {result.steps} steps (an "
+                  f"image's regions counted each time it is drawn), {100 * r['thing_frac']:.1f}% things; top: "
+                  f"{', '.join(n for n, _ in r['top_categories'][:5])}")
         print(result.out / "last.pt")
     return 0

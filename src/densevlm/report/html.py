@@ -165,7 +165,8 @@ def build_report(runs: list[RunRecord], title: str = "densevlm report", review: 
     if retrieval:
         body.append("<h2>What the teacher retrieved</h2>")
         for name, stats in retrieval:
-            body.append(f"<p><b>{html.escape(name)}</b>: {stats['regions']} regions, kept {100 * stats['kept_frac']:.1f}&nbsp;% "
+            body.append(f"<p><b>{html.escape(name)}</b>: {stats['regions']} regions over the run (an image's regions "
+                        f"counted each time it was drawn), kept {100 * stats['kept_frac']:.1f}&nbsp;% "
                         f"(confidence above the threshold), {100 * stats['thing_frac']:.1f}&nbsp;% of kept regions are things.</p>")
             if stats.get("top_categories"):
                 body.append(img_tag(retrieval_bars(stats["top_categories"], f"{name}: most retrieved categories"), "retrieval"))
