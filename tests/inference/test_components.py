@@ -59,7 +59,8 @@ def _reference_maps(dense, text, logit_scale, plan: Letterbox, chunk: int):
         better = value > best
         arg = np.where(better, index + start, arg)
         best = np.where(better, value, best)
-        lse = np.logaddexp(lse, value + np.log(np.exp(up - value).sum(axis=0)))
+        # the denominator as pixel_predictions adds it: classes-last, times a vector of ones
+        lse = np.logaddexp(lse, value + np.log(np.moveaxis(np.exp(up - value), 0, -1) @ np.ones(len(up), np.float32)))
     return arg, np.exp(best - lse)
 
 

@@ -203,18 +203,25 @@ def _region_runs(starts: np.ndarray, ids: np.ndarray, total: int, n: int) -> tup
 
 def _rles(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, height: int, width: int
           ) -> list[dict[str, Any]]:
-    """COCO RLE per region from its column-major runs (compressed by :func:`~densevlm.regions.rle.compress_counts`)."""
+    """COCO RLE per region from its column-major runs (compressed by :func:`~densevlm.regions.rle.compress_counts`).
+
+    A region's counts are its (gap, run) pairs, then the gap to the image's end when there is
+    one, laid out in one array; each region's slice goes to the compressor as it is (no Python
+    lists)."""
+    n = len(offsets) - 1
     ends = starts + lengths
     previous = np.append(0, ends[:-1])
     previous[offsets[:-1]] = 0  # each region's first gap starts at pixel 0
-    pairs = np.stack([starts - previous, lengths], axis=1).ravel().tolist()
-    tails = (height * width - ends[offsets[1:] - 1]).tolist()
-    runs = []
-    for i, tail in enumerate(tails):
-        counts = pairs[2 * offsets[i]: 2 * offsets[i + 1]]
-        if tail:
-            counts.append(tail)
-        runs.append(counts)
+    tails = height * width - ends[offsets[1:] - 1]
+    tail_at = 2 * offsets[1:] + np.arange(n)  # region i's tail follows its pairs (and the i tails before)
+    counts = np.empty(2 * len(starts) + n, dtype=np.int64)
+    pair_at = np.ones(len(counts), dtype=bool)
+    pair_at[tail_at] = False
+    counts[pair_at] = np.stack([starts - previous, lengths], axis=1).ravel()
+    counts[tail_at] = tails
+    first = (tail_at - 2 * np.diff(offsets)).tolist()
+    last = (tail_at + (tails > 0)).tolist()
+    runs = [counts[a:b] for a, b in zip(first, last)]
     return [{"size": [height, width], "counts": c} for c in compress_counts(runs, height, width)]
 
 

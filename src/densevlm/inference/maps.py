@@ -18,8 +18,10 @@ returns tensors (the evaluation protocol's mIoU calls it so).
 Cost. The index and weight tables of a resize depend only on the sizes and are made once per
 size pair (:func:`nearest_index`, :func:`bilinear_taps` are cached and return read-only
 arrays). The upsampled logits are laid out classes-last (``[H, W, K]``), where every step is a
-contiguous pass; the softmax denominator is numpy's sum over the contiguous class axis, the
-order every earlier version of this module summed in, so the maps are the same to the bit.
+contiguous pass; the winner's value is read by flat index, and the softmax denominator is a
+matrix-vector product with a vector of ones (BLAS: 7x faster than numpy's reduction over a
+16-long axis, whose per-row cost dominates at this size; the sum's order, and so the
+probabilities' last bits, are BLAS's).
 """
 
 from __future__ import annotations
@@ -119,8 +121,14 @@ def _first_argmax(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(max, first index of the max)`` over the last axis of ``[H, W, K]``: ``up.argmax(-1)``
     and the values it points at (where a pixel holds a NaN, the value is NaN and the index
     meaningless: :func:`pixel_predictions` never takes it)."""
-    index = up.argmax(axis=-1)
-    return np.take_along_axis(up, index[..., None], axis=-1)[..., 0], index
+    flat = up.reshape(-1, up.shape[-1])
+    index = flat.argmax(axis=1)
+    return flat[np.arange(flat.shape[0]), index].reshape(up.shape[:-1]), index.reshape(up.shape[:-1])
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(k: int) -> np.ndarray:
+    return _frozen(np.ones(k, dtype=np.float32))[0]
 
 
 def pixel_predictions(dense: Any, text: Any, logit_scale: float, plan: Letterbox,
@@ -160,7 +168,7 @@ def pixel_predictions(dense: Any, text: Any, logit_scale: float, plan: Letterbox
             best = np.where(better, value, best)
         up -= value[..., None]
         np.exp(up, out=up)
-        part = value + np.log(up.sum(axis=-1))
+        part = value + np.log(up @ _ones(up.shape[-1]))
         lse = part if lse is None else np.logaddexp(lse, part)
     prob = np.exp(best - lse)
     if as_tensor:

@@ -11,7 +11,7 @@ nor pycocotools (the review server checks and measures masks without them).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,14 +55,15 @@ def encode_rle(mask: np.ndarray, size: Optional[tuple[int, int]] = None, offset:
     counts = np.diff(bounds)
     if len(counts) > 1 and counts[-1] == 0:
         counts = counts[:-1]
-    return {"size": [height, width], "counts": compress_counts([counts.tolist()], height, width)[0]}
+    return {"size": [height, width], "counts": compress_counts([counts], height, width)[0]}
 
 
-def compress_counts(counts: list[list[int]], height: int, width: int) -> list[str]:
+def compress_counts(counts: Sequence[Sequence[int] | np.ndarray], height: int, width: int) -> list[str]:
     """The compressed ``counts`` strings of uncompressed COCO RLEs of ``[height, width]`` masks.
 
     Args:
-        counts: per mask, its column-major run lengths (0s first; a trailing run of 0s may be left out).
+        counts: per mask, its column-major run lengths (0s first; a trailing run of 0s may be left
+            out), as a list or a 1-D integer array (which pycocotools reads without a Python loop).
 
     Returns:
         One string per mask, as pycocotools writes it (its ``frPyObjects`` does the compression).
