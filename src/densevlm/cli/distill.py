@@ -8,10 +8,12 @@ checkpoint for segment, eval and export; --resume continues OUT/state.pt.
 
 Small towers: tiny-vit-s (tiny-vit's width, half its blocks; encoder about 1.75x faster than
 tiny-teacher's), tiny-vit-xs (also half the width; more than 3x faster), and for the 6-block
-tiny-teacher-l also tiny-vit-m (width 128, 3 blocks; encoder about 3x, a whole segment() call
-at 64 px 2.1-2.2x faster, box accuracy within 1.2 points: BENCHMARKS.md) and tiny-vit. A narrower tower
-starts from the teacher's blocks (or --init's tower) projected onto the principal components
-of their residual stream on your images. For open_clip teachers (ViT-B/16 -> a ViT-S/16-sized
+tiny-teacher-l also tiny-vit-m (width 128, 3 blocks; box accuracy within 1.2 points, a whole
+segment() call 1.7-2.2x faster) and tiny-vit. For tiny-teacher-l, a tiny-vit-xs started from a
+tiny-vit-s (last three examples; 22 min on 2 cores) is 2.7 points behind on parts and its
+segment() call 2.1-2.4x faster on two threads, 2.9-3.1x on one (BENCHMARKS.md,
+"Distillation"). A narrower tower starts from the teacher's blocks (or --init's tower)
+projected onto the principal components of their residual stream on your images. For open_clip teachers (ViT-B/16 -> a ViT-S/16-sized
 tower) the recipe is documented in densevlm.training.distill.
 
 Examples:
@@ -20,6 +22,10 @@ Examples:
   densevlm distill --teacher tiny-teacher --arch tiny-vit-xs --images world/unlabeled --out runs/xs
   densevlm distill --arch tiny-vit-xs --init runs/small/last.pt --images world/unlabeled --out runs/xs2
   densevlm distill --teacher tiny-teacher-l --arch tiny-vit-m --images world/unlabeled --out runs/m --steps 1500
+  densevlm distill --teacher tiny-teacher-l --arch tiny-vit-s --images pool --out runs/s --steps 4000
+  densevlm distill --teacher tiny-teacher-l --arch tiny-vit-xs --init runs/s/last.pt --images pool --out runs/xs --steps 4000
+  densevlm distill --teacher tiny-teacher-l --arch tiny-vit-xs --init runs/xs/last.pt --images pool --out runs/xs2 \
+      --steps 4000 --lr 5e-4
 """
 
 from __future__ import annotations

@@ -55,7 +55,10 @@ blocks 48.2 / 82.6 / 7.7 (49.1 / 81.9 / 7.5 after 1000 steps), narrowed from a d
 from a random init 32.9 / 80.3 / 7.6 (46.0 / 80.7 / 8.4 after 1500 steps). ``tiny-vit-m`` (width
 128, 3 blocks) is the middle step for the 6-block ``tiny-teacher-l``: narrowed from its blocks 0,
 2 and 5 and distilled 1500 steps it keeps box 74.4 / 86.1 / 5.2 of the teacher's 75.6 / 86.7 / 4.4
-and a 64 px ``segment`` call is 2.1-2.2x faster (BENCHMARKS.md, "Distillation", stop 19).
+and a 64 px ``segment`` call is 2.2x faster on one thread, 1.9x on two. Progressively, tiny-teacher-l
+-> tiny-vit-s (4000 steps, 73.3 / 86.7 / 5.1) -> tiny-vit-xs (4000 steps, then 4000 more at lr 5e-4)
+keeps 72.9 / 86.6 / 5.1 and a ``segment`` call is 2.1-2.4x faster on two threads, 64 px scenes and
+640x480 photos (BENCHMARKS.md, "Distillation", stops 19 and 21).
 
 **Real models (recipe, not yet built by this command).** For a ViT-B/16 teacher (e.g. a
 DenseVLM-tuned EVA02-B/16 or ViT-B-16), the matching student is a ViT-S/16-sized tower (width
