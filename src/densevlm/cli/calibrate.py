@@ -1,15 +1,18 @@
 """Choose the OK / NG threshold for a target false-alarm rate on labelled images.
 
-The false-alarm rate is the share of defect-free (OK) images called NG. What counts is the rate
-on the line's new images, so by default (--rule expected) the threshold is set so that new OK
-images are called NG at most --max-false-alarm of the time on average (split conformal: the
-(k+1)-th highest of n labelled OK scores with (k+1)/(n+1) <= the rate; it takes at least
-1/rate - 1 OK images, 49 for 2 %). --rule confident holds the rate on new images with
-probability --confidence (default 0.9; more OK images needed: 114 for 2 %), and --rule labelled
-only on the labelled OK images (on new ones about 1/n higher on average). The output reports the
-false-alarm rate and the recall (share of NG images called NG) on the labelled set, overall and
-per defect, with 95 % bootstrap intervals, and the rate to expect on new OK images.
-With --unsure-band B a second threshold sends up to B more of the good parts to a person
+The false-alarm rate is the share of defect-free (OK) images called NG. In short: by default the
+threshold is set so that good parts from the line are rejected at most --max-false-alarm of the
+time on average; --rule confident adds a safety margin (the rate holds in 9 of 10 labelled sets
+you could have drawn) at the cost of catching fewer defects; both need enough good parts in the
+labelled set (for 2 %: 49 and 114).
+
+In detail: --rule expected (default) is split conformal prediction: the threshold lies above the
+(k+1)-th highest of the n labelled OK scores, with (k+1)/(n+1) <= the rate, which bounds the
+average rate on new images. --rule confident holds it with probability --confidence (default
+0.9) over labelled sets, and --rule labelled only on the labelled OK images (on new ones about
+1/n higher on average). The output reports the false-alarm rate and the recall (share of NG
+images called NG) on the labelled set, overall and per defect, with 95 % bootstrap intervals,
+and the rate to expect on new OK images. With --unsure-band B a second threshold sends up to B more of the good parts to a person
 (verdict UNSURE) instead of passing them.
 
 --data: labelled images, either a panoptic dataset (a `densevlm synth` folder, coco:ROOT,

@@ -13,8 +13,9 @@ segment() call 1.7-2.2x faster) and tiny-vit. For tiny-teacher-l, a tiny-vit-xs 
 tiny-vit-s (last three examples; 22 min on 2 cores) is 2.7 points behind on parts and its
 segment() call 2.1-2.4x faster on two threads, 2.9-3.1x on one (BENCHMARKS.md,
 "Distillation"). A narrower tower starts from the teacher's blocks (or --init's tower)
-projected onto the principal components of their residual stream on your images. For open_clip teachers (ViT-B/16 -> a ViT-S/16-sized
-tower) the recipe is documented in densevlm.training.distill.
+projected onto the principal components of their residual stream on your images. For
+open_clip teachers (ViT-B/16 -> a ViT-S/16-sized tower) the recipe is documented in
+densevlm.training.distill.
 
 Examples:
   densevlm distill --teacher tiny-teacher --arch tiny-vit-s --images world/unlabeled --out runs/small
@@ -24,8 +25,7 @@ Examples:
   densevlm distill --teacher tiny-teacher-l --arch tiny-vit-m --images world/unlabeled --out runs/m --steps 1500
   densevlm distill --teacher tiny-teacher-l --arch tiny-vit-s --images pool --out runs/s --steps 4000
   densevlm distill --teacher tiny-teacher-l --arch tiny-vit-xs --init runs/s/last.pt --images pool --out runs/xs --steps 4000
-  densevlm distill --teacher tiny-teacher-l --arch tiny-vit-xs --init runs/xs/last.pt --images pool --out runs/xs2 \
-      --steps 4000 --lr 5e-4
+  densevlm distill --teacher tiny-teacher-l --arch tiny-vit-xs --init runs/xs/last.pt --images pool --out runs/xs2 --steps 4000 --lr 5e-4
 """
 
 from __future__ import annotations

@@ -82,13 +82,14 @@ def check_enough_ok(n_ok: int, rate: float, rule: str, confidence: float = 0.9, 
     prefix = f"{where}: " if where else ""
     if rate <= 0.0:
         raise DenseVLMError(f"{prefix}no number of OK images promises a false-alarm rate of 0 on new images; "
-                            "use --rule labelled or a rate above 0")
+                            "use a rate above 0 (--rule labelled holds 0 on the labelled images only)")
     if rule == "expected":
         needed = math.ceil(1.0 / rate - 1.0 - 1e-9)
     else:  # confident: k = 0 needs (1 - rate)^n <= 1 - confidence
         needed = math.ceil(math.log(1.0 - confidence) / math.log1p(-rate) - 1e-9)
     raise DenseVLMError(f"{prefix}{n_ok} OK (defect-free) images cannot hold a {rate:g} false-alarm rate on new "
-                        f"images by rule {rule!r}; it takes at least {needed} (or use --rule labelled)")
+                        f"images by rule {rule!r}; it takes at least {needed} (--rule labelled holds it on the "
+                        "labelled images only)")
 
 
 def new_image_false_alarm(n_ok: int, allowed: int, confidence: float = 0.9) -> dict[str, float]:
