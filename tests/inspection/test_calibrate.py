@@ -54,7 +54,9 @@ def test_bootstrap_interval_is_seeded_and_covers_the_rate():
     a, b = bootstrap_rate(hits, 500, seed=1), bootstrap_rate(hits, 500, seed=1)
     assert a == b and a["value"] == pytest.approx(0.3)
     assert 0.15 < a["ci"][0] < 0.3 < a["ci"][1] < 0.45
-    assert bootstrap_rate(np.zeros(5))["ci"] == [0.0, 0.0]
+    # all the same: the exact Clopper-Pearson interval, 0 of 5 -> [0, 1 - 0.025^(1/5)], 5 of 5 mirrored
+    assert bootstrap_rate(np.zeros(5))["ci"] == pytest.approx([0.0, 1 - 0.025 ** (1 / 5)])
+    assert bootstrap_rate(np.ones(5))["ci"] == pytest.approx([0.025 ** (1 / 5), 1.0])
     assert bootstrap_rate(np.zeros(0))["value"] is None
 
 

@@ -11,7 +11,8 @@ parts is sent to a person, and everything in between the two thresholds is UNSUR
 
 Intervals: 95 % percentile bootstrap (``scipy.stats.bootstrap``, seeded) of the false-alarm
 rate, the recall and each defect's recall *at the chosen thresholds*, resampling images --
-how much the rates measured on this set could differ on another set of the same size. For new
+how much the rates measured on this set could differ on another set of the same size (exact
+Clopper-Pearson when every image agrees, where resampling cannot vary). For new
 OK images, :func:`new_image_false_alarm` gives the expected rate and an upper bound at a confidence.
 """
 
@@ -26,7 +27,8 @@ import numpy as np
 from densevlm.errors import DenseVLMError
 from densevlm.evaluation.manufacturing import rank_threshold
 
-__all__ = ["RULES", "allowed_false_alarms", "check_enough_ok", "new_image_false_alarm", "bootstrap_rate", "calibrate_scores", "calibrate"]
+__all__ = ["RULES", "allowed_false_alarms", "check_enough_ok", "new_image_false_alarm", "bootstrap_rate",
+           "calibrate_scores", "calibrate"]
 
 RULES = ("expected", "confident", "labelled")
 
@@ -108,15 +110,21 @@ def new_image_false_alarm(n_ok: int, allowed: int, confidence: float = 0.9) -> d
 
 def bootstrap_rate(hits: np.ndarray, n_resamples: int = 2000, seed: int = 0,
                    confidence: float = 0.95) -> dict[str, Any]:
-    """``{"value", "ci": [low, high], "n"}`` for the share of True in ``hits`` (None when empty)."""
-    from scipy.stats import bootstrap
+    """``{"value", "ci": [low, high], "n"}`` for the share of True in ``hits`` (None when empty).
+
+    When every hit is the same (0 of n or n of n) every resample is too, and the percentile
+    bootstrap would claim ``[0, 0]``; the interval is then the exact Clopper-Pearson one
+    (``scipy.stats.binomtest``): 0 of 75 is ``[0, 4.8 %]``, not certainty.
+    """
+    from scipy.stats import binomtest, bootstrap
 
     hits = np.asarray(hits, dtype=np.float64).ravel()
     if hits.size == 0:
         return {"value": None, "ci": [None, None], "n": 0}
     value = float(hits.mean())
-    if hits.size < 2 or hits.min() == hits.max():
-        return {"value": value, "ci": [value, value], "n": int(hits.size)}
+    if hits.min() == hits.max():
+        ci = binomtest(int(hits.sum()), int(hits.size)).proportion_ci(confidence, method="exact")
+        return {"value": value, "ci": [float(ci.low), float(ci.high)], "n": int(hits.size)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = bootstrap((hits,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
