@@ -12,8 +12,8 @@ average rate on new images. --rule confident holds it with probability --confide
 0.9) over labelled sets, and --rule labelled only on the labelled OK images (on new ones about
 1/n higher on average). The output reports the false-alarm rate and the recall (share of NG
 images called NG) on the labelled set, overall and per defect, with 95 % bootstrap intervals,
-and the rate to expect on new OK images. With --unsure-band B a second threshold sends up to B more of the good parts to a person
-(verdict UNSURE) instead of passing them.
+and the rate to expect on new OK images. With --unsure-band B a second threshold sends up to B
+more of the good parts to a person (verdict UNSURE) instead of passing them.
 
 --data: labelled images, either a panoptic dataset (a `densevlm synth` folder, coco:ROOT,
 ade:ROOT, json=...,images=...,panoptic=...: an image is NG when it holds a segment of a
