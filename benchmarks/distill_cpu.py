@@ -20,7 +20,9 @@ This is a script, not a test; HF_HUB_OFFLINE=1 is set for you.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -80,7 +82,9 @@ def main() -> None:
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("DENSEVLM_CACHE", tempfile.mkdtemp(prefix="densevlm-bench-"))
+    if "DENSEVLM_CACHE" not in os.environ:  # a throwaway cache, removed at exit
+        os.environ["DENSEVLM_CACHE"] = tempfile.mkdtemp(prefix="densevlm-bench-")
+        atexit.register(shutil.rmtree, os.environ["DENSEVLM_CACHE"], ignore_errors=True)
     scene = Image.fromarray(generate_scene(seed=0, index=0, size=64).image)
     photo = scene.resize((640, 480), Image.BICUBIC)
     models = {"teacher": densevlm.load_model(args.teacher), "student": densevlm.load_model(args.student)}

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
-
+import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DENSEVLM_OFFLINE", "1")
 # module- and session-scoped fixtures run before the per-test cache below: they get a session
-# cache, never the user's ~/.cache (entries an older densevlm wrote there can differ in the last bits)
+# cache, never the user's ~/.cache (entries an older densevlm wrote there can differ in the last bits);
+# it goes when the test run ends
 os.environ["DENSEVLM_CACHE"] = tempfile.mkdtemp(prefix="densevlm-test-cache-")
+atexit.register(shutil.rmtree, os.environ["DENSEVLM_CACHE"], ignore_errors=True)
 
 import pytest
 import torch
