@@ -8,7 +8,8 @@ score is at least the threshold. The **false-alarm rate** is the share of OK ima
 * :func:`image_auroc` -- area under the ROC curve (scikit-learn's ``roc_auc_score``).
 * :func:`false_alarm_threshold` / :func:`recall_at_false_alarm` -- the operating point that
   calls at most a given share of OK images NG, and the recall there; :func:`rank_threshold`,
-  the one that calls at most a given number of them NG.
+  the one that calls at most a given number of them NG (:func:`allowed_at_rate`: the number a
+  share allows).
 * :func:`defect_confusion` -- which defect was called which.
 * :func:`aupro` -- pixel-level area under the per-region-overlap curve up to 30 % false-positive
   rate, normalised to [0, 1] (Bergmann et al., "The MVTec Anomaly Detection Dataset", IJCV
@@ -24,8 +25,8 @@ import numpy as np
 
 from densevlm.errors import DenseVLMError
 
-__all__ = ["image_auroc", "roc_points", "false_alarm_threshold", "rank_threshold", "recall_at_false_alarm",
-           "defect_confusion", "aupro", "pro_curve"]
+__all__ = ["image_auroc", "roc_points", "false_alarm_threshold", "allowed_at_rate", "rank_threshold",
+           "recall_at_false_alarm", "defect_confusion", "aupro", "pro_curve"]
 
 
 def _labels_scores(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,10 +72,19 @@ def false_alarm_threshold(ok_scores: Sequence[float] | np.ndarray, rate: float) 
     Raises:
         DenseVLMError: no OK scores, or ``rate`` outside [0, 1].
     """
+    return rank_threshold(ok_scores, allowed_at_rate(np.asarray(ok_scores).size, rate))
+
+
+def allowed_at_rate(n: int, rate: float) -> int:
+    """``floor(rate * n)``: how many of ``n`` OK images a false-alarm ``rate`` lets be called NG
+    (a product that lands a hair under an integer in floating point counts as that integer).
+
+    Raises:
+        DenseVLMError: ``rate`` outside [0, 1].
+    """
     if not 0.0 <= rate <= 1.0:
         raise DenseVLMError(f"false-alarm rate {rate} must be in [0, 1]")
-    n = np.asarray(ok_scores).size
-    return rank_threshold(ok_scores, int(math.floor(rate * n + 1e-9)))
+    return int(math.floor(rate * n + 1e-9))
 
 
 def rank_threshold(ok_scores: Sequence[float] | np.ndarray, allowed: int) -> float:

@@ -107,22 +107,32 @@ def _skipped_row(image: InputImage, doc: dict[str, Any], earlier: Optional[dict[
     }
 
 
-def _check_same_run(doc: dict[str, Any], name: str, out_dir: Path, config: RunConfig, vocab: Vocabulary,
-                    mode: str) -> None:
-    """Refuse (one line) to skip an image whose outputs were made by a run with other settings:
-    another model, input size, vocabulary, mode or (when given) speck threshold. Skipping it
-    would leave that run's results among this one's; redoing it would write over them."""
-    theirs = {"model": doc.get("model"), "input size": doc.get("input_size"), "mode": doc.get("mode"),
-              "vocabulary": (doc.get("vocabulary") or {}).get("names")}
-    mine = {"model": config.model_name, "input size": config.size, "mode": mode, "vocabulary": list(vocab.names)}
+def _run_settings(config: RunConfig, vocab: Vocabulary, mode: str) -> dict[str, Any]:
+    """What an image's JSON must record for this run to skip it (:func:`_check_same_run`): model,
+    input size, mode, vocabulary and, when given, the speck threshold."""
+    settings = {"model": config.model_name, "input size": config.size, "mode": mode, "vocabulary": list(vocab.names)}
     if config.min_area is not None:
-        theirs["min area"], mine["min area"] = doc.get("min_area"), config.min_area
-    for key, value in mine.items():
-        if theirs[key] != value:
-            shown = (lambda v: f"{len(v)} classes" if isinstance(v, list) else v)
+        settings["min area"] = config.min_area
+    return settings
+
+
+_RECORDED = {"model": "model", "input size": "input_size", "mode": "mode", "min area": "min_area"}
+
+
+def _check_same_run(doc: dict[str, Any], name: str, out_dir: Path, settings: dict[str, Any]) -> None:
+    """Refuse (one line) to skip an image whose outputs were made by a run with other
+    ``settings`` (:func:`_run_settings`). Skipping it would leave that run's results among this
+    one's; redoing it would write over them."""
+    for key, value in settings.items():
+        theirs = (doc.get("vocabulary") or {}).get("names") if key == "vocabulary" else doc.get(_RECORDED[key])
+        if theirs != value:
             raise DenseVLMError(
-                f"{out_dir}: holds another run's outputs ({name}.json: {key} {shown(theirs[key])}, not "
-                f"{shown(value)}); use another --out, or --overwrite to redo every image")
+                f"{out_dir}: holds another run's outputs ({name}.json: {key} {_shown(theirs)}, not {_shown(value)}); "
+                "use another --out, or --overwrite to redo every image")
+
+
+def _shown(value: Any) -> Any:
+    return f"{len(value)} classes" if isinstance(value, list) else value
 
 
 def _earlier_rows(path: Path) -> dict[str, dict[str, str]]:
@@ -176,13 +186,13 @@ def segment_files(
     rows: dict[int, dict[str, Any]] = {}
     todo: list[int] = []
     earlier = {} if config.overwrite else _earlier_rows(out_dir / "summary.csv")
-    mode = "regions" if boxes is None else "boxes"
+    settings = _run_settings(config, vocab, "regions" if boxes is None else "boxes")
     for i, image in enumerate(images):
         doc = None if config.overwrite else finished_json(out_dir, image.name)
         if doc is None:
             todo.append(i)
         else:
-            _check_same_run(doc, image.name, out_dir, config, vocab, mode)
+            _check_same_run(doc, image.name, out_dir, settings)
             rows[i] = _skipped_row(image, doc, earlier.get(image.name))
     skipped = set(rows)
     if rows:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from densevlm.errors import DenseVLMError
-from densevlm.evaluation.manufacturing import rank_threshold
+from densevlm.evaluation.manufacturing import allowed_at_rate, rank_threshold
 
 __all__ = ["RULES", "allowed_false_alarms", "check_enough_ok", "new_image_false_alarm", "bootstrap_rate",
            "calibrate_scores", "calibrate"]
@@ -62,25 +62,26 @@ def allowed_false_alarms(n_ok: int, rate: float, rule: str = "expected", confide
         raise DenseVLMError(f"calibration rule {rule!r} is not one of {', '.join(RULES)}")
     if not 0.0 <= rate <= 1.0:
         raise DenseVLMError(f"false-alarm rate {rate} must be in [0, 1]")
+    if not 0.0 < confidence < 1.0:
+        raise DenseVLMError(f"confidence {confidence} must be between 0 and 1")
     if n_ok < 1:
         raise DenseVLMError("no OK (defect-free) images to set a false-alarm threshold on")
     if rule == "labelled":
-        return min(n_ok, int(np.floor(rate * n_ok + 1e-9)))
+        return allowed_at_rate(n_ok, rate)
     if rule == "expected":
-        return min(n_ok, int(np.floor(rate * (n_ok + 1) + 1e-9)) - 1)
-    if not 0.0 < confidence < 1.0:
-        raise DenseVLMError(f"confidence {confidence} must be between 0 and 1")
+        return allowed_at_rate(n_ok + 1, rate) - 1
     from scipy.stats import binom
 
     cdf = binom.cdf(np.arange(n_ok + 1), n_ok, rate)
     return int(np.searchsorted(cdf, 1.0 - confidence + 1e-12, side="right")) - 1
 
 
-def check_enough_ok(n_ok: int, rate: float, rule: str, confidence: float = 0.9, where: str = "") -> None:
-    """Refuse (one line, prefixed with ``where``) a labelled set whose ``n_ok`` OK images cannot
-    promise ``rate`` by ``rule`` (:func:`allowed_false_alarms` is -1), saying how many it takes."""
-    if allowed_false_alarms(n_ok, rate, rule, confidence) >= 0:
-        return
+def check_enough_ok(n_ok: int, rate: float, rule: str, confidence: float = 0.9, where: str = "") -> int:
+    """:func:`allowed_false_alarms`, refusing (one line, prefixed with ``where``) a labelled set
+    whose ``n_ok`` OK images cannot promise ``rate`` by ``rule``, saying how many it takes."""
+    allowed = allowed_false_alarms(n_ok, rate, rule, confidence)
+    if allowed >= 0:
+        return allowed
     prefix = f"{where}: " if where else ""
     if rate <= 0.0:
         raise DenseVLMError(f"{prefix}no number of OK images promises a false-alarm rate of 0 on new images; "
@@ -161,8 +162,7 @@ def calibrate_scores(scores: np.ndarray, holds: np.ndarray, defects: Sequence[st
     if unsure_band is not None and not 0.0 < unsure_band <= 1.0 - target:
         raise DenseVLMError(f"--unsure-band {unsure_band} must be in (0, {1.0 - target:g}] (1 - the false-alarm target)")
     n_ok = int((~ng).sum())
-    check_enough_ok(n_ok, target, rule, confidence)
-    allowed = allowed_false_alarms(n_ok, target, rule, confidence)
+    allowed = check_enough_ok(n_ok, target, rule, confidence)
     t_ng = rank_threshold(scores[~ng], allowed)
     t_unsure = None
     if unsure_band is not None:
