@@ -18,7 +18,8 @@ learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in 
 
 1. A simulated expert labels the first K ground-truth regions (boxes) of each plant word in a
    plant-word pool, for K in ``--shots`` (default 1 3 10 30).
-2. ``densevlm vocab adapt``'s blend turns them into few-shot class embeddings for ``--model``.
+2. ``densevlm vocab adapt`` (``--method``: ``fit`` by default, or ``blend``) turns them into
+   few-shot class embeddings for ``--model``.
 3. Box mAcc on a plant-word held-out set, on the plant words and on the other things and the
    stuff, for: text only (the plant words' untrained tokens) and (a) few-shot embeddings.
 4. With ``--train-shots K [K ...]``: (b) DenseVLM fine-tuning of the student (default recipe,
@@ -31,8 +32,8 @@ learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in 
    processes and a last call prints the table.
 
     python benchmarks/review_sim.py --plant-words [--model tiny-teacher] [--shots 1 3 10 30]
-        [--pool 600] [--heldout 300] [--k0 3] [--no-gap-shift] [--negative-rate 0.005 | --no-bias]
-        [--prototype discriminant|mean]
+        [--pool 600] [--heldout 300] [--method fit|blend] [--anchor 0.1] [--distill 10]
+        [--k0 3] [--no-gap-shift] [--negative-rate 0.005 | --no-bias] [--prototype discriminant|mean]
         [--train-shots 0 10] [--train-steps 300] [--reviewed-weight 10] [--reviewed-embeddings few-shot]
 """
 
@@ -63,7 +64,11 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 3, 10, 30], help="--plant-words: K")
     parser.add_argument("--pool", type=int, default=600, help="--plant-words: scenes the expert labels from")
     parser.add_argument("--heldout", type=int, default=300, help="--plant-words: held-out scenes")
-    parser.add_argument("--k0", type=float, default=3.0, help="--plant-words: prior strength of the text")
+    parser.add_argument("--method", choices=("fit", "blend"), default="fit", help="--plant-words: vocab adapt's method")
+    parser.add_argument("--anchor", type=float, default=None, help="--plant-words, fit: pull towards the text")
+    parser.add_argument("--distill", type=float, default=None,
+                        help="--plant-words, fit: weight of the model's own predictions outside the reviewed boxes")
+    parser.add_argument("--k0", type=float, default=3.0, help="--plant-words, blend: prior strength of the text")
     parser.add_argument("--no-gap-shift", action="store_true", help="--plant-words: blend raw prototypes")
     parser.add_argument("--negative-rate", type=float, default=None,
                         help="--plant-words: share of the expert's negative windows a new class may win "
@@ -200,11 +205,13 @@ def plant_curve(args: argparse.Namespace) -> None:
                      took))
     for k in args.train_shots:
         rows += _trained_rows(args, k, pool, work, vocab, dataset, cfg)
-    print(f"model {args.model}, held-out {args.heldout} plant-word scenes (seed {HELDOUT_SEED + 7}), k0 {args.k0}, "
-          f"gap shift {'off' if args.no_gap_shift else 'on'}, negative rate "
-          f"{calibration['negative_rate'] if 'negative_rate' in calibration else 'default'}, prototype "
-          f"{calibration.get('prototype', 'default')}; box mAcc (%), "
-          "fg_bias (%): stuff boxes called a thing")
+    settings = (f"fit, anchor {calibration.get('anchor', 'default')}, distill {calibration.get('distill', 'default')}"
+                if args.method == "fit" else
+                f"blend, k0 {args.k0}, gap shift {'off' if args.no_gap_shift else 'on'}, negative rate "
+                f"{calibration['negative_rate'] if 'negative_rate' in calibration else 'default'}, prototype "
+                f"{calibration.get('prototype', 'default')}")
+    print(f"model {args.model}, held-out {args.heldout} plant-word scenes (seed {HELDOUT_SEED + 7}), {settings}; "
+          "box mAcc (%), fg_bias (%): stuff boxes called a thing")
     print("| method | K per plant word | plant words | other things | stuff | fg_bias | seconds (adapt or train) |")
     print("|---|---|---|---|---|---|---|")
     for label, k, m, took in rows:
@@ -214,8 +221,10 @@ def plant_curve(args: argparse.Namespace) -> None:
 
 
 def _calibration(args: argparse.Namespace) -> dict:
-    """``adapt_from_regions`` keyword for the bias calibration (empty: the library's default rate)."""
-    out = {} if args.prototype is None else {"prototype": args.prototype}
+    """``adapt_from_regions`` keywords for ``--method`` (empty where the library's defaults apply)."""
+    if args.method == "fit":
+        return {"method": "fit", **{k: getattr(args, k) for k in ("anchor", "distill") if getattr(args, k) is not None}}
+    out = {"method": "blend"} if args.prototype is None else {"method": "blend", "prototype": args.prototype}
     if args.no_bias:
         return {**out, "negative_rate": None}
     return out if args.negative_rate is None else {**out, "negative_rate": args.negative_rate}

@@ -16,9 +16,9 @@ from densevlm.data.synth.categories import PLANT
 from densevlm.data.synth import write_world
 from densevlm.model import load_model
 from densevlm.regions.labelled import LabelledRegion
-from densevlm.training.fewshot import adapt_from_regions, class_prototypes, negative_windows
+from densevlm.training.fewshot import adapt_from_regions, class_prototypes, negative_windows, own_regions
 from densevlm.training.pretrain import save_model
-from densevlm.vocab import AdaptedVocabulary, Vocabulary, load_vocabulary
+from densevlm.vocab import AdaptedVocabulary, Vocabulary, load_vocabulary, parse_vocabulary
 from tests.conftest import perturb_
 from tests.evaluation.stubs import PALETTE, ColourStub
 
@@ -32,6 +32,7 @@ class TextStub(ColourStub):
         super().__init__(3, patch=4, size=32)
         self.embed_dim = 3
         self.backbone = SimpleNamespace(weights_sha256=lambda: "stub")
+        self.logit_scale = 100.0
 
     def embed_vocabulary(self, vocab, templates=None):
         return torch.tensor([self.TEXT[n] for n in vocab.names])
@@ -56,7 +57,8 @@ def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding(tmp_path):
     np.testing.assert_allclose(protos, [[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0]], atol=1e-6)  # a, b, d, c
     assert counts.tolist() == [2, 0, 1, 0]
     np.testing.assert_allclose(image_mean, [0.5, 0.5, 0.0], atol=1e-6)
-    out = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=False, negative_rate=None, prototype="mean")
+    out = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=False, negative_rate=None, prototype="mean",
+                             method="blend")
     assert out.names == ("a", "b", "d", "c") and out.is_thing == (True, True, True, False)
     # a: text e1, two red regions (e0): w = 2/5 -> normalise(0.6 e1 + 0.4 e0)
     np.testing.assert_allclose(out.embeddings[0], np.array([0.4, 0.6, 0.0]) / np.hypot(0.4, 0.6), rtol=1e-6)
@@ -66,7 +68,8 @@ def test_prototype_blend_on_a_stub_gives_the_hand_computed_embedding(tmp_path):
     np.testing.assert_allclose(out.embeddings[3], [1, 0, 0])
     assert out.counts == (2, 0, 1, 0) and out.model_sha256 == "stub"
     # with the gap shift: p~ = normalise(p - image_mean + text_mean) before blending
-    shifted = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=True, negative_rate=None, prototype="mean")
+    shifted = adapt_from_regions(stub, vocab, regions, k0=3.0, gap=True, negative_rate=None, prototype="mean",
+                                 method="blend")
     text_mean = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0]], float).mean(0)
     p = np.array([1.0, 0, 0]) - image_mean + text_mean
     expected = 0.6 * np.array([0, 1.0, 0]) + 0.4 * p / np.linalg.norm(p)
@@ -81,6 +84,24 @@ def test_negative_windows_leave_out_what_the_boxes_cover():
     assert [0, 0, 4, 4] not in windows.tolist()
     half = negative_windows(np.array([[0.0, 0.0, 4.0, 8.0]]), 4, 4, 4, sizes=(2,))  # covers half of one 2x2
     assert len(half) == 8 and [0, 0, 8, 8] not in half.tolist()
+
+
+def test_own_regions_are_the_components_of_the_unreviewed_argmax_outside_the_boxes():
+    # 4x4 tokens of 4 px: columns 0-1 are class a, 2-3 class b, but token (row 0, col 3) looks like
+    # the reviewed class r; without r it goes to a (a tie, the first) and is its own component
+    dense = np.zeros((3, 4, 4))
+    dense[0, :, :2] = 1.0
+    dense[1, :, 2:] = 1.0
+    dense[:, 0, 3] = (0.0, 0.0, 1.0)
+    text, unreviewed = np.eye(3), np.array([True, True, False])
+    boxes = own_regions(dense, text, unreviewed, np.array([[12.0, 0.0, 16.0, 4.0]]), 4)
+    # a's left block; a's lone token is the reviewed box itself (left out); b's block, 1/8 covered
+    assert boxes.tolist() == [[0, 0, 8, 16], [8, 0, 16, 16]]
+    assert own_regions(dense, text, unreviewed, np.array([[8.0, 0.0, 16.0, 12.0]]), 4).tolist() == [[0, 0, 8, 16]]
+    diagonal = np.zeros((3, 2, 2))
+    diagonal[0] = np.eye(2)
+    diagonal[1] = 1 - np.eye(2)
+    assert len(own_regions(diagonal, text, unreviewed, np.zeros((0, 4)), 4)) == 2  # 8-connected: one per class
 
 
 class SurfaceStub(TextStub):
@@ -98,19 +119,27 @@ def test_a_new_class_no_longer_wins_on_the_expert_s_negative_regions(tmp_path):
     regions = [LabelledRegion(str(tmp_path / "defect.png"), (0, 0, 16, 16), "d", True)]
     stub, vocab = SurfaceStub(), Vocabulary.from_lists(["a"], ["c"])
     red, blue = np.eye(3)[0], np.eye(3)[2]
-    old = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=None, prototype="mean")
+    old = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=None, prototype="mean",
+                             method="blend")
     d = old.index("d")
     assert red @ old.embeddings[d] > red @ old.embeddings[old.index("c")], "without a bias, d takes the red surface"
     negatives = class_prototypes(stub, regions, old).negatives
     # 8x8 tokens, the box the top-left 4x4: windows of side 1, 2, 3, 4 less than half inside it
     assert len(negatives) == (64 - 16) + (49 - 15) + (36 - 8) + (25 - 6)
     for prototype in ("mean", "discriminant"):
-        new = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=0.0, prototype=prototype)
+        new = adapt_from_regions(stub, vocab, regions, k0=0.1, gap=False, negative_rate=0.0, prototype=prototype,
+                                 method="blend")
         assert new.bias[old.index("a")] == new.bias[old.index("c")] == 0.0 and new.negative_rate == 0.0
         scores = negatives @ new.embeddings.T
         assert not (scores[:, d] > np.delete(scores, d, axis=1).max(axis=1)).any(), prototype
         assert (red @ new.embeddings.T).argmax() == new.index("c"), prototype
         assert (blue @ new.embeddings.T).argmax() == d, f"{prototype}: d still names the defect itself"
+    fitted = adapt_from_regions(stub, vocab, regions)  # the default, fit: the box's feature is the target
+    box = class_prototypes(stub, regions, old).features
+    assert fitted.method == "fit" and (box @ fitted.embeddings.T).argmax() == d
+    scores = negatives @ fitted.embeddings.T
+    assert (scores[:, d] > np.delete(scores, d, axis=1).max(axis=1)).mean() < 0.1
+    assert (red @ fitted.embeddings.T).argmax() == fitted.index("c") and (blue @ fitted.embeddings.T).argmax() == d
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +179,11 @@ def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
     regions = [r for r in _regions(root) if r.category in {c.name for c in PLANT}]  # the rest stay unreviewed
     vocab = adapt_from_regions(model, default_vocabulary(), regions, k0=1.0)
     assert len(vocab) > len(default_vocabulary()), "plant words became new classes"
-    assert vocab.negative_rate is not None and any(vocab.bias), "the default folds calibrated biases in"
+    assert vocab.method == "fit" and vocab.negative_rate is None and not any(vocab.bias)
+    text = model.embed_vocabulary(parse_vocabulary(vocab.to_text())).numpy()  # the plain text embeddings
+    fitted = np.array([n in {c.name for c in PLANT} for n in vocab.names])
+    np.testing.assert_array_equal(vocab.embeddings[~fitted], text[~fitted])  # the unreviewed classes keep their text
+    assert np.abs(vocab.embeddings[fitted] - text[fitted]).max() > 0.01
     save_adapted(vocab, tmp_path / "plant.vocab.npz")
     loaded = load_vocabulary(tmp_path / "plant.vocab.npz")
     export_onnx(model, tmp_path / "onnx", loaded, threads=1, parity_images=1)
@@ -209,7 +242,7 @@ def test_training_against_few_shot_embeddings_of_reviewed_classes(world, review_
     assert trainer.student.training
     text = trainer.student.embed_vocabulary(data.vocab).float()
     expected = adapt_from_regions(load_model(model_path), data.vocab, data.regions, negative_rate=None,
-                                  prototype="mean").embeddings
+                                  prototype="mean", method="blend").embeddings
     np.testing.assert_allclose(trainer.text_student.numpy(), expected, atol=1e-5)
     reviewed = {data.vocab.index("porosity"), data.vocab.index("gear")}
     for k in range(len(data.vocab)):
@@ -231,18 +264,27 @@ def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys
     model_path, db = review_db
     out = tmp_path / "plant.vocab.npz"
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 0
-    assert "porosity (2, bias " in capsys.readouterr().out
+    assert "porosity (2)" in capsys.readouterr().out
     vocab = load_vocabulary(out)
     assert isinstance(vocab, AdaptedVocabulary) and vocab.counts[vocab.index("porosity")] == 2
+    assert (vocab.method, vocab.anchor, vocab.distill) == ("fit", 0.1, 10.0)
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    adapt = ["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db)]
+    blended = tmp_path / "blend.vocab.npz"
+    assert main(adapt + ["--out", str(blended), "--method", "blend"]) == 0
+    assert "porosity (2, bias " in capsys.readouterr().out
+    assert load_vocabulary(blended).method == "blend" and load_vocabulary(blended).negative_rate == 0.005
     plain = tmp_path / "plain.vocab.npz"
-    assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(plain),
-                 "--no-bias"]) == 0
+    assert main(adapt + ["--out", str(plain), "--method", "blend", "--no-bias"]) == 0
     assert "porosity (2)" in capsys.readouterr().out and load_vocabulary(plain).negative_rate is None
-    assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(tmp_path / "x.npz"),
-                 "--negative-rate", "1.5"]) == 2
-    assert "--negative-rate 1.5 must be in [0, 1)" in capsys.readouterr().err
+    for extra, message in ((["--method", "blend", "--negative-rate", "1.5"], "--negative-rate 1.5 must be in [0, 1)"),
+                           (["--no-bias", "--k0", "2"], "--k0, --no-bias do not apply to --method fit"),
+                           (["--method", "blend", "--distill", "3"], "--distill does not apply to --method blend"),
+                           (["--anchor", "0"], "--anchor 0.0 must be > 0")):
+        assert main(adapt + ["--out", str(tmp_path / "x.npz")] + extra) == 2
+        assert message in capsys.readouterr().err, extra
+    assert not (tmp_path / "x.npz").exists()
     seg = tmp_path / "seg"
     assert main(["segment", str(root / "world" / "images"), "--model", str(model_path), "--vocab", str(out),
                  "--out", str(seg)]) == 0

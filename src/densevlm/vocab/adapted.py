@@ -54,12 +54,16 @@ unit-norm dense feature ``f`` of these models lies in a narrow cone around ``mu_
 expert's images the rate holds exactly. Folding keeps the table a plain ``[K, C]`` matrix, so
 segment, eval, inspect and export use it unchanged; a biased row is no longer unit norm.
 
+``vocab adapt``'s default, ``--method fit``, fits the reviewed rows instead
+(:mod:`densevlm.vocab.fitted`); its table is stored the same way, with ``bias`` all 0.
+
 File (``.npz``, numpy only, no pickles): ``names`` ``[K]`` str, ``is_thing`` ``[K]`` bool,
 ``defects`` ``[D]`` str, ``embeddings`` ``[K, C]`` float32 (unit rows plus the folded bias), ``counts``
 ``[K]`` int64 (reviewed regions per class), ``k0`` float, ``bias`` ``[K]`` float64 (the folded
 logit biases, 0 for unreviewed classes), ``negative_rate`` float (NaN: not calibrated), ``model_sha256`` str (see
 :meth:`densevlm.backbones.base.Backbone.weights_sha256`), ``vocabulary`` str (the vocabulary
-file text, synonyms and sections included), ``format`` str.
+file text, synonyms and sections included), ``format`` str, and (files written since the fitted
+method; older ones read as ``blend``) ``method`` str, ``anchor`` and ``distill`` float (NaN for ``blend``).
 """
 
 from __future__ import annotations
@@ -222,6 +226,8 @@ class AdaptedVocabulary(Vocabulary):
         bias: ``[K]`` logit biases folded into ``embeddings`` (:func:`calibrate_bias`; all 0
             when not calibrated).
         negative_rate: the calibration's target rate, ``None`` when not calibrated.
+        method: ``"fit"`` or ``"blend"``; ``anchor`` and ``distill`` are the fit's weights
+            (``None`` for ``blend``).
 
     ``source`` (inherited) names the ``.npz`` it was read from, for messages.
     """
@@ -232,6 +238,9 @@ class AdaptedVocabulary(Vocabulary):
     k0: float = 3.0
     bias: tuple[float, ...] = ()
     negative_rate: Optional[float] = None
+    method: str = "blend"
+    anchor: Optional[float] = None
+    distill: Optional[float] = None
 
     def check_model(self, sha256: str) -> None:
         """Raise one line unless the vocabulary was adapted for the model with weights ``sha256``."""
@@ -244,10 +253,12 @@ class AdaptedVocabulary(Vocabulary):
 
 def adapted(vocab: Vocabulary, embeddings: np.ndarray, model_sha256: str, counts: np.ndarray, k0: float,
             source: str = "adapted vocabulary", bias: Optional[np.ndarray] = None,
-            negative_rate: Optional[float] = None) -> AdaptedVocabulary:
+            negative_rate: Optional[float] = None, method: str = "blend", anchor: Optional[float] = None,
+            distill: Optional[float] = None) -> AdaptedVocabulary:
     """``vocab`` (every field kept, [defects] included) with its adapted embeddings attached.
 
-    ``bias`` (default zeros) records what is already folded into ``embeddings``."""
+    ``bias`` (default zeros) records what is already folded into ``embeddings``; ``method``,
+    ``anchor`` and ``distill`` how the table was made (:class:`AdaptedVocabulary`)."""
     base = {f.name: getattr(vocab, f.name) for f in dataclasses.fields(Vocabulary)}
     base["source"] = source
     embeddings = np.asarray(embeddings, np.float32)
@@ -258,7 +269,9 @@ def adapted(vocab: Vocabulary, embeddings: np.ndarray, model_sha256: str, counts
     return AdaptedVocabulary(**base, embeddings=embeddings, model_sha256=model_sha256,
                              counts=tuple(int(c) for c in counts), k0=float(k0),
                              bias=tuple(float(b) for b in bias),
-                             negative_rate=None if negative_rate is None else float(negative_rate))
+                             negative_rate=None if negative_rate is None else float(negative_rate), method=method,
+                             anchor=None if anchor is None else float(anchor),
+                             distill=None if distill is None else float(distill))
 
 
 def save_adapted(vocab: AdaptedVocabulary, path: str | Path) -> Path:
@@ -280,6 +293,9 @@ def save_adapted(vocab: AdaptedVocabulary, path: str | Path) -> Path:
         "negative_rate": np.array(np.nan if vocab.negative_rate is None else vocab.negative_rate, dtype=np.float64),
         "model_sha256": np.array(vocab.model_sha256),
         "vocabulary": np.array(vocab.to_text()),
+        "method": np.array(vocab.method),
+        "anchor": np.array(np.nan if vocab.anchor is None else vocab.anchor, dtype=np.float64),
+        "distill": np.array(np.nan if vocab.distill is None else vocab.distill, dtype=np.float64),
     }
 
     def write(tmp: str) -> None:
@@ -312,5 +328,9 @@ def load_adapted(path: str | Path) -> AdaptedVocabulary:
     if emb.ndim != 2 or not np.isfinite(emb).all():
         raise DenseVLMError(f"{path}: embeddings must be a finite [K, C] table, got shape {emb.shape}")
     rate = float(arrays["negative_rate"])
+    method = str(arrays.get("method", "blend"))
+    if method not in ("fit", "blend"):
+        raise DenseVLMError(f"{path}: unknown adaptation method {method!r} (a newer densevlm's file?)")
+    weights = {k: float(arrays[k]) for k in ("anchor", "distill") if k in arrays and not np.isnan(float(arrays[k]))}
     return adapted(vocab, emb, str(arrays["model_sha256"]), arrays["counts"], float(arrays["k0"]), source=str(path),
-                   bias=arrays["bias"], negative_rate=None if np.isnan(rate) else rate)
+                   bias=arrays["bias"], negative_rate=None if np.isnan(rate) else rate, method=method, **weights)

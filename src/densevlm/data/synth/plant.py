@@ -7,11 +7,21 @@ never named in a caption (:func:`densevlm.data.synth.scene.make_caption` drops t
 model pretrained on the world can name them from text. Review and few-shot adaptation are what
 teach them (``densevlm vocab adapt``).
 
-* ``burr`` (defect) -- a bright sawtooth sliver of raised metal with a dark shadow along its base;
-* ``weld spatter`` (defect) -- a cluster of 5-9 small bronze beads, each with a bright highlight
-  and a dark rim;
-* ``porosity`` (defect) -- a cluster of 6-12 dark pinholes, each ringed by a light lip;
+* ``burr`` (defect) -- a sawtooth sliver of raised (anodised, violet) metal with a dark shadow
+  along its base;
+* ``weld spatter`` (defect) -- a cluster of 5-9 heat-tinted (pale blue) beads, each with a bright
+  highlight and a dark rim;
+* ``porosity`` (defect) -- a cluster of 6-12 dark pinholes, each ringed by a yellow-green lip
+  (primer showing through);
 * ``rivet`` (part) -- a teal dome head with a darker flange ring.
+
+As the world's other things do, each has a look no other class shares, and they are drawn at
+the other things' sizes (burrs 20-32 px long, clusters about 20-40 px across, rivets 14-22 px
+wide). Before December 2026 they were half that size, a token or two of a 64 px model, and burr
+was the washer's white, spatter close to the bolt's yellow and porosity's lip the scratch's light
+grey: a linear probe on the default teacher's region features, given 10 labelled boxes of every
+class, named 39 % of them (``BENCHMARKS.md``, "Plant words"), so review could not show what it
+teaches.
 
 Sizes are in pixels of a 64 px image, scaled by ``scale = size / 64`` like the other things.
 """
@@ -29,21 +39,21 @@ __all__ = ["PLANT_DRAWERS", "plant_things", "draw_burr", "draw_weld_spatter", "d
 
 
 def draw_burr(rng: np.random.Generator, h: int, w: int, scale: float) -> Instance:
-    """A sawtooth sliver 10-16 px long: teeth 2-3.5 px high on a 2 px base, lit metal over a dark base line."""
-    length = rng.uniform(10, 16) * scale
-    u, v, _ = _frame(rng, h, w, length / 2 + 2 * scale)
-    period = rng.uniform(2.5, 3.5) * scale
-    height = rng.uniform(2.0, 3.5) * scale
+    """A sawtooth sliver 20-32 px long: teeth 4-7 px high on a 4 px base, lit metal over a dark base line."""
+    length = rng.uniform(20, 32) * scale
+    u, v, _ = _frame(rng, h, w, length / 2 + 4 * scale)
+    period = rng.uniform(5.0, 7.0) * scale
+    height = rng.uniform(4.0, 7.0) * scale
     phase = (u / period) % 1.0
     tooth = height * (1.0 - np.abs(2.0 * phase - 1.0))
     inside = np.abs(u) <= length / 2
-    mask = inside & (v >= -1.0 * scale) & (v <= 1.0 * scale + tooth)
+    mask = inside & (v >= -2.0 * scale) & (v <= 2.0 * scale + tooth)
     shadow = mask & (v <= 0.0)
-    brightness = rng.uniform(0.88, 0.98)
+    brightness = rng.uniform(0.85, 1.0)
 
     def paint(image: np.ndarray) -> np.ndarray:
         out = image.copy()
-        out[mask] = np.array([brightness, brightness, min(1.0, brightness + 0.04)])
+        out[mask] = brightness * np.array([0.58, 0.30, 0.82])
         out[shadow] = 0.25 * out[shadow] + 0.04
         return out
 
@@ -60,16 +70,16 @@ def _cluster(rng: np.random.Generator, h: int, w: int, n: int, spread: float, ma
 
 
 def draw_weld_spatter(rng: np.random.Generator, h: int, w: int, scale: float) -> Instance:
-    """5-9 beads of radius 1.3-2.3 px within 5-8 px of a centre: bronze, bright centre, dark rim."""
+    """5-9 beads of radius 2.6-4.6 px within 10-16 px of a centre: bronze, bright centre, dark rim."""
     n = int(rng.integers(5, 10))
-    spread = rng.uniform(5, 8) * scale
-    centres = _cluster(rng, h, w, n, spread, spread + 2 * scale)
-    radii = rng.uniform(1.3, 2.3, n) * scale
+    spread = rng.uniform(10, 16) * scale
+    centres = _cluster(rng, h, w, n, spread, spread + 4 * scale)
+    radii = rng.uniform(2.6, 4.6, n) * scale
     x, y = _grid(h, w)
     dist = np.stack([np.hypot(x - cx, y - cy) / r for (cx, cy), r in zip(centres, radii)])
     rel = dist.min(axis=0)
     mask = rel <= 1.0
-    bronze = np.array([0.62, 0.48, 0.30]) * rng.uniform(0.9, 1.1)
+    bronze = np.array([0.40, 0.72, 0.86]) * rng.uniform(0.9, 1.1)
     shade = np.where(rel < 0.4, 1.6, np.where(rel > 0.75, 0.45, 1.0))
 
     def paint(image: np.ndarray) -> np.ndarray:
@@ -81,20 +91,20 @@ def draw_weld_spatter(rng: np.random.Generator, h: int, w: int, scale: float) ->
 
 
 def draw_porosity(rng: np.random.Generator, h: int, w: int, scale: float) -> Instance:
-    """6-12 pinholes of radius 0.9-1.4 px within 4-7 px of a centre: black pits with a light 0.7 px lip."""
+    """6-12 pinholes of radius 1.8-2.8 px within 8-14 px of a centre: black pits with a light 1.4 px lip."""
     n = int(rng.integers(6, 13))
-    spread = rng.uniform(4, 7) * scale
-    centres = _cluster(rng, h, w, n, spread, spread + 2 * scale)
-    radii = rng.uniform(0.9, 1.4, n) * scale
+    spread = rng.uniform(8, 14) * scale
+    centres = _cluster(rng, h, w, n, spread, spread + 4 * scale)
+    radii = rng.uniform(1.8, 2.8, n) * scale
     x, y = _grid(h, w)
     gap = np.stack([np.hypot(x - cx, y - cy) - r for (cx, cy), r in zip(centres, radii)]).min(axis=0)
-    mask = gap <= 0.7 * scale
+    mask = gap <= 1.4 * scale
     pit = gap <= 0.0
 
     def paint(image: np.ndarray) -> np.ndarray:
         out = image.copy()
         lip = mask & ~pit
-        out[lip] = 0.4 * out[lip] + 0.6 * 0.85
+        out[lip] = 0.3 * out[lip] + 0.7 * np.array([0.72, 0.86, 0.22])
         out[pit] = 0.1 * out[pit] + 0.02
         return out
 
@@ -102,8 +112,8 @@ def draw_porosity(rng: np.random.Generator, h: int, w: int, scale: float) -> Ins
 
 
 def draw_rivet(rng: np.random.Generator, h: int, w: int, scale: float) -> Instance:
-    """A round dome head of radius 3.5-5.5 px in the class colour, lit from one side, darker flange ring."""
-    r = rng.uniform(3.5, 5.5) * scale
+    """A round dome head of radius 7-11 px in the class colour, lit from one side, darker flange ring."""
+    r = rng.uniform(7.0, 11.0) * scale
     u, v, _ = _frame(rng, h, w, r)
     d2 = u**2 + v**2
     body = d2 <= r**2

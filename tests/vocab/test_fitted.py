@@ -1,0 +1,103 @@
+"""The text-anchored linear probe of ``vocab adapt --method fit``: objective, gradient, optimum, behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from densevlm.errors import DenseVLMError
+from densevlm.vocab.fitted import _targets, fit_embeddings, objective
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    text, feats, negatives = (_unit(rng.normal(size=s)) for s in ((5, 8), (6, 8), (30, 8)))
+    reviewed = np.array([False, False, False, True, True])
+    labels = np.array([3, 3, 3, 4, 4, 4])
+    weights = rng.uniform(0.5, 3.0, size=30)
+    return text, feats, labels, negatives, reviewed, weights
+
+
+def _torch_loss(rows, text, feats, labels, negatives, reviewed, weights, scale, anchor, distill):
+    """The module docstring's L written independently with torch ops (KL including the constant entropy of q)."""
+    t = torch.from_numpy(text)
+    emb = torch.cat([t[~torch.from_numpy(reviewed)], rows])  # the reviewed rows are the last ones here
+    ce = torch.nn.functional.cross_entropy(scale * torch.from_numpy(feats) @ emb.T, torch.from_numpy(labels))
+    g = torch.from_numpy(negatives)
+    q = torch.softmax(scale * g @ t[~torch.from_numpy(reviewed)].T, dim=1)
+    q = torch.cat([q, torch.zeros(len(g), int(reviewed.sum()), dtype=q.dtype)], dim=1)
+    log_p = torch.log_softmax(scale * g @ emb.T, dim=1)
+    kl = (q * (torch.log(q.clamp_min(1e-300)) - log_p)).sum(dim=1)
+    w = torch.from_numpy(weights)
+    return ce + distill * (w * kl).sum() / w.sum() + 0.5 * anchor * ((rows - t[torch.from_numpy(reviewed)]) ** 2).sum()
+
+
+def test_the_gradient_is_that_of_an_independent_autograd_of_the_objective(problem):
+    text, feats, labels, negatives, reviewed, weights = problem
+    rng = np.random.default_rng(1)
+    rows = text[reviewed] + 0.3 * rng.normal(size=(2, 8))
+    targets = _targets(text, negatives, reviewed, 20.0, weights)
+    loss, grad = objective(rows.ravel(), text, feats, labels, negatives, targets, reviewed, 20.0, 0.1, 3.0)
+    r = torch.tensor(rows, requires_grad=True)
+    ref = _torch_loss(r, text, feats, labels, negatives, reviewed, weights, 20.0, 0.1, 3.0)
+    ref.backward()
+    np.testing.assert_allclose(grad.reshape(2, 8), r.grad.numpy(), rtol=1e-7, atol=1e-9)
+    entropy = -(targets * np.log(np.where(targets > 0, targets / (weights / weights.mean())[:, None], 1.0))).sum() \
+        / len(negatives)
+    np.testing.assert_allclose(loss - 3.0 * entropy, ref.item(), rtol=1e-9)  # KL = cross-entropy - entropy of q
+
+
+def test_targets_are_the_text_softmax_over_the_unreviewed_classes_times_the_weight():
+    text = np.eye(3)
+    negatives = np.array([[1.0, 0.0, 0.0]])
+    q = _targets(text, negatives, np.array([False, True, False]), 2.0, np.array([3.0]))
+    e = np.exp(2.0)
+    np.testing.assert_allclose(q, [[e / (e + 1), 0.0, 1 / (e + 1)]])  # one weight: its mean is itself
+
+
+def test_the_fit_is_the_minimum_and_leaves_the_other_rows_alone(problem):
+    text, feats, labels, negatives, reviewed, weights = problem
+    emb = fit_embeddings(text, feats, labels, negatives, reviewed, 20.0, anchor=0.1, distill=3.0, weights=weights)
+    np.testing.assert_array_equal(emb[~reviewed], text[~reviewed].astype(np.float32))
+    targets = _targets(text, negatives, reviewed, 20.0, weights)
+    args = (text, feats, labels, negatives, targets, reviewed, 20.0, 0.1, 3.0)
+    loss, grad = objective(emb[reviewed].astype(np.float64).ravel(), *args)
+    assert np.abs(grad).max() < 1e-3
+    start, _ = objective(text[reviewed].ravel(), *args)
+    assert loss < start
+    assert ((feats @ emb.T).argmax(axis=1) == labels).all()
+
+
+def angle(degrees) -> np.ndarray:
+    """``[..., 2]`` unit vectors at ``degrees``."""
+    return np.stack([np.cos(np.radians(degrees)), np.sin(np.radians(degrees))], axis=-1)
+
+
+def test_keeping_the_model_s_predictions_stops_a_new_class_taking_its_neighbours():
+    # two known classes at 0 and 90 degrees; a new class whose ten examples sit at 40-50 degrees
+    text = np.array([angle(0.0), angle(90.0), [0.0, 0.0]])
+    feats, labels = angle(np.linspace(40.0, 50.0, 10)), np.full(10, 2)
+    negatives = angle(np.r_[np.linspace(-10.0, 30.0, 20), np.linspace(60.0, 100.0, 20)])
+    reviewed = np.array([False, False, True])
+    wins = {}
+    for distill in (0.0, 10.0):
+        emb = fit_embeddings(text, feats, labels, negatives, reviewed, 20.0, anchor=0.01, distill=distill)
+        assert ((feats @ emb.T).argmax(axis=1) == 2).all()
+        wins[distill] = int(((negatives @ emb.T).argmax(axis=1) == 2).sum())
+    assert wins[10.0] == 0 < wins[0.0], wins
+
+
+def test_bad_input_is_one_line(problem):
+    text, feats, labels, negatives, reviewed, _ = problem
+    with pytest.raises(DenseVLMError, match="every label must be a reviewed class"):
+        fit_embeddings(text, feats, np.zeros(6, int), negatives, reviewed, 20.0)
+    with pytest.raises(DenseVLMError, match="do not match"):
+        fit_embeddings(text, feats[:, :4], labels, negatives, reviewed, 20.0)
+    with pytest.raises(DenseVLMError, match="anchor must be > 0"):
+        fit_embeddings(text, feats, labels, negatives, reviewed, 20.0, anchor=0.0)
