@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 3, 10, 30], help="--plant-words: K")
     parser.add_argument("--pool", type=int, default=600, help="--plant-words: scenes the expert labels from")
     parser.add_argument("--heldout", type=int, default=300, help="--plant-words: held-out scenes")
+    parser.add_argument("--world-offset", type=int, default=7,
+                        help="--plant-words: pool and held-out world seeds are the standard ones plus this (7: the "
+                             "worlds the defaults were chosen on; another offset checks them on fresh worlds)")
     parser.add_argument("--method", choices=("fit", "blend"), default="fit", help="--plant-words: vocab adapt's method")
     parser.add_argument("--anchor", type=float, default=None, help="--plant-words, fit: pull towards the text")
     parser.add_argument("--distill", type=float, default=None,
@@ -187,9 +190,9 @@ def plant_curve(args: argparse.Namespace) -> None:
     from densevlm.training.fewshot import adapt_from_regions
     from densevlm.vocab import load_vocabulary
 
-    work = Path(args.work) / "plant"
-    pool = _plant_world(work / "pool", args.pool, POOL_SEED + 7)
-    heldout = _plant_world(work / "heldout", args.heldout, HELDOUT_SEED + 7)
+    work = Path(args.work) / ("plant" if args.world_offset == 7 else f"plant-{args.world_offset}")
+    pool = _plant_world(work / "pool", args.pool, POOL_SEED + args.world_offset)
+    heldout = _plant_world(work / "heldout", args.heldout, HELDOUT_SEED + args.world_offset)
     vocab = load_vocabulary(heldout / "vocab.txt")
     dataset = PanopticDataset(heldout)
     model = load_model(args.model)
@@ -210,7 +213,8 @@ def plant_curve(args: argparse.Namespace) -> None:
                 f"blend, k0 {args.k0}, gap shift {'off' if args.no_gap_shift else 'on'}, negative rate "
                 f"{calibration['negative_rate'] if 'negative_rate' in calibration else 'default'}, prototype "
                 f"{calibration.get('prototype', 'default')}")
-    print(f"model {args.model}, held-out {args.heldout} plant-word scenes (seed {HELDOUT_SEED + 7}), {settings}; "
+    print(f"model {args.model}, held-out {args.heldout} plant-word scenes (seed {HELDOUT_SEED + args.world_offset}), "
+          f"pool seed {POOL_SEED + args.world_offset}, {settings}; "
           "box mAcc (%), fg_bias (%): stuff boxes called a thing")
     print("| method | K per plant word | plant words | other things | stuff | fg_bias | seconds (adapt or train) |")
     print("|---|---|---|---|---|---|---|")

@@ -13,8 +13,8 @@ own words are unknown to a web-trained VLM.
 5. simulated expert review: an expert (the unlabeled pool's ground truth, never the held-out
    set) labels 10 regions of each plant word in a review database, as the review page would;
    ``densevlm vocab adapt`` turns them into class embeddings for the DenseVLM-tuned student
-   (discriminant prototypes with a bias calibrated on the expert's own images, so the new words
-   do not take the surfaces), and its box accuracy on the held-out set is measured with the text
+   (fitted so that the student names the reviewed boxes and keeps its own predictions on the rest
+   of the expert's images), and its box accuracy on the held-out set is measured with the text
    embeddings only and with the adapted vocabulary (``review.json``, ``review/``);
 6. inspection: how many items holding a defect (burr, weld spatter and porosity included) are
    caught at 2 % false alarms, before and after, with the text embeddings;
