@@ -28,7 +28,7 @@ def probe(monkeypatch):
 def test_bf16_is_fast_only_when_the_probe_beats_fp32_by_the_margin(probe):
     probe(1e-3, 1e-3 / 4)  # AMX-like: 4x
     fast, why = devices.cpu_bf16_verdict()
-    assert fast and "4.0x" in why and devices.CPU_BF16_ENV in why
+    assert fast and why == "bf16 matrix products run 4.0x as fast as fp32 here (bf16 from 2x)"
     probe(1e-3, 2e-3)  # AVX-512 BF16 without AMX: 2x slower
     assert devices.cpu_bf16_verdict()[0] is False
     probe(1e-3, 1e-3 / (devices.MIN_SPEEDUP * 0.9))  # faster, but by less than the margin

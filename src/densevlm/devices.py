@@ -144,8 +144,7 @@ def cpu_bf16_verdict() -> tuple[bool, str]:
                             "(measure once)")
     fp32, bf16 = probe_cpu_matmul()
     fast = bf16 * MIN_SPEEDUP <= fp32
-    return fast, (f"bf16 matrix products run {fp32 / bf16:.1f}x as fast as fp32 here (bf16 from {MIN_SPEEDUP:g}x; "
-                  f"{CPU_BF16_ENV}=0/1 decides instead)")
+    return fast, f"bf16 matrix products run {fp32 / bf16:.1f}x as fast as fp32 here (bf16 from {MIN_SPEEDUP:g}x)"
 
 
 def cpu_bf16_fast() -> bool:

@@ -25,7 +25,7 @@ def test_auto_on_the_cpu_is_bf16_only_when_fast_and_asked_for_and_logs_why(monke
     assert p.enabled is bf16 and p.dtype == (torch.bfloat16 if bf16 else None) and p.device == CPU
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and lines[0].startswith(f"--amp auto on cpu picks {'bf16' if bf16 else 'fp32'}: the probe said so")
-    assert (f"keeps fp32 unless {devices.CPU_BF16_ENV}=1" in lines[0]) is (fast and not bf16)
+    assert (f"{devices.CPU_BF16_ENV}=1 picks bf16" in lines[0]) is (fast and not bf16)
 
 
 @pytest.mark.parametrize("value", ["0", "1"])

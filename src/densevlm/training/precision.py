@@ -56,8 +56,8 @@ def auto_precision(device: torch.device) -> tuple[str, str]:
     if device.type == "cpu":
         fast, why = cpu_bf16_verdict()
         if fast and os.environ.get(CPU_BF16_ENV, "").strip() != "1":
-            fast, why = False, (f"{why}, but a frozen teacher runs up to 30x slower under CPU bf16 autocast "
-                                f"(BENCHMARKS.md), so auto keeps fp32 unless {CPU_BF16_ENV}=1")
+            fast, why = False, (f"{why}, but a frozen teacher runs up to 30x slower under it (BENCHMARKS.md); "
+                                f"{CPU_BF16_ENV}=1 picks bf16")
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             votes = torch.tensor([int(fast)])
             torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MIN)
