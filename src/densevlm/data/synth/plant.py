@@ -70,7 +70,7 @@ def _cluster(rng: np.random.Generator, h: int, w: int, n: int, spread: float, ma
 
 
 def draw_weld_spatter(rng: np.random.Generator, h: int, w: int, scale: float) -> Instance:
-    """5-9 beads of radius 2.6-4.6 px within 10-16 px of a centre: bronze, bright centre, dark rim."""
+    """5-9 beads of radius 2.6-4.6 px within 10-16 px of a centre: pale blue heat tint, bright centre, dark rim."""
     n = int(rng.integers(5, 10))
     spread = rng.uniform(10, 16) * scale
     centres = _cluster(rng, h, w, n, spread, spread + 4 * scale)
@@ -79,12 +79,12 @@ def draw_weld_spatter(rng: np.random.Generator, h: int, w: int, scale: float) ->
     dist = np.stack([np.hypot(x - cx, y - cy) / r for (cx, cy), r in zip(centres, radii)])
     rel = dist.min(axis=0)
     mask = rel <= 1.0
-    bronze = np.array([0.40, 0.72, 0.86]) * rng.uniform(0.9, 1.1)
+    tint = np.array([0.40, 0.72, 0.86]) * rng.uniform(0.9, 1.1)
     shade = np.where(rel < 0.4, 1.6, np.where(rel > 0.75, 0.45, 1.0))
 
     def paint(image: np.ndarray) -> np.ndarray:
         out = image.copy()
-        out[mask] = np.clip(bronze[None, :] * shade[mask][:, None], 0.0, 1.0)
+        out[mask] = np.clip(tint[None, :] * shade[mask][:, None], 0.0, 1.0)
         return out
 
     return Instance("weld spatter", mask, paint)
