@@ -78,6 +78,14 @@ class ReviewedFeatures(NamedTuple):
     own: np.ndarray
 
 
+def _coverage(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[height, width]`` float64: 1 on the pixels of the union of ``boxes`` (XYXY, rounded), else 0."""
+    covered = np.zeros((height, width), dtype=np.float64)
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        covered[max(int(round(y1)), 0):max(int(round(y2)), 0), max(int(round(x1)), 0):max(int(round(x2)), 0)] = 1.0
+    return covered
+
+
 def negative_windows(boxes: np.ndarray, rows: int, cols: int, patch: int, sizes: Sequence[int] = (1, 2, 3, 4),
                      cover: float = 0.5) -> np.ndarray:
     """``[M, 4]`` XYXY input-pixel windows of a ``rows x cols`` token grid that ``boxes`` leave mostly free.
@@ -91,9 +99,7 @@ def negative_windows(boxes: np.ndarray, rows: int, cols: int, patch: int, sizes:
         rows, cols: the token grid of the image's content.
         patch: input pixels per token.
     """
-    covered = np.zeros((rows * patch, cols * patch), dtype=np.float64)
-    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
-        covered[max(int(round(y1)), 0):max(int(round(y2)), 0), max(int(round(x1)), 0):max(int(round(x2)), 0)] = 1.0
+    covered = _coverage(boxes, rows * patch, cols * patch)
     per_token = covered.reshape(rows, patch, cols, patch).mean(axis=(1, 3))
     integral = np.pad(per_token.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     out = []
@@ -127,9 +133,7 @@ def own_regions(dense: np.ndarray, text: np.ndarray, unreviewed: np.ndarray, box
     _, h, w = dense.shape
     scores = np.einsum("chw,kc->khw", dense, text[unreviewed])
     winner = scores.argmax(axis=0)
-    covered = np.zeros((h * patch, w * patch))
-    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
-        covered[max(int(round(y1)), 0):max(int(round(y2)), 0), max(int(round(x1)), 0):max(int(round(x2)), 0)] = 1.0
+    covered = _coverage(boxes, h * patch, w * patch)
     out = []
     for k in np.unique(winner):
         labels, n = ndimage.label(winner == k, structure=np.ones((3, 3)))
