@@ -22,8 +22,8 @@ it, so each reviewed class then gets a logit bias (folded into its embedding) at
 at most --negative-rate of those uncovered regions: where the expert said the word is not.
 
 Example:
-  densevlm vocab adapt --model tiny-teacher --reviewed review.sqlite --out plant.vocab.npz
-  densevlm segment photos/ --model tiny-teacher --vocab plant.vocab.npz --out seg
+  densevlm vocab adapt --model tiny-teacher-l --reviewed review.sqlite --out plant.vocab.npz
+  densevlm segment photos/ --model tiny-teacher-l --vocab plant.vocab.npz --out seg
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.errors import DenseVLMError
     from densevlm.fileio import check_output
     from densevlm.training.fewshot import NEGATIVE_RATE, adapt_vocabulary
-    from densevlm.vocab.fitted import ANCHOR, DISTILL
     from densevlm.vocab import load_vocabulary
     from densevlm.vocab.adapted import save_adapted
+    from densevlm.vocab.fitted import ANCHOR, DISTILL
 
     out = Path(args.out)
     if out.suffix != ".npz":

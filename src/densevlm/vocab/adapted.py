@@ -41,8 +41,8 @@ embedding as it is.
 
 The shift alone does not stop a new class from stealing: a plant-word box a token or two wide
 (9-12 px on 8 px tokens in the worlds before December 2026) is mostly the surface under it, so
-its prototype is mostly "surface", and it wins on bare surfaces and on other parts. The expert's own images say where the word is
-*not*: every region outside the reviewed boxes. :func:`calibrate_bias` gives each reviewed
+its prototype is mostly "surface", and it wins on bare surfaces and on other parts. The expert's
+own images say where the word is *not*: every region outside the reviewed boxes. :func:`calibrate_bias` gives each reviewed
 class ``k`` the logit bias ``b_k`` at which it beats the best unreviewed class on at most a
 fraction ``rate`` of those negative regions (an open-set calibration: a false-positive rate
 fixed on the expert's images, no held-out labels; the same idea as a detector's per-class
