@@ -170,7 +170,7 @@ def _regions(root) -> list[LabelledRegion]:
 
 
 def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
-    from densevlm.export import export_onnx, load_onnx_model
+    from densevlm.export import check_export, export_onnx, load_onnx_model
     from densevlm.inference.segment import segment
     from densevlm.data.synth import default_vocabulary
     from densevlm.vocab.adapted import save_adapted
@@ -186,7 +186,11 @@ def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
     assert np.abs(vocab.embeddings[fitted] - text[fitted]).max() > 0.01
     save_adapted(vocab, tmp_path / "plant.vocab.npz")
     loaded = load_vocabulary(tmp_path / "plant.vocab.npz")
-    export_onnx(model, tmp_path / "onnx", loaded, threads=1, parity_images=1)
+    manifest = export_onnx(model, tmp_path / "onnx", loaded, threads=1, parity_images=1)
+    # the fitted rows are not unit norm: parity must score the stored table on both sides, not the text
+    assert manifest["parity"]["passed"], manifest["parity"]["failures"]
+    assert manifest["vocabulary"]["adapted"] == "fit"
+    assert check_export(model, tmp_path / "onnx", count=1, threads=1)["passed"]  # re-checked without the .npz
     onnx_model = load_onnx_model(tmp_path / "onnx", threads=1)
     np.testing.assert_allclose(onnx_model.embed_vocabulary(loaded).numpy(), vocab.embeddings, atol=1e-6)
     images = sorted({r.image_path for r in regions})[:3]

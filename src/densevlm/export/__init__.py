@@ -22,7 +22,7 @@ _HOMES = homes(__name__, {
     "runtime": ("load_onnx_model", "OnnxDenseModel", "ExportSpec", "require_packages"),
     "engines": ("load_engine", "infer_engine", "ENGINES"),
     "verify": ("check_parity", "check_export", "check_scenes", "check_same_tower", "parity_inputs", "format_parity",
-               "Tolerances", "TOLERANCES", "image_tower_fingerprint"),
+               "reference_vocabulary", "Tolerances", "TOLERANCES", "image_tower_fingerprint"),
     "manifest": ("read_manifest", "ENCODER_FILE", "EMBEDDINGS_FILE", "REGION_FILE", "MANIFEST_FILE"),
 })
 

@@ -206,7 +206,7 @@ def export_edge(
             from densevlm.export.verify import check_scenes
 
             note(f"checking parity of the OpenVINO graphs on {parity_images} synthetic scenes")
-            manifest["parity"] = check_scenes(model, exported, count=parity_images)
+            manifest["parity"] = check_scenes(model, exported, count=parity_images, vocab=vocab)
             if not manifest["parity"]["passed"]:
                 raise DenseVLMError(f"{what} failed its parity check with PyTorch: "
                                     + "; ".join(manifest["parity"]["failures"]) + f"; nothing written to {out}")

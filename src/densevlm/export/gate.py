@@ -157,7 +157,9 @@ def run_gate(
     """
     if not inputs and eval_data is None:
         raise DenseVLMError("the accuracy gate needs held-back images (two or more calibration images) or --eval-data")
-    vocab = exported.vocabulary
+    from densevlm.export.verify import reference_vocabulary
+
+    vocab = reference_vocabulary(exported, reference)
     heldout = compare_outputs(reference, exported, inputs, plans, vocab) if inputs else None
     labelled = labelled_change(reference, exported, eval_data, vocab) if eval_data else None
     failures = []

@@ -324,6 +324,7 @@ def export_onnx(
             "is_thing": list(vocab.is_thing),
             "fingerprint": vocab.fingerprint(),
             "templates": model.spec.templates,
+            "adapted": getattr(vocab, "method", None) if getattr(vocab, "embeddings", None) is not None else None,
         },
         "embeddings": {"file": EMBEDDINGS_FILE, "dtype": str(table.dtype), "shape": list(table.shape)},
         "files": files,
@@ -333,7 +334,7 @@ def export_onnx(
     if parity:
         note(f"checking parity on {parity_images} synthetic scenes")
         onnx_model = load_onnx_model(out, threads=threads, verify=False)  # files hashed just above
-        manifest["parity"] = check_scenes(model, onnx_model, count=parity_images)
+        manifest["parity"] = check_scenes(model, onnx_model, count=parity_images, vocab=vocab)
         atomic_write_json(out / MANIFEST_FILE, manifest)
     log.info("wrote %s (%d files)", out, len(files) + 1)
     return manifest

@@ -139,6 +139,7 @@ class OnnxDenseModel:
             synonyms=tuple(tuple(s) for s in voc["synonyms"]),
             is_thing=tuple(bool(t) for t in voc["is_thing"]),
         )
+        self.adapted: Optional[str] = voc.get("adapted")  # the vocab adapt method of a stored fitted table, or None
         self._embeddings = self._read_embeddings(directory / EMBEDDINGS_FILE)
         self._open_graphs(threads)
 

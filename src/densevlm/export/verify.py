@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -48,6 +49,7 @@ __all__ = [
     "check_parity",
     "check_export",
     "check_scenes",
+    "reference_vocabulary",
     "check_same_tower",
     "parity_inputs",
     "format_parity",
@@ -184,7 +186,8 @@ def check_parity(
         images: one ``[B, 3, H, W]`` normalised batch, or several (one per input size).
         boxes: per batch, per image ``[N, 4]`` XYXY input-pixel boxes; used only when the export
             has a region classifier.
-        vocab: vocabulary for the labels (default: the exported one).
+        vocab: vocabulary for the labels (default: :func:`reference_vocabulary`, the exported one).
+            The PyTorch side's class embeddings are ``model.embed_vocabulary(vocab)``.
         tolerances: pass thresholds.
 
     Returns:
@@ -198,7 +201,7 @@ def check_parity(
         raise DenseVLMError("parity needs at least one image batch")
     if boxes is not None and len(boxes) != len(groups):
         raise DenseVLMError(f"got boxes for {len(boxes)} batches but {len(groups)} batches of images")
-    vocab = vocab or onnx_model.vocabulary
+    vocab = vocab or reference_vocabulary(onnx_model, model)
     with torch.inference_mode():
         text_ref = model.embed_vocabulary(vocab, templates=onnx_model.spec.templates).float().cpu()
     text_onnx = onnx_model.embed_vocabulary(vocab)
@@ -312,11 +315,31 @@ def check_export(
     return check_scenes(model, onnx_model, count=count, seed=seed, tolerances=tolerances)
 
 
+def reference_vocabulary(exported: OnnxDenseModel, model: DenseModel) -> Vocabulary:
+    """The exported vocabulary as the PyTorch reference must score it.
+
+    A plain vocabulary's embeddings come from the text tower, so the reference recomputes them.
+    An export of an adapted vocabulary (``densevlm vocab adapt``; the manifest's
+    ``vocabulary.adapted`` names the method) stores a fitted table that no text tower can
+    recompute: the reference gets that same table (as an
+    :class:`~densevlm.vocab.adapted.AdaptedVocabulary` for ``model``), so parity and the
+    accuracy gate compare the image paths, which is what the export changed.
+    """
+    if exported.adapted is None:
+        return exported.vocabulary
+    from densevlm.vocab.adapted import adapted
+
+    table = np.asarray(exported.embed_vocabulary(exported.vocabulary), np.float32)
+    return adapted(exported.vocabulary, table, model.backbone.weights_sha256(), np.zeros(len(table), np.int64), 3.0,
+                   source=f"{exported.directory} (stored table)", method=exported.adapted)
+
+
 def check_scenes(model: DenseModel, exported: OnnxDenseModel, count: int = 4, seed: int = 0,
-                 tolerances: Tolerances = TOLERANCES) -> dict[str, Any]:
-    """:func:`check_parity` on the synthetic scenes of :func:`parity_inputs` (``count``, ``seed``)."""
+                 tolerances: Tolerances = TOLERANCES, vocab: Optional[Vocabulary] = None) -> dict[str, Any]:
+    """:func:`check_parity` on the synthetic scenes of :func:`parity_inputs` (``count``, ``seed``),
+    with ``vocab`` (default: the exported one)."""
     groups, boxes = parity_inputs(exported, count=count, seed=seed)
-    return check_parity(model, exported, groups, boxes, tolerances=tolerances)
+    return check_parity(model, exported, groups, boxes, vocab=vocab, tolerances=tolerances)
 
 
 def _region_summary(
