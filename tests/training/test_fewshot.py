@@ -198,6 +198,12 @@ def test_adapted_vocabulary_round_trips_through_onnx_export(world, tmp_path):
         ours = segment(model, image, loaded)
         theirs = segment(onnx_model, image, loaded)
         assert (ours.labels == theirs.labels).mean() > 0.99
+    import json
+
+    # without --vocab, an export segments with the vocabulary it carries (here: the adapted one)
+    assert main(["segment", images[0], "--model", str(tmp_path / "onnx"), "--out", str(tmp_path / "seg")]) == 0
+    doc = json.loads(next((tmp_path / "seg").glob("*.json")).read_text())
+    assert doc["vocabulary"]["names"] == list(vocab.names)
     other = load_model(root / "m.safetensors")
     perturb_(other.backbone.clip, seed=5)
     with pytest.raises(Exception, match="adapted for another model"):
@@ -268,8 +274,11 @@ def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys
     model_path, db = review_db
     out = tmp_path / "plant.vocab.npz"
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 0
-    assert "porosity (2)" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "porosity (2)" in printed.out and f"for model {model_path}" in printed.out
+    assert "lists no [defects]" in printed.err  # the database's vocabulary has none
     vocab = load_vocabulary(out)
+    assert vocab.model_name == str(model_path)
     assert isinstance(vocab, AdaptedVocabulary) and vocab.counts[vocab.index("porosity")] == 2
     assert (vocab.method, vocab.anchor, vocab.distill) == ("fit", 0.1, 10.0)
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 2
@@ -283,12 +292,19 @@ def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys
     assert main(adapt + ["--out", str(plain), "--method", "blend", "--no-bias"]) == 0
     assert "porosity (2)" in capsys.readouterr().out and load_vocabulary(plain).negative_rate is None
     for extra, message in ((["--method", "blend", "--negative-rate", "1.5"], "--negative-rate 1.5 must be in [0, 1)"),
+                           (["--method", "blend", "--negative-rate", "0.01", "--no-bias"], "cannot go together"),
+                           (["--distill", "nan"], "--distill nan must be a finite number"),
+                           (["--anchor", "inf"], "--anchor inf must be a finite number"),
                            (["--no-bias", "--k0", "2"], "--k0, --no-bias do not apply to --method fit"),
                            (["--method", "blend", "--distill", "3"], "--distill does not apply to --method blend"),
                            (["--anchor", "0"], "--anchor 0.0 must be > 0")):
         assert main(adapt + ["--out", str(tmp_path / "x.npz")] + extra) == 2
         assert message in capsys.readouterr().err, extra
     assert not (tmp_path / "x.npz").exists()
+    with_defects = tmp_path / "defects.vocab.npz"
+    assert main(adapt + ["--out", str(with_defects), "--vocab", str(root / "world" / "vocab.txt")]) == 0
+    assert "[defects]" not in capsys.readouterr().err
+    assert "porosity" in load_vocabulary(with_defects).defects
     seg = tmp_path / "seg"
     assert main(["segment", str(root / "world" / "images"), "--model", str(model_path), "--vocab", str(out),
                  "--out", str(seg)]) == 0
@@ -297,4 +313,5 @@ def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys
                  "--out", str(tmp_path / "seg2")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("densevlm segment: error:") and "adapted for another model" in err[-1]
+    assert f"({model_path}, weights sha256" in err[-1]  # it names the model it was made for
     assert not any("Traceback" in line for line in err)

@@ -99,5 +99,6 @@ def test_bad_input_is_one_line(problem):
         fit_embeddings(text, feats, np.zeros(6, int), negatives, reviewed, 20.0)
     with pytest.raises(DenseVLMError, match="do not match"):
         fit_embeddings(text, feats[:, :4], labels, negatives, reviewed, 20.0)
-    with pytest.raises(DenseVLMError, match="anchor must be > 0"):
-        fit_embeddings(text, feats, labels, negatives, reviewed, 20.0, anchor=0.0)
+    for bad in ({"anchor": 0.0}, {"anchor": float("inf")}, {"distill": float("nan")}, {"distill": -1.0}):
+        with pytest.raises(DenseVLMError, match="anchor must be finite and > 0"):
+            fit_embeddings(text, feats, labels, negatives, reviewed, 20.0, **bad)

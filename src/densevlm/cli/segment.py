@@ -37,12 +37,12 @@ or --min-area is refused before any work (use another --out, or --overwrite). Un
 are reported in one warning line each and in summary.csv, and the run goes on.
 
 Without --model, ./densevlm-demo/densevlm/last.pt (the model `densevlm demo` tuned) is used
-when it exists, else tiny-student. Without --vocab, the embedded world's vocabulary.
+when it exists, else tiny-student. Without --vocab, the embedded world's vocabulary (an export's own).
 
 ENGINES: --model names a model (tiny-student, ViT-B-16, a checkpoint file) run in PyTorch, or an
 export directory (`densevlm export --format onnx|openvino --out DIR`) run in ONNX Runtime or
 OpenVINO; the engine is read from the export's manifest unless --engine says it. An export
-carries its vocabulary's embeddings (--vocab must be the exported one) and runs without PyTorch
+carries its vocabulary's embeddings (--vocab, if given, must be the exported one) and runs without PyTorch
 installed (`pip install "densevlm[runtime]"`). Images are decoded in --workers threads, and
 post-processed and written in --workers processes, while the model runs a batch at a time.
 
@@ -167,13 +167,15 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.inference.segment import default_size
     from densevlm.vocab import load_vocabulary
 
+    model, engine, model_name = _load_model(args)
     if args.vocab:
         vocab = load_vocabulary(args.vocab)
+    elif engine != "torch":
+        vocab = model.vocabulary  # an export carries its own
     else:
         from densevlm.data.synth import default_vocabulary
 
         vocab = default_vocabulary()
-    model, engine, model_name = _load_model(args)
     size = args.size or default_size(model)
     templates = None
     if engine != "torch":

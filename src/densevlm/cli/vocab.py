@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 
 from densevlm.cli._common import add_model_arguments
 
@@ -67,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import sys
     from pathlib import Path
 
     from densevlm.cli._common import load_model_arg
@@ -92,11 +95,16 @@ def run(args: argparse.Namespace) -> int:
                               prototype=args.prototype or "discriminant", method=args.method,
                               anchor=ANCHOR if args.anchor is None else args.anchor,
                               distill=DISTILL if args.distill is None else args.distill)
+    result = dataclasses.replace(result, model_name=args.model)
     save_adapted(result, out)
     blended = args.method == "blend" and rate is not None
     taught = [f"{n} ({c}{f', bias {b:+.3f}' if blended else ''})"
               for n, c, b in zip(result.names, result.counts, result.bias) if c]
-    print(f"wrote {out}: {len(result)} classes, {sum(result.counts)} reviewed regions; adapted: {', '.join(taught)}")
+    print(f"wrote {out} for model {args.model}: {len(result)} classes, {sum(result.counts)} reviewed regions; "
+          f"adapted: {', '.join(taught)}")
+    if not result.defects:
+        print("note: it lists no [defects] (a review database does not record them), so `inspect` and `calibrate` "
+              "refuse it; give --vocab with a [defects] section (new words may be listed there too)", file=sys.stderr)
     return 0
 
 
@@ -113,11 +121,17 @@ def _check_method_options(args: argparse.Namespace) -> None:
     if given:
         raise DenseVLMError(f"{', '.join(given)} do{'es' if len(given) == 1 else ''} not apply to --method "
                             f"{args.method}")
+    finite = {"--k0": args.k0, "--anchor": args.anchor, "--distill": args.distill, "--negative-rate": args.negative_rate}
+    for name, value in finite.items():
+        if value is not None and not math.isfinite(value):
+            raise DenseVLMError(f"{name} {value} must be a finite number")
     if args.k0 is not None and args.k0 <= 0:
         raise DenseVLMError(f"--k0 {args.k0} must be > 0")
     if args.anchor is not None and args.anchor <= 0:
         raise DenseVLMError(f"--anchor {args.anchor} must be > 0")
     if args.distill is not None and args.distill < 0:
         raise DenseVLMError(f"--distill {args.distill} must be >= 0")
-    if args.negative_rate is not None and (args.no_bias or not 0.0 <= args.negative_rate < 1.0):
-        raise DenseVLMError(f"--negative-rate {args.negative_rate} must be in [0, 1) and cannot go with --no-bias")
+    if args.negative_rate is not None and not 0.0 <= args.negative_rate < 1.0:
+        raise DenseVLMError(f"--negative-rate {args.negative_rate} must be in [0, 1)")
+    if args.negative_rate is not None and args.no_bias:
+        raise DenseVLMError("--negative-rate and --no-bias cannot go together (--no-bias calibrates no bias)")

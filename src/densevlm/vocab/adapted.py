@@ -63,7 +63,8 @@ File (``.npz``, numpy only, no pickles): ``names`` ``[K]`` str, ``is_thing`` ``[
 logit biases, 0 for unreviewed classes), ``negative_rate`` float (NaN: not calibrated), ``model_sha256`` str (see
 :meth:`densevlm.backbones.base.Backbone.weights_sha256`), ``vocabulary`` str (the vocabulary
 file text, synonyms and sections included), ``format`` str, and (files written since the fitted
-method; older ones read as ``blend``) ``method`` str, ``anchor`` and ``distill`` float (NaN for ``blend``).
+method; older ones read as ``blend``) ``method`` str, ``anchor`` and ``distill`` float (NaN for ``blend``),
+``model_name`` str (the ``--model`` it was adapted with, for messages; may be empty).
 """
 
 from __future__ import annotations
@@ -228,6 +229,7 @@ class AdaptedVocabulary(Vocabulary):
         negative_rate: the calibration's target rate, ``None`` when not calibrated.
         method: ``"fit"`` or ``"blend"``; ``anchor`` and ``distill`` are the fit's weights
             (``None`` for ``blend``).
+        model_name: the model as the user named it when adapting (messages only; may be empty).
 
     ``source`` (inherited) names the ``.npz`` it was read from, for messages.
     """
@@ -241,13 +243,15 @@ class AdaptedVocabulary(Vocabulary):
     method: str = "blend"
     anchor: Optional[float] = None
     distill: Optional[float] = None
+    model_name: str = ""
 
     def check_model(self, sha256: str) -> None:
         """Raise one line unless the vocabulary was adapted for the model with weights ``sha256``."""
         if sha256 != self.model_sha256:
             raise DenseVLMError(
-                f"{self.source or 'adapted vocabulary'}: adapted for another model (weights sha256 {self.model_sha256[:12]}..., this one "
-                f"{sha256[:12]}...); run `densevlm vocab adapt` with this --model"
+                f"{self.source or 'adapted vocabulary'}: adapted for another model "
+                f"({self.model_name + ', ' if self.model_name else ''}weights sha256 {self.model_sha256[:12]}...; "
+                f"this one {sha256[:12]}...); run `densevlm vocab adapt` with this --model"
             )
 
 
@@ -296,6 +300,7 @@ def save_adapted(vocab: AdaptedVocabulary, path: str | Path) -> Path:
         "method": np.array(vocab.method),
         "anchor": np.array(np.nan if vocab.anchor is None else vocab.anchor, dtype=np.float64),
         "distill": np.array(np.nan if vocab.distill is None else vocab.distill, dtype=np.float64),
+        "model_name": np.array(vocab.model_name),
     }
 
     def write(tmp: str) -> None:
@@ -332,5 +337,6 @@ def load_adapted(path: str | Path) -> AdaptedVocabulary:
     if method not in ("fit", "blend"):
         raise DenseVLMError(f"{path}: unknown adaptation method {method!r} (a newer densevlm's file?)")
     weights = {k: float(arrays[k]) for k in ("anchor", "distill") if k in arrays and not np.isnan(float(arrays[k]))}
-    return adapted(vocab, emb, str(arrays["model_sha256"]), arrays["counts"], float(arrays["k0"]), source=str(path),
-                   bias=arrays["bias"], negative_rate=None if np.isnan(rate) else rate, method=method, **weights)
+    result = adapted(vocab, emb, str(arrays["model_sha256"]), arrays["counts"], float(arrays["k0"]), source=str(path),
+                     bias=arrays["bias"], negative_rate=None if np.isnan(rate) else rate, method=method, **weights)
+    return dataclasses.replace(result, model_name=str(arrays.get("model_name", "")))

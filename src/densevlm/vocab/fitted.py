@@ -122,9 +122,10 @@ def fit_embeddings(text: np.ndarray, feats: np.ndarray, labels: np.ndarray, nega
                             "do not match ([K, C], [N, C], [N], [M, C], [K], [M]; N >= 1)")
     if labels.min() < 0 or labels.max() >= len(text) or not reviewed[labels].all():
         raise DenseVLMError("fit_embeddings: every label must be a reviewed class")
-    if anchor <= 0 or distill < 0 or (weights <= 0).any():
-        raise DenseVLMError(f"fit_embeddings: anchor must be > 0 (got {anchor}), distill >= 0 (got {distill}), "
-                            "weights > 0")
+    if not (np.isfinite(anchor) and np.isfinite(distill) and np.isfinite(weights).all()) or anchor <= 0 or distill < 0 \
+            or (weights <= 0).any():
+        raise DenseVLMError(f"fit_embeddings: anchor must be finite and > 0 (got {anchor}), distill finite and >= 0 "
+                            f"(got {distill}), weights finite and > 0")
     if len(negatives) and reviewed.all():
         negatives, weights = negatives[:0], weights[:0]
     targets = _targets(text, negatives, reviewed, logit_scale, weights) if len(negatives) else np.zeros((0, len(text)))
