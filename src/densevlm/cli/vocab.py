@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="fit (default): fit the reviewed classes' embeddings against the other classes; "
                             "blend: mix a prototype into each text embedding")
     adapt.add_argument("--anchor", type=float, default=None,
-                       help="fit: pull of each reviewed class towards its text embedding (default: 0.1)")
+                       help="fit: pull of each reviewed class towards its text embedding (default: 0.1; larger "
+                            "teaches less: a word the text tower cannot read has an uninformative one)")
     adapt.add_argument("--distill", type=float, default=None,
                        help="fit: weight of keeping the model's own predictions outside the reviewed boxes "
                             "(default: 10; larger teaches less and steals less)")
