@@ -60,8 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="blend: discriminant (default): what sets the reviewed boxes apart from the rest of their "
                             "images; mean: their mean feature, moved across the modality gap")
     adapt.add_argument("--negative-rate", type=float, default=None, metavar="R",
-                       help="blend: share of the reviewed images' unlabelled regions a reviewed class may win (default: "
-                            "0.005; larger teaches more and steals more)")
+                       help="blend: share of the reviewed images' unlabelled regions a reviewed class may win "
+                            "(default: 0.005; larger teaches more and steals more)")
     adapt.add_argument("--no-bias", action="store_true",
                        help="blend: no calibrated bias: new classes may take surfaces and other parts")
     adapt.add_argument("--size", type=int, default=None, help="longest input side (default: the model's)")
@@ -122,8 +122,9 @@ def _check_method_options(args: argparse.Namespace) -> None:
     if given:
         raise DenseVLMError(f"{', '.join(given)} do{'es' if len(given) == 1 else ''} not apply to --method "
                             f"{args.method}")
-    finite = {"--k0": args.k0, "--anchor": args.anchor, "--distill": args.distill, "--negative-rate": args.negative_rate}
-    for name, value in finite.items():
+    values = {"--k0": args.k0, "--anchor": args.anchor, "--distill": args.distill,
+              "--negative-rate": args.negative_rate}
+    for name, value in values.items():
         if value is not None and not math.isfinite(value):
             raise DenseVLMError(f"{name} {value} must be a finite number")
     if args.k0 is not None and args.k0 <= 0:

@@ -42,8 +42,9 @@ embedding as it is.
 The shift alone does not stop a new class from stealing: a plant-word box a token or two wide
 (9-12 px on 8 px tokens in the worlds before December 2026) is mostly the surface under it, so
 its prototype is mostly "surface", and it wins on bare surfaces and on other parts. The expert's
-own images say where the word is *not*: every region outside the reviewed boxes. :func:`calibrate_bias` gives each reviewed
-class ``k`` the logit bias ``b_k`` at which it beats the best unreviewed class on at most a
+own images say where the word is *not*: every region outside the reviewed boxes.
+:func:`calibrate_bias` gives each reviewed class ``k`` the logit bias ``b_k`` at which it beats
+the best unreviewed class on at most a
 fraction ``rate`` of those negative regions (an open-set calibration: a false-positive rate
 fixed on the expert's images, no held-out labels; the same idea as a detector's per-class
 threshold set at a target false-alarm rate). The bias is folded into the embedding,
@@ -63,8 +64,8 @@ File (``.npz``, numpy only, no pickles): ``names`` ``[K]`` str, ``is_thing`` ``[
 logit biases, 0 for unreviewed classes), ``negative_rate`` float (NaN: not calibrated), ``model_sha256`` str (see
 :meth:`densevlm.backbones.base.Backbone.weights_sha256`), ``vocabulary`` str (the vocabulary
 file text, synonyms and sections included), ``format`` str, and (files written since the fitted
-method; older ones read as ``blend``) ``method`` str, ``anchor`` and ``distill`` float (NaN for ``blend``),
-``model_name`` str (the ``--model`` it was adapted with, for messages; may be empty).
+method; older ones read as ``blend``) ``method`` str, ``anchor`` and ``distill`` float (NaN for
+``blend``), ``model_name`` str (the ``--model`` it was adapted with, for messages; may be empty).
 """
 
 from __future__ import annotations
