@@ -10,7 +10,7 @@ from densevlm.errors import DenseVLMError
 from densevlm.review.candidates import read_candidates
 from densevlm.review.importing import import_candidates
 
-from .conftest import header, region
+from .conftest import VOCAB, header, region
 
 
 def good_region(**changes) -> dict:
@@ -97,6 +97,8 @@ def test_malformed_line_names_file_and_line(dataset, case):
         (json.dumps({k: v for k, v in header("/x").items() if k != "vocabulary"}), "missing key 'vocabulary'"),
         (json.dumps({**header("/x"), "vocabulary": {"things": [["bolt"], ["Bolt"]], "stuff": []}}), "appears twice"),
         (json.dumps({**header("/x"), "vocabulary": {"things": [], "stuff": []}}), "vocabulary is empty"),
+        (json.dumps({**header("/x"), "vocabulary": {**VOCAB, "defects": "bolt"}}), "'defects' must be a list"),
+        (json.dumps({**header("/x"), "vocabulary": {**VOCAB, "defects": ["belt"]}}), "defect 'belt' is not a thing"),
     ],
 )
 def test_malformed_header(tmp_path, first_line, fragment):

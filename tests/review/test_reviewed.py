@@ -27,3 +27,20 @@ def test_categories_are_in_the_reviewed_vocabulary(imported):
     assert (unsure.category, unsure.status, unsure.rejected) == (None, "unsure", False)
     assert (washer.width, washer.height) == (48, 32)
     assert washer.image_path == str(imported.images.resolve() / "c.png")
+
+
+def test_the_headers_defects_reach_the_reviewed_vocabulary(dataset):
+    import json
+
+    from densevlm.review.importing import import_candidates
+
+    lines = dataset.candidates.read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    first["vocabulary"]["defects"] = ["scuff"]  # a synonym: the class is scratch
+    with_defects = dataset.root / "defects.jsonl"
+    with_defects.write_text("\n".join([json.dumps(first)] + lines[1:]) + "\n", encoding="utf-8")
+    import_candidates(dataset.db, with_defects)
+    assert load_reviewed(dataset.db).vocab.defects == ("scratch",)
+    plain = dataset.root / "plain.sqlite"
+    import_candidates(plain, dataset.candidates)  # a header without [defects] (files written before they were kept)
+    assert load_reviewed(plain).vocab.defects == ()

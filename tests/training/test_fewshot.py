@@ -270,14 +270,18 @@ def trainer_item(trainer):
 
 
 def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys):
+    from densevlm.data.synth import default_vocabulary
+    from densevlm.review.simulated import expert_database, expert_examples
+
     root, model = world
     model_path, db = review_db
     out = tmp_path / "plant.vocab.npz"
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 0
     printed = capsys.readouterr()
     assert "porosity (2)" in printed.out and f"for model {model_path}" in printed.out
-    assert "lists no [defects]" in printed.err  # the database's vocabulary has none
+    assert "[defects]" not in printed.err
     vocab = load_vocabulary(out)
+    assert set(vocab.defects) == set(default_vocabulary().defects)  # the candidates header's [defects], kept
     assert vocab.model_name == str(model_path)
     assert isinstance(vocab, AdaptedVocabulary) and vocab.counts[vocab.index("porosity")] == 2
     assert (vocab.method, vocab.anchor, vocab.distill) == ("fit", 0.1, 10.0)
@@ -305,6 +309,12 @@ def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys
     assert main(adapt + ["--out", str(with_defects), "--vocab", str(root / "world" / "vocab.txt")]) == 0
     assert "[defects]" not in capsys.readouterr().err
     assert "porosity" in load_vocabulary(with_defects).defects
+    plain_db = expert_database(expert_examples(root / "world", [_regions(root)[0].category], 1),
+                               Vocabulary.from_lists(["bolt"], ["cloth"]), root / "world" / "images",
+                               tmp_path / "no-defects.sqlite")
+    assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(plain_db),
+                 "--out", str(tmp_path / "nd.npz")]) == 0
+    assert "lists no [defects]" in capsys.readouterr().err  # inspect and calibrate would refuse it
     seg = tmp_path / "seg"
     assert main(["segment", str(root / "world" / "images"), "--model", str(model_path), "--vocab", str(out),
                  "--out", str(seg)]) == 0

@@ -104,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} for model {args.model}: {len(result)} classes, {sum(result.counts)} reviewed regions; "
           f"adapted: {', '.join(taught)}")
     if not result.defects:
-        print("note: it lists no [defects] (a review database does not record them), so `inspect` and `calibrate` "
-              "refuse it; give --vocab with a [defects] section (new words may be listed there too)", file=sys.stderr)
+        print("note: it lists no [defects] (neither the vocabulary `retrieve` was given nor --vocab had any), so "
+              "`inspect` and `calibrate` refuse it; give --vocab with a [defects] section (new words may be listed "
+              "there too)", file=sys.stderr)
     return 0
 
 

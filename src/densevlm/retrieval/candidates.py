@@ -4,7 +4,7 @@ The file feeds the review page (``densevlm review init``). Line 1 is a header, t
 per region::
 
     {"kind": "header", "version": 1, "teacher": ..., "images": "/abs/dir", "vocabulary":
-     {"things": [["bolt"], ["scratch", "scuff"]], "stuff": [...]}, "tau": 14.3,
+     {"things": [["bolt"], ["scratch", "scuff"]], "stuff": [...], "defects": ["scratch"]}, "tau": 14.3,
      "threshold": 0.3, "region_source": "grid", "features": "crop"}
     {"kind": "region", "id": "000012.png#3", "image": "000012.png", "width": 64, "height": 64,
      "box": [x1, y1, x2, y2], "mask": null | {"size": [h, w], "counts": "..."},
@@ -43,11 +43,9 @@ log = logging.getLogger(__name__)
 
 def header_record(teacher, vocab: Vocabulary, images_root: Optional[str], cfg: RetrievalConfig, logit_scale: float,
                   region_source: str) -> dict[str, Any]:
-    things = [list(s) for s, t in zip(vocab.synonyms, vocab.is_thing) if t]
-    stuff = [list(s) for s, t in zip(vocab.synonyms, vocab.is_thing) if not t]
     return {
         "kind": "header", "version": 1, "teacher": teacher.spec.source, "images": images_root,
-        "vocabulary": {"things": things, "stuff": stuff}, "tau": logit_scale, "threshold": cfg.threshold,
+        "vocabulary": vocab.sections(), "tau": logit_scale, "threshold": cfg.threshold,
         "region_source": region_source, "features": cfg.features,
     }
 

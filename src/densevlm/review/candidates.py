@@ -103,8 +103,11 @@ def _parse_header_vocabulary(vocab: Any, where: str) -> tuple[HeaderClass, ...]:
                     f"{where}: header vocabulary '{section}' entry {_short(entry)} must be a name or a list of names"
                 )
         sections.append(entries)
+    defects = vocab.get("defects", [])
+    if not isinstance(defects, list) or not all(isinstance(n, str) for n in defects):
+        raise DenseVLMError(f"{where}: header vocabulary 'defects' must be a list of thing names, got {_short(defects)}")
     try:
-        parsed = Vocabulary.from_lists(*sections)
+        parsed = Vocabulary.from_lists(*sections, defects=defects)
     except DenseVLMError as e:
         raise DenseVLMError(f"{where}: header {e}") from None
     return tuple(HeaderClass(syn, thing) for syn, thing in zip(parsed.synonyms, parsed.is_thing))

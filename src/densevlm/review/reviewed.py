@@ -32,13 +32,14 @@ def load_reviewed(db_path: str | Path) -> ReviewedSet:
     """Every region with at least one current verdict, resolved by majority (ties: most recent), and its vocabulary.
 
     The vocabulary has every class of the database in its section (things, then stuff), in the
-    order they were added; ``image_path`` is absolute.
+    order they were added, and the ``[defects]`` the imports' headers list; ``image_path`` is absolute.
     """
     with ReviewStore(db_path) as store:
         classes = store.classes()
+        defects = store.defect_names()
         resolved = resolved_regions(store)
     vocab = Vocabulary.from_lists([c["synonyms"] for c in classes if c["thing"]],
-                                  [c["synonyms"] for c in classes if not c["thing"]])
+                                  [c["synonyms"] for c in classes if not c["thing"]], defects=defects)
     regions = [
         LabelledRegion(
             region_id=r["key"],

@@ -97,10 +97,8 @@ def expert_database(examples: Sequence[LabelledRegion], vocab: Vocabulary, image
     for path in (db, jsonl):
         if path.exists():
             raise DenseVLMError(f"{path}: exists already (the simulated expert starts a new review database)")
-    things = [list(n) for n, t in zip(vocab.synonyms, vocab.is_thing) if t]
-    stuff = [list(n) for n, t in zip(vocab.synonyms, vocab.is_thing) if not t]
     lines = [{"kind": "header", "version": 1, "teacher": EXPERT, "images": str(images),
-              "vocabulary": {"things": things, "stuff": stuff}, "tau": 1.0, "threshold": 0.0, "region_source": "expert"}]
+              "vocabulary": vocab.sections(), "tau": 1.0, "threshold": 0.0, "region_source": "expert"}]
     placeholder = {"category": vocab.names[0], "prob": 1.0, "thing": bool(vocab.is_thing[0])}
     for j, e in enumerate(examples):
         if e.category is None or e.width is None or e.height is None:

@@ -269,6 +269,17 @@ class ReviewStore:
             for r in rows
         ]
 
+    def defect_names(self) -> list[str]:
+        """Display names of the classes an import's header lists under ``[defects]`` (what makes an
+        inspected item NG), in class order; names no class has are skipped."""
+        ids = set()
+        for (header,) in self.conn.execute("SELECT header FROM imports"):
+            for name in (json.loads(header).get("vocabulary") or {}).get("defects") or []:
+                row = self.find_class(name)
+                if row is not None:
+                    ids.add(row["id"])
+        return [c["name"] for c in self.classes() if c["id"] in ids]
+
     def find_class(self, name: str) -> Optional[sqlite3.Row]:
         """The class having ``name`` as its name or a synonym (case-insensitive), or None."""
         return self.conn.execute(

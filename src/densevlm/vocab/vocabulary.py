@@ -151,6 +151,13 @@ class Vocabulary:
         (things if thing else stuff).append((name,))
         return Vocabulary.from_lists(things, stuff, self.defects)
 
+    def sections(self) -> dict[str, list[list[str]] | list[str]]:
+        """``{"things": [[synonyms...], ...], "stuff": [...], "defects": [names]}``: the JSON form of the
+        candidates header's vocabulary (:func:`Vocabulary.from_lists` reads it back)."""
+        return {"things": [list(s) for s, t in zip(self.synonyms, self.is_thing) if t],
+                "stuff": [list(s) for s, t in zip(self.synonyms, self.is_thing) if not t],
+                "defects": list(self.defects)}
+
     def to_text(self) -> str:
         """The vocabulary in the file format (round-trips through :func:`load_vocabulary`)."""
         lines = ["[things]"]
