@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # torch is imported on use: the review server reads image siz
     import torch
 
 __all__ = ["IMAGE_SUFFIXES", "open_image", "image_size", "to_rgb", "Letterbox", "letterbox", "letterbox_array", "normalize",
-           "normalize_array", "encode_png"]
+           "normalize_array", "encode_png", "check_input_size", "plan_letterbox"]
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +289,14 @@ def _coords(coords: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
 
 def _round_up(x: int, multiple: int) -> int:
     return ((x + multiple - 1) // multiple) * multiple
+
+
+def check_input_size(size: int, patch: int) -> None:
+    """Raise one line unless ``size`` (a model's longest input side asked for by ``--size``, pixels) is at
+    least one ``patch``: below it the whole image is one token and every output is noise."""
+    if size < patch:
+        raise DenseVLMError(f"input size {size} is smaller than one patch of the model ({patch} px); "
+                            f"use --size {patch} or more")
 
 
 def plan_letterbox(width: int, height: int, size: int, multiple: int, square: bool = False) -> Letterbox:

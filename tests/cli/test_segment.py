@@ -227,3 +227,11 @@ def test_workers_leave_when_the_command_is_killed(tmp_path):
     while [pid for pid in workers if _running(pid)]:
         assert time.monotonic() < deadline, "worker processes outlived the killed command"
         time.sleep(0.1)
+
+
+def test_an_input_size_below_one_patch_is_one_line_before_any_image(inputs, segment, tmp_path):
+    status, out, err = segment(inputs, "small", "--size", "7")
+    lines = err.strip().splitlines()
+    assert status == 2 and lines[-1] == ("densevlm segment: error: input size 7 is smaller than one patch of the "
+                                         "model (8 px); use --size 8 or more")
+    assert "unreadable" not in err + out and not list((tmp_path / "small").glob("*.json"))

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from densevlm.errors import DenseVLMError
-from densevlm.imaging import letterbox, plan_letterbox
+from densevlm.imaging import check_input_size, letterbox, plan_letterbox
 
 
 def test_plan_of_a_wide_image():
@@ -12,6 +12,14 @@ def test_plan_of_a_wide_image():
     assert (plan.scale, plan.width, plan.height, plan.input_width, plan.input_height) == (0.5, 200, 150, 208, 160)
     square = plan_letterbox(400, 300, 200, 16, square=True)
     assert (square.width, square.height, square.input_width, square.input_height) == (200, 150, 208, 208)
+
+
+def test_an_input_side_below_one_patch_is_refused():
+    check_input_size(8, 8)  # one patch is the least
+    with pytest.raises(DenseVLMError, match="input size 7 is smaller than one patch of the model \\(8 px\\)"):
+        check_input_size(7, 8)
+    with pytest.raises(DenseVLMError, match="use --size 16 or more"):
+        check_input_size(12, 16)
 
 
 def test_boxes_and_points_by_hand():

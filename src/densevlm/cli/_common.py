@@ -55,7 +55,14 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_json(path, json.loads(json.dumps(obj, default=str)))
 
 
-def load_model_arg(name: str, pretrained: Optional[str], device: str, input_size: Optional[int] = None):
+def load_model_arg(name: str, pretrained: Optional[str], device: str, input_size: Optional[int] = None,
+                   size: Optional[int] = None):
+    """The model a command names; ``size`` (the command's ``--size``, if any) is refused in one line
+    when it is below one patch of that model (:func:`densevlm.imaging.check_input_size`)."""
+    from densevlm.imaging import check_input_size
     from densevlm.model import load_model
 
-    return load_model(name, pretrained=pretrained, device=device, input_size=input_size)
+    model = load_model(name, pretrained=pretrained, device=device, input_size=input_size)
+    if size is not None:
+        check_input_size(size, model.patch_size)
+    return model

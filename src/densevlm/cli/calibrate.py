@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     vocab = load_vocab_arg(args.vocab)
     images = load_labelled(args.data, vocab, limit=args.limit)
     cfg = ScoreConfig(args.score_method, args.min_area, args.size)
-    model = load_model_arg(args.model, args.pretrained, default_device(args.device))
+    model = load_model_arg(args.model, args.pretrained, default_device(args.device), size=args.size)
     op = calibrate(model, images, vocab, args.max_false_alarm, model_name=args.model, data=str(args.data), cfg=cfg,
                    unsure_band=args.unsure_band, n_resamples=args.bootstrap, seed=args.seed,
                    batch_size=args.batch_size, progress=True, rule=args.rule, confidence=args.confidence)

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args)
     device = default_device(args.device)
     rank, world = init_distributed(device)
-    model = load_model_arg(args.model, args.pretrained, device)
+    model = load_model_arg(args.model, args.pretrained, device, size=args.size)
     size = args.size or model.default_size
     cfg = EvalConfig(size=size, crops=not args.no_crops, segmentation=not args.no_seg, batch_size=args.batch_size,
                      workers=args.workers, skip_bad=args.skip_bad, templates=args.templates)

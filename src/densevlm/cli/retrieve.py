@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     image_inputs = [part.split("=", 1)[-1] for part in args.images.split(",")]  # json=FILE,images=DIR too
     inputs = existing_paths(args.vocab, args.teacher, args.teacher_pretrained, *image_inputs)
     check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite)
-    teacher = load_model_arg(args.teacher, args.teacher_pretrained, default_device(args.device))
+    teacher = load_model_arg(args.teacher, args.teacher_pretrained, default_device(args.device), size=args.size)
     vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
     cfg = RetrievalConfig(features=args.features, logit_scale=args.logit_scale, threshold=args.threshold,
                           top_k=args.top_k)

@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
 
     from densevlm.errors import DenseVLMError
     from densevlm.inference.batch import RunConfig, segment_files
+    from densevlm.imaging import check_input_size
     from densevlm.inference.segment import default_size
     from densevlm.vocab import load_vocabulary
 
@@ -177,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
         vocab = default_vocabulary()
     size = args.size or default_size(model)
+    check_input_size(size, model.patch_size)  # one line now, not one unreadable row per image
     templates = None
     if engine != "torch":
         model.check_size(size)  # a fixed-size export at another --size: one line, before any image

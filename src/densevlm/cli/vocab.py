@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     _check_method_options(args)
     rate = None if args.no_bias else NEGATIVE_RATE if args.negative_rate is None else args.negative_rate
     vocab = load_vocabulary(args.vocab) if args.vocab else None
-    model = load_model_arg(args.model, args.pretrained, "cpu")
+    model = load_model_arg(args.model, args.pretrained, "cpu", size=args.size)
     result = adapt_vocabulary(model, args.reviewed, vocab, k0=3.0 if args.k0 is None else args.k0,
                               gap=not args.no_gap_shift, size=args.size, negative_rate=rate,
                               prototype=args.prototype or "discriminant", method=args.method,

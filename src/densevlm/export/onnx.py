@@ -188,10 +188,10 @@ def _move_into(staging: Path, out: Path) -> list[str]:
 def _check_arguments(model: DenseModel, size: int, opset: int) -> None:
     p = model.patch_size
     if size <= 0 or size % p:
-        lower, upper = max(p, size // p * p), (size // p + 1) * p
+        lower, upper = size // p * p, (size // p + 1) * p
+        use = f"{lower} or {upper}" if lower >= p else f"{p} or more"
         raise DenseVLMError(
-            f"--size {size} is not a positive multiple of the patch size {p} of {model.spec.arch}; "
-            f"use {lower} or {upper}"
+            f"--size {size} is not a positive multiple of the patch size {p} of {model.spec.arch}; use {use}"
         )
     if opset < MIN_OPSET:
         raise DenseVLMError(f"--opset {opset} is too old: the graph needs opset {MIN_OPSET} or newer (default 18)")
