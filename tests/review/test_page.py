@@ -208,3 +208,29 @@ def test_a_new_word_is_typed_once_then_one_key(imported):
     with ReviewStore(imported.db) as store:
         current = {v["key"]: v["category"] for v in session.history(store, "ann", 10)}
     assert current == {first: "porosity", second: "porosity", third: "porosity"} and fourth not in current
+
+
+def test_a_new_word_can_be_added_as_a_defect(imported):
+    """Type "burr", choose "a defect": the class is a thing listed among the database's defects."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium not found at /usr/bin/chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with live_server(imported.db) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            ann = Reviewer(browser.new_context(viewport={"width": 1280, "height": 900}), base, "ann")
+            page = ann.page
+            first = ann.settle()
+            ann.type_category("burr")
+            ann.expect(page.locator("#new-defect")).to_be_visible()
+            page.locator("#new-defect").click()
+            ann.settle()
+            ann.expect(page.locator("#quick button")).to_have_text(["6 burr"])
+            assert ann.problems == []
+        finally:
+            browser.close()
+    with ReviewStore(imported.db) as store:
+        assert store.defect_names() == ["burr"]
+        assert next(c for c in store.classes() if c["name"] == "burr")["thing"]
+        assert {v["key"]: v["category"] for v in session.history(store, "ann", 10)} == {first: "burr"}

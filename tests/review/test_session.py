@@ -77,3 +77,18 @@ def test_image_file_stays_inside_its_root(imported):
             conn.execute("INSERT INTO images (id, root, file_name, width, height) VALUES (51, ?, ?, 1, 1)", (root, str(outside)))
         assert outside.is_file()
         assert session.image_file(store, 50) is None and session.image_file(store, 51) is None and session.image_file(store, 52) is None
+
+
+def test_a_reviewer_adds_a_defect_and_the_reviewed_vocabulary_lists_it(imported):
+    with ReviewStore(imported.db) as store:
+        added = session.add_class(store, "weld  spatter", None, "ann", defect=True)  # defect implies thing
+        assert added["new_class"] and added["class"]["thing"]
+        again = session.add_class(store, "scuff", True, "ann", defect=True)  # a synonym of an existing thing
+        assert not again["new_class"] and again["class"]["name"] == "scratch"
+        with pytest.raises(DenseVLMError, match="a defect is a thing, not stuff"):
+            session.add_class(store, "grime", False, "ann", defect=True)
+        with pytest.raises(DenseVLMError, match="'steel plate' is stuff in this database"):
+            session.add_class(store, "steel plate", None, "ann", defect=True)
+        assert session.add_class(store, "burr", True, "ann")["new_class"]  # a plain thing is no defect
+        assert store.defect_names() == ["scratch", "weld spatter"]
+    assert load_reviewed(imported.db).vocab.defects == ("scratch", "weld spatter")

@@ -104,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} for model {args.model}: {len(result)} classes, {sum(result.counts)} reviewed regions; "
           f"adapted: {', '.join(taught)}")
     if not result.defects:
-        print("note: it lists no [defects] (neither the vocabulary `retrieve` was given nor --vocab had any), so "
-              "`inspect` and `calibrate` refuse it; give --vocab with a [defects] section (new words may be listed "
-              "there too)", file=sys.stderr)
+        print("note: it lists no [defects] (not the vocabulary `retrieve` was given, no word a reviewer added as a "
+              "defect, not --vocab), so `inspect` and `calibrate` refuse it; give --vocab with a [defects] section "
+              "(new words may be listed there too)", file=sys.stderr)
     return 0
 
 

@@ -13,8 +13,10 @@ HTTP API (JSON; boxes are XYXY in original image pixels, confidences and probabi
 * ``POST /api/verdict`` ``{"region_id", "reviewer", "verdict": "category"|"rejected"|"unsure",
   "category"?, "thing"?}``; answers 200 with the stored verdict only after it is committed.
   An unknown category becomes a new class and needs ``"thing": true|false``.
-* ``POST /api/classes`` ``{"name", "thing"?, "reviewer"}`` adds a class a reviewer typed (``thing``
-  required when the name is new), or finds the existing one: ``{"class": {...}, "new_class": bool}``.
+* ``POST /api/classes`` ``{"name", "thing"?, "defect"?, "reviewer"}`` adds a class a reviewer typed
+  (``thing`` required when the name is new; ``"defect": true`` makes it a thing that makes an
+  inspected item NG, the vocabulary's ``[defects]``), or finds the existing one:
+  ``{"class": {...}, "new_class": bool}``.
   The page pins it to a quick key (6-9, 0) so later regions take it with one key press.
 * ``POST /api/undo`` ``{"reviewer"}`` undoes R's newest verdict: ``{"undone": {...} | null, "region": {...}}``.
 * ``GET /api/progress[?reviewer=R]`` totals, per teacher top-1 category and per status.
@@ -77,6 +79,7 @@ class VerdictIn(BaseModel):
 class ClassIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     thing: Optional[bool] = None
+    defect: bool = False
     reviewer: str = Field(min_length=1, max_length=64)
 
 
@@ -235,7 +238,7 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
 
     @app.post("/api/classes")
     def add_class(body: ClassIn, store: ReviewStore = Depends(get_store)) -> dict:
-        return session.add_class(store, body.name, body.thing, body.reviewer)
+        return session.add_class(store, body.name, body.thing, body.reviewer, defect=body.defect)
 
     @app.post("/api/undo")
     def undo(body: UndoIn, store: ReviewStore = Depends(get_store)) -> dict:

@@ -177,12 +177,22 @@ def add_verdict(store: ReviewStore, region_id: int, reviewer: str, verdict: str,
     return result
 
 
-def add_class(store: ReviewStore, name: str, thing: Optional[bool], reviewer: str, at: Optional[float] = None) -> dict:
+def add_class(store: ReviewStore, name: str, thing: Optional[bool], reviewer: str, at: Optional[float] = None,
+              defect: bool = False) -> dict:
     """Add a class a reviewer typed, or find the one with that name or synonym: ``{"class": {...},
-    "new_class": bool}``. ``thing`` is required for a new name. Raises DenseVLMError on bad input."""
+    "new_class": bool}``. ``thing`` is required for a new name; ``defect`` marks the class a defect
+    (a thing that makes an inspected item NG; it implies ``thing``). Raises DenseVLMError on bad input."""
     reviewer = clean_reviewer(reviewer)
+    if defect and thing is False:
+        raise DenseVLMError(f"'{clean_name(name)}': a defect is a thing, not stuff")
     with store.transaction() as conn:
-        class_id, new = _class_for_verdict(store, conn, name, thing, reviewer, time.time() if at is None else float(at))
+        class_id, new = _class_for_verdict(store, conn, name, True if defect else thing, reviewer,
+                                           time.time() if at is None else float(at))
+        if defect:
+            if not conn.execute("SELECT thing FROM classes WHERE id = ?", (class_id,)).fetchone()["thing"]:
+                raise DenseVLMError(f"'{clean_name(name)}' is stuff in this database; a defect is a thing")
+            store.mark_defect(conn, class_id)
+            logger.info("reviewer %s marked class '%s' a defect", reviewer, clean_name(name))
     return {"class": next(c for c in store.classes() if c["id"] == class_id), "new_class": new}
 
 

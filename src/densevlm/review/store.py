@@ -58,6 +58,7 @@ CREATE TABLE classes (
     created_at REAL NOT NULL
 );
 CREATE TABLE class_names (name TEXT PRIMARY KEY COLLATE NOCASE, class_id INTEGER NOT NULL REFERENCES classes(id));
+CREATE TABLE class_defects (class_id INTEGER PRIMARY KEY REFERENCES classes(id));
 CREATE TABLE images (
     id INTEGER PRIMARY KEY,
     root TEXT NOT NULL,
@@ -270,15 +271,26 @@ class ReviewStore:
         ]
 
     def defect_names(self) -> list[str]:
-        """Display names of the classes an import's header lists under ``[defects]`` (what makes an
-        inspected item NG), in class order; names no class has are skipped."""
+        """Display names of the defect classes (what makes an inspected item NG), in class order: those
+        an import's header lists under ``[defects]`` (names no class has are skipped) and those a
+        reviewer added as a defect (:meth:`mark_defect`)."""
         ids = set()
         for (header,) in self.conn.execute("SELECT header FROM imports"):
             for name in (json.loads(header).get("vocabulary") or {}).get("defects") or []:
                 row = self.find_class(name)
                 if row is not None:
                     ids.add(row["id"])
+        tables = {r["name"] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "class_defects" in tables:  # databases made before it existed have none
+            ids.update(class_id for (class_id,) in self.conn.execute("SELECT class_id FROM class_defects"))
         return [c["name"] for c in self.classes() if c["id"] in ids]
+
+    @staticmethod
+    def mark_defect(conn: sqlite3.Connection, class_id: int) -> None:
+        """Record (inside a write transaction) that a thing class is a defect; the table is created in
+        a database made before it existed (no schema version change: older readers ignore it)."""
+        conn.execute("CREATE TABLE IF NOT EXISTS class_defects (class_id INTEGER PRIMARY KEY REFERENCES classes(id))")
+        conn.execute("INSERT OR IGNORE INTO class_defects (class_id) VALUES (?)", (class_id,))
 
     def find_class(self, name: str) -> Optional[sqlite3.Row]:
         """The class having ``name`` as its name or a synonym (case-insensitive), or None."""

@@ -429,7 +429,7 @@
     $("new-class").hidden = true;
   }
 
-  function submitTyped(thing) {
+  function submitTyped(thing, defect) {
     const typed = $("category-input").value.trim().split(/\s+/).join(" ");
     if (!typed) {
       say("Type a category first.", "error");
@@ -439,13 +439,14 @@
       $("new-class-name").textContent = typed;
       $("new-class").hidden = false;
       $("new-thing").focus();
-      say("“" + typed + "” is not in the vocabulary: choose thing or stuff to add it.", "");
+      say("“" + typed + "” is not in the vocabulary: choose part, defect or stuff to add it.", "");
       return;
     }
     run(async () => {
       let name = state.names.get(typed.toLowerCase());
       if (name === undefined) {
-        const added = await api("/api/classes", { name: typed, thing: thing, reviewer: state.reviewer });
+        const added = await api("/api/classes", { name: typed, thing: thing, defect: defect === true,
+                                                  reviewer: state.reviewer });
         name = added.class.name;
         await loadVocabulary();
       }
@@ -571,6 +572,7 @@
       $("new-class").hidden = true;
     });
     $("new-thing").addEventListener("click", () => submitTyped(true));
+    $("new-defect").addEventListener("click", () => submitTyped(true, true));
     $("new-stuff").addEventListener("click", () => submitTyped(false));
     $("btn-reject").addEventListener("click", () => run(() => submit("rejected")));
     $("btn-unsure").addEventListener("click", () => run(() => submit("unsure")));
