@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -75,6 +77,21 @@ class Reviewer:
         self.expect(self.page.locator("#category-input")).to_be_focused()
         self.page.keyboard.type(name)
         self.page.keyboard.press("Enter")
+
+
+@contextmanager
+def one_reviewer(db: Path, name: str = "ann") -> Iterator[Reviewer]:
+    """A live review server on ``db`` and one reviewer's page in headless Chromium (skips without it)."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium not found at /usr/bin/chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with live_server(db) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield Reviewer(browser.new_context(viewport={"width": 1280, "height": 900}), base, name)
+        finally:
+            browser.close()
 
 
 def status_for(top1: str, category: str) -> tuple[str, str]:
@@ -181,30 +198,21 @@ def test_two_reviewers_with_the_keyboard(imported):
 
 def test_a_new_word_is_typed_once_then_one_key(imported):
     """Type "porosity" once (a new thing); it is pinned to key 6; the next regions take it with "6"."""
-    if not CHROMIUM.exists():
-        pytest.skip("headless Chromium not found at /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with live_server(imported.db) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            ann = Reviewer(browser.new_context(viewport={"width": 1280, "height": 900}), base, "ann")
-            page = ann.page
-            ann.expect(page.locator("#quick")).to_be_hidden()
-            first = ann.settle()
-            ann.type_category("porosity")
-            ann.expect(page.locator("#new-thing")).to_be_focused()
-            page.keyboard.press("Enter")
-            second = ann.settle()
-            ann.expect(page.locator("#quick button")).to_have_text(["6 porosity"])
-            third = ann.press("6")
-            fourth = ann.press("6")
-            page.reload()  # the quick key survives a reload
-            ann.settle()
-            ann.expect(page.locator("#quick button")).to_have_text(["6 porosity"])
-            assert ann.problems == []
-        finally:
-            browser.close()
+    with one_reviewer(imported.db) as ann:
+        page = ann.page
+        ann.expect(page.locator("#quick")).to_be_hidden()
+        first = ann.settle()
+        ann.type_category("porosity")
+        ann.expect(page.locator("#new-thing")).to_be_focused()
+        page.keyboard.press("Enter")
+        second = ann.settle()
+        ann.expect(page.locator("#quick button")).to_have_text(["6 porosity"])
+        third = ann.press("6")
+        fourth = ann.press("6")
+        page.reload()  # the quick key survives a reload
+        ann.settle()
+        ann.expect(page.locator("#quick button")).to_have_text(["6 porosity"])
+        assert ann.problems == []
     with ReviewStore(imported.db) as store:
         current = {v["key"]: v["category"] for v in session.history(store, "ann", 10)}
     assert current == {first: "porosity", second: "porosity", third: "porosity"} and fourth not in current
@@ -212,24 +220,14 @@ def test_a_new_word_is_typed_once_then_one_key(imported):
 
 def test_a_new_word_can_be_added_as_a_defect(imported):
     """Type "burr", choose "a defect": the class is a thing listed among the database's defects."""
-    if not CHROMIUM.exists():
-        pytest.skip("headless Chromium not found at /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with live_server(imported.db) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            ann = Reviewer(browser.new_context(viewport={"width": 1280, "height": 900}), base, "ann")
-            page = ann.page
-            first = ann.settle()
-            ann.type_category("burr")
-            ann.expect(page.locator("#new-defect")).to_be_visible()
-            page.locator("#new-defect").click()
-            ann.settle()
-            ann.expect(page.locator("#quick button")).to_have_text(["6 burr"])
-            assert ann.problems == []
-        finally:
-            browser.close()
+    with one_reviewer(imported.db) as ann:
+        first = ann.settle()
+        ann.type_category("burr")
+        ann.expect(ann.page.locator("#new-defect")).to_be_visible()
+        ann.page.locator("#new-defect").click()
+        ann.settle()
+        ann.expect(ann.page.locator("#quick button")).to_have_text(["6 burr"])
+        assert ann.problems == []
     with ReviewStore(imported.db) as store:
         assert store.defect_names() == ["burr"]
         assert next(c for c in store.classes() if c["name"] == "burr")["thing"]
