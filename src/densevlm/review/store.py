@@ -190,7 +190,7 @@ class ReviewStore:
             raise DenseVLMError(f"{self.path}: not a usable SQLite review database ({e})") from None
 
     def _prepare(self, create: bool) -> None:
-        tables = {r["name"] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = self._table_names()
         if "schema_version" not in tables:
             if tables:
                 raise DenseVLMError(f"{self.path}: this SQLite file is not a densevlm review database")
@@ -211,6 +211,9 @@ class ReviewStore:
                 f"{self.path}: review database schema version {version}; this densevlm reads version {SCHEMA_VERSION}"
             )
         self.conn.execute("PRAGMA journal_mode = WAL")
+
+    def _table_names(self) -> set[str]:
+        return {r["name"] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def close(self) -> None:
         self.conn.close()
@@ -280,8 +283,7 @@ class ReviewStore:
                 row = self.find_class(name)
                 if row is not None:
                     ids.add(row["id"])
-        tables = {r["name"] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "class_defects" in tables:  # databases made before it existed have none
+        if "class_defects" in self._table_names():  # databases made before it existed have none
             ids.update(class_id for (class_id,) in self.conn.execute("SELECT class_id FROM class_defects"))
         return [c["name"] for c in self.classes() if c["id"] in ids]
 

@@ -37,6 +37,7 @@ import torch
 from densevlm.errors import DenseVLMError
 from densevlm.imaging import open_image
 from densevlm.regions.labelled import LabelledRegion
+from densevlm.regions import similarity
 from densevlm.regions.pooling import roi_pool
 from densevlm.vocab.adapted import (AdaptedVocabulary, adapted, bias_direction, blend, calibrate_bias, discriminant,
                                     gap_shift)
@@ -116,7 +117,7 @@ def own_regions(dense: np.ndarray, text: np.ndarray, unreviewed: np.ndarray, box
                 cover: float = 0.5) -> np.ndarray:
     """``[P, 4]`` XYXY input-pixel boxes of the model's own regions that ``boxes`` leave mostly free.
 
-    The 8-connected components of each class in the token argmax of ``text @ dense`` over the
+    The 8-connected components of each class in the token argmax of the cosines over the
     ``unreviewed`` classes (what the model calls each token when no reviewed class may win), each
     as its token-aligned bounding box; a box the union of ``boxes`` covers ``cover`` or more of is
     left out (it is mostly a reviewed region).
@@ -131,8 +132,7 @@ def own_regions(dense: np.ndarray, text: np.ndarray, unreviewed: np.ndarray, box
     from scipy import ndimage
 
     _, h, w = dense.shape
-    scores = np.einsum("chw,kc->khw", dense, text[unreviewed])
-    winner = scores.argmax(axis=0)
+    winner = similarity.cosine(dense, text[unreviewed], dim=0).argmax(axis=0)
     covered = _coverage(boxes, h * patch, w * patch)
     out = []
     for k in np.unique(winner):

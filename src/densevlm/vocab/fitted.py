@@ -41,9 +41,10 @@ from typing import Optional
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
 from densevlm.errors import DenseVLMError
+from densevlm.regions import similarity
 
 __all__ = ["fit_embeddings", "objective", "ANCHOR", "DISTILL"]
 
@@ -54,8 +55,8 @@ DISTILL = 10.0  # beta: default weight of keeping the model's predictions outsid
 def _targets(text: np.ndarray, negatives: np.ndarray, reviewed: np.ndarray, logit_scale: float,
              weights: np.ndarray) -> np.ndarray:
     """``[M, K]`` ``w_j q_j / mean(w)``: text-only softmax over the unreviewed classes, weighted."""
-    logits = np.where(reviewed[None], -np.inf, logit_scale * negatives @ text.T)
-    return softmax(logits, axis=1) * (weights / weights.mean())[:, None]
+    q = similarity.probabilities(similarity.logits(negatives, text, logit_scale), classes=~reviewed)
+    return q * (weights / weights.mean())[:, None]
 
 
 def objective(rows: np.ndarray, text: np.ndarray, feats: np.ndarray, labels: np.ndarray, negatives: np.ndarray,
@@ -78,8 +79,9 @@ def objective(rows: np.ndarray, text: np.ndarray, feats: np.ndarray, labels: np.
     emb[reviewed] = rows.reshape(int(reviewed.sum()), text.shape[1])
     onehot = np.zeros((len(feats), len(text)))
     onehot[np.arange(len(feats)), labels] = 1.0
-    log_p = log_softmax(logit_scale * feats @ emb.T, axis=1)
-    log_g = log_softmax(logit_scale * negatives @ emb.T, axis=1) if len(negatives) else np.zeros((0, len(text)))
+    log_p = log_softmax(similarity.logits(feats, emb, logit_scale), axis=1)
+    log_g = log_softmax(similarity.logits(negatives, emb, logit_scale), axis=1) if len(negatives) else \
+        np.zeros((0, len(text)))
     m = max(len(negatives), 1)
     diff = emb[reviewed] - text[reviewed]
     loss = (-(onehot * log_p).sum() / len(feats) - distill * (targets * log_g).sum() / m
