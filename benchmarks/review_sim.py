@@ -17,7 +17,9 @@ With ``--plant-words`` it measures instead what review teaches about words the V
 learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in a caption):
 
 1. A simulated expert labels the first K ground-truth regions (boxes) of each plant word in a
-   plant-word pool, for K in ``--shots`` (default 1 3 10 30).
+   plant-word pool, for K in ``--shots`` (default 1 3 10 30), and with ``--confirm N`` also
+   confirms the first N regions of every known class (the field's K-shot protocol, e.g. CoOp
+   and CLAP, labels K regions of every class).
 2. ``densevlm vocab adapt`` (``--method``: ``fit`` by default, or ``blend``) turns them into
    few-shot class embeddings for ``--model``.
 3. Box mAcc on a plant-word held-out set, on the plant words and on the other things and the
@@ -32,7 +34,7 @@ learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in 
    processes and a last call prints the table.
 
     python benchmarks/review_sim.py --plant-words [--model tiny-teacher] [--shots 1 3 10 30]
-        [--pool 600] [--heldout 300] [--method fit|blend] [--anchor 0.1] [--distill 10]
+        [--pool 600] [--heldout 300] [--confirm 0] [--method fit|blend] [--anchor 0.03] [--distill 10]
         [--k0 3] [--no-gap-shift] [--negative-rate 0.005 | --no-bias] [--prototype discriminant|mean]
         [--train-shots 0 10] [--train-steps 300] [--reviewed-weight 10] [--reviewed-embeddings few-shot]
 """
@@ -67,6 +69,9 @@ def main() -> None:
     parser.add_argument("--world-offset", type=int, default=7,
                         help="--plant-words: pool and held-out world seeds are the standard ones plus this (7: the "
                              "worlds the defaults were chosen on; another offset checks them on fresh worlds)")
+    parser.add_argument("--confirm", type=int, default=0,
+                        help="--plant-words: the expert also confirms this many regions of every known class (the "
+                             "field's K-shot protocol labels K of every class; default 0: plant words only)")
     parser.add_argument("--method", choices=("fit", "blend"), default="fit", help="--plant-words: vocab adapt's method")
     parser.add_argument("--anchor", type=float, default=None, help="--plant-words, fit: pull towards the text")
     parser.add_argument("--distill", type=float, default=None,
@@ -201,8 +206,8 @@ def plant_curve(args: argparse.Namespace) -> None:
     rows = [("text only", 0, _split_macc(evaluate(model, dataset, vocab, cfg, progress=False)), 0.0)]
     for k in args.shots:
         started = time.perf_counter()
-        adapted = adapt_from_regions(model, vocab, _plant_examples(pool, k), k0=args.k0, gap=not args.no_gap_shift,
-                                     **calibration)
+        adapted = adapt_from_regions(model, vocab, _plant_examples(pool, k) + _confirmed(pool, vocab, args.confirm),
+                                     k0=args.k0, gap=not args.no_gap_shift, **calibration)
         took = time.perf_counter() - started
         rows.append(("(a) few-shot embeddings", k, _split_macc(evaluate(model, dataset, adapted, cfg, progress=False)),
                      took))
@@ -213,8 +218,9 @@ def plant_curve(args: argparse.Namespace) -> None:
                 f"blend, k0 {args.k0}, gap shift {'off' if args.no_gap_shift else 'on'}, negative rate "
                 f"{calibration['negative_rate'] if 'negative_rate' in calibration else 'default'}, prototype "
                 f"{calibration.get('prototype', 'default')}")
+    confirmed = f"{args.confirm} confirmed regions of every known class, " if args.confirm else ""
     print(f"model {args.model}, held-out {args.heldout} plant-word scenes (seed {HELDOUT_SEED + args.world_offset}), "
-          f"pool seed {POOL_SEED + args.world_offset}, {settings}; "
+          f"pool seed {POOL_SEED + args.world_offset}, {confirmed}{settings}; "
           "box mAcc (%), fg_bias (%): stuff boxes called a thing")
     print("| method | K per plant word | plant words | other things | stuff | fg_bias | seconds (adapt or train) |")
     print("|---|---|---|---|---|---|---|")
@@ -240,6 +246,15 @@ def _plant_examples(pool: Path, shots: int) -> list:
     from densevlm.review.simulated import expert_examples
 
     return expert_examples(pool, [c.name for c in PLANT], shots)
+
+
+def _confirmed(pool: Path, vocab, shots: int) -> list:
+    """The expert's confirmations: the first ``shots`` ground-truth regions of every class of ``vocab`` but the plant words."""
+    from densevlm.data.synth.categories import PLANT
+    from densevlm.review.simulated import expert_examples
+
+    plant = {c.name for c in PLANT}
+    return expert_examples(pool, [n for n in vocab.names if n not in plant], shots) if shots else []
 
 
 def _trained_rows(args: argparse.Namespace, k: int, pool: Path, work: Path, vocab, dataset, cfg) -> list:

@@ -53,20 +53,22 @@ def test_simulated_review_teaches_the_plant_words_from_the_pool_and_scores_the_h
     reviewed = load_reviewed(doc["database"])
     words = {r.category for r in reviewed.regions} - set(known.names)
     assert set(doc["new_words"]) == words == PLANT_WORDS, "N = the plant words with reviewed regions"
-    assert doc["new_words"] == {w: 2 for w in words} and doc["regions"] == len(reviewed.regions) == 8
+    assert doc["new_words"] == {w: 2 for w in words} and doc["regions"] == len(reviewed.regions) == 8 + 2 * len(known)
     assert {Path(r.image_path).parent for r in reviewed.regions} == {(pool / "images").resolve()}, "never the held-out set"
     assert reviewed.vocab.names[: len(things)] == tuple(things) and len(reviewed.vocab) == len(known) + 4
     adapted = load_vocabulary(doc["vocabulary"])
-    assert {n: c for n, c in zip(adapted.names, adapted.counts) if c} == doc["new_words"]
+    assert {n: c for n, c in zip(adapted.names, adapted.counts) if n not in known.names} == doc["new_words"]
+    assert {n: c for n, c in zip(adapted.names, adapted.counts) if n in known.names} == {n: 2 for n in known.names}
     model, cfg = load_model("tiny-student"), EvalConfig(crops=False, segmentation=False)
     for key, vocab in (("text_only", load_vocabulary(val / "vocab.txt")), ("reviewed", adapted)):
         result = evaluate(model, PanopticDataset(val), vocab, cfg, progress=False)
         assert doc[key]["new_words"] == subset_mean_accuracy(result.per_class, sorted(PLANT_WORDS)), key
         assert doc[key]["other_things"] == subset_mean_accuracy(result.per_class, things), key
         assert doc[key]["fg_bias"] == result.metrics["box.fg_bias"], key
-    assert taught_line(doc).startswith("the expert taught 4 new words (8 regions): their box mAcc ")
+    assert taught_line(doc).startswith(f"the expert taught 4 new words (8 regions, and confirmed {2 * len(known)} of "
+                                       "the known classes): their box mAcc ")
     again = simulated_review(root / "demo", "tiny-student", pool, val, known, shots=1)  # a demo run again
-    assert again["regions"] == 4 and len(load_reviewed(again["database"]).regions) == 4
+    assert again["regions"] == 4 + len(known) == len(load_reviewed(again["database"]).regions)
 
 
 def test_the_closing_table_averages_the_known_classes_and_gives_the_plant_words_a_line(tmp_path):

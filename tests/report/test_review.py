@@ -22,6 +22,9 @@ def test_the_line_counts_the_new_words_and_gives_both_scores():
                                    "background called a part 5.0 -> 7.2 %")
     one = {**TAUGHT, "new_words": {"burr": 1}, "regions": 1, "reviewed": {**TAUGHT["reviewed"], "new_words": float("nan")}}
     assert taught_line(one).startswith("the expert taught 1 new word (1 regions): their box mAcc 3 % text only -> n/a ")
+    confirmed = {**TAUGHT, "regions": 187}  # 160 regions of the known classes confirmed besides the new words
+    assert taught_line(confirmed).startswith("the expert taught 3 new words (27 regions, and confirmed 160 of the known "
+                                             "classes): their box mAcc 3 %")
 
 
 def test_the_section_shows_what_was_given_and_nothing_without_files():

@@ -19,6 +19,7 @@ from densevlm.regions.labelled import LabelledRegion
 from densevlm.training.fewshot import adapt_from_regions, class_prototypes, negative_windows, own_regions
 from densevlm.training.pretrain import save_model
 from densevlm.vocab import AdaptedVocabulary, Vocabulary, load_vocabulary, parse_vocabulary
+from densevlm.vocab.fitted import ANCHOR, DISTILL
 from tests.conftest import perturb_
 from tests.evaluation.stubs import PALETTE, ColourStub
 
@@ -284,7 +285,7 @@ def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys
     assert set(vocab.defects) == set(default_vocabulary().defects)  # the candidates header's [defects], kept
     assert vocab.model_name == str(model_path)
     assert isinstance(vocab, AdaptedVocabulary) and vocab.counts[vocab.index("porosity")] == 2
-    assert (vocab.method, vocab.anchor, vocab.distill) == ("fit", 0.1, 10.0)
+    assert (vocab.method, vocab.anchor, vocab.distill) == ("fit", ANCHOR, DISTILL)
     assert main(["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     adapt = ["vocab", "adapt", "--model", str(model_path), "--reviewed", str(db)]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from densevlm.errors import DenseVLMError
-from densevlm.vocab.fitted import _targets, fit_embeddings, objective
+from densevlm.vocab.fitted import DISTILL_LABELLED, _targets, fit_embeddings, objective, unreadable
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -19,59 +19,86 @@ def problem():
     rng = np.random.default_rng(0)
     text, feats, negatives = (_unit(rng.normal(size=s)) for s in ((5, 8), (6, 8), (30, 8)))
     reviewed = np.array([False, False, False, True, True])
-    labels = np.array([3, 3, 3, 4, 4, 4])
+    labels = np.array([3, 3, 3, 3, 4, 4])  # unequal counts: the cross-entropy is class-balanced
     weights = rng.uniform(0.5, 3.0, size=30)
-    return text, feats, labels, negatives, reviewed, weights
+    cannot_read = np.array([False, False, False, True, False])  # class 4 is reviewed but readable
+    return text, feats, labels, negatives, reviewed, weights, cannot_read
 
 
-def _torch_loss(rows, text, feats, labels, negatives, reviewed, weights, scale, anchor, distill):
+def _torch_loss(rows, text, feats, labels, negatives, reviewed, weights, cannot_read, scale, anchor, distill,
+                distill_labelled):
     """The module docstring's L written independently with torch ops (KL including the constant entropy of q)."""
     t = torch.from_numpy(text)
     emb = torch.cat([t[~torch.from_numpy(reviewed)], rows])  # the reviewed rows are the last ones here
-    ce = torch.nn.functional.cross_entropy(scale * torch.from_numpy(feats) @ emb.T, torch.from_numpy(labels))
+    nll = torch.nn.functional.cross_entropy(scale * torch.from_numpy(feats) @ emb.T, torch.from_numpy(labels),
+                                            reduction="none")
+    ce = torch.stack([nll[torch.from_numpy(labels == c)].mean() for c in np.unique(labels)]).mean()
     g = torch.from_numpy(negatives)
-    q = torch.softmax(scale * g @ t[~torch.from_numpy(reviewed)].T, dim=1)
-    q = torch.cat([q, torch.zeros(len(g), int(reviewed.sum()), dtype=q.dtype)], dim=1)
+    readable = torch.from_numpy(~cannot_read)
+    q = torch.zeros(len(g), len(text), dtype=torch.float64)
+    q[:, readable] = torch.softmax(scale * g @ t[readable].T, dim=1)
+    unlabelled = q[:, torch.from_numpy(~reviewed)].sum(dim=1)
+    b = distill * unlabelled + distill_labelled * (1 - unlabelled)
     log_p = torch.log_softmax(scale * g @ emb.T, dim=1)
     kl = (q * (torch.log(q.clamp_min(1e-300)) - log_p)).sum(dim=1)
     w = torch.from_numpy(weights)
-    return ce + distill * (w * kl).sum() / w.sum() + 0.5 * anchor * ((rows - t[torch.from_numpy(reviewed)]) ** 2).sum()
+    return ce + (w * b * kl).sum() / w.sum() + 0.5 * anchor * ((rows - t[torch.from_numpy(reviewed)]) ** 2).sum()
 
 
 def test_the_gradient_is_that_of_an_independent_autograd_of_the_objective(problem):
-    text, feats, labels, negatives, reviewed, weights = problem
+    text, feats, labels, negatives, reviewed, weights, cannot_read = problem
     rng = np.random.default_rng(1)
     rows = text[reviewed] + 0.3 * rng.normal(size=(2, 8))
-    targets = _targets(text, negatives, reviewed, 20.0, weights)
-    loss, grad = objective(rows.ravel(), text, feats, labels, negatives, targets, reviewed, 20.0, 0.1, 3.0)
+    targets = _targets(text, negatives, reviewed, cannot_read, 20.0, weights, 3.0, 0.5)
+    loss, grad = objective(rows.ravel(), text, feats, labels, negatives, targets, reviewed, 20.0, 0.1)
     r = torch.tensor(rows, requires_grad=True)
-    ref = _torch_loss(r, text, feats, labels, negatives, reviewed, weights, 20.0, 0.1, 3.0)
+    ref = _torch_loss(r, text, feats, labels, negatives, reviewed, weights, cannot_read, 20.0, 0.1, 3.0, 0.5)
     ref.backward()
     np.testing.assert_allclose(grad.reshape(2, 8), r.grad.numpy(), rtol=1e-7, atol=1e-9)
-    entropy = -(targets * np.log(np.where(targets > 0, targets / (weights / weights.mean())[:, None], 1.0))).sum() \
-        / len(negatives)
-    np.testing.assert_allclose(loss - 3.0 * entropy, ref.item(), rtol=1e-9)  # KL = cross-entropy - entropy of q
+    q = targets / targets.sum(axis=1, keepdims=True)
+    entropy = -(targets * np.log(np.where(q > 0, q, 1.0))).sum() / len(negatives)
+    np.testing.assert_allclose(loss - entropy, ref.item(), rtol=1e-9)  # KL = cross-entropy - entropy of q
 
 
-def test_targets_are_the_text_softmax_over_the_unreviewed_classes_times_the_weight():
+def test_targets_weigh_distillation_by_where_the_expert_labelled():
     text = np.eye(3)
     negatives = np.array([[1.0, 0.0, 0.0]])
-    q = _targets(text, negatives, np.array([False, True, False]), 2.0, np.array([3.0]))
     e = np.exp(2.0)
-    np.testing.assert_allclose(q, [[e / (e + 1), 0.0, 1 / (e + 1)]])  # one weight: its mean is itself
+    # class 1 is a word the model cannot read: q is over classes 0 and 2, both unreviewed, so b = distill
+    q = _targets(text, negatives, np.array([False, True, False]), np.array([False, True, False]), 2.0,
+                 np.array([3.0]), 10.0, 0.1)
+    np.testing.assert_allclose(q, [[10.0 * e / (e + 1), 0.0, 10.0 / (e + 1)]])  # one weight: its mean is itself
+    # every class reviewed (the known ones confirmed): b = distill_labelled, and class 1 keeps its share
+    q = _targets(text, negatives, np.array([True, True, True]), np.array([False, False, True]), 2.0,
+                 np.array([3.0]), 10.0, 0.1)
+    np.testing.assert_allclose(q, [[0.1 * e / (e + 1), 0.1 / (e + 1), 0.0]])
+    # logit scale 0: q is uniform, a third of it on the one unreviewed class, so b = 10 / 3 + 0.1 * 2 / 3
+    q = _targets(text, negatives, np.array([False, True, True]), np.zeros(3, bool), 0.0, np.array([1.0]), 10.0, 0.1)
+    np.testing.assert_allclose(q, [[3.4 / 3, 3.4 / 3, 3.4 / 3]])
+
+
+def test_unreadable_words_are_the_ones_the_text_names_on_under_a_quarter_of_their_regions():
+    text = np.eye(3)
+    feats = np.array([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0]])
+    # class 1's regions are rows 2-5: the text names one of four (25 %): readable
+    np.testing.assert_array_equal(unreadable(text, feats, np.array([0, 0, 1, 1, 1, 1, 2]), 10.0), [False] * 3)
+    # class 1's regions are rows 2-6: one of five (20 %): a word the model cannot read
+    np.testing.assert_array_equal(unreadable(text, feats, np.array([0, 0, 1, 1, 1, 1, 1]), 10.0),
+                                  [False, True, False])
 
 
 def test_the_fit_is_the_minimum_and_leaves_the_other_rows_alone(problem):
-    text, feats, labels, negatives, reviewed, weights = problem
+    text, feats, labels, negatives, reviewed, weights, _ = problem
     emb = fit_embeddings(text, feats, labels, negatives, reviewed, 20.0, anchor=0.1, distill=3.0, weights=weights)
     np.testing.assert_array_equal(emb[~reviewed], text[~reviewed].astype(np.float32))
-    targets = _targets(text, negatives, reviewed, 20.0, weights)
-    args = (text, feats, labels, negatives, targets, reviewed, 20.0, 0.1, 3.0)
+    targets = _targets(text, negatives, reviewed, unreadable(text, feats, labels, 20.0), 20.0, weights, 3.0,
+                       DISTILL_LABELLED)
+    args = (text, feats, labels, negatives, targets, reviewed, 20.0, 0.1)
     loss, grad = objective(emb[reviewed].astype(np.float64).ravel(), *args)
     assert np.abs(grad).max() < 1e-3
     start, _ = objective(text[reviewed].ravel(), *args)
     assert loss < start
-    assert ((feats @ emb.T).argmax(axis=1) == labels).all()
+    assert ((feats @ emb.T).argmax(axis=1) == labels).sum() > ((feats @ text.T).argmax(axis=1) == labels).sum()
 
 
 def angle(degrees) -> np.ndarray:
@@ -93,12 +120,28 @@ def test_keeping_the_model_s_predictions_stops_a_new_class_taking_its_neighbours
     assert wins[10.0] == 0 < wins[0.0], wins
 
 
+def test_confirmed_known_classes_keep_distillation_on():
+    # as above, but the expert also confirmed five regions of each known class: every class is reviewed
+    text = np.array([angle(0.0), angle(90.0), [0.0, 0.0]])
+    feats = np.r_[angle(np.linspace(40.0, 50.0, 10)), angle(np.linspace(0.0, 5.0, 5)), angle(np.linspace(85.0, 90.0, 5))]
+    labels = np.r_[np.full(10, 2), np.zeros(5, int), np.ones(5, int)]
+    negatives = angle(np.r_[np.linspace(-10.0, 30.0, 20), np.linspace(60.0, 100.0, 20)])
+    wins = {}
+    for distill_labelled in (0.0, 10.0):
+        emb = fit_embeddings(text, feats, labels, negatives, np.ones(3, bool), 20.0, anchor=0.01,
+                             distill_labelled=distill_labelled)
+        assert ((feats @ emb.T).argmax(axis=1) == labels).all()
+        wins[distill_labelled] = int(((negatives @ emb.T).argmax(axis=1) == 2).sum())
+    assert wins[10.0] < wins[0.0], wins
+
+
 def test_bad_input_is_one_line(problem):
-    text, feats, labels, negatives, reviewed, _ = problem
+    text, feats, labels, negatives, reviewed, _, _ = problem
     with pytest.raises(DenseVLMError, match="every label must be a reviewed class"):
         fit_embeddings(text, feats, np.zeros(6, int), negatives, reviewed, 20.0)
     with pytest.raises(DenseVLMError, match="do not match"):
         fit_embeddings(text, feats[:, :4], labels, negatives, reviewed, 20.0)
-    for bad in ({"anchor": 0.0}, {"anchor": float("inf")}, {"distill": float("nan")}, {"distill": -1.0}):
+    for bad in ({"anchor": 0.0}, {"anchor": float("inf")}, {"distill": float("nan")}, {"distill": -1.0},
+                {"distill_labelled": -0.1}):
         with pytest.raises(DenseVLMError, match="anchor must be finite and > 0"):
             fit_embeddings(text, feats, labels, negatives, reviewed, 20.0, **bad)

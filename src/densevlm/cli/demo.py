@@ -11,7 +11,8 @@ own words are unknown to a web-trained VLM.
 4. fine-tune the student with DenseVLM's decoupled alignment (``densevlm train``'s defaults, its
    best settings on this world), and with CLIPSelf (as the paper's settings run it) to compare;
 5. simulated expert review: an expert (the unlabeled pool's ground truth, never the held-out
-   set) labels 10 regions of each plant word in a review database, as the review page would;
+   set) labels 10 regions of each plant word and confirms 10 of each known class in a review
+   database, as the review page would;
    ``densevlm vocab adapt`` turns them into class embeddings for the DenseVLM-tuned student
    (fitted so that the student names the reviewed boxes and keeps its own predictions on the rest
    of the expert's images), and its box accuracy on the held-out set is measured with the text
@@ -27,7 +28,7 @@ JSONs and the report's tables hold the protocol's numbers over all of them. The 
 (things, stuff, background called a part) averages over the 16 classes the VLM knows, as before
 the plant words existed; a known part called "rivet" still counts as wrong. The plant words get
 a line of their own (text only: near chance, 5 %), and the review line says what the expert's
-40 regions taught.
+40 regions of new words (and 160 confirmations) taught.
 
 Takes about 5 minutes on 2 CPU cores (--fast: about 2). Nothing is downloaded. An --out folder
 that is not empty (an earlier demo) is only reused with --overwrite, which starts every stage
@@ -154,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
             runs.append(out / method)
             print(f"      final loss {result.final_loss:.3f}; checkpoint {out / method / 'last.pt'}")
     checkpoints = {m: out / m / "last.pt" for m in ("densevlm", "clipself")}
-    with stage(f"simulated expert review: {REVIEW_SHOTS} regions of each plant word, few-shot class embeddings"):
+    with stage(f"simulated expert review: {REVIEW_SHOTS} regions of each plant word and each known class, "
+               "few-shot class embeddings"):
         taught = simulated_review(out, checkpoints["densevlm"], pool_dir, val_dir, known, REVIEW_SHOTS)
         print(f"      review database {out / 'review' / 'review.sqlite'}; adapted vocabulary "
               f"{out / 'review' / 'plant.vocab.npz'}")
@@ -193,10 +195,11 @@ def class_groups(per_class: list[dict], known) -> dict[str, float]:
 
 
 def simulated_review(out: Path, checkpoint: str | Path, pool_dir: Path, val_dir: Path, known, shots: int) -> dict:
-    """Stage 5: the expert labels ``shots`` regions per plant word; text-only vs adapted box mAcc on the held-out set.
+    """Stage 5: the expert labels ``shots`` regions per class; text-only vs adapted box mAcc on the held-out set.
 
-    The expert's regions are the first ``shots`` ground-truth segments of each plant word in the
-    unlabeled pool (:func:`densevlm.review.simulated.expert_examples`), recorded in
+    The expert's regions are the first ``shots`` ground-truth segments of each plant word and of
+    each class of ``known`` in the unlabeled pool (:func:`densevlm.review.simulated.expert_examples`:
+    new words typed, known classes confirmed, the field's K-shot protocol), recorded in
     ``out/review/review.sqlite`` whose vocabulary is ``known``: the plant words are new classes the
     expert typed. :func:`densevlm.training.fewshot.adapt_vocabulary` (what ``densevlm vocab adapt``
     runs) builds the adapted vocabulary for ``checkpoint`` (``out/review/plant.vocab.npz``).
@@ -223,7 +226,7 @@ def simulated_review(out: Path, checkpoint: str | Path, pool_dir: Path, val_dir:
     folder = out / "review"
     if folder.exists():
         shutil.rmtree(folder)  # a demo that runs again (--overwrite) starts a new review
-    examples = expert_examples(pool_dir, [c.name for c in PLANT], shots)
+    examples = expert_examples(pool_dir, [c.name for c in PLANT], shots) + expert_examples(pool_dir, known.names, shots)
     db = expert_database(examples, known, pool_dir / "images", folder / "review.sqlite")
     model = load_model(str(checkpoint))
     adapted = adapt_vocabulary(model, db)

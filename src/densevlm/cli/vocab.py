@@ -1,7 +1,7 @@
 """Vocabulary tools. `adapt`: few-shot class embeddings from reviewed regions.
 
   densevlm vocab adapt --model M --reviewed review.sqlite --out plant.vocab.npz [--vocab FILE]
-                       [--method fit] [--anchor 0.1] [--distill 10]
+                       [--method fit] [--anchor 0.03] [--distill 10]
   densevlm vocab adapt ... --method blend [--k0 3] [--prototype discriminant|mean] [--negative-rate 0.005 | --no-bias]
 
 Reviewed classes the vocabulary lacks become new classes. No training: seconds on a CPU. The .npz
@@ -12,6 +12,9 @@ are fitted so that the model names those regions, starting from and pulled towar
 embeddings (--anchor), while every region of the same images outside the reviewed boxes keeps
 what the model called it without them (--distill: the weight of that; larger steals less from
 the other classes and teaches less). Classes no one reviewed keep their text embedding exactly.
+Review the known classes too: confirm about ten regions of each, besides the new words. Where
+the expert labelled the class the model predicts, the fit learns from those labels instead of
+keeping the model's guess, and the known classes lose far less (BENCHMARKS.md, "Stop 23").
 
 --method blend: each class's text embedding is blended with the prototype of its reviewed
 regions: e' = normalise((1 - w) t + w p) with w = n / (n + k0), n the class's reviewed
@@ -47,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="fit (default): fit the reviewed classes' embeddings against the other classes; "
                             "blend: mix a prototype into each text embedding")
     adapt.add_argument("--anchor", type=float, default=None,
-                       help="fit: pull of each reviewed class towards its text embedding (default: 0.1; larger "
+                       help="fit: pull of each reviewed class towards its text embedding (default: 0.03; larger "
                             "teaches less: a word the text tower cannot read has an uninformative one)")
     adapt.add_argument("--distill", type=float, default=None,
                        help="fit: weight of keeping the model's own predictions outside the reviewed boxes "

@@ -51,7 +51,8 @@ def _pct(value: Any, unit: str = "") -> str:
 
 
 def taught_line(doc: dict[str, Any]) -> str:
-    """One plain-text line: ``the expert taught N new words (R regions): their box mAcc X % text only
+    """One plain-text line: ``the expert taught N new words (R regions[, and confirmed C of the known
+    classes]): their box mAcc X % text only
     -> Y % with the reviewed examples; other things A -> B; stuff C -> D; background called a part E -> F %``.
 
     Raises:
@@ -59,7 +60,9 @@ def taught_line(doc: dict[str, Any]) -> str:
     """
     words = doc["new_words"]
     before, after = doc["text_only"], doc["reviewed"]
-    return (f"the expert taught {len(words)} new word{'s' if len(words) != 1 else ''} ({doc['regions']} regions): "
+    taught = sum(words.values())
+    confirmed = f", and confirmed {doc['regions'] - taught} of the known classes" if doc["regions"] > taught else ""
+    return (f"the expert taught {len(words)} new word{'s' if len(words) != 1 else ''} ({taught} regions{confirmed}): "
             f"their box mAcc {_pct(before['new_words'], ' %')} text only -> {_pct(after['new_words'], ' %')} "
             f"with the reviewed examples; other things {_pct(before['other_things'])} -> {_pct(after['other_things'])}; "
             f"stuff {_pct(before['stuff'])} -> {_pct(after['stuff'])}; "

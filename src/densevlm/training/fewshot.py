@@ -6,8 +6,7 @@ input size, RoI-aligned over the unit-norm dense tokens), the features of a clas
 into a prototype. The same images give the negatives: every token-aligned window of 1 to 4
 tokens that the reviewed boxes cover less than half (:func:`negative_windows`) and, when the
 text embeddings are given, the model's own regions there (:func:`own_regions`: connected
-components of its text-only token argmax over the unreviewed classes, object-shaped where the
-windows are squares).
+components of its text-only token argmax, object-shaped where the windows are squares).
 
 Two ways to turn them into class embeddings (``method``):
 
@@ -153,7 +152,7 @@ def class_prototypes(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
         regions: labelled regions whose ``category`` is a class of ``vocab`` (any synonym).
         size: longest input side (default the model's input size).
         text: ``[K, C]`` class embeddings of ``vocab``; given, the model's own regions outside
-            the reviewed boxes are pooled too (:func:`own_regions`, over the classes no region reviews).
+            the reviewed boxes are pooled too (:func:`own_regions`, over every class).
 
     Returns:
         :class:`ReviewedFeatures`; negatives are pooled like the boxes, from the same dense maps.
@@ -167,8 +166,6 @@ def class_prototypes(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
     token_sum = torch.zeros(model.embed_dim, dtype=torch.float64)
     n_tokens = 0
     negatives, features, labels, own = [], [], [], []
-    unreviewed = np.ones(len(vocab), bool)
-    unreviewed[[vocab.index(r.category) for r in regions]] = False
     with torch.inference_mode():
         for path, items in by_image.items():
             image = open_image(path)
@@ -187,8 +184,9 @@ def class_prototypes(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             windows = negative_windows(boxes.numpy(), dense.shape[2], dense.shape[3], model.patch_size)
             if len(windows):
                 negatives.append(_pool(dense, windows, model.patch_size))
-            if text is not None and unreviewed.any():
-                mine = own_regions(dense[0].cpu().numpy(), text, unreviewed, boxes.numpy(), model.patch_size)
+            if text is not None:
+                mine = own_regions(dense[0].cpu().numpy(), text, np.ones(len(text), bool), boxes.numpy(),
+                                   model.patch_size)
                 if len(mine):
                     own.append(_pool(dense, mine, model.patch_size))
     protos = torch.nn.functional.normalize(sums, dim=1).numpy()
