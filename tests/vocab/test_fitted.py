@@ -135,6 +135,19 @@ def test_confirmed_known_classes_keep_distillation_on():
     assert wins[10.0] < wins[0.0], wins
 
 
+def test_a_confirmed_known_class_keeps_the_regions_the_model_gives_it():
+    # the expert confirmed five regions of class 0 (not of class 1) besides the new class's ten: regions
+    # near class 0 stay class 0 (when the target zeroed every reviewed class's share, they all went to 1)
+    text = np.array([angle(0.0), angle(90.0), [0.0, 0.0]])
+    feats = np.r_[angle(np.linspace(40.0, 50.0, 10)), angle(np.linspace(0.0, 10.0, 5))]
+    labels = np.r_[np.full(10, 2), np.zeros(5, int)]
+    near_0 = angle(np.linspace(-10.0, 20.0, 20))
+    negatives = np.r_[near_0, angle(np.linspace(70.0, 100.0, 20))]
+    emb = fit_embeddings(text, feats, labels, negatives, np.array([True, False, True]), 20.0, anchor=0.01)
+    assert ((near_0 @ emb.T).argmax(axis=1) == 0).all()
+    assert ((feats @ emb.T).argmax(axis=1) == labels).all()
+
+
 def test_bad_input_is_one_line(problem):
     text, feats, labels, negatives, reviewed, _, _ = problem
     with pytest.raises(DenseVLMError, match="every label must be a reviewed class"):
