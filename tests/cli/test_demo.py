@@ -59,6 +59,7 @@ def test_simulated_review_teaches_the_plant_words_from_the_pool_and_scores_the_h
     adapted = load_vocabulary(doc["vocabulary"])
     assert {n: c for n, c in zip(adapted.names, adapted.counts) if n not in known.names} == doc["new_words"]
     assert {n: c for n, c in zip(adapted.names, adapted.counts) if n in known.names} == {n: 2 for n in known.names}
+    assert set(adapted.defects) == set(load_vocabulary(val / "vocab.txt").defects)  # burr, weld spatter, porosity too
     model, cfg = load_model("tiny-student"), EvalConfig(crops=False, segmentation=False)
     for key, vocab in (("text_only", load_vocabulary(val / "vocab.txt")), ("reviewed", adapted)):
         result = evaluate(model, PanopticDataset(val), vocab, cfg, progress=False)

@@ -51,6 +51,15 @@ def test_the_database_holds_the_verdicts_and_the_words_the_expert_added(pool, tm
     with ReviewStore(db) as store:
         added = {c["name"]: c["thing"] for c in store.classes() if c["name"] not in known.names}
     assert added == {"burr": True, "rivet": True}
+    assert set(reviewed.vocab.defects) == set(known.defects)  # no defects given: burr is a plain thing
+
+
+def test_new_words_named_as_defects_are_added_as_defects(pool, tmp_path):
+    known = default_vocabulary()
+    examples = expert_examples(pool, ["burr", "rivet", "bolt"], 2)
+    db = expert_database(examples, known, pool / "images", tmp_path / "review.sqlite",
+                         defects=["burr", "porosity", "scratch"])  # porosity: no region; scratch: known already
+    assert set(load_reviewed(db).vocab.defects) == set(known.defects) | {"burr"}
     with pytest.raises(DenseVLMError, match="exists already"):
         expert_database(examples, known, pool / "images", tmp_path / "review.sqlite")
     with pytest.raises(DenseVLMError, match="not in the images folder"):

@@ -227,7 +227,8 @@ def simulated_review(out: Path, checkpoint: str | Path, pool_dir: Path, val_dir:
     if folder.exists():
         shutil.rmtree(folder)  # a demo that runs again (--overwrite) starts a new review
     examples = expert_examples(pool_dir, [c.name for c in PLANT], shots) + expert_examples(pool_dir, known.names, shots)
-    db = expert_database(examples, known, pool_dir / "images", folder / "review.sqlite")
+    db = expert_database(examples, known, pool_dir / "images", folder / "review.sqlite",
+                         defects=load_vocabulary(val_dir / "vocab.txt").defects)
     model = load_model(str(checkpoint))
     adapted = adapt_vocabulary(model, db)
     save_adapted(adapted, folder / "plant.vocab.npz")

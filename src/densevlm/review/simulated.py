@@ -72,7 +72,8 @@ def expert_examples(pool: str | Path, classes: Sequence[str], shots: int) -> lis
     return out
 
 
-def expert_database(examples: Sequence[LabelledRegion], vocab: Vocabulary, images: str | Path, db: str | Path) -> Path:
+def expert_database(examples: Sequence[LabelledRegion], vocab: Vocabulary, images: str | Path, db: str | Path,
+                    defects: Sequence[str] = ()) -> Path:
     """A new review database holding the expert's regions (``examples``) and the expert's verdicts.
 
     The regions are imported as a candidates file (written beside ``db``, same stem,
@@ -80,17 +81,20 @@ def expert_database(examples: Sequence[LabelledRegion], vocab: Vocabulary, image
     drew the boxes, so no model proposed a class for them: each region's one candidate is
     ``vocab``'s first class (probability 1), and the expert's verdict corrects it (or accepts it,
     when that is the truth). A class of ``examples`` that ``vocab`` lacks is added by the expert's
-    first verdict on it (a new class, thing or stuff as the region says).
+    first verdict on it (a new class, thing or stuff as the region says); a new class named in
+    ``defects`` is added as a defect first, as the review page's "a defect" button adds it.
 
     Args:
         examples: labelled regions with a category and the image size (:func:`expert_examples`).
         vocab: the database's starting vocabulary.
         images: the folder the regions' images are in (their paths are taken relative to it).
         db: the database to create.
+        defects: names that make an item NG (e.g. the world's ``[defects]``); only those that are
+            new classes of ``examples`` are added (``vocab``'s own defects are in its header).
 
     Raises:
         DenseVLMError: ``db`` or its candidates file exists already, a region has no category or
-            no image size, or its image is not in ``images``.
+            no image size, its image is not in ``images``, or a new defect's regions are stuff.
     """
     db, images = Path(db), Path(images).resolve()
     jsonl = db.with_suffix(".jsonl")
@@ -113,7 +117,10 @@ def expert_database(examples: Sequence[LabelledRegion], vocab: Vocabulary, image
     db.parent.mkdir(parents=True, exist_ok=True)
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
     import_candidates(db, jsonl)
+    new_defects = sorted({e.category for e in examples if e.category in set(defects)} - set(vocab.names))
     with ReviewStore(db) as store:
+        for name in new_defects:
+            session.add_class(store, name, True, EXPERT, defect=True)
         ids = [rid for (rid,) in store.conn.execute("SELECT id FROM regions ORDER BY id")]
         for region_id, e in zip(ids, examples):
             session.add_verdict(store, region_id, EXPERT, "category", category=e.category, thing=e.thing)
