@@ -22,4 +22,7 @@ def test_default_size_is_the_models_default_size(tmp_path, monkeypatch, size_arg
     argv = ["eval", "--data", str(root), "--model", "tiny-student", "--no-crops", "--no-seg", "--device", "cpu",
             "--json", str(out), *size_args]
     assert main(argv) == 0
-    assert json.loads(out.read_text())["size"] == expected
+    written = json.loads(out.read_text())
+    assert written["size"] == expected
+    data = str(root / "panoptic.json")
+    assert (written["data"], written["vocabulary"], written["vocabulary_adapted"]) == (data, data, False)

@@ -16,6 +16,8 @@ Images are letterboxed: longest side ``size``, padded to a square (as the refere
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import re
 import time
@@ -101,12 +103,13 @@ def _normalise(name: str) -> str:
 
 
 def dataset_vocabulary(dataset: PanopticDataset) -> Vocabulary:
-    """The dataset's own categories as a vocabulary (names cleaned of COCO's ``-merged`` suffixes)."""
+    """The dataset's own categories as a vocabulary (names cleaned of COCO's ``-merged`` suffixes;
+    ``source``: the dataset's JSON)."""
     things, stuff = [], []
     for c, thing in zip(dataset.categories, dataset.is_thing):
         clean = _normalise(c["name"]) or c["name"]
         (things if thing else stuff).append(clean)
-    return Vocabulary.from_lists(things, stuff)
+    return dataclasses.replace(Vocabulary.from_lists(things, stuff), source=str(dataset.json_path))
 
 
 def map_categories(dataset: PanopticDataset, vocab: Vocabulary) -> list[int]:
@@ -291,7 +294,8 @@ def evaluate(
         log.warning("%s", warning)
     return eval_result(vocab, counters, seg_counter, cfg, skipped, n_images=int(stats[0]), n_segments=int(stats[1]),
                        n_skipped=int(stats[2]), size=size, wall_s=round(time.perf_counter() - started, 2),
-                       model=model.spec.source, data=str(dataset.json_path))
+                       model=model.spec.source, data=str(dataset.json_path), vocabulary=vocab.source,
+                       vocabulary_adapted=getattr(vocab, "embeddings", None) is not None)
 
 
 def eval_result(vocab: Vocabulary, counters: dict[str, RegionCounter], seg: SegmentationCounter, cfg: EvalConfig,
