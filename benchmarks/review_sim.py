@@ -249,7 +249,8 @@ def _plant_examples(pool: Path, shots: int) -> list:
 
 
 def _confirmed(pool: Path, vocab, shots: int) -> list:
-    """The expert's confirmations: the first ``shots`` ground-truth regions of every class of ``vocab`` but the plant words."""
+    """The expert's confirmations: the first ``shots`` ground-truth regions of every class of ``vocab``
+    but the plant words (none when ``shots`` is 0)."""
     from densevlm.data.synth.categories import PLANT
     from densevlm.review.simulated import expert_examples
 

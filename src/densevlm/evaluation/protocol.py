@@ -17,7 +17,6 @@ Images are letterboxed: longest side ``size``, padded to a square (as the refere
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import re
 import time

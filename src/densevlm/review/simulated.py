@@ -81,8 +81,8 @@ def expert_database(examples: Sequence[LabelledRegion], vocab: Vocabulary, image
     drew the boxes, so no model proposed a class for them: each region's one candidate is
     ``vocab``'s first class (probability 1), and the expert's verdict corrects it (or accepts it,
     when that is the truth). A class of ``examples`` that ``vocab`` lacks is added by the expert's
-    first verdict on it (a new class, thing or stuff as the region says); a new class named in
-    ``defects`` is added as a defect first, as the review page's "a defect" button adds it.
+    first verdict on it (a new class, thing or stuff as the region says); a new thing class named
+    in ``defects`` is added as a defect first, as the review page's "a defect" button adds it.
 
     Args:
         examples: labelled regions with a category and the image size (:func:`expert_examples`).
@@ -94,7 +94,7 @@ def expert_database(examples: Sequence[LabelledRegion], vocab: Vocabulary, image
 
     Raises:
         DenseVLMError: ``db`` or its candidates file exists already, a region has no category or
-            no image size, its image is not in ``images``, or a new defect's regions are stuff.
+            no image size, or its image is not in ``images``.
     """
     db, images = Path(db), Path(images).resolve()
     jsonl = db.with_suffix(".jsonl")
@@ -117,7 +117,8 @@ def expert_database(examples: Sequence[LabelledRegion], vocab: Vocabulary, image
     db.parent.mkdir(parents=True, exist_ok=True)
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
     import_candidates(db, jsonl)
-    new_defects = sorted({e.category for e in examples if e.category in set(defects)} - set(vocab.names))
+    new_defects = sorted({e.category for e in examples if e.category in set(defects) and e.thing is not False}
+                         - set(vocab.names))
     with ReviewStore(db) as store:
         for name in new_defects:
             session.add_class(store, name, True, EXPERT, defect=True)
