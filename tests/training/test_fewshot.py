@@ -326,3 +326,4 @@ def test_vocab_adapt_cli_on_a_review_database(world, review_db, tmp_path, capsys
     assert err[-1].startswith("densevlm segment: error:") and "adapted for another model" in err[-1]
     assert f"({model_path}, weights sha256" in err[-1]  # it names the model it was made for
     assert not any("Traceback" in line for line in err)
+    assert not any("segmenting" in line for line in err), err  # refused before the run is announced

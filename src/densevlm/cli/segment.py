@@ -194,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, overlay_max_side=args.overlay_max_side,
         progress=logging.getLogger("densevlm").isEnabledFor(logging.INFO), model_name=model_name, templates=templates,
     )
+    # the vocabulary against the model (an adapted one made for another model, an export's other classes,
+    # classes the text tower cannot tell apart) before the run is announced; the table is cached for the run
+    model.embed_vocabulary(vocab, templates=templates)
     log.info("segmenting %d images with %s (%s) at %d px, %d classes%s", len(images), model_name, engine, size,
              len(vocab), ", boxes from " + str(args.boxes) if boxes is not None else "")
     summary = segment_files(model, images, vocab, out, config, boxes=boxes)
