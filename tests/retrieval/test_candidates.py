@@ -68,3 +68,43 @@ def test_segments_carry_masks(tmp_path):
         assert m.shape == (64, 64) and m.sum() > 0
         x1, y1, x2, y2 = r["box"]
         assert x1 <= xs.min() and xs.max() < x2 + 1e-6 and y1 <= ys.min() and ys.max() < y2 + 1e-6
+
+
+def test_boxes_are_the_regions_and_only_their_images_are_labelled(tmp_path, capsys):
+    from densevlm.cli.main import main
+
+    world = write_world(tmp_path / "world", 8, seed=14, progress=False)
+    truth = json.loads((world / "panoptic.json").read_text())
+    names = {c["id"]: c["name"] for c in truth["categories"]}
+    things = {c["id"] for c in truth["categories"] if c["isthing"]}
+    given = []
+    for ann in truth["annotations"][::2]:  # every other image
+        for s in ann["segments_info"]:
+            if s["category_id"] in things:
+                x, y, w, h = s["bbox"]
+                given.append({"image": ann["file_name"], "box": [x, y, x + w, y + h], "truth": names[s["category_id"]]})
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps(given))
+    out = tmp_path / "cand.jsonl"
+    # at 128 px the teacher's input is twice the image: the boxes go through the letterbox both ways
+    argv = ["retrieve", "--images", str(world), "--boxes", str(boxes), "--size", "128", "--out", str(out), "-q"]
+    assert main(argv) == 0
+    header, *regions = [json.loads(line) for line in out.read_text().splitlines()]
+    assert header["region_source"] == "boxes" and "4 images" in capsys.readouterr().out
+    assert [(r["image"], r["box"]) for r in regions] == [(g["image"], [float(v) for v in g["box"]]) for g in given]
+    named = sum(r["candidates"][0]["category"] == g["truth"] for r, g in zip(regions, given))
+    assert named >= 0.6 * len(given), (named, len(given))  # the teacher names the parts in their boxes
+    assert import_candidates(tmp_path / "review.sqlite", out).regions_added == len(given)
+    for extra, message in ((["--regions", "segments"], "--boxes replaces --regions and --max-boxes"),
+                           (["--max-boxes", "3"], "--boxes replaces --regions and --max-boxes")):
+        assert main(argv + ["--overwrite"] + extra) == 2
+        assert message in capsys.readouterr().err
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps([{"image": given[0]["image"], "box": [0, 0, 65, 10]}]))
+    assert main(["retrieve", "--images", str(world), "--boxes", str(outside), "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(outside) in err[0] and "Traceback" not in err[0]
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps([{"image": "nowhere.png", "box": [0, 0, 5, 5]}]))
+    assert main(["retrieve", "--images", str(world), "--boxes", str(elsewhere), "--out", str(tmp_path / "e.jsonl")]) == 2
+    assert "no box names an image of" in capsys.readouterr().err

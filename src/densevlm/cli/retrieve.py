@@ -1,13 +1,19 @@
 """Let a strong frozen VLM (the teacher) propose categories for the regions of your images.
 
-Each image is cut into regions (the paper's grid cells, or colour segments), each region is
+Each image is cut into regions (the paper's grid cells, or colour segments; or, with --boxes,
+the boxes of a file: objects from a labelling tool or a detector), each region is
 classified by the teacher against your vocabulary (softmax of the cosines times
 --logit-scale, default the teacher's own), and its top-k candidates are written to a JSONL file that
 `densevlm review init` imports for an expert to confirm or correct. Regions whose top
 probability is at most --threshold are marked kept=false (training ignores them).
 
+Object boxes are what teaches `densevlm vocab adapt` most: an expert who confirms about ten
+boxes of each known class besides the new words keeps the known classes' accuracy; grid cells
+and colour segments are mostly surfaces and do not (BENCHMARKS.md, "Plant words / Stop 23").
+
 Example:
   densevlm retrieve --images world/unlabeled --out candidates.jsonl
+  densevlm retrieve --images photos/ --boxes boxes.json --out candidates.jsonl
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="candidates JSONL to write")
     p.add_argument("--regions", choices=["grid", "segments"], default="grid", help="region source (default: grid)")
     p.add_argument("--max-boxes", type=int, default=None, help="regions per image (default: every grid cell)")
+    p.add_argument("--boxes", default=None, metavar="FILE",
+                   help="label these boxes instead of --regions, only on the images they name (COCO JSON with "
+                        "images and annotations, or a list of {image, box: [x1, y1, x2, y2]}; as `segment --boxes`)")
     p.add_argument("--features", choices=["dense", "crop", "mean", "split"], default="dense",
                    help="teacher region features (default: dense, the paper's RoI features)")
     p.add_argument("--logit-scale", "--tau", dest="logit_scale", type=float, default=None,
@@ -51,15 +60,17 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.fileio import check_output
 
     image_inputs = [part.split("=", 1)[-1] for part in args.images.split(",")]  # json=FILE,images=DIR too
-    inputs = existing_paths(args.vocab, args.teacher, args.teacher_pretrained, *image_inputs)
+    inputs = existing_paths(args.vocab, args.teacher, args.teacher_pretrained, args.boxes, *image_inputs)
     check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite)
+    source = open_image_source(args.images)
+    boxes = _boxes(args, source) if args.boxes else None
     teacher = load_model_arg(args.teacher, args.teacher_pretrained, default_device(args.device), size=args.size)
     vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
     cfg = RetrievalConfig(features=args.features, logit_scale=args.logit_scale, threshold=args.threshold,
                           top_k=args.top_k)
-    summary = write_candidates(teacher, open_image_source(args.images), vocab, args.out, cfg, region_source=args.regions,
+    summary = write_candidates(teacher, source, vocab, args.out, cfg, region_source=args.regions,
                                max_boxes=args.max_boxes, size=args.size, seed=args.seed, limit=args.limit,
-                               full_logits=args.full_logits)
+                               full_logits=args.full_logits, boxes=boxes)
     top = ", ".join(f"{n} ({c})" for n, c in summary["top_categories"][:5])
     print(f"{summary['images']} images, {summary['regions']} regions (logit scale {summary['logit_scale']:.1f}): "
           f"kept {100 * summary['kept_frac']:.1f}%, things {100 * summary['thing_frac']:.1f}% of kept; top: {top}")
@@ -67,3 +78,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {summary['skipped']} unreadable images")
     print(summary["out"])
     return 0
+
+
+def _boxes(args: argparse.Namespace, source):
+    """``{image name: [N, 4] boxes}`` of ``--boxes``, checked against each image (one-line errors)."""
+    from densevlm.data.images import FileListSource
+    from densevlm.errors import DenseVLMError
+    from densevlm.inference.boxes import assign_boxes, load_boxes
+    from densevlm.inference.io import InputImage
+
+    if not isinstance(source, FileListSource):
+        raise DenseVLMError(f"--boxes needs --images to be a folder of image files, not {args.images}")
+    if args.regions != "grid" or args.max_boxes is not None:
+        raise DenseVLMError("--boxes replaces --regions and --max-boxes; give one or the other")
+    images = [InputImage(source.path(i), source.name(i), source.name(i)) for i in range(len(source))]
+    assigned = assign_boxes(load_boxes(args.boxes), images, args.boxes)
+    if not assigned:
+        raise DenseVLMError(f"{args.boxes}: no box names an image of {args.images}")
+    return {name: arr for name, (arr, _) in assigned.items()}

@@ -5,7 +5,7 @@ per region::
 
     {"kind": "header", "version": 1, "teacher": ..., "images": "/abs/dir", "vocabulary":
      {"things": [["bolt"], ["scratch", "scuff"]], "stuff": [...], "defects": ["scratch"]}, "tau": 14.3,
-     "threshold": 0.3, "region_source": "grid", "features": "crop"}
+     "threshold": 0.3, "region_source": "grid" | "segments" | "boxes", "features": "crop"}
     {"kind": "region", "id": "000012.png#3", "image": "000012.png", "width": 64, "height": 64,
      "box": [x1, y1, x2, y2], "mask": null | {"size": [h, w], "counts": "..."},
      "candidates": [{"category": "bolt", "prob": 0.81, "thing": true}, ...],
@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -64,14 +64,19 @@ def write_candidates(
     full_logits: bool = False,
     max_logits: int = 64,
     progress: bool = True,
+    boxes: Optional[Mapping[str, np.ndarray]] = None,
 ) -> dict[str, Any]:
     """Label the regions of every image with the teacher; returns the retrieval statistics.
 
     Args:
         teacher: a frozen :class:`~densevlm.model.DenseModel`.
         source: the images (a folder-like source, so the review page can show them).
-        region_source: ``grid`` or ``segments`` (segments also get RLE masks).
+        region_source: ``grid`` or ``segments`` (segments also get RLE masks); ``boxes`` when
+            ``boxes`` is given.
         size: longest side the teacher sees (default its input size).
+        boxes: ``{source.name(i): [N, 4] XYXY original pixels}``: the regions are these boxes
+            (e.g. objects from a labelling tool or a detector, checked against their image by
+            the caller), and only images with boxes are labelled.
     """
     from tqdm import tqdm
 
@@ -83,14 +88,20 @@ def write_candidates(
     stats = RetrievalStats(vocab.names)
     root = str(Path(source.root).resolve()) if isinstance(source, FileListSource) else None
     n = len(source) if limit is None else min(limit, len(source))
+    if boxes is not None:
+        region_source = "boxes"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    skipped = 0
+    skipped = without_boxes = 0
     started = time.perf_counter()
     with open(tmp, "w", encoding="utf-8") as f, torch.inference_mode():
         f.write(json.dumps(header_record(teacher, vocab, root, cfg, logit_scale, region_source)) + "\n")
         for index in tqdm(range(n), desc="retrieve", unit="img", disable=None if progress else True):
+            given = None if boxes is None else boxes.get(source.name(index))
+            if boxes is not None and (given is None or not len(given)):
+                without_boxes += 1
+                continue
             try:
                 image = source.load(index)
             except Exception as e:  # unreadable images are reported and skipped
@@ -101,20 +112,23 @@ def write_candidates(
             content = x[:, : plan.height, : plan.width]
             rng = np.random.default_rng([seed, index])
             masks = None
-            if region_source == "segments":
+            if given is not None:
+                boxes_in = plan.to_input(torch.as_tensor(np.asarray(given, np.float32)))
+            elif region_source == "segments":
                 raw = torch.from_numpy(np.asarray(image.resize((plan.width, plan.height)), dtype=np.float32) / 255.0).permute(2, 0, 1)
-                boxes, masks = segment_regions(raw)
+                boxes_in, masks = segment_regions(raw)
                 if max_boxes is not None:
-                    boxes, masks = boxes[:max_boxes], masks[:max_boxes]
+                    boxes_in, masks = boxes_in[:max_boxes], masks[:max_boxes]
             else:
-                boxes = grid_boxes(content.shape[-1], content.shape[-2], rng, max_boxes)
-            feats = teacher_region_features(teacher, x[None].to(teacher.device), [boxes.to(teacher.device)], cfg.features, cfg.context)
+                boxes_in = grid_boxes(content.shape[-1], content.shape[-2], rng, max_boxes)
+            feats = teacher_region_features(teacher, x[None].to(teacher.device), [boxes_in.to(teacher.device)],
+                                            cfg.features, cfg.context)
             r = classify_regions(feats, text, class_is_thing, logit_scale, cfg.threshold, cfg.features)
             stats.update(r)
             name = source.name(index)
             top_probs, top_classes = similarity.top_k(r.probs, cfg.top_k)
-            for j in range(boxes.shape[0]):
-                box = plan.to_original(boxes[j]).tolist()
+            for j in range(boxes_in.shape[0]):
+                box = plan.to_original(boxes_in[j]).tolist()
                 box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
                 record = {
                     "kind": "region", "id": f"{name}#{j}", "image": name, "width": image.width, "height": image.height,
@@ -135,6 +149,6 @@ def write_candidates(
                     record["logits"] = [round(float(v), 3) for v in r.logits[j]]
                 f.write(json.dumps(record) + "\n")
     os.replace(tmp, out)
-    summary = {**stats.summary(), "images": n - skipped, "skipped": skipped, "wall_s": time.perf_counter() - started,
+    summary = {**stats.summary(), "images": n - skipped - without_boxes, "skipped": skipped, "wall_s": time.perf_counter() - started,
                "logit_scale": logit_scale, "out": str(out)}
     return summary
