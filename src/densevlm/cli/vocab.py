@@ -12,9 +12,10 @@ are fitted so that the model names those regions, starting from and pulled towar
 embeddings (--anchor), while every region of the same images outside the reviewed boxes keeps
 what the model called it without them (--distill: the weight of that; larger steals less from
 the other classes and teaches less). Classes no one reviewed keep their text embedding exactly.
-Review the known classes too: confirm about ten regions of each, besides the new words. Where
-the expert labelled the class the model predicts, the fit learns from those labels instead of
-keeping the model's guess, and the known classes lose far less (BENCHMARKS.md, "Stop 23").
+Review the known classes too: confirm about ten object boxes of each (`retrieve --boxes`),
+besides the new words. Where the expert labelled the class the model predicts, the fit learns
+from those labels instead of keeping the model's guess, and the known classes lose far less;
+confirmed grid cells or colour segments help much less (BENCHMARKS.md, "Stop 23").
 
 --method blend: each class's text embedding is blended with the prototype of its reviewed
 regions: e' = normalise((1 - w) t + w p) with w = n / (n + k0), n the class's reviewed
