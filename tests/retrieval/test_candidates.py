@@ -96,6 +96,7 @@ def test_boxes_are_the_regions_and_only_their_images_are_labelled(tmp_path, caps
     assert named >= 0.6 * len(given), (named, len(given))  # the teacher names the parts in their boxes
     assert import_candidates(tmp_path / "review.sqlite", out).regions_added == len(given)
     for extra, message in ((["--regions", "segments"], "--boxes replaces --regions and --max-boxes"),
+                           (["--regions", "grid"], "--boxes replaces --regions and --max-boxes"),
                            (["--max-boxes", "3"], "--boxes replaces --regions and --max-boxes")):
         assert main(argv + ["--overwrite"] + extra) == 2
         assert message in capsys.readouterr().err
@@ -108,3 +109,7 @@ def test_boxes_are_the_regions_and_only_their_images_are_labelled(tmp_path, caps
     elsewhere.write_text(json.dumps([{"image": "nowhere.png", "box": [0, 0, 5, 5]}]))
     assert main(["retrieve", "--images", str(world), "--boxes", str(elsewhere), "--out", str(tmp_path / "e.jsonl")]) == 2
     assert "no box names an image of" in capsys.readouterr().err
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    assert main(["retrieve", "--images", str(world), "--boxes", str(empty), "--out", str(tmp_path / "n.jsonl")]) == 2
+    assert f"{empty}: holds no boxes" in capsys.readouterr().err

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", required=True, help="image folder (or world directory) to label")
     p.add_argument("--vocab", default=None, help="vocabulary file (default: the embedded world's)")
     p.add_argument("--out", required=True, help="candidates JSONL to write")
-    p.add_argument("--regions", choices=["grid", "segments"], default="grid", help="region source (default: grid)")
+    p.add_argument("--regions", choices=["grid", "segments"], default=None, help="region source (default: grid)")
     p.add_argument("--max-boxes", type=int, default=None, help="regions per image (default: every grid cell)")
     p.add_argument("--boxes", default=None, metavar="FILE",
                    help="label these boxes instead of --regions, only on the images they name (COCO JSON with "
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     vocab = load_vocabulary(args.vocab) if args.vocab else default_vocabulary()
     cfg = RetrievalConfig(features=args.features, logit_scale=args.logit_scale, threshold=args.threshold,
                           top_k=args.top_k)
-    summary = write_candidates(teacher, source, vocab, args.out, cfg, region_source=args.regions,
+    summary = write_candidates(teacher, source, vocab, args.out, cfg, region_source=args.regions or "grid",
                                max_boxes=args.max_boxes, size=args.size, seed=args.seed, limit=args.limit,
                                full_logits=args.full_logits, boxes=boxes)
     top = ", ".join(f"{n} ({c})" for n, c in summary["top_categories"][:5])
@@ -89,10 +89,13 @@ def _boxes(args: argparse.Namespace, source):
 
     if not isinstance(source, FileListSource):
         raise DenseVLMError(f"--boxes needs --images to be a folder of image files, not {args.images}")
-    if args.regions != "grid" or args.max_boxes is not None:
+    if args.regions is not None or args.max_boxes is not None:
         raise DenseVLMError("--boxes replaces --regions and --max-boxes; give one or the other")
+    entries = load_boxes(args.boxes)
+    if not entries:
+        raise DenseVLMError(f"{args.boxes}: holds no boxes")
     images = [InputImage(source.path(i), source.name(i), source.name(i)) for i in range(len(source))]
-    assigned = assign_boxes(load_boxes(args.boxes), images, args.boxes)
+    assigned = assign_boxes(entries, images, args.boxes)
     if not assigned:
         raise DenseVLMError(f"{args.boxes}: no box names an image of {args.images}")
     return {name: arr for name, (arr, _) in assigned.items()}
