@@ -226,15 +226,15 @@ def simulated_review(out: Path, checkpoint: str | Path, pool_dir: Path, val_dir:
     folder = out / "review"
     if folder.exists():
         shutil.rmtree(folder)  # a demo that runs again (--overwrite) starts a new review
+    world = load_vocabulary(val_dir / "vocab.txt")  # the known classes and the plant words, [defects] included
     examples = expert_examples(pool_dir, [c.name for c in PLANT], shots) + expert_examples(pool_dir, known.names, shots)
-    db = expert_database(examples, known, pool_dir / "images", folder / "review.sqlite",
-                         defects=load_vocabulary(val_dir / "vocab.txt").defects)
+    db = expert_database(examples, known, pool_dir / "images", folder / "review.sqlite", defects=world.defects)
     model = load_model(str(checkpoint))
     adapted = adapt_vocabulary(model, db)
     save_adapted(adapted, folder / "plant.vocab.npz")
     dataset, cfg = PanopticDataset(val_dir), EvalConfig(crops=False, segmentation=False)
     scores = {}
-    for key, vocab in (("text_only", load_vocabulary(val_dir / "vocab.txt")), ("reviewed", adapted)):
+    for key, vocab in (("text_only", world), ("reviewed", adapted)):
         with torch.inference_mode():
             result = evaluate(model, dataset, vocab, cfg, progress=False)
         groups = class_groups(result.per_class, known)

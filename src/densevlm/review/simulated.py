@@ -117,8 +117,8 @@ def expert_database(examples: Sequence[LabelledRegion], vocab: Vocabulary, image
     db.parent.mkdir(parents=True, exist_ok=True)
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
     import_candidates(db, jsonl)
-    new_defects = sorted({e.category for e in examples if e.category in set(defects) and e.thing is not False}
-                         - set(vocab.names))
+    wanted = set(defects) - set(vocab.names)
+    new_defects = sorted({e.category for e in examples if e.category in wanted and e.thing is not False})
     with ReviewStore(db) as store:
         for name in new_defects:
             session.add_class(store, name, True, EXPERT, defect=True)

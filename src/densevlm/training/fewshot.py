@@ -38,8 +38,8 @@ from densevlm.imaging import open_image
 from densevlm.regions.labelled import LabelledRegion
 from densevlm.regions import similarity
 from densevlm.regions.pooling import roi_pool
-from densevlm.vocab.adapted import (AdaptedVocabulary, adapted, bias_direction, blend, calibrate_bias, discriminant,
-                                    gap_shift)
+from densevlm.vocab.adapted import (METHODS, AdaptedVocabulary, adapted, bias_direction, blend, calibrate_bias,
+                                    discriminant, gap_shift)
 from densevlm.vocab.fitted import ANCHOR, DISTILL, fit_embeddings
 from densevlm.vocab.vocabulary import Vocabulary
 
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 NEGATIVE_RATE = 0.005  # blend: default share of the expert's negative regions a reviewed class may win (BENCHMARKS.md)
 OWN_REGION_WEIGHT = 10.0  # fit: weight of one of the model's own regions against one window (BENCHMARKS.md)
-METHODS = ("fit", "blend")
 
 
 class ReviewedFeatures(NamedTuple):
@@ -112,26 +111,25 @@ def negative_windows(boxes: np.ndarray, rows: int, cols: int, patch: int, sizes:
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 4), np.float32)
 
 
-def own_regions(dense: np.ndarray, text: np.ndarray, unreviewed: np.ndarray, boxes: np.ndarray, patch: int,
-                cover: float = 0.5) -> np.ndarray:
+def own_regions(dense: np.ndarray, text: np.ndarray, boxes: np.ndarray, patch: int, cover: float = 0.5
+                ) -> np.ndarray:
     """``[P, 4]`` XYXY input-pixel boxes of the model's own regions that ``boxes`` leave mostly free.
 
-    The 8-connected components of each class in the token argmax of the cosines over the
-    ``unreviewed`` classes (what the model calls each token when no reviewed class may win), each
-    as its token-aligned bounding box; a box the union of ``boxes`` covers ``cover`` or more of is
-    left out (it is mostly a reviewed region).
+    The 8-connected components of each class in the token argmax of the cosines over ``text``
+    (what the model calls each token), each as its token-aligned bounding box; a box the union of
+    ``boxes`` covers ``cover`` or more of is left out (it is mostly a reviewed region).
 
     Args:
         dense: ``[C, h, w]`` unit-norm dense tokens of one image (content and padding alike).
-        text: ``[K, C]`` class embeddings.
-        unreviewed: ``[K]`` bool, the classes that may win (at least one).
+        text: ``[K, C]`` embeddings of the classes that may win (at least one; pass a subset of
+            the rows to leave classes out).
         boxes: ``[N, 4]`` XYXY reviewed boxes in input pixels.
         patch: input pixels per token.
     """
     from scipy import ndimage
 
     _, h, w = dense.shape
-    winner = similarity.cosine(dense, text[unreviewed], dim=0).argmax(axis=0)
+    winner = similarity.cosine(dense, text, dim=0).argmax(axis=0)
     covered = _coverage(boxes, h * patch, w * patch)
     out = []
     for k in np.unique(winner):
@@ -185,8 +183,7 @@ def class_prototypes(model, regions: Sequence[LabelledRegion], vocab: Vocabulary
             if len(windows):
                 negatives.append(_pool(dense, windows, model.patch_size))
             if text is not None:
-                mine = own_regions(dense[0].cpu().numpy(), text, np.ones(len(text), bool), boxes.numpy(),
-                                   model.patch_size)
+                mine = own_regions(dense[0].cpu().numpy(), text, boxes.numpy(), model.patch_size)
                 if len(mine):
                     own.append(_pool(dense, mine, model.patch_size))
     protos = torch.nn.functional.normalize(sums, dim=1).numpy()

@@ -81,9 +81,10 @@ from densevlm.errors import DenseVLMError
 from densevlm.vocab.vocabulary import Vocabulary, parse_vocabulary
 
 __all__ = ["AdaptedVocabulary", "bias_direction", "blend", "calibrate_bias", "discriminant", "gap_shift",
-           "load_adapted", "save_adapted", "FORMAT", "SHRINKAGE"]
+           "load_adapted", "save_adapted", "FORMAT", "METHODS", "SHRINKAGE"]
 
 FORMAT = "densevlm.adapted_vocabulary/2"
+METHODS = ("fit", "blend")  # how a table was made: vocab adapt --method (fit: densevlm.vocab.fitted)
 _OLDER = ("densevlm.adapted_vocabulary/1",)
 _TIE = 1e-6  # calibrate_bias: a bias this far below a negative's threshold
 SHRINKAGE = 0.1  # discriminant: default ridge, in units of the negatives' mean variance
@@ -335,7 +336,7 @@ def load_adapted(path: str | Path) -> AdaptedVocabulary:
         raise DenseVLMError(f"{path}: embeddings must be a finite [K, C] table, got shape {emb.shape}")
     rate = float(arrays["negative_rate"])
     method = str(arrays.get("method", "blend"))
-    if method not in ("fit", "blend"):
+    if method not in METHODS:
         raise DenseVLMError(f"{path}: unknown adaptation method {method!r} (a newer densevlm's file?)")
     weights = {k: float(arrays[k]) for k in ("anchor", "distill") if k in arrays and not np.isnan(float(arrays[k]))}
     result = adapted(vocab, emb, str(arrays["model_sha256"]), arrays["counts"], float(arrays["k0"]), source=str(path),
