@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 STATUSES = ("accepted", "corrected", "rejected", "unsure")
 
+# a later addition: created on first use in databases made before it (no schema version change)
+_CLASS_DEFECTS = "CREATE TABLE IF NOT EXISTS class_defects (class_id INTEGER PRIMARY KEY REFERENCES classes(id))"
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE imports (
@@ -58,7 +60,6 @@ CREATE TABLE classes (
     created_at REAL NOT NULL
 );
 CREATE TABLE class_names (name TEXT PRIMARY KEY COLLATE NOCASE, class_id INTEGER NOT NULL REFERENCES classes(id));
-CREATE TABLE class_defects (class_id INTEGER PRIMARY KEY REFERENCES classes(id));
 CREATE TABLE images (
     id INTEGER PRIMARY KEY,
     root TEXT NOT NULL,
@@ -104,7 +105,7 @@ CREATE VIEW current_verdicts AS
     WHERE v.undone_at IS NULL
       AND v.id = (SELECT MAX(w.id) FROM verdicts w
                   WHERE w.region_id = v.region_id AND w.reviewer = v.reviewer AND w.undone_at IS NULL);
-"""
+""" + _CLASS_DEFECTS + ";\n"
 
 
 BUSY_TIMEOUT_ENV = "DENSEVLM_REVIEW_BUSY_TIMEOUT"
@@ -291,7 +292,7 @@ class ReviewStore:
     def mark_defect(conn: sqlite3.Connection, class_id: int) -> None:
         """Record (inside a write transaction) that a thing class is a defect; the table is created in
         a database made before it existed (no schema version change: older readers ignore it)."""
-        conn.execute("CREATE TABLE IF NOT EXISTS class_defects (class_id INTEGER PRIMARY KEY REFERENCES classes(id))")
+        conn.execute(_CLASS_DEFECTS)
         conn.execute("INSERT OR IGNORE INTO class_defects (class_id) VALUES (?)", (class_id,))
 
     def find_class(self, name: str) -> Optional[sqlite3.Row]:
