@@ -26,3 +26,26 @@ def test_default_size_is_the_models_default_size(tmp_path, monkeypatch, size_arg
     assert written["size"] == expected
     data = str(root / "panoptic.json")
     assert (written["data"], written["vocabulary"], written["vocabulary_adapted"]) == (data, data, False)
+
+
+@pytest.mark.parametrize("size_args, expected", [([], 64), (["--size", "96"], 96)])
+def test_inspection_metrics_use_the_same_input_size(tmp_path, monkeypatch, size_args, expected):
+    # eval --inspection --size N once scored inspection at the model's native size while the JSON said N
+    import densevlm.inspection.evaluate as inspection
+    from densevlm.data.synth import write_world
+
+    world = tmp_path / "line"
+    write_world(world, 4, seed=3, defect_rate=0.5, progress=False)
+    seen = []
+    real = inspection.analyse_images
+
+    def recording(model, images, vocab, cfg, *args, **kwargs):
+        seen.append(cfg.size)
+        return real(model, images, vocab, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(inspection, "analyse_images", recording)
+    out = tmp_path / "metrics.json"
+    argv = ["eval", "--data", str(world), "--model", "tiny-student", "--no-crops", "--no-seg", "--device", "cpu",
+            "--inspection", "--json", str(out), "-q", *size_args]
+    assert main(argv) == 0
+    assert seen == [expected] and json.loads(out.read_text())["size"] == expected

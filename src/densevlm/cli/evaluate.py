@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(model, dataset, vocab, cfg, progress=rank == 0)
         if args.inspection:
             from densevlm.inspection.evaluate import evaluate_inspection
+            from densevlm.inspection.scores import ScoreConfig
 
-            result.metrics.update(evaluate_inspection(model, args.data, vocab, limit=args.limit,
+            result.metrics.update(evaluate_inspection(model, args.data, vocab, ScoreConfig(size=size), limit=args.limit,
                                                       batch_size=args.batch_size, progress=rank == 0))
     if rank == 0:
         print(format_table(result.metrics, title=f"{args.model} on {args.data} ({size} px)"))
