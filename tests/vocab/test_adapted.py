@@ -94,6 +94,8 @@ def test_npz_round_trip_and_dispatch(tmp_path):
     np.testing.assert_array_equal(back.embeddings, vocab.embeddings)
     assert back.counts == (0, 4, 1) and back.model_sha256 == "ab" * 32 and back.source == str(tmp_path / "v.npz")
     assert back.bias == (0.0, -0.25, 0.5) and back.negative_rate == 0.01
+    assert back.adaptation == vocab.method == "blend"
+    assert Vocabulary(back.names, back.synonyms, back.is_thing).adaptation is None
     with np.load(tmp_path / "v.npz", allow_pickle=False) as data:
         assert set(data.files) >= {"names", "is_thing", "defects", "embeddings", "model_sha256"}
     back.check_model("ab" * 32)

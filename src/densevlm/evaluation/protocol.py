@@ -294,7 +294,7 @@ def evaluate(
     return eval_result(vocab, counters, seg_counter, cfg, skipped, n_images=int(stats[0]), n_segments=int(stats[1]),
                        n_skipped=int(stats[2]), size=size, wall_s=round(time.perf_counter() - started, 2),
                        model=model.spec.source, data=str(dataset.json_path), vocabulary=vocab.source,
-                       vocabulary_adapted=getattr(vocab, "embeddings", None) is not None)
+                       vocabulary_adapted=vocab.adaptation is not None)
 
 
 def eval_result(vocab: Vocabulary, counters: dict[str, RegionCounter], seg: SegmentationCounter, cfg: EvalConfig,

@@ -324,7 +324,7 @@ def export_onnx(
             "is_thing": list(vocab.is_thing),
             "fingerprint": vocab.fingerprint(),
             "templates": model.spec.templates,
-            "adapted": getattr(vocab, "method", None) if getattr(vocab, "embeddings", None) is not None else None,
+            "adapted": vocab.adaptation,
         },
         "embeddings": {"file": EMBEDDINGS_FILE, "dtype": str(table.dtype), "shape": list(table.shape)},
         "files": files,

@@ -247,6 +247,10 @@ class AdaptedVocabulary(Vocabulary):
     distill: Optional[float] = None
     model_name: str = ""
 
+    @property
+    def adaptation(self) -> Optional[str]:
+        return self.method if self.embeddings is not None else None
+
     def check_model(self, sha256: str) -> None:
         """Raise one line unless the vocabulary was adapted for the model with weights ``sha256``."""
         if sha256 != self.model_sha256:

@@ -72,10 +72,9 @@ def class_embeddings(
         cache_dir: where cached tables live (default :func:`default_cache_dir`).
         use_cache: read and write the on-disk cache.
     """
-    adapted = getattr(vocab, "embeddings", None)
-    if adapted is not None:
+    if vocab.adaptation is not None:
         vocab.check_model(backbone.weights_sha256())
-        return torch.from_numpy(adapted).to(next(backbone.parameters()).device).clone()
+        return torch.from_numpy(vocab.embeddings).to(next(backbone.parameters()).device).clone()
     template_name = templates or backbone.spec.templates
     recent_key = (id(backbone), template_name, vocab.fingerprint(), str(cache_dir), use_cache)
     recent = _RECENT.get(recent_key)

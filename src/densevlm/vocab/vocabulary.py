@@ -26,7 +26,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from densevlm.errors import DenseVLMError
 
@@ -128,6 +128,11 @@ class Vocabulary:
             if key in (s.lower() for s in syns):
                 return i
         raise KeyError(name)
+
+    @property
+    def adaptation(self) -> Optional[str]:
+        """How the class embeddings were fitted to reviewed regions (``"fit"`` / ``"blend"``); None for text only."""
+        return None
 
     def fingerprint(self) -> str:
         """A stable content hash (order, names, synonyms and sections): 16 hex digits of the
