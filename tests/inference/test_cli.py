@@ -166,7 +166,7 @@ def test_second_run_skips_finished_images_and_overwrite_redoes_them(run_dir, fir
     ({"images": [{"id": 1, "file_name": "rgba.png"}],
       "annotations": [{"image_id": 1, "bbox": [0, 0, 10, 10]}, {"image_id": 1, "bbox": [30, 10, 0, 5]}]},
      "annotations[1] (image rgba.png): box [30, 10, 0, 5] (x, y, width, height) is inverted"),
-    ([{"image": "rgba.png", "box": [0, 0, 65, 10]}], "entry [0] (image rgba.png): box [0, 0, 65, 10] is outside the 64x48 image"),
+    ([{"image": "rgba.png", "box": [0, 0, 65.5, 10]}], "entry [0] (image rgba.png): box [0, 0, 65.5, 10] is outside the 64x48 image"),
     ([{"image": "line2/scene.png", "box": [10, 70, 20, 80]}], "entry [0] (image line2/scene.png): box [10, 70, 20, 80] is outside the 64x64 image"),
 ])
 def test_bad_boxes_stop_with_one_line_error(run_dir, in_process, capsys, boxes, expected):

@@ -115,6 +115,10 @@ def test_boxes_are_matched_to_images_and_checked_against_the_oriented_size(tmp_p
     np.testing.assert_array_equal(boxes["sub__a.png"][0], [[1, 1, 2, 2]])
     assert boxes["rot.jpg"][1] == ["entry [3]"]
 
+    path.write_text(json.dumps([{"image": "rot.jpg", "box": [-0.5, 0, 48.5, 64]}, {"image": "a.png", "box": [1, 1, 3, 3]}]))
+    clipped = assign_boxes(load_boxes(path), images, path)
+    np.testing.assert_array_equal(clipped["rot.jpg"][0], [[0, 0, 48, 64]])
+    np.testing.assert_array_equal(clipped["a.png"][0], [[1, 1, 3, 3]])
     path.write_text(json.dumps([{"image": "rot.jpg", "box": [0, 0, 64, 48]}]))
     with pytest.raises(DenseVLMError, match=r"entry \[0\] \(image rot.jpg\): box \[0, 0, 64, 48\] is outside the 48x64 image"):
         assign_boxes(load_boxes(path), images, path)

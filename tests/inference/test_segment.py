@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -179,11 +180,24 @@ def test_boxes_are_classified_from_roi_features():
     check_segment_json(json.loads(json.dumps(result.to_json())), 64, 48, list(vocab.names))
 
 
+def test_boxes_up_to_one_pixel_past_the_edge_are_clipped_with_a_warning(caplog):
+    model = PaletteStub(4)
+    vocab = Vocabulary.from_lists(["bolt", "nut"], ["belt", "floor"])
+    rgb, _ = paint((64, 48), [(1, (40, 16, 64, 40))], background=3)
+    with caplog.at_level(logging.WARNING, logger="densevlm"):
+        result = densevlm.segment(model, Image.fromarray(rgb), vocab, boxes=[[40, 16, 64.6, 40], [-0.4, -1, 8, 8]])
+    assert [s.bbox for s in result.segments] == [(40, 16, 64, 40), (0, 0, 8, 8)]
+    assert result.segments[0].category == "nut"
+    assert "2 boxes up to 1 px past the 64x48 image clipped to it" in caplog.text
+
+
 @pytest.mark.parametrize("box, problem", [
     ([10, 10, 5, 20], "inverted"),
     ([10, 10, 10, 20], "inverted"),
-    ([0, 0, 65, 20], "outside the 64x48 image"),
-    ([-1, 0, 10, 20], "outside the image"),
+    ([0, 0, 65.5, 20], "outside the 64x48 image"),
+    ([-1.5, 0, 10, 20], "outside the image"),
+    ([64, 0, 65, 20], "outside the 64x48 image"),
+    ([-1, 0, 0, 20], "outside the image"),
 ])
 def test_bad_boxes_are_one_line_errors(tmp_path, box, problem):
     model = PaletteStub(4)

@@ -1,8 +1,10 @@
 """Boxes to classify instead of regions: checking them and reading ``--boxes`` files.
 
 Boxes are XYXY in original pixels of the EXIF-oriented image, continuous coordinates (pixel
-``i`` covers ``[i, i + 1)``), so a box may end exactly at the image width or height. A boxes
-file is one of:
+``i`` covers ``[i, i + 1)``), so a box may end exactly at the image width or height. A box that
+reaches at most :data:`EDGE_TOLERANCE` (1 px) past an edge is clipped to the image with a warning
+(annotation tools round outward); one that reaches further was drawn for another image size and is
+refused. A boxes file is one of:
 
 * COCO style: ``{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1,
   "bbox": [x, y, width, height]}]}`` (an annotation may name ``"file_name"`` directly);
@@ -30,16 +32,21 @@ from densevlm.imaging import image_size
 if TYPE_CHECKING:
     from densevlm.inference.io import InputImage
 
-__all__ = ["BoxEntry", "check_boxes", "box_problem", "load_boxes", "assign_boxes", "oriented_size"]
+__all__ = ["BoxEntry", "EDGE_TOLERANCE", "check_boxes", "box_problem", "clip_boxes", "load_boxes", "assign_boxes",
+           "oriented_size"]
 
 log = logging.getLogger(__name__)
 
+EDGE_TOLERANCE = 1.0
+"""Pixels a box may reach past an image edge and still be clipped to it instead of refused."""
+
 
 def check_boxes(boxes: Any, width: int, height: int, where: str = "image") -> np.ndarray:
-    """Validate boxes against an image: ``[N, 4]`` float64 XYXY in original pixels.
+    """Validate boxes against an image: ``[N, 4]`` float64 XYXY in original pixels, clipped to it.
 
     Raises:
-        DenseVLMError: a box that is not 4 finite numbers, inverted, or outside the image.
+        DenseVLMError: a box that is not 4 finite numbers, inverted, or outside the image by more
+            than :data:`EDGE_TOLERANCE`.
     """
     try:
         arr = np.asarray(boxes, dtype=np.float64)
@@ -53,7 +60,18 @@ def check_boxes(boxes: Any, width: int, height: int, where: str = "image") -> np
         problem = box_problem(box, width, height)
         if problem:
             raise DenseVLMError(f"{where}: box {i} {_fmt_box(box)} {problem}")
-    return arr
+    return clip_boxes(arr, width, height, where)
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
+    """``[N, 4]`` XYXY boxes clipped to ``[0, width] x [0, height]``; a warning names ``where`` when one moved."""
+    clipped = np.column_stack([boxes[:, 0].clip(0, width), boxes[:, 1].clip(0, height),
+                               boxes[:, 2].clip(0, width), boxes[:, 3].clip(0, height)])
+    moved = int((clipped != boxes).any(axis=1).sum())
+    if moved:
+        log.warning("%s: %d %s up to %g px past the %dx%d image clipped to it", where, moved,
+                    "box" if moved == 1 else "boxes", EDGE_TOLERANCE, width, height)
+    return clipped
 
 
 def box_problem(box: Sequence[float], width: Optional[int], height: Optional[int]) -> str:
@@ -63,9 +81,10 @@ def box_problem(box: Sequence[float], width: Optional[int], height: Optional[int
         return "has a coordinate that is not a finite number"
     if x2 <= x1 or y2 <= y1:
         return "is inverted or empty (zero or negative width or height)"
-    if x1 < 0 or y1 < 0:
+    if x1 < -EDGE_TOLERANCE or y1 < -EDGE_TOLERANCE or x2 <= 0 or y2 <= 0:
         return "is outside the image (negative coordinate)"
-    if width is not None and height is not None and (x2 > width or y2 > height):
+    if width is not None and height is not None and (x2 > width + EDGE_TOLERANCE or y2 > height + EDGE_TOLERANCE
+                                                     or x1 >= width or y1 >= height):
         return f"is outside the {width}x{height} image"
     return ""
 
@@ -211,7 +230,8 @@ def assign_boxes(entries: Sequence[BoxEntry], images: Sequence["InputImage"], so
             continue
         grouped.setdefault(image.name, []).append(entry)
     if unmatched:
-        log.warning("%s: %d boxes name images that are not among the inputs (e.g. %s)", source, len(unmatched), unmatched[0])
+        log.warning("%s: %d %s images that are not among the inputs (e.g. %s)", source, len(unmatched),
+                    "box names" if len(unmatched) == 1 else "boxes name", unmatched[0])
     by_name = {image.name: image for image in images}
     out: dict[str, tuple[np.ndarray, list[str]]] = {}
     for name, group in grouped.items():
@@ -221,5 +241,8 @@ def assign_boxes(entries: Sequence[BoxEntry], images: Sequence["InputImage"], so
                 problem = box_problem(entry.box, size[0], size[1])
                 if problem:
                     raise DenseVLMError(f"{source}: {entry.where} (image {entry.image}): box {entry.given} {problem}")
-        out[name] = (np.array([e.box for e in group], dtype=np.float64).reshape(-1, 4), [e.where for e in group])
+        boxes = np.array([e.box for e in group], dtype=np.float64).reshape(-1, 4)
+        if size is not None:
+            boxes = clip_boxes(boxes, size[0], size[1], f"{source} (image {group[0].image})")
+        out[name] = (boxes, [e.where for e in group])
     return out
