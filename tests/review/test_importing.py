@@ -78,6 +78,14 @@ def test_failed_import_writes_nothing(imported):
     assert row_counts(imported.db) == before
 
 
+def test_a_world_folder_for_images_points_at_its_images_subfolder(dataset):
+    # the world folder of `densevlm synth` holds images/ beside panoptic.json
+    with pytest.raises(DenseVLMError) as err:
+        import_candidates(dataset.db, dataset.candidates, images_dir=dataset.root)
+    assert str(err.value).endswith(f"image 'a.png' not found in {dataset.root.resolve()}; pass --images "
+                                   f"{dataset.images.resolve()}")
+
+
 def test_images_flag_wins_over_header(dataset, tmp_path):
     path = write_candidates(tmp_path / "elsewhere.jsonl", header(tmp_path / "no-such-dir"), dataset.regions)
     with pytest.raises(DenseVLMError, match="no-such-dir"):

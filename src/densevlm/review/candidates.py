@@ -305,7 +305,8 @@ def _check_images(path: Path, root: Path, regions: Sequence[CandidateRegion]) ->
         if region.image not in sizes:
             file = root / region.image
             if not file.is_file():
-                raise DenseVLMError(f"{path}:{region.line}: image '{region.image}' not found in {root}")
+                hint = f"; pass --images {root / 'images'}" if (root / "images" / region.image).is_file() else ""
+                raise DenseVLMError(f"{path}:{region.line}: image '{region.image}' not found in {root}{hint}")
             try:
                 sizes[region.image] = image_size(file)
             except DenseVLMError:
