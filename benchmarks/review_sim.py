@@ -33,7 +33,7 @@ learned (``synth --plant-words``: burr, weld spatter, porosity, rivet, never in 
    ``--work`` is reused (delete the folder to retrain), so several K can train in parallel
    processes and a last call prints the table.
 
-    python benchmarks/review_sim.py --plant-words [--model tiny-teacher] [--shots 1 3 10 30]
+    python benchmarks/review_sim.py --plant-words [--model tiny-teacher-l] [--shots 1 3 10 30]
         [--pool 600] [--heldout 300] [--confirm 0] [--method fit|blend] [--anchor 0.03] [--distill 10]
         [--k0 3] [--no-gap-shift] [--negative-rate 0.005 | --no-bias] [--prototype discriminant|mean]
         [--train-shots 0 10] [--train-steps 300] [--reviewed-weight 10] [--reviewed-embeddings few-shot]
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plant-words", action="store_true", help="the few-shot curve on plant words (docstring)")
-    parser.add_argument("--model", default="tiny-teacher", help="--plant-words: the model to adapt")
+    parser.add_argument("--model", default="tiny-teacher-l", help="--plant-words: the model to adapt (default: the default teacher)")
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 3, 10, 30], help="--plant-words: K")
     parser.add_argument("--pool", type=int, default=600, help="--plant-words: scenes the expert labels from")
     parser.add_argument("--heldout", type=int, default=300, help="--plant-words: held-out scenes")
