@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -74,10 +75,38 @@ def test_cli_calibrate_then_inspect(labelled_world, tmp_path, capsys):
     rows = list(csv.DictReader(open(out / "verdicts.csv")))
     assert len(rows) == 24 and {r["verdict"] for r in rows} <= {"OK", "UNSURE", "NG"}
     assert status == (1 if any(r["verdict"] == "NG" for r in rows) else 0)
-    assert len(list((out / "overlays").glob("*.png"))) == 24
+    assert sorted(p.name for p in (out / "overlays").glob("*.png")) == sorted(f"{Path(r['image']).name}.overlay.png" for r in rows)
+    assert all((out / r["overlay"]).is_file() for r in rows)
     assert main(["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(out)]) == 2
     assert f"--out {out}: exists already; pass --overwrite" in capsys.readouterr().err
     assert main(["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(out), "--model",
                  "tiny-teacher", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "calibrated for another model" in err and err.count("\n") == 1
+
+
+def test_overlays_of_images_sharing_a_stem_are_kept_apart_and_overwrite_clears_old_ones(labelled_world, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    op = tmp_path / "op.json"
+    assert main(["calibrate", "--model", "tiny-student", "--data", str(labelled_world), "--max-false-alarm", "0.1",
+                 "--out", str(op), "--bootstrap", "10"]) == 0
+    line = tmp_path / "line"
+    (line / "cam2").mkdir(parents=True)
+    scenes = sorted((labelled_world / "images").glob("*.png"))
+    shutil.copy(scenes[0], line / "001.png")
+    Image.open(scenes[1]).convert("RGB").save(line / "001.jpg", quality=95)
+    shutil.copy(scenes[2], line / "cam2" / "001.png")
+    out = tmp_path / "v"
+    assert main(["inspect", str(line), "--operating-point", str(op), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "verdicts.csv")))
+    assert sorted(r["overlay"] for r in rows) == ["overlays/001.jpg.overlay.png", "overlays/001.png.overlay.png",
+                                                  "overlays/cam2__001.png.overlay.png"]
+    drawn = {r["overlay"]: Image.open(out / r["overlay"]).size for r in rows}
+    assert len(drawn) == 3 and all(size[0] >= 64 for size in drawn.values())
+    assert main(["inspect", str(line / "001.png"), "--operating-point", str(op), "--out", str(out), "--overwrite",
+                 "--no-overlays"]) == 0
+    rows = list(csv.DictReader(open(out / "verdicts.csv")))
+    assert [r["overlay"] for r in rows] == [""] and list((out / "overlays").glob("*.png")) == []

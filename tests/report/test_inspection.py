@@ -60,9 +60,9 @@ def _inspect_dir(root, verdicts: list[str]):
     (root / "overlays").mkdir(parents=True)
     with open(root / "verdicts.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image", "verdict", "score", "defects", "reason"])
+        w.writerow(["image", "verdict", "score", "defects", "reason", "overlay"])
         for i, v in enumerate(verdicts):
-            w.writerow([f"line/{i:03d}.png", v, 0.5, "", ""])
+            w.writerow([f"line/{i:03d}.png", v, 0.5, "", "", f"overlays/{i:03d}.png"])
             Image.fromarray(np.full((8, 8, 3), 30 * i, dtype=np.uint8)).save(root / "overlays" / f"{i:03d}.png")
     return root
 

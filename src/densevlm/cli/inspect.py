@@ -10,7 +10,10 @@ Writes DIR/verdicts.csv, one row per image:
   image, verdict (OK | UNSURE | NG | ERROR for an unreadable file), score (the NG score: the
   largest defect score), defects ("name score [x1,y1,x2,y2] AREApx; ..." in original pixels,
   every defect at or above the lowest threshold), reason
-and DIR/overlays/NAME.png (verdict banner and defect boxes) unless --no-overlays.
+  overlay (the overlay's path relative to DIR)
+and DIR/overlays/NAME.overlay.png (verdict banner and defect boxes) unless --no-overlays; NAME is
+the image's path below its input folder with '/' written '__' (as in `densevlm segment`), so
+a.jpg and a.png, or two folders' 001.png, get overlays of their own.
 
 Exit status: 0, or 1 with --fail-on-ng when any image is NG or unreadable (for a line PLC or CI).
 
@@ -41,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--fail-on-ng", action="store_true", help="exit with status 1 when any image is NG or unreadable")
     p.add_argument("--no-overlays", action="store_true", help="write verdicts.csv only")
-    p.add_argument("--overwrite", action="store_true", help="write into a DIR that is not empty (replaces an earlier verdicts.csv and overlays)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a DIR that is not empty (replaces an earlier verdicts.csv; removes its overlays)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     images = image_inputs(args.inputs, exclude=out)
     model = load_model_arg(args.model or op.model_name, args.pretrained, default_device(args.device))
     verdicts = inspect(model, [im.path for im in images], op, vocab=args.vocab, batch_size=args.batch_size)
-    write_verdicts(out / "verdicts.csv", verdicts)
+    for old in sorted((out / "overlays").glob("*.png")) if (out / "overlays").is_dir() else []:
+        old.unlink()  # an earlier run's, which the new verdicts.csv would not list
     if not args.no_overlays:
         from densevlm.imaging import open_image
         from densevlm.inspection.overlay import render_verdict
@@ -78,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
             if verdict.verdict == "ERROR":
                 continue
             drawn = render_verdict(open_image(image.path), verdict)
-            atomic_write(out / "overlays" / f"{Path(image.name).stem}.png", lambda tmp: drawn.save(tmp, format="PNG"))
+            verdict.overlay = f"overlays/{image.name}.overlay.png"
+            atomic_write(out / verdict.overlay, lambda tmp: drawn.save(tmp, format="PNG"))
+    write_verdicts(out / "verdicts.csv", verdicts)
     counts = {k: sum(v.verdict == k for v in verdicts) for k in ("OK", "UNSURE", "NG", "ERROR")}
     print(", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "ERROR") + f" of {len(verdicts)} images "
           f"(NG at score >= {op.ng_threshold:.4f}, calibrated for {op.target_false_alarm:.1%} false alarms)")

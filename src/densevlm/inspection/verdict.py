@@ -28,7 +28,7 @@ from densevlm.vocab import Vocabulary, load_vocabulary
 __all__ = ["Defect", "Verdict", "inspect", "verdict_of", "write_verdicts", "CSV_FIELDS"]
 
 log = logging.getLogger(__name__)
-CSV_FIELDS = ("image", "verdict", "score", "defects", "reason")
+CSV_FIELDS = ("image", "verdict", "score", "defects", "reason", "overlay")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Verdict:
         score: the NG score (largest defect score).
         defects: defects at or above the lowest threshold, highest score first.
         analysis: the scores and maps behind the verdict (None for ERROR).
+        overlay: where its overlay was written, relative to the verdicts folder ("" for none).
     """
 
     file: Optional[str]
@@ -59,6 +60,7 @@ class Verdict:
     defects: list[Defect] = field(default_factory=list)
     reason: str = ""
     analysis: Optional[ImageAnalysis] = field(default=None, repr=False)
+    overlay: str = ""
 
     def csv_row(self) -> dict[str, str]:
         defects = "; ".join(
@@ -66,7 +68,7 @@ class Verdict:
             for d in self.defects)
         score = "" if self.verdict == "ERROR" else f"{self.score:.4f}"
         return {"image": self.file or "", "verdict": self.verdict, "score": score, "defects": defects,
-                "reason": self.reason}
+                "reason": self.reason, "overlay": self.overlay}
 
 
 def verdict_of(analysis: ImageAnalysis, op: OperatingPoint, defects: Sequence[str], file: Optional[str] = None) -> Verdict:
@@ -131,7 +133,7 @@ def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Pat
 
 
 def write_verdicts(path: str | Path, verdicts: Sequence[Verdict]) -> Path:
-    """``verdicts.csv``: image, verdict, score, defects (``name score [x1,y1,x2,y2] areapx; ...``), reason."""
+    """``verdicts.csv``: image, verdict, score, defects (``name score [x1,y1,x2,y2] areapx; ...``), reason, overlay."""
     from densevlm.fileio import atomic_write_text
 
     buf = io.StringIO()

@@ -52,10 +52,11 @@ def ng_overlays(folder: str | Path, limit: int = 4) -> list[Path]:
         raise DenseVLMError(f"{folder}: no verdicts.csv (give the --out folder of `densevlm inspect`)")
     with open(table, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    if rows and not {"image", "verdict"} <= set(rows[0]):
-        raise DenseVLMError(f"{table}: needs the columns image and verdict")
-    paths = [folder / "overlays" / f"{Path(r['image']).stem}.png" for r in rows if r["verdict"] == "NG"]
-    return [p for p in paths if p.is_file()][:limit]
+    if rows and not {"image", "verdict", "overlay"} <= set(rows[0]):
+        raise DenseVLMError(f"{table}: needs the columns image, verdict and overlay (written by `densevlm inspect`)")
+    paths = [folder / r["overlay"] for r in rows if r["verdict"] == "NG" and r["overlay"]]
+    inside = folder.resolve()
+    return [p for p in paths if p.resolve().is_relative_to(inside) and p.is_file()][:limit]
 
 
 def _fmt(value: Any, scale: float = 100.0) -> str:
