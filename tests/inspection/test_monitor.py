@@ -257,6 +257,17 @@ def test_monitor_says_stable_for_the_same_world_and_drift_for_a_darker_line(line
     assert "is also an input of this command" in capsys.readouterr().err
 
 
+def test_without_model_monitor_takes_the_one_the_reference_or_operating_point_records(line, tmp_path, capsys):
+    ref = tmp_path / "ref.json"
+    assert main(["monitor", "--model", "tiny-teacher", "--reference", str(line / "ref"), "--save-reference",
+                 str(ref)]) == 0
+    assert main(["monitor", "--reference", str(ref), "--batch", str(line / "same"), "--json", str(tmp_path / "r.json"),
+                 "--permutations", "300"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "r.json").read_text())["verdict"] == "stable"
+    assert main(["monitor", "--model", "tiny-student", "--reference", str(ref), "--batch", str(line / "same")]) == 2
+    assert "another model or vocabulary" in capsys.readouterr().err
+
+
 def test_evaluate_inspection_metrics(labelled_world):
     import densevlm.data.panoptic as panoptic
     from densevlm.inspection.evaluate import evaluate_inspection

@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from densevlm.cli._common import add_model_arguments
     from densevlm.inspection.monitor import DEFAULT_ALPHA
 
-    add_model_arguments(p)
+    add_model_arguments(p, default=argparse.SUPPRESS,
+                        role=" (default: the model of --operating-point or of a ref.json, else tiny-student)")
     p.add_argument("--reference", required=True, metavar="REF", help="reference images, or a ref.json from --save-reference")
     p.add_argument("--batch", nargs="+", default=None, metavar="NEW", help="the production batch: image folders, files or globs")
     p.add_argument("--vocab", default=None, metavar="FILE", help="vocabulary (default: the operating point's, else the embedded world's)")
@@ -100,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch is None and args.save_reference is None:
         raise DenseVLMError("give --batch NEW to compare, or --save-reference REF.JSON to store the reference")
-    inputs = existing_paths(args.reference, *(args.batch or ()), args.vocab, args.operating_point, args.model,
-                            args.pretrained)
+    inputs = existing_paths(args.reference, *(args.batch or ()), args.vocab, args.operating_point,
+                            getattr(args, "model", None), args.pretrained)
     for flag, path in (("--json", args.json), ("--save-reference", args.save_reference)):
         if path:
             check_output(path, "file", inputs=inputs, overwrite=args.overwrite, flag=flag)
@@ -116,16 +117,21 @@ def run(args: argparse.Namespace) -> int:
                             "a ref.json saved by --save-reference")
     op = OperatingPoint.load(args.operating_point) if args.operating_point else None
     vocab = load_vocab_arg(args.vocab) if args.vocab or op is None else op.vocab
+    saved = load_reference(args.reference) if args.reference.endswith(".json") else None
+    if not hasattr(args, "model"):
+        ref_model = saved[1].get("model") if saved is not None else None
+        recorded = op.model_name if op is not None else ref_model.get("name") if isinstance(ref_model, dict) else None
+        args.model = recorded if isinstance(recorded, str) and recorded else "tiny-student"
     model = load_model_arg(args.model, args.pretrained, default_device(args.device))
     checksum = model.backbone.weights_sha256()
     if op is not None:
-        op.check(checksum, vocab, where=args.operating_point)
+        op.check(checksum, vocab)
     cfg = (op.score if op is not None else ScoreConfig()).resolved(model)
     meta = {"model": {"name": args.model, "sha256": checksum}, "vocabulary": {"fingerprint": vocab.fingerprint(),
             "names": list(vocab.names)}, "score": cfg.to_json()}
     started = time.perf_counter()
-    if args.reference.endswith(".json"):
-        reference, ref_meta = load_reference(args.reference)
+    if saved is not None:
+        reference, ref_meta = saved
         if ref_meta.get("model", {}).get("sha256") != checksum or ref_meta.get("vocabulary", {}).get("fingerprint") != vocab.fingerprint():
             raise DenseVLMError(f"{args.reference}: reference statistics were made with another model or vocabulary "
                                 f"({ref_meta.get('model', {}).get('name')}); rebuild it with --save-reference")

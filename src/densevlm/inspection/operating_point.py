@@ -17,6 +17,7 @@ in one line, for any other model or vocabulary: its thresholds would not mean th
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +44,7 @@ class OperatingPoint:
         unsure_threshold: UNSURE when at least this (and below ``ng_threshold``); None = no band.
         target_false_alarm, unsure_band: what calibration was asked for.
         calibration: data, counts, false-alarm rate and recall with bootstrap intervals.
+        source: the file it was read from (messages only; empty when made in code).
     """
 
     model_name: str
@@ -54,6 +56,7 @@ class OperatingPoint:
     target_false_alarm: float = 0.0
     unsure_band: Optional[float] = None
     calibration: dict[str, Any] = field(default_factory=dict)
+    source: str = field(default="", compare=False)
 
     @property
     def vocab(self) -> Vocabulary:
@@ -104,23 +107,62 @@ class OperatingPoint:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise DenseVLMError(f"{path}: not an operating point (expected schema {SCHEMA})")
         try:
-            score = data["score"]
-            return cls(
-                model_name=str(data["model"]["name"]),
-                model_sha256=str(data["model"]["sha256"]),
-                vocabulary=str(data["vocabulary"]["text"]),
-                score=ScoreConfig(score["method"], score["min_area"], score["size"], score["low_confidence"]),
-                ng_threshold=float(data["thresholds"]["ng"]),
-                unsure_threshold=None if data["thresholds"]["unsure"] is None else float(data["thresholds"]["unsure"]),
-                target_false_alarm=float(data["target_false_alarm"]),
-                unsure_band=data.get("unsure_band"),
-                calibration=data.get("calibration", {}),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise DenseVLMError(f"{path}: operating point is missing or has a bad field ({e})") from None
+            return cls._from_json(data, str(path))
+        except (KeyError, TypeError) as e:
+            raise DenseVLMError(f"{path}: operating point is missing a field or has one of the wrong kind "
+                                f"({type(e).__name__}: {e})") from None
+        except DenseVLMError as e:
+            raise DenseVLMError(f"{path}: {e}") from None
 
-    def check(self, model_sha256: str, vocab: Vocabulary, where: str = "operating point") -> None:
-        """Refuse (one line) a model or vocabulary other than the calibrated ones."""
+    @classmethod
+    def _from_json(cls, data: dict[str, Any], path: str) -> "OperatingPoint":
+        """Every field checked for kind and range, and the vocabulary text against its fingerprint
+        (errors without the file name, which :meth:`load` adds)."""
+        def text(value: Any, name: str) -> str:
+            if not isinstance(value, str) or not value:
+                raise DenseVLMError(f"{name} must be a non-empty string, got {value!r}")
+            return value
+
+        def number(value: Any, name: str, low: float, high: float) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                raise DenseVLMError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+            return float(value)
+
+        def count(value: Any, name: str) -> Optional[int]:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise DenseVLMError(f"{name} must be a whole number of pixels >= 1, got {value!r}")
+            return value
+
+        score, thresholds, vocabulary = data["score"], data["thresholds"], data["vocabulary"]
+        ng = number(thresholds["ng"], "thresholds.ng", 0.0, 1.0)
+        unsure = thresholds["unsure"]
+        unsure = None if unsure is None else number(unsure, "thresholds.unsure", 0.0, ng)
+        band = data.get("unsure_band")
+        score_cfg = ScoreConfig(text(score["method"], "score.method"), count(score["min_area"], "score.min_area"),
+                                count(score["size"], "score.size"),
+                                number(score["low_confidence"], "score.low_confidence", 0.0, 1.0))
+        op = cls(
+            model_name=text(data["model"]["name"], "model.name"),
+            model_sha256=text(data["model"]["sha256"], "model.sha256"),
+            vocabulary=text(vocabulary["text"], "vocabulary.text"),
+            score=score_cfg,
+            ng_threshold=ng,
+            unsure_threshold=unsure,
+            target_false_alarm=number(data["target_false_alarm"], "target_false_alarm", 0.0, 1.0),
+            unsure_band=None if band is None else number(band, "unsure_band", 0.0, 1.0),
+            calibration=data.get("calibration", {}),
+            source=path,
+        )
+        vocab = op.vocab
+        if vocabulary.get("fingerprint") != vocab.fingerprint() or vocabulary.get("defects") != list(vocab.defects):
+            raise DenseVLMError("vocabulary.text does not match the vocabulary's fingerprint and defects "
+                                "it was calibrated with (edited by hand?); run `densevlm calibrate` again")
+        return op
+
+    def check(self, model_sha256: str, vocab: Vocabulary) -> None:
+        """Refuse (one line, naming :attr:`source`) a model or vocabulary other than the calibrated ones."""
+        where = f"operating point {self.source}" if self.source else "operating point"
         if model_sha256 != self.model_sha256:
             raise DenseVLMError(
                 f"{where} was calibrated for another model ({self.model_name}, sha256 {self.model_sha256[:12]}), "
