@@ -163,3 +163,24 @@ def test_a_run_whose_loss_turns_non_finite_stops_before_logging_it(run, tmp_path
     assert message.startswith(str(out)) and "training diverged at step 1" in message and "\n" not in message
     assert not (out / "state.pt").exists() and not (out / "last.pt").exists()
     assert not (out / "metrics.jsonl").exists() or "NaN" not in (out / "metrics.jsonl").read_text()
+
+
+def test_resume_keeps_the_runs_settings_and_refuses_others(run, tmp_path, capsys):
+    import yaml
+
+    root, _ = run
+    out = tmp_path / "copied"
+    shutil.copytree(root / "run", out)
+    before = _files(out)
+    capsys.readouterr()
+    assert run_main(["train", "--out", str(out), "--resume", "--lr", "0.5", "-q"]) == 2
+    err = _one_line(capsys, out / "config.yaml", "--resume: lr 0.5 differs from the run's 0.001")
+    assert "start a new --out" in err
+    assert run_main(["train", "--out", str(out), "--resume", "--steps", "1", "-q"]) == 2
+    _one_line(capsys, out, "--steps 1 is below step 2")
+    assert _files(out) == before
+    # flags left out are the run's (batch 2, 2 boxes, logit scale 100, its models and images), not the defaults
+    assert run_main(["train", "--out", str(out), "--resume", "--steps", "3", "--max-boxes", "2", "-q"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["batch_size"], saved["max_boxes"], saved["logit_scale"], saved["steps"]) == (2, 2, 100.0, 3)
+    assert saved["student"] == str(root / "student.pt") and saved["out"] == str(out)
