@@ -33,3 +33,20 @@ def test_bad_input_is_one_line_exit_2(images, tmp_path, capsys, extra, words):
     status = main(["distill", "--images", images, "--out", str(tmp_path / "o"), "--steps", "1", *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("densevlm distill: error:") and words in err[0], err
+
+
+def test_resume_keeps_the_runs_settings_and_refuses_others(images, tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "run"
+    assert main(["distill", "--images", images, "--out", str(out), "--steps", "1", "--batch-size", "2",
+                 "--lr", "5e-4", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["distill", "--images", images, "--out", str(out), "--resume", "--lr", "1e-3", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--resume: lr 0.001 differs from the run's 0.0005" in err and str(out / "config.yaml") in err
+    assert "\n" not in err
+    # left out: the run's batch size and learning rate, not the defaults (32, 1e-3)
+    assert main(["distill", "--images", images, "--out", str(out), "--resume", "--steps", "2", "-q"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["batch_size"], saved["lr"], saved["steps"]) == (2, 5e-4, 2)

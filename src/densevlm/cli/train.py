@@ -99,60 +99,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start again in an --out that holds an earlier run (its run files are removed first)")
 
 
-# what a resumed run may set anew: where it lives, how long it goes on (the rest of the schedule stretches
-# to the new end), how it reports, loads and validates; never what each step computes
-RESUME_MAY_CHANGE = frozenset({"out", "steps", "workers", "log_every", "save_every", "device", "val_data", "val_every",
-                               "val_limit", "val_before"})
-
-
 def build_config(args: argparse.Namespace):
     """The run's settings: --config, then the flags given; with --resume, the run's own ``config.yaml``."""
-    from densevlm.training.config import TrainConfig, load_config_file
+    from densevlm.training.config import TrainConfig, load_config_file, resumed_settings
 
     values = load_config_file(args.config) if args.config else {}
     names = {f.name for f in fields(TrainConfig)}
     for name in names:
         if name in vars(args):
             values[name] = getattr(args, name)
-    if args.resume and values.get("out"):
-        values = resumed_settings(values, Path(values["out"]) / "config.yaml")
+    saved = Path(values.get("out") or "") / "config.yaml"
+    if args.resume and values.get("out") and saved.is_file():
+        values = resumed_settings(values, load_config_file(saved), {f.name: f.default for f in fields(TrainConfig)}, saved)
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     return TrainConfig(**values)
-
-
-def resumed_settings(given: dict, saved_file: Path) -> dict:
-    """The settings saved in ``saved_file`` with those of ``given`` that a resumed run may change.
-
-    A resume is exact only with the run's own settings: a given setting outside
-    :data:`RESUME_MAY_CHANGE` must equal the saved one (paths compared resolved). Without
-    ``saved_file`` (a run stopped before writing it), ``given`` is returned as it is.
-
-    Raises:
-        DenseVLMError: one line naming the first setting that differs and both values.
-    """
-    from densevlm.errors import DenseVLMError
-    from densevlm.training.config import TrainConfig, load_config_file
-
-    if not saved_file.is_file():
-        return given
-    saved = load_config_file(saved_file)
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    for name, value in given.items():
-        before = saved.get(name, defaults.get(name))
-        if name in RESUME_MAY_CHANGE or _same(value, before):
-            continue
-        raise DenseVLMError(f"--resume: {name} {value!r} differs from the run's {before!r} ({saved_file}); a resumed "
-                            "run keeps its settings (leave the flag out, or start a new --out to change it)")
-    return {**saved, **{k: v for k, v in given.items() if k in RESUME_MAY_CHANGE}}
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return list(a) == list(b)
-    if isinstance(a, str) and isinstance(b, str) and a != b and Path(a).exists() and Path(b).exists():
-        return Path(a).resolve() == Path(b).resolve()
-    return a == b
 
 
 # what a run writes in --out (densevlm.training.trainer); their presence means an earlier run

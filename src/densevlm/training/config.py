@@ -10,7 +10,7 @@ from densevlm.errors import DenseVLMError, nearest_names
 from densevlm.losses.alignment import METHODS
 from densevlm.training.precision import AMP_CHOICES
 
-__all__ = ["PAPER_SETTINGS", "TrainConfig", "check_run", "load_config_file"]
+__all__ = ["PAPER_SETTINGS", "RESUME_MAY_CHANGE", "TrainConfig", "check_run", "load_config_file", "resumed_settings"]
 
 REGION_SOURCES = ("grid", "segments", "mixed")
 
@@ -226,3 +226,37 @@ def check_run(images: Optional[str], out: Optional[str], steps: int, batch_size:
         raise DenseVLMError(f"--lr {lr} is outside (0, 1)")
     if amp not in AMP_CHOICES:
         raise DenseVLMError(f"--amp {amp}: choose {', '.join(AMP_CHOICES)}")
+
+
+# what a resumed run may set anew: where it lives, how long it goes on (the rest of the schedule stretches
+# to the new end), how it reports, loads and validates; never what each step computes
+RESUME_MAY_CHANGE = frozenset({"out", "steps", "workers", "log_every", "save_every", "device", "val_data", "val_every",
+                               "val_limit", "val_before"})
+
+
+def resumed_settings(given: dict[str, Any], saved: dict[str, Any], defaults: dict[str, Any],
+                     source: str | Path) -> dict[str, Any]:
+    """A resumed run's settings: ``saved`` (its ``config.yaml``, read from ``source``) with those of
+    ``given`` that :data:`RESUME_MAY_CHANGE` allows.
+
+    A resume is exact only with the run's own settings, so every other given setting must equal
+    the saved one (or ``defaults`` where the file predates the setting); paths are compared resolved.
+
+    Raises:
+        DenseVLMError: one line naming the first setting that differs, both values and ``source``.
+    """
+    for name, value in given.items():
+        before = saved.get(name, defaults.get(name))
+        if name in RESUME_MAY_CHANGE or _same(value, before):
+            continue
+        raise DenseVLMError(f"--resume: {name} {value!r} differs from the run's {before!r} ({source}); a resumed "
+                            "run keeps its settings (leave the flag out, or start a new --out to change it)")
+    return {**saved, **{k: v for k, v in given.items() if k in RESUME_MAY_CHANGE}}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    if isinstance(a, str) and isinstance(b, str) and a != b and Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
