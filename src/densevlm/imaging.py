@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # torch is imported on use: the review server reads image siz
     import torch
 
 __all__ = ["IMAGE_SUFFIXES", "open_image", "image_size", "to_rgb", "Letterbox", "letterbox", "letterbox_array", "normalize",
-           "normalize_array", "encode_png", "check_input_size", "plan_letterbox"]
+           "normalize_array", "encode_png", "check_input_size", "check_image_size", "plan_letterbox", "MIN_SIDE"]
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +299,28 @@ def check_input_size(size: int, patch: int) -> None:
                             f"use --size {patch} or more")
 
 
+MIN_SIDE = 8
+"""Fewest pixels an image needs on each side, as it is and inside the model input: fewer is a file
+or camera fault (a 1x1 image) or a strip the model would see as a row or two of pixels."""
+
+
+def check_image_size(width: int, height: int, size: int) -> None:
+    """Refuse an image of ``width`` x ``height`` px that is, or becomes at longest side ``size``,
+    under :data:`MIN_SIDE` pixels on a side.
+
+    Raises:
+        DenseVLMError: one line without the file name (callers add it).
+    """
+    if min(width, height) < MIN_SIDE:
+        raise DenseVLMError(f"image is {width}x{height} px, too small to recognise anything "
+                            f"(at least {MIN_SIDE} px on each side)")
+    scale = size / max(width, height)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    if min(w, h) < MIN_SIDE:
+        raise DenseVLMError(f"image is {width}x{height} px, too long and thin for a {size} px input (it would be "
+                            f"{w}x{h} px); cut it into pieces or pass a larger --size")
+
+
 def plan_letterbox(width: int, height: int, size: int, multiple: int, square: bool = False) -> Letterbox:
     """Compute the letterbox geometry for an image of ``width`` x ``height`` pixels."""
     scale = size / max(width, height)
@@ -385,10 +407,12 @@ def letterbox_array(
         ``([3, H, W] float32 array, Letterbox)``; padding is 0 after normalisation (the mean colour).
 
     Raises:
-        DenseVLMError: ``size`` or ``multiple`` is not positive.
+        DenseVLMError: ``size`` or ``multiple`` is not positive, or the image is too small or thin
+            for ``size`` (:func:`check_image_size`).
     """
     if size <= 0 or multiple <= 0:
         raise DenseVLMError(f"letterbox size {size} and multiple {multiple} must be positive")
+    check_image_size(image.width, image.height, size)
     image = to_rgb(image)
     plan = plan_letterbox(image.width, image.height, size, multiple, square)
     if (plan.width, plan.height) != image.size:

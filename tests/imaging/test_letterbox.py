@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from densevlm.errors import DenseVLMError
-from densevlm.imaging import check_input_size, letterbox, plan_letterbox
+from densevlm.imaging import MIN_SIDE, check_image_size, check_input_size, letterbox, plan_letterbox
 
 
 def test_plan_of_a_wide_image():
@@ -20,6 +20,25 @@ def test_an_input_side_below_one_patch_is_refused():
         check_input_size(7, 8)
     with pytest.raises(DenseVLMError, match="use --size 16 or more"):
         check_input_size(12, 16)
+
+
+@pytest.mark.parametrize("width, height, size, message", [
+    (1, 1, 64, "image is 1x1 px, too small to recognise anything (at least 8 px on each side)"),
+    (1, 4000, 64, "image is 1x4000 px, too small"),
+    (3840, 64, 64, "image is 3840x64 px, too long and thin for a 64 px input (it would be 64x1 px)"),
+    (64, 800, 64, "it would be 5x64 px); cut it into pieces or pass a larger --size"),
+])
+def test_images_too_small_or_thin_to_recognise_are_refused(width, height, size, message):
+    with pytest.raises(DenseVLMError) as err:
+        letterbox(Image.new("RGB", (width, height)), size, 8, (0.5,) * 3, (0.5,) * 3)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_smallest_images_that_pass():
+    check_image_size(MIN_SIDE, MIN_SIDE, 64)  # 8 x 8, enlarged to 64 x 64
+    _, plan = letterbox(Image.new("RGB", (3840, 480)), 64, 8, (0.5,) * 3, (0.5,) * 3)  # 64 x 8 inside the input
+    assert (plan.width, plan.height) == (64, 8)
+    check_image_size(3840, 64, 512)  # the same strip at a larger input: 512 x 9
 
 
 def test_boxes_and_points_by_hand():

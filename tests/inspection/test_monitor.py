@@ -268,6 +268,28 @@ def test_without_model_monitor_takes_the_one_the_reference_or_operating_point_re
     assert "another model or vocabulary" in capsys.readouterr().err
 
 
+def test_a_batch_with_unreadable_files_is_judged_on_the_others(line, tmp_path, capsys):
+    import shutil
+
+    batch = tmp_path / "batch"
+    shutil.copytree(line / "same" / "images", batch)
+    (batch / "broken.png").write_bytes(b"not a png")
+    (batch / "dot.png").write_bytes((line / "same" / "images" / "000000.png").read_bytes()[:0])
+    ref = tmp_path / "ref.json"
+    assert main(["monitor", "--model", "tiny-student", "--reference", str(line / "ref"), "--save-reference", str(ref)]) == 0
+    capsys.readouterr()
+    assert main(["monitor", "--reference", str(ref), "--batch", str(batch), "--json", str(tmp_path / "r.json"),
+                 "--permutations", "300"]) == 0
+    captured = capsys.readouterr()
+    assert f"{batch}: 2 of 42 images skipped (listed above); the statistics are of the other 40" in captured.out
+    assert "broken.png" in captured.err and "dot.png" in captured.err
+    assert json.loads((tmp_path / "r.json").read_text())["verdict"] == "stable"
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"junk")
+    assert main(["monitor", "--reference", str(ref), "--batch", str(tmp_path / "bad")]) == 2
+    assert "none of the 1 images could be read" in capsys.readouterr().err
+
+
 def test_evaluate_inspection_metrics(labelled_world):
     import densevlm.data.panoptic as panoptic
     from densevlm.inspection.evaluate import evaluate_inspection

@@ -110,3 +110,24 @@ def test_overlays_of_images_sharing_a_stem_are_kept_apart_and_overwrite_clears_o
                  "--no-overlays"]) == 0
     rows = list(csv.DictReader(open(out / "verdicts.csv")))
     assert [r["overlay"] for r in rows] == [""] and list((out / "overlays").glob("*.png")) == []
+
+
+def test_blank_frames_are_unsure_and_too_small_images_are_errors(labelled_world, student, tmp_path):
+    from PIL import Image
+
+    vocab = default_vocabulary()
+    op = calibrate(student, load_labelled(labelled_world, vocab), vocab, 0.2, model_name="tiny-student",
+                   data=str(labelled_world), n_resamples=10)
+    Image.new("RGB", (64, 64), (0, 0, 0)).save(tmp_path / "black.png")
+    Image.new("RGB", (64, 64), (250, 250, 250)).save(tmp_path / "white.png")
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    Image.new("RGB", (640, 4)).save(tmp_path / "strip.png")
+    scene = sorted((labelled_world / "images").glob("*.png"))[0]
+    files = [tmp_path / "black.png", tmp_path / "white.png", tmp_path / "dot.png", tmp_path / "strip.png", scene]
+    verdicts = densevlm.inspect(student, files, op)
+    blank = "blank frame: one flat colour"
+    assert [(v.verdict, v.reason.startswith(blank)) for v in verdicts[:2]] == [("UNSURE", True)] * 2
+    assert [v.verdict for v in verdicts[2:4]] == ["ERROR", "ERROR"]
+    assert verdicts[2].reason == f"{files[2]}: image is 1x1 px, too small to recognise anything (at least 8 px on each side)"
+    assert verdicts[3].reason.startswith(f"{files[3]}: image is 640x4 px, too small")
+    assert verdicts[4].verdict != "ERROR" and not verdicts[4].reason.startswith(blank)

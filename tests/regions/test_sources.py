@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from densevlm.data.synth import generate_scene
@@ -43,6 +44,15 @@ def test_colour_segments_find_a_part():
     assert best > 0.3
     mixed = region_boxes("mixed", image, np.random.default_rng(0))
     assert mixed.shape[0] > boxes.shape[0]
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (2, 64), (64, 1), (1, 1)])
+def test_colour_segments_of_a_strip_cover_it(shape):
+    # SLIC seeds at half a grid step once fell outside a strip thinner than that: no seed, IndexError
+    image = torch.rand(3, *shape, generator=torch.Generator().manual_seed(0))
+    boxes, masks = segment_regions(image, min_area=1)
+    assert masks.shape[1:] == shape and masks.any(dim=0).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
 
 
 def test_token_cells_are_distinct_patch_squares_cut_at_the_content_edge():

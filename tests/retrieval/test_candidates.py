@@ -70,6 +70,35 @@ def test_segments_carry_masks(tmp_path):
         assert x1 <= xs.min() and xs.max() < x2 + 1e-6 and y1 <= ys.min() and ys.max() < y2 + 1e-6
 
 
+def test_images_too_thin_are_skipped_and_an_interrupted_run_leaves_no_file(tmp_path, monkeypatch, caplog):
+    import densevlm.retrieval.candidates as candidates
+    from PIL import Image
+
+    from densevlm.data.images import open_image_source
+    from densevlm.data.synth import default_vocabulary
+    from densevlm.retrieval.teacher import RetrievalConfig
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(folder / "a.png")
+    Image.new("RGB", (3840, 64)).save(folder / "strip.png")
+    teacher, vocab, out = load_model("tiny-vit"), default_vocabulary(), tmp_path / "cand.jsonl"
+    summary = candidates.write_candidates(teacher, open_image_source(str(folder)), vocab, out, RetrievalConfig(),
+                                          region_source="segments", progress=False)
+    assert (summary["images"], summary["skipped"]) == (1, 1) and "strip.png: image is 3840x64 px" in caplog.text
+    real = candidates.teacher_region_features
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(candidates, "teacher_region_features", interrupted)
+    before = out.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        candidates.write_candidates(teacher, open_image_source(str(folder)), vocab, out, RetrievalConfig(), progress=False)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["cand.jsonl", "photos"]
+
+
 def test_boxes_are_the_regions_and_only_their_images_are_labelled(tmp_path, capsys):
     from densevlm.cli.main import main
 
@@ -101,7 +130,7 @@ def test_boxes_are_the_regions_and_only_their_images_are_labelled(tmp_path, caps
         assert main(argv + ["--overwrite"] + extra) == 2
         assert message in capsys.readouterr().err
     outside = tmp_path / "outside.json"
-    outside.write_text(json.dumps([{"image": given[0]["image"], "box": [0, 0, 65, 10]}]))
+    outside.write_text(json.dumps([{"image": given[0]["image"], "box": [0, 0, 66, 10]}]))
     assert main(["retrieve", "--images", str(world), "--boxes", str(outside), "--out", str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(outside) in err[0] and "Traceback" not in err[0]

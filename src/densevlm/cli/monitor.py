@@ -69,12 +69,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _stats(model, specs: list[str], vocab, cfg, batch_size: int):
     from densevlm.cli.inspect import image_inputs
-    from densevlm.imaging import open_image
+    from densevlm.errors import DenseVLMError
     from densevlm.inspection.monitor import BatchStats
-    from densevlm.inspection.scores import analyse_images
+    from densevlm.inspection.scores import analyse_images, readable_images
 
     images = image_inputs(specs)
-    analyses = list(analyse_images(model, (open_image(im.path) for im in images), vocab, cfg, batch_size))
+    errors: dict[int, str] = {}
+    analyses = list(analyse_images(model, readable_images([im.path for im in images], cfg.size, errors), vocab, cfg,
+                                   batch_size))
+    if not analyses:
+        raise DenseVLMError(f"{' '.join(specs)}: none of the {len(images)} images could be read")
+    if errors:
+        print(f"{' '.join(specs)}: {len(errors)} of {len(images)} images skipped (listed above); "
+              f"the statistics are of the other {len(analyses)}")
     return BatchStats.from_analyses(analyses, vocab.defect_indices)
 
 

@@ -172,7 +172,10 @@ class _Items(torch.utils.data.Dataset):
     def _prepare(self, index: int) -> dict[str, Any]:
         sample = self.dataset.load(index)
         cfg = self.cfg
-        x, plan = letterbox(sample.image, self.size, self.patch, self.mean, self.std, square=cfg.square)
+        try:
+            x, plan = letterbox(sample.image, self.size, self.patch, self.mean, self.std, square=cfg.square)
+        except DenseVLMError as e:
+            raise DenseVLMError(f"{self.dataset.image_path(index)}: {e}") from None
         ids = torch.from_numpy(sample.ids)
         category_index = self.dataset.category_index
         sem = torch.full(ids.shape, -1, dtype=torch.int64)

@@ -217,7 +217,10 @@ def _prepare(image: InputImage, model: Any, config: RunConfig,
     path = image.path
     try:
         pil = open_image(path)
-        x, plan = model.prepare(pil, config.size, square=True)
+        try:
+            x, plan = model.prepare(pil, config.size, square=True)
+        except DenseVLMError as e:
+            raise DenseVLMError(f"{path}: {e}") from None
         # a large photo is shrunk now (its full-resolution pixels dropped early); a small one is
         # kept as it is, since the overlay tints it at its own size before enlarging it
         display = pil if max(pil.size) <= config.overlay_max_side else display_image(pil, config.overlay_max_side)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+import logging
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +42,10 @@ from densevlm.inspection.image_stats import image_statistics
 from densevlm.regions import similarity
 from densevlm.vocab import Vocabulary
 
-__all__ = ["METHODS", "ScoreConfig", "ImageAnalysis", "analyse_images", "defect_scores", "peak_region"]
+__all__ = ["METHODS", "ScoreConfig", "ImageAnalysis", "analyse_images", "readable_images", "defect_scores",
+           "peak_region"]
+
+log = logging.getLogger(__name__)
 
 METHODS = ("window", "pixel", "region")
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -171,6 +175,29 @@ def _analyse_one(dense: torch.Tensor, text: torch.Tensor, logit_scale: float, pl
     embedding = F.normalize(dense[:, :rows, :cols].mean(dim=(1, 2)), dim=0).cpu().numpy().astype(np.float64)
     return ImageAnalysis(scores, boxes, areas, shares, float((winner < cfg.low_confidence).float().mean()),
                          embedding, image_stats, plan, probs if keep_probs else None)
+
+
+def readable_images(items: Sequence[Any], size: int, errors: dict[int, str]) -> Iterator[Image.Image]:
+    """Each item (an image file or a PIL image) as an RGB image, in order, skipping what cannot be
+    analysed: unreadable files, and images too small or thin for a ``size`` px input
+    (:func:`~densevlm.imaging.check_image_size`). A skipped item's index and one-line reason
+    (naming the file) go into ``errors``, and a warning is logged."""
+    from densevlm.imaging import check_image_size, open_image, to_rgb
+
+    for i, item in enumerate(items):
+        try:
+            image = to_rgb(item) if isinstance(item, Image.Image) else open_image(item)
+        except DenseVLMError as e:
+            errors[i] = str(e)
+        else:
+            try:
+                check_image_size(image.width, image.height, size)
+            except DenseVLMError as e:
+                errors[i] = f"{'image' if isinstance(item, Image.Image) else item}: {e}"
+            else:
+                yield image
+                continue
+        log.warning("skipped: %s", errors[i])
 
 
 def analyse_images(model: Any, images: Iterable[Image.Image], vocab: Vocabulary, cfg: ScoreConfig,

@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from PIL import Image
 
-from densevlm.errors import DenseVLMError
 from densevlm.inspection.operating_point import OperatingPoint
-from densevlm.inspection.scores import ImageAnalysis, analyse_images
+from densevlm.inspection.scores import ImageAnalysis, analyse_images, readable_images
 from densevlm.vocab import Vocabulary, load_vocabulary
 
 __all__ = ["Defect", "Verdict", "inspect", "verdict_of", "write_verdicts", "CSV_FIELDS"]
 
-log = logging.getLogger(__name__)
 CSV_FIELDS = ("image", "verdict", "score", "defects", "reason", "overlay")
 
 
@@ -83,18 +80,15 @@ def verdict_of(analysis: ImageAnalysis, op: OperatingPoint, defects: Sequence[st
     return Verdict(file, op.verdict(analysis.score), analysis.score, found, analysis=analysis)
 
 
-def _opened(items: Sequence[Any], errors: dict[int, str]) -> Iterator[Image.Image]:
-    from densevlm.imaging import open_image, to_rgb
+BLANK_STDDEV = 2.0
+"""Grey levels (0-255) of luma standard deviation below which a frame is blank: one flat colour."""
 
-    for i, item in enumerate(items):
-        if isinstance(item, Image.Image):
-            yield to_rgb(item)
-            continue
-        try:
-            yield open_image(item)
-        except DenseVLMError as e:
-            errors[i] = str(e)
-            log.warning("skipped: %s", e)
+
+def _blank(image: Image.Image) -> bool:
+    """True for a frame of one flat colour (a covered lens, a dead light, a black or white frame)."""
+    from PIL import ImageStat
+
+    return ImageStat.Stat(image.convert("L")).stddev[0] < BLANK_STDDEV
 
 
 def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Path,
@@ -108,7 +102,9 @@ def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Pat
         vocab: the vocabulary (default: the operating point's own).
 
     Returns:
-        One :class:`Verdict` per image, in order; unreadable files get verdict ``ERROR``.
+        One :class:`Verdict` per image, in order; unreadable files and images too small to
+        inspect get verdict ``ERROR``, and a blank frame (one flat colour, luma standard deviation
+        under :data:`BLANK_STDDEV` grey levels) that would be OK is ``UNSURE`` with a reason.
 
     Raises:
         DenseVLMError: the operating point was made for another model or vocabulary.
@@ -121,14 +117,27 @@ def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Pat
     op.check(model.backbone.weights_sha256(), vocab)
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     errors: dict[int, str] = {}
-    good = iter(list(analyse_images(model, _opened(items, errors), vocab, op.score, batch_size)))
+    cfg = op.score.resolved(model)
+    blank: list[bool] = []
+
+    def opened() -> Iterator[Image.Image]:
+        for image in readable_images(items, cfg.size, errors):
+            blank.append(_blank(image))
+            yield image
+
+    good = iter(list(analyse_images(model, opened(), vocab, cfg, batch_size)))
+    flat = iter(blank)
     out = []
     for i, item in enumerate(items):
         file = None if isinstance(item, Image.Image) else str(item)
         if i in errors:
             out.append(Verdict(file, "ERROR", reason=errors[i]))
-        else:
-            out.append(verdict_of(next(good), op, vocab.defects, file))
+            continue
+        verdict = verdict_of(next(good), op, vocab.defects, file)
+        if next(flat) and verdict.verdict == "OK":
+            verdict.verdict = "UNSURE"
+            verdict.reason = "blank frame: one flat colour (covered lens, lighting or camera fault?)"
+        out.append(verdict)
     return out
 
 

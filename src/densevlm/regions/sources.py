@@ -76,8 +76,8 @@ def _slic(image: torch.Tensor, n_segments: int, compactness: float, iterations: 
     """
     _, h, w = image.shape
     step = max(2.0, float(np.sqrt(h * w / n_segments)))
-    gy = torch.arange(step / 2, h, step)
-    gx = torch.arange(step / 2, w, step)
+    gy = torch.arange(step / 2, h, step) if h > step / 2 else torch.tensor([(h - 1) / 2])
+    gx = torch.arange(step / 2, w, step) if w > step / 2 else torch.tensor([(w - 1) / 2])
     cy, cx = torch.meshgrid(gy, gx, indexing="ij")
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     colour = image.reshape(3, -1).t()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -30,6 +29,8 @@ import numpy as np
 import torch
 
 from densevlm.data.images import FileListSource, ImageSource
+from densevlm.errors import DenseVLMError
+from densevlm.fileio import atomic_write
 from densevlm.regions import similarity
 from densevlm.regions.rle import encode_rle
 from densevlm.regions.sources import grid_boxes, segment_regions
@@ -92,63 +93,71 @@ def write_candidates(
         region_source = "boxes"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     skipped = without_boxes = 0
     started = time.perf_counter()
-    with open(tmp, "w", encoding="utf-8") as f, torch.inference_mode():
-        f.write(json.dumps(header_record(teacher, vocab, root, cfg, logit_scale, region_source)) + "\n")
-        for index in tqdm(range(n), desc="retrieve", unit="img", disable=None if progress else True):
-            given = None if boxes is None else boxes.get(source.name(index))
-            if boxes is not None and (given is None or not len(given)):
-                without_boxes += 1
-                continue
-            try:
-                image = source.load(index)
-            except Exception as e:  # unreadable images are reported and skipped
-                log.warning("skipped %s: %s", source.name(index), e)
-                skipped += 1
-                continue
-            x, plan = teacher.prepare(image, size=size, square=True)
-            content = x[:, : plan.height, : plan.width]
-            rng = np.random.default_rng([seed, index])
-            masks = None
-            if given is not None:
-                boxes_in = plan.to_input(torch.as_tensor(np.asarray(given, np.float32)))
-            elif region_source == "segments":
-                raw = torch.from_numpy(np.asarray(image.resize((plan.width, plan.height)), dtype=np.float32) / 255.0).permute(2, 0, 1)
-                boxes_in, masks = segment_regions(raw)
-                if max_boxes is not None:
-                    boxes_in, masks = boxes_in[:max_boxes], masks[:max_boxes]
-            else:
-                boxes_in = grid_boxes(content.shape[-1], content.shape[-2], rng, max_boxes)
-            feats = teacher_region_features(teacher, x[None].to(teacher.device), [boxes_in.to(teacher.device)],
-                                            cfg.features, cfg.context)
-            r = classify_regions(feats, text, class_is_thing, logit_scale, cfg.threshold, cfg.features)
-            stats.update(r)
-            name = source.name(index)
-            top_probs, top_classes = similarity.top_k(r.probs, cfg.top_k)
-            for j in range(boxes_in.shape[0]):
-                box = plan.to_original(boxes_in[j]).tolist()
-                box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
-                record = {
-                    "kind": "region", "id": f"{name}#{j}", "image": name, "width": image.width, "height": image.height,
-                    "box": [round(v, 2) for v in box],
-                    "mask": None,
-                    "candidates": [
-                        {"category": vocab.names[int(k)], "prob": round(float(p), 4), "thing": bool(vocab.is_thing[int(k)])}
-                        for p, k in zip(top_probs[j], top_classes[j])
-                    ],
-                    "confidence": round(float(r.confidence[j]), 4),
-                    "thing": bool(r.is_thing[j]),
-                    "kept": bool(r.kept[j]),
-                }
-                if masks is not None:
-                    full = torch.nn.functional.interpolate(masks[j][None, None].float(), size=(image.height, image.width), mode="nearest")
-                    record["mask"] = encode_rle(full[0, 0].numpy() > 0.5)
-                if full_logits or len(vocab) <= max_logits:
-                    record["logits"] = [round(float(v), 3) for v in r.logits[j]]
-                f.write(json.dumps(record) + "\n")
-    os.replace(tmp, out)
+
+    def write(tmp: str) -> None:
+        nonlocal skipped, without_boxes
+        with open(tmp, "w", encoding="utf-8") as f, torch.inference_mode():
+            f.write(json.dumps(header_record(teacher, vocab, root, cfg, logit_scale, region_source)) + "\n")
+            for index in tqdm(range(n), desc="retrieve", unit="img", disable=None if progress else True):
+                given = None if boxes is None else boxes.get(source.name(index))
+                if boxes is not None and (given is None or not len(given)):
+                    without_boxes += 1
+                    continue
+                try:
+                    image = source.load(index)  # its errors name the file
+                except Exception as e:  # unreadable images are reported and skipped
+                    log.warning("skipped: %s", e)
+                    skipped += 1
+                    continue
+                try:
+                    x, plan = teacher.prepare(image, size=size, square=True)
+                except DenseVLMError as e:  # too small or thin to recognise
+                    log.warning("skipped %s: %s", source.name(index), e)
+                    skipped += 1
+                    continue
+                content = x[:, : plan.height, : plan.width]
+                rng = np.random.default_rng([seed, index])
+                masks = None
+                if given is not None:
+                    boxes_in = plan.to_input(torch.as_tensor(np.asarray(given, np.float32)))
+                elif region_source == "segments":
+                    raw = torch.from_numpy(np.asarray(image.resize((plan.width, plan.height)), dtype=np.float32) / 255.0).permute(2, 0, 1)
+                    boxes_in, masks = segment_regions(raw)
+                    if max_boxes is not None:
+                        boxes_in, masks = boxes_in[:max_boxes], masks[:max_boxes]
+                else:
+                    boxes_in = grid_boxes(content.shape[-1], content.shape[-2], rng, max_boxes)
+                feats = teacher_region_features(teacher, x[None].to(teacher.device), [boxes_in.to(teacher.device)],
+                                                cfg.features, cfg.context)
+                r = classify_regions(feats, text, class_is_thing, logit_scale, cfg.threshold, cfg.features)
+                stats.update(r)
+                name = source.name(index)
+                top_probs, top_classes = similarity.top_k(r.probs, cfg.top_k)
+                for j in range(boxes_in.shape[0]):
+                    box = plan.to_original(boxes_in[j]).tolist()
+                    box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
+                    record = {
+                        "kind": "region", "id": f"{name}#{j}", "image": name, "width": image.width, "height": image.height,
+                        "box": [round(v, 2) for v in box],
+                        "mask": None,
+                        "candidates": [
+                            {"category": vocab.names[int(k)], "prob": round(float(p), 4), "thing": bool(vocab.is_thing[int(k)])}
+                            for p, k in zip(top_probs[j], top_classes[j])
+                        ],
+                        "confidence": round(float(r.confidence[j]), 4),
+                        "thing": bool(r.is_thing[j]),
+                        "kept": bool(r.kept[j]),
+                    }
+                    if masks is not None:
+                        full = torch.nn.functional.interpolate(masks[j][None, None].float(), size=(image.height, image.width), mode="nearest")
+                        record["mask"] = encode_rle(full[0, 0].numpy() > 0.5)
+                    if full_logits or len(vocab) <= max_logits:
+                        record["logits"] = [round(float(v), 3) for v in r.logits[j]]
+                    f.write(json.dumps(record) + "\n")
+
+    atomic_write(out, write)
     summary = {**stats.summary(), "images": n - skipped - without_boxes, "skipped": skipped, "wall_s": time.perf_counter() - started,
                "logit_scale": logit_scale, "out": str(out)}
     return summary

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from densevlm.data.images import ImageSource
 from densevlm.errors import DenseVLMError
-from densevlm.imaging import normalize_array, plan_letterbox
+from densevlm.imaging import check_image_size, normalize_array, plan_letterbox
 from densevlm.model import DenseModel
 
 __all__ = ["StepBatchSampler", "ContentDataset", "make_loader", "model_batch", "normalise_content"]
@@ -72,6 +72,10 @@ class ContentDataset(Dataset):
             return {"index": index, "error": str(e)}
         from PIL import Image
 
+        try:
+            check_image_size(image.width, image.height, self.size)
+        except DenseVLMError as e:
+            return {"index": index, "error": f"{self.source.name(index)}: {e}"}
         plan = plan_letterbox(image.width, image.height, self.size, 1)
         if (plan.width, plan.height) != image.size:
             image = image.resize((plan.width, plan.height), Image.BICUBIC)
