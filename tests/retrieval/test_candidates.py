@@ -123,6 +123,11 @@ def test_boxes_are_the_regions_and_only_their_images_are_labelled(tmp_path, caps
     assert [(r["image"], r["box"]) for r in regions] == [(g["image"], [float(v) for v in g["box"]]) for g in given]
     named = sum(r["candidates"][0]["category"] == g["truth"] for r, g in zip(regions, given))
     assert named >= 0.6 * len(given), (named, len(given))  # the teacher names the parts in their boxes
+    assert all(r["id"].startswith(f"{r['image']}#box") for r in regions)
+    # grid candidates of the same images first: the boxes are added beside them, not taken for them
+    grid = tmp_path / "grid.jsonl"
+    assert main(["retrieve", "--images", str(world), "--max-boxes", "2", "--out", str(grid), "-q"]) == 0
+    import_candidates(tmp_path / "review.sqlite", grid)
     assert import_candidates(tmp_path / "review.sqlite", out).regions_added == len(given)
     for extra, message in ((["--regions", "segments"], "--boxes replaces --regions and --max-boxes"),
                            (["--regions", "grid"], "--boxes replaces --regions and --max-boxes"),

@@ -187,3 +187,25 @@ def test_a_typed_class_is_added_once_then_assigned_by_name(imported):
             saved = client.post("/api/verdict", json={"region_id": region["id"], "reviewer": "ann",
                                                       "verdict": "category", "category": "porosity"}).json()
             assert (saved["category"], saved["new_class"]) == ("porosity", False)
+
+
+def test_an_image_browsers_cannot_draw_is_sent_as_png(dataset, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from densevlm.review.importing import import_candidates
+
+    from .conftest import header, region, write_candidates
+
+    Image.open(dataset.images / "c.png").save(dataset.images / "c.tif")
+    regions = [region("c.tif#0", "c.tif", (48, 32), [2.0, 2.0, 24.0, 30.0], [("bolt", 0.5)]),
+               region("a.png#0", "a.png", (64, 64), [4.0, 4.0, 20.0, 20.0], [("bolt", 0.8)])]
+    import_candidates(dataset.db, write_candidates(tmp_path / "tif.jsonl", header(dataset.images), regions))
+    with live_server(dataset.db) as base:
+        tif, png = raw_get(base, "/api/images/1"), raw_get(base, "/api/images/2")
+    assert tif.status == 200 and tif.getheader("content-type") == "image/png"
+    drawn = Image.open(io.BytesIO(tif.body))
+    assert drawn.format == "PNG" and drawn.size == (48, 32)
+    assert list(drawn.convert("RGB").getdata()) == list(Image.open(dataset.images / "c.png").convert("RGB").getdata())
+    assert png.body == (dataset.images / "a.png").read_bytes()  # a PNG goes out as it is

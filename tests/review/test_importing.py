@@ -86,6 +86,20 @@ def test_a_world_folder_for_images_points_at_its_images_subfolder(dataset):
                                    f"{dataset.images.resolve()}")
 
 
+def test_candidates_of_another_folder_with_the_same_file_names_are_refused(imported, tmp_path):
+    import shutil
+
+    other = tmp_path / "other" / "images"
+    shutil.copytree(imported.images, other)
+    before = row_counts(imported.db)
+    with pytest.raises(DenseVLMError) as err:
+        import_candidates(imported.db, imported.candidates, images_dir=other)
+    message = str(err.value)
+    assert f"region 'a.png#0' is already in this database for an image in {imported.images.resolve()}" in message
+    assert f"this file's images are in {other.resolve()}" in message and "--db OTHER.sqlite" in message
+    assert row_counts(imported.db) == before
+
+
 def test_images_flag_wins_over_header(dataset, tmp_path):
     path = write_candidates(tmp_path / "elsewhere.jsonl", header(tmp_path / "no-such-dir"), dataset.regions)
     with pytest.raises(DenseVLMError, match="no-such-dir"):

@@ -90,5 +90,7 @@ def test_a_reviewer_adds_a_defect_and_the_reviewed_vocabulary_lists_it(imported)
         with pytest.raises(DenseVLMError, match="'steel plate' is stuff in this database"):
             session.add_class(store, "steel plate", None, "ann", defect=True)
         assert session.add_class(store, "burr", True, "ann")["new_class"]  # a plain thing is no defect
+        with pytest.raises(DenseVLMError, match="a new class needs a name"):
+            session.add_class(store, "   ", True, "ann")
         assert store.defect_names() == ["scratch", "weld spatter"]
     assert load_reviewed(imported.db).vocab.defects == ("scratch", "weld spatter")

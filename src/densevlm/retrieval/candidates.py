@@ -41,6 +41,10 @@ __all__ = ["write_candidates", "header_record"]
 
 log = logging.getLogger(__name__)
 
+# a region's id is NAME#PREFIX+N: grid cells keep the plain number of the first releases, and
+# segments and given boxes have their own, so one database can hold every kind for one image
+KEY_PREFIX = {"grid": "", "segments": "seg", "boxes": "box"}
+
 
 def header_record(teacher, vocab: Vocabulary, images_root: Optional[str], cfg: RetrievalConfig, logit_scale: float,
                   region_source: str) -> dict[str, Any]:
@@ -139,7 +143,7 @@ def write_candidates(
                     box = plan.to_original(boxes_in[j]).tolist()
                     box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
                     record = {
-                        "kind": "region", "id": f"{name}#{j}", "image": name, "width": image.width, "height": image.height,
+                        "kind": "region", "id": f"{name}#{KEY_PREFIX[region_source]}{j}", "image": name, "width": image.width, "height": image.height,
                         "box": [round(v, 2) for v in box],
                         "mask": None,
                         "candidates": [

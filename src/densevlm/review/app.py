@@ -192,11 +192,14 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
         return Response((STATIC_DIR / name).read_bytes(), media_type=STATIC_FILES[name])
 
     @app.get("/api/images/{image_id}")
-    def image(image_id: str, store: ReviewStore = Depends(get_store)) -> FileResponse:
+    def image(image_id: str, store: ReviewStore = Depends(get_store)) -> Response:
         path = session.image_file(store, _parse_id(image_id))
         if path is None:
             raise HTTPException(status_code=404, detail="not found")
-        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+        cache = {"Cache-Control": "private, max-age=3600"}
+        if path.suffix.lower() in BROWSER_IMAGE_SUFFIXES:
+            return FileResponse(path, headers=cache)
+        return Response(_as_png(path), media_type="image/png", headers=cache)  # a TIFF: browsers do not draw it
 
     @app.get("/api/vocabulary")
     def vocabulary(store: ReviewStore = Depends(get_store)) -> dict:
@@ -265,6 +268,21 @@ def create_app(db_path: str | Path, token: Optional[str] = None) -> FastAPI:
         return {"conflicts": resolve.conflicts(store)}
 
     return app
+
+
+BROWSER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
+"""Image files every browser draws as they are; the others are sent as PNG."""
+
+
+def _as_png(path: Path) -> bytes:
+    """The image as the PNG bytes a browser draws (EXIF orientation applied, as for the boxes)."""
+    import io
+
+    from densevlm.imaging import open_image
+
+    buf = io.BytesIO()
+    open_image(path).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def page_url(host: str, port: int, token: Optional[str] = None) -> str:

@@ -59,6 +59,7 @@ def import_candidates(db_path: str | Path, candidates_path: str | Path,
             existing = conn.execute("SELECT * FROM regions WHERE key = ?", (region.key,)).fetchone()
             if existing is not None:
                 present += 1
+                _check_same_folder(conn, existing, region, root, path)
                 if not _same_region(conn, existing, region, class_ids, root):
                     differing += 1
                 continue
@@ -151,6 +152,18 @@ def _image_id(conn: sqlite3.Connection, root: Path, region: CandidateRegion, siz
         (str(root), region.image, size[0], size[1]),
     )
     return cur.lastrowid, True
+
+
+def _check_same_folder(conn: sqlite3.Connection, row: sqlite3.Row, region: CandidateRegion, root: Path,
+                       path: Path) -> None:
+    """Refuse a region whose key the database holds for an image of another folder (two folders
+    with the same file names): its verdicts would be taken for this one's."""
+    other = conn.execute("SELECT root FROM images WHERE id = ?", (row["image_id"],)).fetchone()["root"]
+    if other != str(root):
+        raise DenseVLMError(
+            f"{path}:{region.line}: region '{region.key}' is already in this database for an image in {other}, "
+            f"and this file's images are in {root}; review another folder in another database (--db OTHER.sqlite)"
+        )
 
 
 def _same_region(conn: sqlite3.Connection, row: sqlite3.Row, region: CandidateRegion, class_ids: list[int],

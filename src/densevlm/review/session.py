@@ -183,6 +183,8 @@ def add_class(store: ReviewStore, name: str, thing: Optional[bool], reviewer: st
     "new_class": bool}``. ``thing`` is required for a new name; ``defect`` marks the class a defect
     (a thing that makes an inspected item NG; it implies ``thing``). Raises DenseVLMError on bad input."""
     reviewer = clean_reviewer(reviewer)
+    if not clean_name(name or ""):
+        raise DenseVLMError("a new class needs a name (it was empty)")
     if defect and thing is False:
         raise DenseVLMError(f"'{clean_name(name)}': a defect is a thing, not stuff")
     with store.transaction() as conn:
