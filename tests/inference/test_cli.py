@@ -162,6 +162,17 @@ def test_second_run_skips_finished_images_and_overwrite_redoes_them(run_dir, fir
     assert changed == set(stamps)
 
 
+def test_a_run_on_other_images_keeps_the_summary_rows_of_the_earlier_ones(run_dir, in_process, capsys):
+    args = ["--model", "tiny.pt", "--vocab", "vocab.txt", "--out", "out-two", "--workers", "0"]
+    assert in_process(["segment", "in/scene.png", *args]) == 0, capsys.readouterr().err
+    assert in_process(["segment", "in/gray.png", *args]) == 0, capsys.readouterr().err
+    assert {rel: row["status"] for rel, row in _summary(run_dir / "out-two").items()} == {"scene.png": "ok",
+                                                                                         "gray.png": "ok"}
+    (run_dir / "out-two" / "scene.png.json").unlink()  # its outputs gone: its row goes too
+    assert in_process(["segment", "in/gray.png", *args]) == 0, capsys.readouterr().err
+    assert list(_summary(run_dir / "out-two")) == ["gray.png"]
+
+
 @pytest.mark.parametrize("boxes, expected", [
     ({"images": [{"id": 1, "file_name": "rgba.png"}],
       "annotations": [{"image_id": 1, "bbox": [0, 0, 10, 10]}, {"image_id": 1, "bbox": [30, 10, 0, 5]}]},

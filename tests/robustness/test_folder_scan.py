@@ -70,6 +70,18 @@ def test_outputs_are_recognised_wherever_out_was(tmp_path):
         open_image_source(elsewhere)
 
 
+def test_overlays_of_an_earlier_inspect_are_not_inputs(tmp_path):
+    line = tmp_path / "line"
+    (line / "verdicts" / "overlays").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(line / "001.png")
+    overlay = line / "verdicts" / "overlays" / "001.png.overlay.png"
+    Image.new("RGB", (8, 8)).save(overlay)
+    assert not is_densevlm_output(overlay)  # no verdicts.csv beside overlays/: a user's file
+    (line / "verdicts" / "verdicts.csv").write_text("image,verdict,score,defects,reason,overlay\n")
+    assert is_densevlm_output(overlay)
+    assert [f.name for f in find_images(line)[1]] == ["001.png"]
+
+
 def test_segment_into_its_own_input_folder_twice_reads_only_the_photos(folder, capsys):
     args = ["segment", str(folder), "--out", str(folder), "--model", "tiny-student", "--workers", "0"]
     inputs = {p.name: p.read_bytes() for p in folder.iterdir()}

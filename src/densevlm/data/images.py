@@ -197,17 +197,19 @@ def _glob_root(pattern: str) -> Path:
 
 
 def is_densevlm_output(path: Path) -> bool:
-    """Whether ``path`` is a file that ``densevlm segment`` wrote, wherever its ``--out`` was.
+    """Whether ``path`` is a file that ``densevlm segment`` or ``inspect`` wrote, wherever its ``--out`` was.
 
     An overlay or label map is named ``NAME.overlay.png`` or ``NAME.labels.png`` and has
-    ``NAME.json`` or a ``summary.csv`` beside it; ``NAME.json`` has one of those two beside it;
-    ``summary.csv`` starts with the run summary's header (``file,name,status``).
+    ``NAME.json`` or a ``summary.csv`` beside it (segment), or sits in ``overlays/`` beside a
+    ``verdicts.csv`` (inspect); ``NAME.json`` has one of those two beside it; ``summary.csv``
+    starts with the run summary's header (``file,name,status``).
     """
     name = path.name.lower()
     for suffix in _OUTPUT_SUFFIXES:
         if name.endswith(suffix):
             stem = path.name[: -len(suffix)]
-            return (path.parent / f"{stem}.json").is_file() or (path.parent / "summary.csv").is_file()
+            return ((path.parent / f"{stem}.json").is_file() or (path.parent / "summary.csv").is_file()
+                    or (path.parent.name == "overlays" and (path.parent.parent / "verdicts.csv").is_file()))
     if name.endswith(".json"):
         return any((path.parent / f"{path.name[:-5]}{suffix}").is_file() for suffix in _OUTPUT_SUFFIXES)
     if name == "summary.csv":

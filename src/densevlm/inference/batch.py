@@ -160,7 +160,8 @@ def segment_files(
     config: RunConfig,
     boxes: Optional[dict[str, tuple[np.ndarray, list[str]]]] = None,
 ) -> RunSummary:
-    """Segment ``images`` into ``out_dir`` and write ``out_dir/summary.csv``.
+    """Segment ``images`` into ``out_dir`` and write ``out_dir/summary.csv`` (this run's images after the
+    rows of an earlier run's other images whose outputs are still in ``out_dir``).
 
     Args:
         model: a :class:`~densevlm.dense.DenseRuntime`.
@@ -185,7 +186,11 @@ def segment_files(
     started = time.perf_counter()
     rows: dict[int, dict[str, Any]] = {}
     todo: list[int] = []
-    earlier = {} if config.overwrite else _earlier_rows(out_dir / "summary.csv")
+    previous = _earlier_rows(out_dir / "summary.csv")
+    names = {image.name for image in images}
+    # rows of an earlier run's other images whose outputs are still here stay in summary.csv
+    others = [row for name, row in previous.items() if name not in names and (out_dir / f"{name}.json").is_file()]
+    earlier = {} if config.overwrite else previous
     settings = _run_settings(config, vocab, "regions" if boxes is None else "boxes")
     for i, image in enumerate(images):
         doc = None if config.overwrite else finished_json(out_dir, image.name)
@@ -206,7 +211,7 @@ def segment_files(
         summary.rows = [rows[i] for i in sorted(rows)]
         summary.skipped = {position for position, i in enumerate(sorted(rows)) if i in skipped}
         summary.seconds = time.perf_counter() - started
-        write_summary(out_dir / "summary.csv", summary.rows)
+        write_summary(out_dir / "summary.csv", others + summary.rows)
     return summary
 
 
