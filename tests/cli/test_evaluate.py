@@ -28,8 +28,12 @@ def test_default_size_is_the_models_default_size(tmp_path, monkeypatch, size_arg
     assert (written["data"], written["vocabulary"], written["vocabulary_adapted"]) == (data, data, False)
 
 
-@pytest.mark.parametrize("size_args, expected", [([], 64), (["--size", "96"], 96)])
-def test_inspection_metrics_use_the_same_input_size(tmp_path, monkeypatch, size_args, expected):
+@pytest.mark.parametrize("extra, expected", [
+    ([], ("window", 32, 64)),
+    (["--size", "96"], ("window", 32, 96)),
+    (["--score-method", "pixel", "--min-area", "4"], ("pixel", 4, 64)),
+])
+def test_inspection_metrics_use_the_input_size_and_score_asked_for(tmp_path, monkeypatch, extra, expected):
     # eval --inspection --size N once scored inspection at the model's native size while the JSON said N
     import densevlm.inspection.evaluate as inspection
     from densevlm.data.synth import write_world
@@ -40,12 +44,24 @@ def test_inspection_metrics_use_the_same_input_size(tmp_path, monkeypatch, size_
     real = inspection.analyse_images
 
     def recording(model, images, vocab, cfg, *args, **kwargs):
-        seen.append(cfg.size)
+        seen.append((cfg.method, cfg.min_area, cfg.size))
         return real(model, images, vocab, cfg, *args, **kwargs)
 
     monkeypatch.setattr(inspection, "analyse_images", recording)
     out = tmp_path / "metrics.json"
     argv = ["eval", "--data", str(world), "--model", "tiny-student", "--no-crops", "--no-seg", "--device", "cpu",
-            "--inspection", "--json", str(out), "-q", *size_args]
+            "--inspection", "--json", str(out), "-q", *extra]
     assert main(argv) == 0
-    assert seen == [expected] and json.loads(out.read_text())["size"] == expected
+    assert seen == [expected] and json.loads(out.read_text())["size"] == expected[2]
+
+
+def test_inspection_with_a_vocabulary_without_defects_is_refused_before_any_work(tmp_path, capsys):
+    from densevlm.data.synth import write_world
+
+    world = tmp_path / "line"
+    write_world(world, 2, seed=3, defect_rate=0.5, progress=False)
+    vocab = tmp_path / "plain.txt"
+    vocab.write_text((world / "vocab.txt").read_text().split("[defects]")[0])
+    assert main(["eval", "--data", str(world), "--model", "tiny-student", "--vocab", str(vocab), "--inspection"]) == 2
+    err = capsys.readouterr().err
+    assert f"{vocab} has none" in err and err.count("\n") == 1 and "eval" not in capsys.readouterr().out

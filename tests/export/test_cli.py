@@ -87,3 +87,10 @@ def test_cli_bad_model_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("densevlm export: error:") and "no-such-model-xyz" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_check_refuses_options_that_shape_a_new_export(cli_export, tmp_path):
+    out, _ = cli_export
+    result = _run("--check", str(out), "--size", "128", "--opset", "11", "--fp16-embeddings", cache=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "so --size, --opset, --fp16-embeddings cannot apply" in result.stderr

@@ -283,3 +283,20 @@ def test_eval_never_writes_its_json_over_the_model_or_the_ground_truth(tmp_path,
         err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
         assert code == 2 and len(err) == 1 and str(target) in err[0], err
         assert Path(target).read_bytes() == before
+
+
+def test_an_interrupted_synth_is_named_and_overwrite_writes_it_again(tmp_path, capsys):
+    out = tmp_path / "world"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "000000.png").write_bytes(b"half")  # what an interrupted synth leaves: no panoptic.json
+    assert main(["synth", "--out", str(out), "--n", "2"]) == 2
+    assert "holds an unfinished world (images but no panoptic.json: an interrupted synth?)" in capsys.readouterr().err
+    assert main(["synth", "--out", str(out), "--n", "2", "--overwrite", "-q"]) == 0
+    assert (out / "panoptic.json").is_file() and (out / "images" / "000000.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_retrieve_limit_below_one_is_refused(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert main(["retrieve", "--images", str(photos), "--limit", "0", "--out", str(tmp_path / "c.jsonl")]) == 2
+    assert "--limit 0: give at least 1 image" in capsys.readouterr().err and not (tmp_path / "c.jsonl").exists()

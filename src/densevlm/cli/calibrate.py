@@ -35,10 +35,20 @@ from __future__ import annotations
 import argparse
 
 
+def add_score_arguments(p: argparse.ArgumentParser) -> None:
+    """``--score-method`` and ``--min-area``: how a defect score is made (calibrate, eval --inspection)."""
+    from densevlm.inspection.scores import METHODS
+
+    p.add_argument("--score-method", choices=METHODS, default="window",
+                   help="defect score: window (mean probability over the best min-area window; default), "
+                        "pixel (max probability) or region (best argmax region of at least min-area pixels)")
+    p.add_argument("--min-area", type=int, default=None, metavar="PIXELS",
+                   help="minimum defect area in model-input pixels (default: half a model token)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from densevlm.cli._common import add_model_arguments
     from densevlm.inspection.calibrate import RULES
-    from densevlm.inspection.scores import METHODS
 
     add_model_arguments(p)
     p.add_argument("--data", required=True, help="labelled images: panoptic folder/spec or review database")
@@ -55,11 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra share of OK images that may be called UNSURE (sent to a person) instead of OK")
     p.add_argument("--out", required=True, metavar="OP.JSON", help="operating point file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing operating point file")
-    p.add_argument("--score-method", choices=METHODS, default="window",
-                   help="defect score: window (mean probability over the best min-area window; default), "
-                        "pixel (max probability) or region (best argmax region of at least min-area pixels)")
-    p.add_argument("--min-area", type=int, default=None, metavar="PIXELS",
-                   help="minimum defect area in model-input pixels (default: half a model token)")
+    add_score_arguments(p)
     p.add_argument("--size", type=int, default=None, help="model input side (default: native for tiny models, else 448)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N labelled images")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals (default: 2000)")

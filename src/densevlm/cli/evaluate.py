@@ -46,7 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--inspection", action="store_true",
                    help="also the manufacturing metrics (inspection.image_auroc, recall_at_fa_0.01/0.05, aupro, "
-                        "per-defect AUROC and recall, defect confusion); needs a vocabulary with [defects]")
+                        "per-defect AUROC and recall, defect confusion), scored as --score-method / --min-area say "
+                        "(calibrate's settings: give the operating point's to measure what inspect runs); the "
+                        "defects are --vocab's [defects], else those of the data's vocab.txt")
+    from densevlm.cli.calibrate import add_score_arguments
+
+    add_score_arguments(p)
 
 
 def builtin_vocab_for(spec: str):
@@ -82,13 +87,16 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_reviewed(model, args.data, cfg)
     else:
         dataset = PanopticDataset(args.data, limit=args.limit, strict=args.strict)
-        vocab = load_vocabulary(args.vocab) if args.vocab else builtin_vocab_for(args.data)
-        result = evaluate(model, dataset, vocab, cfg, progress=rank == 0)
+        given = load_vocabulary(args.vocab) if args.vocab else None
         if args.inspection:
-            from densevlm.inspection.evaluate import evaluate_inspection
+            from densevlm.inspection.evaluate import evaluate_inspection, inspection_vocabulary
             from densevlm.inspection.scores import ScoreConfig
 
-            result.metrics.update(evaluate_inspection(model, args.data, vocab, ScoreConfig(size=size), limit=args.limit,
+            inspection_vocabulary(args.data, given)  # one line before any work when it has no defects
+        result = evaluate(model, dataset, given or builtin_vocab_for(args.data), cfg, progress=rank == 0)
+        if args.inspection:
+            score = ScoreConfig(args.score_method, args.min_area, size)
+            result.metrics.update(evaluate_inspection(model, args.data, given, score, limit=args.limit,
                                                       batch_size=args.batch_size, progress=rank == 0))
     if rank == 0:
         print(format_table(result.metrics, title=f"{args.model} on {args.data} ({size} px)"))

@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None,
                    help="input side in pixels, a multiple of the patch (default: the model's native size)")
     p.add_argument("--out", default=None, help="export directory to write (required unless --check)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
     p.add_argument("--dynamic", action="store_true", help="accept any batch, height and width (multiples of the patch)")
     p.add_argument("--fp16-embeddings", action="store_true", help="store the text embeddings as float16")
     p.add_argument("--no-regions", action="store_true", help="do not export region_classifier.onnx")
@@ -201,6 +201,13 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         if args.out:
             raise DenseVLMError("--check DIR re-checks an existing export; drop --out (or drop --check to export)")
+        shaping = [flag for flag, given in (("--vocab", args.vocab), ("--size", args.size), ("--opset", args.opset),
+                                            ("--dynamic", args.dynamic), ("--fp16-embeddings", args.fp16_embeddings),
+                                            ("--no-regions", args.no_regions), ("--skip-parity", args.skip_parity))
+                   if given]
+        if shaping:
+            raise DenseVLMError(f"--check DIR re-checks the export as it was made, so {', '.join(shaping)} "
+                                "cannot apply; drop them (or export again with them)")
         if args.json:
             check_output(args.json, "file", inputs=[*inputs, args.check], overwrite=args.overwrite, flag="--json")
         return _check(args)
@@ -221,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         vocab,
         size=args.size,
-        opset=args.opset,
+        opset=args.opset or 18,
         dynamic=args.dynamic,
         fp16_embeddings=args.fp16_embeddings,
         regions=not args.no_regions,

@@ -44,12 +44,11 @@ def _build_parser(command: Optional[str]) -> argparse.ArgumentParser:
         epilog="Run `densevlm <command> --help` for the options of a command.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     # the same two flags are accepted after the command too (`densevlm train ... -q`)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="print debug logging")
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="print warnings and errors only")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".",
@@ -75,6 +74,9 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value) -> None:
         pass
+
+
+QUIET_HELP = "no progress bars or info logging: warnings, errors and the command's result lines only"
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:

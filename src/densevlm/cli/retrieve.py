@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     image_inputs = [part.split("=", 1)[-1] for part in args.images.split(",")]  # json=FILE,images=DIR too
     inputs = existing_paths(args.vocab, args.teacher, args.teacher_pretrained, args.boxes, *image_inputs)
     check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite)
+    if args.limit is not None and args.limit < 1:
+        from densevlm.errors import DenseVLMError
+
+        raise DenseVLMError(f"--limit {args.limit}: give at least 1 image (or leave it out for all)")
     source = open_image_source(args.images)
     boxes = _boxes(args, source) if args.boxes else None
     teacher = load_model_arg(args.teacher, args.teacher_pretrained, default_device(args.device), size=args.size)

@@ -48,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.data.synth import write_world
     from densevlm.fileio import check_output
 
+    out = Path(args.out)
+    if not args.overwrite and (out / "images").is_dir() and not (out / "panoptic.json").is_file():
+        from densevlm.errors import DenseVLMError
+
+        raise DenseVLMError(f"--out {out}: holds an unfinished world (images but no panoptic.json: an interrupted "
+                            "synth?); pass --overwrite to write it again")
     check_output(args.out, "dir", overwrite=args.overwrite)
     if args.overwrite:
         _remove_world(Path(args.out))

@@ -37,8 +37,11 @@ FALSE_ALARM_RATES = (0.01, 0.05)
 
 
 def inspection_vocabulary(data: str | Path, vocab: Optional[Vocabulary]) -> Vocabulary:
-    """``vocab`` when it lists defects, else the dataset folder's ``vocab.txt`` (``synth`` writes one)."""
-    if vocab is not None and vocab.defects:
+    """``vocab`` (which must list defects), else the dataset folder's ``vocab.txt`` (``synth`` writes one)."""
+    if vocab is not None:
+        if not vocab.defects:
+            raise DenseVLMError(f"--inspection needs a vocabulary with a [defects] section; "
+                                f"{vocab.source or 'the vocabulary given'} has none")
         return vocab
     candidate = Path(str(data)) / "vocab.txt"
     if candidate.is_file():
