@@ -7,7 +7,8 @@ vocabulary other than the ones it was calibrated for. There is no default operat
 a threshold that was never calibrated on your line would give an unknown false-alarm rate.
 
 Writes DIR/verdicts.csv, one row per image:
-  image, verdict (OK | UNSURE | NG | ERROR for an unreadable file), score (the NG score: the
+  image, verdict (OK | UNSURE | NG; ERROR for a file that cannot be read or is too small to
+  inspect; a blank frame of one flat colour is UNSURE, not OK), score (the NG score: the
   largest defect score), defects ("name score [x1,y1,x2,y2] AREApx; ..." in original pixels,
   every defect at or above the lowest threshold), reason
   overlay (the overlay's path relative to DIR)

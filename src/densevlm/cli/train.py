@@ -85,7 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-data", default=d, help="panoptic data to validate on with the eval protocol")
     p.add_argument("--val-every", type=int, default=d, help="steps between validations (default: only at the end)")
     p.add_argument("--val-limit", type=int, default=d, help="validate on the first N images only")
-    p.add_argument("--reviewed", default=d, help="review database: on a reviewed image, its reviewed regions (expert verdicts) are the "
+    p.add_argument("--reviewed", default=d,
+                   help="review database: on a reviewed image, its reviewed regions (expert verdicts) are the "
                         "only regions trained, in place of the ones drawn for the teacher")
     p.add_argument("--reviewed-weight", type=float, default=d, help="loss weight of a reviewed region (default: 1)")
     p.add_argument("--reviewed-embeddings", choices=("text", "few-shot"), default=d,
@@ -111,7 +112,8 @@ def build_config(args: argparse.Namespace):
             values[name] = getattr(args, name)
     saved = Path(values.get("out") or "") / "config.yaml"
     if args.resume and values.get("out") and saved.is_file():
-        values = resumed_settings(values, load_config_file(saved), {f.name: f.default for f in fields(TrainConfig)}, saved)
+        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        values = resumed_settings(values, load_config_file(saved), defaults, saved)
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     return TrainConfig(**values)

@@ -26,9 +26,9 @@ dense tokens over the content, unit norm) and the image statistics of
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
-import logging
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np

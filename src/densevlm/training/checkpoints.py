@@ -118,20 +118,26 @@ def save_state(path: Path, student: DenseModel, optimizer: torch.optim.Optimizer
 
 
 def load_state(path: Path, student: DenseModel, optimizer: torch.optim.Optimizer, schedule: Any,
-               scaler: torch.amp.GradScaler) -> Optional[TrainProgress]:
+               scaler: torch.amp.GradScaler, steps: Optional[int] = None) -> Optional[TrainProgress]:
     """Restore what :func:`save_state` wrote into the given objects (and the torch RNG).
+
+    Args:
+        steps: the run's total steps now (``--steps``), which may not be below the step saved.
 
     Returns:
         The saved progress, or None when ``path`` does not exist yet.
 
     Raises:
-        DenseVLMError: ``path`` is damaged (see :func:`read_state`).
+        DenseVLMError: ``path`` is damaged (see :func:`read_state`), or its step is above ``steps``.
     """
     if not path.is_file():
         log.warning("--resume: no %s yet (a new --out, or a run stopped before its first checkpoint): "
                     "starting from step 0", path)
         return None
     state = read_state(path, ("model", "optimizer", "schedule", "rng", "step"))
+    if steps is not None and int(state["step"]) > steps:
+        raise DenseVLMError(f"--steps {steps} is below step {int(state['step'])}, which the run in {path.parent} "
+                            f"reached; pass --steps {int(state['step'])} or more to continue it")
     student.backbone.clip.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])

@@ -319,10 +319,8 @@ class Distiller:
         except OSError as e:
             raise DenseVLMError(f"{self.out}: cannot create the run directory ({e.strerror})") from None
         if resume:
-            restored = load_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler)
-            if restored is not None and restored.step > cfg.steps:
-                raise DenseVLMError(f"--steps {cfg.steps} is below step {restored.step}, which the run in {self.out} "
-                                    f"reached; pass --steps {restored.step} or more to continue it")
+            restored = load_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler,
+                                  cfg.steps)
             if restored is not None:
                 self.global_step, self.skipped, self.history = restored.step, restored.skipped, restored.history
         else:

@@ -164,10 +164,8 @@ class Trainer:
         self.global_step = 0
         self.resumed = False
         if resume:
-            restored = load_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler)
-            if restored is not None and restored.step > cfg.steps:
-                raise DenseVLMError(f"--steps {cfg.steps} is below step {restored.step}, which the run in {self.out} "
-                                    f"reached; pass --steps {restored.step} or more to continue it")
+            restored = load_state(self.out / "state.pt", self.student, self.optimizer, self.schedule, self.scaler,
+                                  cfg.steps)
             if restored is not None:
                 self._restore(restored)
 
