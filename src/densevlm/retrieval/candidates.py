@@ -143,7 +143,8 @@ def write_candidates(
                     box = plan.to_original(boxes_in[j]).tolist()
                     box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
                     record = {
-                        "kind": "region", "id": f"{name}#{KEY_PREFIX[region_source]}{j}", "image": name, "width": image.width, "height": image.height,
+                        "kind": "region", "id": f"{name}#{KEY_PREFIX[region_source]}{j}", "image": name,
+                        "width": image.width, "height": image.height,
                         "box": [round(v, 2) for v in box],
                         "mask": None,
                         "candidates": [
