@@ -18,6 +18,7 @@ from PIL import Image
 
 from densevlm.cli.main import main
 from densevlm.data.synth import generate_scene
+from tests.processes import children, running
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 GOOD = 12  # 10 scenes, an animated GIF and a two-page TIFF
@@ -133,26 +134,6 @@ def _rows_of(text: str) -> dict[str, dict[str, str]]:
     return {row["name"]: row for row in csv.DictReader(text.splitlines())}
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 # ``densevlm segment`` whose model holds still from its 4th batch on (until the process is signalled),
 # after touching the marker file: the run cannot end by itself, whatever the machine's speed
 _HELD_SEGMENT = """
@@ -201,7 +182,7 @@ def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run did not reach its 4th batch in 300 s"
         time.sleep(0.05)
-    workers = _children(proc.pid)
+    workers = children(proc.pid)
     assert len(workers) >= 2
     return proc, workers
 
@@ -215,7 +196,7 @@ def test_ctrl_c_stops_the_command_and_its_workers(tmp_path):
     assert "interrupted" in err and "Traceback" not in err, err
     rows = _rows(tmp_path / "out")
     assert 0 < len(rows) <= 6 and {row["status"] for row in rows.values()} == {"ok"}  # 3 batches of 2 at most
-    assert not [pid for pid in workers if _running(pid)]
+    assert not [pid for pid in workers if running(pid)]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -224,7 +205,7 @@ def test_workers_leave_when_the_command_is_killed(tmp_path):
     proc.kill()
     proc.communicate(timeout=300)
     deadline = time.monotonic() + 120
-    while [pid for pid in workers if _running(pid)]:
+    while [pid for pid in workers if running(pid)]:
         assert time.monotonic() < deadline, "worker processes outlived the killed command"
         time.sleep(0.1)
 

@@ -143,3 +143,37 @@ def test_overwrite_with_fewer_scenes_leaves_no_old_scene_and_keeps_other_files(t
     assert len(json.loads((out / "panoptic.json").read_text())["images"]) == 3
     assert not (out / "inspection.json").exists()  # the new world is not an inspection world
     assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c", "parent-only"])
+def test_an_interrupted_synth_stops_with_its_workers(tmp_path, to_group):
+    # a ProcessPoolExecutor once waited for every queued scene and could hang on a worker the signal hit
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from tests.processes import children, running
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    out = tmp_path / "world"
+    proc = subprocess.Popen([sys.executable, "-m", "densevlm", "synth", "--out", str(out), "--n", "1000000",
+                             "--workers", "2"], env={**os.environ, "PYTHONPATH": str(src)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while not any((out / "images").glob("*.png")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no scene written in 300 s"
+        time.sleep(0.05)
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does
+    else:
+        proc.send_signal(signal.SIGINT)  # as `timeout -s INT` does
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert not [pid for pid in workers if running(pid)]
+    assert not (out / "panoptic.json").exists()

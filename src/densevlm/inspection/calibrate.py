@@ -199,25 +199,33 @@ def calibrate(model: Any, images: Iterable[Any], vocab: Any, target: float, *, m
     """
     from tqdm import tqdm
 
-    from densevlm.imaging import open_image
     from densevlm.inspection.operating_point import OperatingPoint
-    from densevlm.inspection.scores import ScoreConfig, analyse_images
+    from densevlm.inspection.scores import ScoreConfig, analyse_images, readable_images
 
     images = list(images)
     cfg = (cfg or ScoreConfig()).resolved(model)
     holds = np.stack([im.holds for im in images])
-    if holds.any(axis=1).all():
-        raise DenseVLMError(f"{data}: every labelled image is NG; calibration needs defect-free (OK) images")
-    check_enough_ok(int((~holds.any(axis=1)).sum()), target, rule, confidence, where=data)
+
+    def check(holds: np.ndarray) -> None:
+        if holds.any(axis=1).all():
+            raise DenseVLMError(f"{data}: every labelled image is NG; calibration needs defect-free (OK) images")
+        check_enough_ok(int((~holds.any(axis=1)).sum()), target, rule, confidence, where=data)
+
+    check(holds)
     bar = tqdm(total=len(images), desc="calibrate", unit="img", disable=None if progress else True, leave=False)
-    scores = []
-    for analysis in analyse_images(model, (open_image(im.path) for im in images), vocab, cfg, batch_size):
+    scores, errors = [], {}
+    for analysis in analyse_images(model, readable_images([im.path for im in images], cfg.size, errors), vocab, cfg,
+                                   batch_size):
         scores.append(analysis.score)
         bar.update()
     bar.close()
+    if errors:  # unreadable or too small: calibrated on the others (each named in a warning)
+        holds = holds[[i for i in range(len(images)) if i not in errors]]
+        check(holds)
     result = calibrate_scores(np.asarray(scores), holds, vocab.defects, target, unsure_band, n_resamples, seed,
                               rule=rule, confidence=confidence)
     result["data"] = data
+    result["n_skipped"] = len(errors)
     thresholds = result.pop("thresholds")
     return OperatingPoint(model_name=model_name, model_sha256=model.backbone.weights_sha256(), vocabulary=vocab.to_text(),
                           score=cfg, ng_threshold=thresholds["ng"], unsure_threshold=thresholds["unsure"],

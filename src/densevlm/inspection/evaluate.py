@@ -14,11 +14,13 @@ evaluation JSON (rates in [0, 1]):
   images), recall at 5 % false alarms (images holding it called NG), count;
 * ``inspection.confusion`` -- per ground-truth defect segment, the class whose mean probability
   under the segment is largest: a defect, or "not a defect";
-* ``inspection.roc`` -- the ROC curve points; ``inspection.n_ok`` / ``n_ng``; ``inspection.score``.
+* ``inspection.roc`` -- the ROC curve points; ``inspection.n_ok`` / ``n_ng``; ``inspection.score``;
+  ``inspection.n_skipped``: images too small to inspect (each named in a warning).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,10 +28,13 @@ import numpy as np
 from PIL import Image
 
 from densevlm.errors import DenseVLMError
+from densevlm.imaging import check_image_size
 from densevlm.evaluation.manufacturing import (aupro, defect_confusion, image_auroc, recall_at_false_alarm,
                                                roc_points)
 from densevlm.inspection.scores import ScoreConfig, analyse_images
 from densevlm.vocab import Vocabulary, load_vocabulary
+
+log = logging.getLogger(__name__)
 
 __all__ = ["inspection_vocabulary", "evaluate_inspection", "FALSE_ALARM_RATES"]
 
@@ -72,9 +77,17 @@ def evaluate_inspection(model: Any, data: str | Path, vocab: Optional[Vocabulary
     column = {k: j for j, k in enumerate(defects)}
     samples = []
 
+    skipped = []
+
     def images():
         for i in range(len(dataset)):
             sample = dataset.load(i)
+            try:
+                check_image_size(sample.image.width, sample.image.height, cfg.size)
+            except DenseVLMError as e:
+                skipped.append(f"{dataset.image_path(i)}: {e}")
+                log.warning("skipped: %s", skipped[-1])
+                continue
             samples.append(sample)
             yield sample.image
 
@@ -106,6 +119,8 @@ def evaluate_inspection(model: Any, data: str | Path, vocab: Optional[Vocabulary
         samples[n] = None
         bar.update()
     bar.close()
+    if not holds:
+        raise DenseVLMError(f"{data}: no image could be inspected ({len(skipped)} too small)")
     holds_a, scores_a, image_a = np.array(holds), np.array(scores), np.array(image_scores)
     ng = holds_a.any(axis=1)
     out: dict[str, Any] = {"inspection.image_auroc": image_auroc(ng, image_a)}
@@ -127,5 +142,5 @@ def evaluate_inspection(model: Any, data: str | Path, vocab: Optional[Vocabulary
                                    "counts": defect_confusion(true, pred, len(defects)).tolist()}
     out["inspection.roc"] = roc_points(ng, image_a)
     out.update({"inspection.n_ok": int((~ng).sum()), "inspection.n_ng": int(ng.sum()),
-                "inspection.score": cfg.to_json()})
+                "inspection.n_skipped": len(skipped), "inspection.score": cfg.to_json()})
     return out

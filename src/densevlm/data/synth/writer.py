@@ -18,8 +18,9 @@ byte-identical files, and two seeds give disjoint, independent sets.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -133,8 +134,11 @@ def write_world(
     bar = tqdm(total=n, desc="synth", unit="img", disable=None if progress else True, leave=False)
     records: list[dict[str, Any]] = []
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for rec in pool.map(_write_one, jobs, chunksize=64):
+        # a Pool, not a ProcessPoolExecutor: leaving the block on Ctrl-C terminates the workers at once
+        # (the executor waited for every queued scene, and could hang on a worker the signal had hit);
+        # the workers ignore SIGINT, so only this process stops and reports it
+        with multiprocessing.Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+            for rec in pool.imap(_write_one, jobs, chunksize=64):
                 records.append(rec)
                 bar.update()
     else:
