@@ -35,7 +35,7 @@ def test_bad_input_is_one_line_exit_2(images, tmp_path, capsys, extra, words):
     assert status == 2 and len(err) == 1 and err[0].startswith("densevlm distill: error:") and words in err[0], err
 
 
-def test_resume_keeps_the_runs_settings_and_refuses_others(images, tmp_path, capsys):
+def test_resume_keeps_the_runs_settings_and_refuses_others(images, tmp_path, capsys, monkeypatch):
     import yaml
 
     out = tmp_path / "run"
@@ -46,7 +46,8 @@ def test_resume_keeps_the_runs_settings_and_refuses_others(images, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert "--resume: lr 0.001 differs from the run's 0.0005" in err and str(out / "config.yaml") in err
     assert "\n" not in err
-    # left out: the run's batch size and learning rate, not the defaults (32, 1e-3)
-    assert main(["distill", "--images", images, "--out", str(out), "--resume", "--steps", "2", "-q"]) == 0
+    # left out: the run's images, batch size and learning rate, not the defaults (32, 1e-3); from another folder
+    monkeypatch.chdir(tmp_path / "run")
+    assert main(["distill", "--out", ".", "--resume", "--steps", "2", "-q"]) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert (saved["batch_size"], saved["lr"], saved["steps"]) == (2, 5e-4, 2)
+    assert (saved["batch_size"], saved["lr"], saved["steps"], saved["images"]) == (2, 5e-4, 2, images)

@@ -316,3 +316,18 @@ def test_a_reference_that_is_neither_images_nor_ref_json_names_both_forms(line, 
     err = capsys.readouterr().err
     assert f"--reference {notes}: neither images" in err and "ref.json saved by --save-reference" in err
     assert "Traceback" not in err
+
+
+def test_inspection_metrics_skip_an_image_too_thin_to_inspect(tmp_path, caplog):
+    from PIL import Image
+
+    from densevlm.inspection.evaluate import evaluate_inspection
+
+    world = tmp_path / "line"
+    write_world(world, 6, seed=11, defect_rate=0.5, progress=False)
+    for folder, resample in (("images", Image.BICUBIC), ("panoptic", Image.NEAREST)):
+        path = world / folder / "000000.png"
+        Image.open(path).resize((640, 4), resample).save(path)
+    out = evaluate_inspection(densevlm.load_model("tiny-student"), world)
+    assert out["inspection.n_skipped"] == 1 and out["inspection.n_ok"] + out["inspection.n_ng"] == 5
+    assert "000000.png: image is 640x4 px, too small" in caplog.text

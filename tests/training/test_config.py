@@ -131,3 +131,14 @@ def test_a_float_in_exponent_notation_is_read_as_a_float(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 1e-3\nlogit_scale: null\nmax_boxes: null\nthreshold: 0\n")
     assert load_config_file(path) == {"lr": 0.001, "logit_scale": None, "max_boxes": None, "threshold": 0}
+
+
+def test_run_paths_are_recorded_absolute_and_names_are_kept(tmp_path, monkeypatch):
+    from densevlm.training.config import absolute_paths
+
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    values = absolute_paths({"images": "photos", "student": "tiny-student", "vocab": None, "out": "runs/a",
+                             "teacher": "missing.pt"})
+    assert values == {"images": str(tmp_path / "photos"), "student": "tiny-student", "vocab": None, "out": "runs/a",
+                      "teacher": "missing.pt"}

@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoint whose image tower the student starts from, e.g. a tiny-vit-s distilled from the "
                         "same teacher for --arch tiny-vit-xs (same depth; narrowed by principal components when "
                         "wider; default: the teacher's blocks)")
-    p.add_argument("--images", required=True, help="unlabeled images: folder, world dir, COCO JSON or tar shards")
+    p.add_argument("--images", default=d,
+                   help="unlabeled images: folder, world dir, COCO JSON or tar shards (with --resume: the run's)")
     p.add_argument("--out", required=True, help="run directory (last.pt, state.pt, metrics.jsonl, config.yaml)")
     p.add_argument("--vocab", default=d, help="vocabulary of the KL term (default: the embedded world's)")
     p.add_argument("--cosine-weight", type=float, default=d, help="weight of 1 - token cosine (default: 1)")
@@ -77,16 +78,15 @@ def run(args: argparse.Namespace) -> int:
 
     from densevlm.cli._common import default_device
     from densevlm.errors import DenseVLMError
+    from densevlm.training.config import absolute_paths, resumed_settings
     from densevlm.training.distill import DistillConfig, distill
 
     if getattr(args, "device", None):
         default_device(args.device)  # one line, before any work, when the machine lacks the device
-    values = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
+    values = absolute_paths({f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
     saved = Path(args.out) / "config.yaml"
     if args.resume and saved.is_file():
         import yaml
-
-        from densevlm.training.config import resumed_settings
 
         try:
             recorded = yaml.safe_load(saved.read_text(encoding="utf-8"))

@@ -103,13 +103,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The run's settings: --config, then the flags given; with --resume, the run's own ``config.yaml``."""
-    from densevlm.training.config import TrainConfig, load_config_file, resumed_settings
+    from densevlm.training.config import TrainConfig, absolute_paths, load_config_file, resumed_settings
 
     values = load_config_file(args.config) if args.config else {}
     names = {f.name for f in fields(TrainConfig)}
     for name in names:
         if name in vars(args):
             values[name] = getattr(args, name)
+    values = absolute_paths(values)
     saved = Path(values.get("out") or "") / "config.yaml"
     if args.resume and values.get("out") and saved.is_file():
         defaults = {f.name: f.default for f in fields(TrainConfig)}

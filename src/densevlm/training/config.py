@@ -10,7 +10,8 @@ from densevlm.errors import DenseVLMError, nearest_names
 from densevlm.losses.alignment import METHODS
 from densevlm.training.precision import AMP_CHOICES
 
-__all__ = ["PAPER_SETTINGS", "RESUME_MAY_CHANGE", "TrainConfig", "check_run", "load_config_file", "resumed_settings"]
+__all__ = ["PAPER_SETTINGS", "PATH_SETTINGS", "RESUME_MAY_CHANGE", "TrainConfig", "absolute_paths", "check_run",
+           "load_config_file", "resumed_settings"]
 
 REGION_SOURCES = ("grid", "segments", "mixed")
 
@@ -232,6 +233,17 @@ def check_run(images: Optional[str], out: Optional[str], steps: int, batch_size:
 # to the new end), how it reports, loads and validates; never what each step computes
 RESUME_MAY_CHANGE = frozenset({"out", "steps", "workers", "log_every", "save_every", "device", "val_data", "val_every",
                                "val_limit", "val_before"})
+
+
+PATH_SETTINGS = ("images", "vocab", "val_data", "reviewed", "student", "teacher", "student_pretrained",
+                 "teacher_pretrained", "init")
+
+
+def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each setting of :data:`PATH_SETTINGS` that names an existing file or folder made
+    absolute, so that the run's ``config.yaml`` still finds it from another folder (``--resume``)."""
+    return {k: str(Path(v).resolve()) if k in PATH_SETTINGS and isinstance(v, str) and v and Path(v).exists() else v
+            for k, v in values.items()}
 
 
 def resumed_settings(given: dict[str, Any], saved: dict[str, Any], defaults: dict[str, Any],
