@@ -123,12 +123,19 @@ def test_boxes_are_the_regions_and_only_their_images_are_labelled(tmp_path, caps
     assert [(r["image"], r["box"]) for r in regions] == [(g["image"], [float(v) for v in g["box"]]) for g in given]
     named = sum(r["candidates"][0]["category"] == g["truth"] for r, g in zip(regions, given))
     assert named >= 0.6 * len(given), (named, len(given))  # the teacher names the parts in their boxes
-    assert all(r["id"].startswith(f"{r['image']}#box") for r in regions)
+    assert [r["id"] for r in regions] == [f"{g['image']}#box" + ",".join(f"{v:g}" for v in g["box"]) for g in given]
     # grid candidates of the same images first: the boxes are added beside them, not taken for them
     grid = tmp_path / "grid.jsonl"
     assert main(["retrieve", "--images", str(world), "--max-boxes", "2", "--out", str(grid), "-q"]) == 0
     import_candidates(tmp_path / "review.sqlite", grid)
     assert import_candidates(tmp_path / "review.sqlite", out).regions_added == len(given)
+    moved = [{**given[0], "box": [given[0]["box"][0] + 1, *given[0]["box"][1:]]}, given[1]]
+    (tmp_path / "more.json").write_text(json.dumps(moved))
+    more = tmp_path / "more.jsonl"
+    assert main(["retrieve", "--images", str(world), "--boxes", str(tmp_path / "more.json"), "--size", "128",
+                 "--out", str(more), "-q"]) == 0
+    summary = import_candidates(tmp_path / "review.sqlite", more)  # a second file: its new box joins the first's
+    assert (summary.regions_added, summary.regions_present, summary.regions_differing) == (1, 1, 0)
     for extra, message in ((["--regions", "segments"], "--boxes replaces --regions and --max-boxes"),
                            (["--regions", "grid"], "--boxes replaces --regions and --max-boxes"),
                            (["--max-boxes", "3"], "--boxes replaces --regions and --max-boxes")):

@@ -41,9 +41,16 @@ __all__ = ["write_candidates", "header_record"]
 
 log = logging.getLogger(__name__)
 
-# a region's id is NAME#PREFIX+N: grid cells keep the plain number of the first releases, and
-# segments and given boxes have their own, so one database can hold every kind for one image
-KEY_PREFIX = {"grid": "", "segments": "seg", "boxes": "box"}
+# a region's id: NAME#N for grid cells (as in the first releases), NAME#segN for colour segments and
+# NAME#boxX1,Y1,X2,Y2 for given boxes (their coordinates: a second boxes file adds its new boxes), so one
+# database can hold every kind for one image
+KEY_PREFIX = {"grid": "", "segments": "seg"}
+
+
+def _key(region_source: str, j: int, given: Optional[np.ndarray]) -> str:
+    if given is not None:
+        return "box" + ",".join(f"{float(v):g}" for v in given[j])
+    return f"{KEY_PREFIX[region_source]}{j}"
 
 
 def header_record(teacher, vocab: Vocabulary, images_root: Optional[str], cfg: RetrievalConfig, logit_scale: float,
@@ -143,7 +150,7 @@ def write_candidates(
                     box = plan.to_original(boxes_in[j]).tolist()
                     box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
                     record = {
-                        "kind": "region", "id": f"{name}#{KEY_PREFIX[region_source]}{j}", "image": name,
+                        "kind": "region", "id": f"{name}#{_key(region_source, j, given)}", "image": name,
                         "width": image.width, "height": image.height,
                         "box": [round(v, 2) for v in box],
                         "mask": None,
