@@ -168,6 +168,9 @@ def test_a_run_on_other_images_keeps_the_summary_rows_of_the_earlier_ones(run_di
     assert in_process(["segment", "in/gray.png", *args]) == 0, capsys.readouterr().err
     assert {rel: row["status"] for rel, row in _summary(run_dir / "out-two").items()} == {"scene.png": "ok",
                                                                                          "gray.png": "ok"}
+    status = in_process(["segment", "in/line2", *args])  # another scene.png: not the one whose outputs are there
+    assert status == 2 and "out-two: scene.png.json holds the outputs of in/scene.png, not of in/line2/scene.png" in (
+        capsys.readouterr().err)
     (run_dir / "out-two" / "scene.png.json").unlink()  # its outputs gone: its row goes too
     assert in_process(["segment", "in/gray.png", *args]) == 0, capsys.readouterr().err
     assert list(_summary(run_dir / "out-two")) == ["gray.png"]

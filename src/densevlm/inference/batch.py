@@ -131,6 +131,15 @@ def _check_same_run(doc: dict[str, Any], name: str, out_dir: Path, settings: dic
                 "use another --out, or --overwrite to redo every image")
 
 
+def _check_same_image(doc: dict[str, Any], image: InputImage, out_dir: Path) -> None:
+    """Refuse (one line) to skip an image whose NAME's outputs came from another file that still exists
+    (``cam1/z.png`` then ``cam2/z.png`` into one --out): they are not this image's results."""
+    recorded = doc.get("file")
+    if isinstance(recorded, str) and Path(recorded).is_file() and Path(recorded).resolve() != image.path.resolve():
+        raise DenseVLMError(f"{out_dir}: {image.name}.json holds the outputs of {recorded}, not of {image.path}; "
+                            "use another --out, or --overwrite to redo every image")
+
+
 def _shown(value: Any) -> Any:
     return f"{len(value)} classes" if isinstance(value, list) else value
 
@@ -198,6 +207,7 @@ def segment_files(
             todo.append(i)
         else:
             _check_same_run(doc, image.name, out_dir, settings)
+            _check_same_image(doc, image, out_dir)
             rows[i] = _skipped_row(image, doc, earlier.get(image.name))
     skipped = set(rows)
     if rows:
