@@ -94,3 +94,7 @@ def test_cli_check_refuses_options_that_shape_a_new_export(cli_export, tmp_path)
     result = _run("--check", str(out), "--size", "128", "--opset", "11", "--fp16-embeddings", cache=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "so --size, --opset, --fp16-embeddings cannot apply" in result.stderr
+    result = _run("--check", str(out), "--format", "openvino", "--precision", "int8", cache=tmp_path)
+    assert result.returncode == 2 and "so --format, --precision cannot apply" in result.stderr, result.stderr
+    result = _run("--check", str(out), "--eval-data", str(tmp_path), cache=tmp_path)
+    assert result.returncode == 2 and "so --eval-data cannot apply" in result.stderr, result.stderr

@@ -114,6 +114,12 @@ def _check(args: argparse.Namespace) -> int:
     model = load_model_arg(model_name, pretrained, "cpu")
     if manifest["export"].get("precision", "fp32") == "int8":
         return _check_gate(args, model)
+    gate = [flag for flag, given in (("--calibration", args.calibration), ("--eval-data", args.eval_data),
+                                     ("--min-agreement", args.min_agreement), ("--max-macc-drop", args.max_macc_drop))
+            if given is not None]
+    if gate:
+        raise DenseVLMError(f"{args.check}: an fp32 export is checked for parity with PyTorch, not by the int8 "
+                            f"accuracy gate, so {', '.join(gate)} cannot apply; drop them")
     result = check_export(model, args.check, count=args.images, threads=args.threads)
     print(format_parity(result))
     if args.json:
@@ -203,11 +209,15 @@ def run(args: argparse.Namespace) -> int:
             raise DenseVLMError("--check DIR re-checks an existing export; drop --out (or drop --check to export)")
         shaping = [flag for flag, given in (("--vocab", args.vocab), ("--size", args.size), ("--opset", args.opset),
                                             ("--dynamic", args.dynamic), ("--fp16-embeddings", args.fp16_embeddings),
-                                            ("--no-regions", args.no_regions), ("--skip-parity", args.skip_parity))
+                                            ("--no-regions", args.no_regions), ("--skip-parity", args.skip_parity),
+                                            ("--format", args.format != "onnx"),
+                                            ("--precision", args.precision != "fp32"),
+                                            ("--calibration-size", args.calibration_size != 300))
                    if given]
         if shaping:
-            raise DenseVLMError(f"--check DIR re-checks the export as it was made, so {', '.join(shaping)} "
-                                "cannot apply; drop them (or export again with them)")
+            raise DenseVLMError(f"--check DIR re-checks the export as it was made (its manifest says its format "
+                                f"and precision), so {', '.join(shaping)} cannot apply; drop them (or export again "
+                                "with them)")
         if args.json:
             check_output(args.json, "file", inputs=[*inputs, args.check], overwrite=args.overwrite, flag="--json")
         return _check(args)
