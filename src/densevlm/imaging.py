@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # torch is imported on use: the review server reads image siz
     import torch
 
 __all__ = ["IMAGE_SUFFIXES", "open_image", "image_size", "to_rgb", "Letterbox", "letterbox", "letterbox_array", "normalize",
-           "normalize_array", "encode_png", "check_input_size", "check_image_size", "plan_letterbox", "MIN_SIDE"]
+           "normalize_array", "encode_png", "check_input_size", "check_image_size", "plan_letterbox", "MIN_SIDE",
+           "MAX_INPUT_SIZE"]
 
 log = logging.getLogger(__name__)
 
@@ -291,12 +292,20 @@ def _round_up(x: int, multiple: int) -> int:
     return ((x + multiple - 1) // multiple) * multiple
 
 
+MAX_INPUT_SIZE = 4096
+"""Largest model input side (pixels) a command accepts: 65,536 tokens at patch 16, past what a
+dense ViT's attention fits in memory; a larger ``--size`` is a typo, not a wish."""
+
+
 def check_input_size(size: int, patch: int) -> None:
     """Raise one line unless ``size`` (a model's longest input side asked for by ``--size``, pixels) is at
-    least one ``patch``: below it the whole image is one token and every output is noise."""
+    least one ``patch`` (below it the whole image is one token and every output is noise) and at most
+    :data:`MAX_INPUT_SIZE`."""
     if size < patch:
         raise DenseVLMError(f"input size {size} is smaller than one patch of the model ({patch} px); "
                             f"use --size {patch} or more")
+    if size > MAX_INPUT_SIZE:
+        raise DenseVLMError(f"input size {size} is above the largest one accepted ({MAX_INPUT_SIZE} px)")
 
 
 MIN_SIDE = 8

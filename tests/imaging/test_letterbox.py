@@ -20,6 +20,9 @@ def test_an_input_side_below_one_patch_is_refused():
         check_input_size(7, 8)
     with pytest.raises(DenseVLMError, match="use --size 16 or more"):
         check_input_size(12, 16)
+    check_input_size(4096, 16)
+    with pytest.raises(DenseVLMError, match="input size 4097 is above the largest one accepted \\(4096 px\\)"):
+        check_input_size(4097, 16)
 
 
 @pytest.mark.parametrize("width, height, size, message", [

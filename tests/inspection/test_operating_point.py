@@ -37,6 +37,7 @@ def test_a_saved_point_loads_back_and_names_its_file(saved):
     (lambda d: d["thresholds"].update(unsure=0.99), "thresholds.unsure must be a number in [0, 0.9], got 0.99"),
     (lambda d: d["score"].update(size=0), "score.size must be a whole number of pixels >= 1, got 0"),
     (lambda d: d["score"].update(size=64.5), "score.size must be a whole number of pixels >= 1, got 64.5"),
+    (lambda d: d["score"].update(size=10**9), "score.size must be at most 4096 px, got 1000000000"),
     (lambda d: d["score"].update(min_area=True), "score.min_area must be a whole number of pixels >= 1, got True"),
     (lambda d: d["score"].update(low_confidence="high"), "score.low_confidence must be a number in [0, 1], got 'high'"),
     (lambda d: d["score"].update(method="mean"), "score method 'mean' is not one of"),

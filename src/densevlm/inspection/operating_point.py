@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from densevlm.errors import DenseVLMError
+from densevlm.imaging import MAX_INPUT_SIZE
 from densevlm.inspection.scores import ScoreConfig
 from densevlm.vocab.vocabulary import Vocabulary, parse_vocabulary
 
@@ -139,9 +140,11 @@ class OperatingPoint:
         unsure = thresholds["unsure"]
         unsure = None if unsure is None else number(unsure, "thresholds.unsure", 0.0, ng)
         band = data.get("unsure_band")
+        size = count(score["size"], "score.size")
+        if size is not None and size > MAX_INPUT_SIZE:
+            raise DenseVLMError(f"score.size must be at most {MAX_INPUT_SIZE} px, got {size}")
         score_cfg = ScoreConfig(text(score["method"], "score.method"), count(score["min_area"], "score.min_area"),
-                                count(score["size"], "score.size"),
-                                number(score["low_confidence"], "score.low_confidence", 0.0, 1.0))
+                                size, number(score["low_confidence"], "score.low_confidence", 0.0, 1.0))
         op = cls(
             model_name=text(data["model"]["name"], "model.name"),
             model_sha256=text(data["model"]["sha256"], "model.sha256"),
