@@ -55,6 +55,11 @@ def test_inspection_metrics_use_the_input_size_and_score_asked_for(tmp_path, mon
     assert seen == [expected] and json.loads(out.read_text())["size"] == expected[2]
 
 
+def test_score_settings_without_inspection_are_refused(tmp_path, capsys):
+    assert main(["eval", "--data", str(tmp_path), "--score-method", "pixel"]) == 2
+    assert "add --inspection" in capsys.readouterr().err
+
+
 def test_inspection_with_a_vocabulary_without_defects_is_refused_before_any_work(tmp_path, capsys):
     from densevlm.data.synth import write_world
 

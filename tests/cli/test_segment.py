@@ -75,7 +75,7 @@ def test_worker_processes_write_the_files_one_thread_writes(inputs, segment, tmp
     for workers in ("0", "2"):
         status, out, err = segment(inputs, f"out{workers}", "--workers", workers)
         assert status == 0, err
-        assert f"segmented {GOOD} images (0 skipped with existing outputs, 1 unreadable)" in out
+        assert f"segmented {GOOD} images (0 skipped with existing outputs, 1 failed, see summary.csv)" in out
         bad = _lines(err, "05-bad.png")
         assert len(bad) == 1 and "not a readable image" in bad[0], err
         assert _lines(err, "frames") == [f"{inputs / '07-anim.gif'}: 3 frames; using the first",
@@ -101,7 +101,7 @@ def test_a_rerun_keeps_the_rows_of_the_images_it_skips(inputs, segment, tmp_path
     first = (tmp_path / "out" / "summary.csv").read_text()
     status, out, err = segment(inputs, "out")
     assert status == 0, err
-    assert f"segmented 0 images ({GOOD} skipped with existing outputs, 1 unreadable)" in out
+    assert f"segmented 0 images ({GOOD} skipped with existing outputs, 1 failed, see summary.csv)" in out
     assert (tmp_path / "out" / "summary.csv").read_text() == first  # status, reason, seconds as they were
     (tmp_path / "out" / "03.png.json").unlink()
     assert segment(inputs, "out")[0] == 0

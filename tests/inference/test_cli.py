@@ -97,7 +97,7 @@ def test_folder_with_bad_and_unusual_images_runs_to_the_end(run_dir, first_run):
     assert "Traceback" not in first_run.stderr
     warnings = [line for line in first_run.stderr.replace("\r", "\n").splitlines() if "corrupt.png" in line]
     assert len(warnings) == 1 and "not a readable image" in warnings[0]
-    assert "segmented 7 images" in first_run.stdout and "1 unreadable" in first_run.stdout
+    assert "segmented 7 images" in first_run.stdout and "1 failed, see summary.csv" in first_run.stdout
     assert "outputs: out" in first_run.stdout
     out = run_dir / "out"
     summary = _summary(out)
@@ -155,7 +155,7 @@ def test_second_run_skips_finished_images_and_overwrite_redoes_them(run_dir, fir
     }
     assert summary["big.jpg"]["segments"] != "0" and summary["big.jpg"]["top_classes"]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "summary.csv"} == stamps
-    assert "segmented 0 images (7 skipped with existing outputs, 1 unreadable)" in capsys.readouterr().out
+    assert "segmented 0 images (7 skipped with existing outputs, 1 failed, see summary.csv)" in capsys.readouterr().out
     assert in_process([*args, "--workers", "1", "--overwrite"]) == 0, capsys.readouterr().err
     assert [row["status"] for row in _summary(out).values()].count("ok") == 7
     changed = {p.name for p in out.iterdir() if p.name in stamps and p.stat().st_mtime_ns != stamps[p.name]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import densevlm
@@ -106,10 +107,11 @@ def test_overlays_of_images_sharing_a_stem_are_kept_apart_and_overwrite_clears_o
                                                   "overlays/cam2__001.png.overlay.png"]
     drawn = {r["overlay"]: Image.open(out / r["overlay"]).size for r in rows}
     assert len(drawn) == 3 and all(size[0] >= 64 for size in drawn.values())
+    Image.new("RGB", (8, 8)).save(out / "overlays" / "mine.png")  # not an overlay: stays
     assert main(["inspect", str(line / "001.png"), "--operating-point", str(op), "--out", str(out), "--overwrite",
                  "--no-overlays"]) == 0
     rows = list(csv.DictReader(open(out / "verdicts.csv")))
-    assert [r["overlay"] for r in rows] == [""] and list((out / "overlays").glob("*.png")) == []
+    assert [r["overlay"] for r in rows] == [""] and [p.name for p in (out / "overlays").glob("*.png")] == ["mine.png"]
 
 
 def test_blank_frames_are_unsure_and_too_small_images_are_errors(labelled_world, student, tmp_path):
@@ -119,7 +121,8 @@ def test_blank_frames_are_unsure_and_too_small_images_are_errors(labelled_world,
     op = calibrate(student, load_labelled(labelled_world, vocab), vocab, 0.2, model_name="tiny-student",
                    data=str(labelled_world), n_resamples=10)
     Image.new("RGB", (64, 64), (0, 0, 0)).save(tmp_path / "black.png")
-    Image.new("RGB", (64, 64), (250, 250, 250)).save(tmp_path / "white.png")
+    noise = np.random.default_rng(0).normal(128, 3, (64, 64, 3)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(noise).save(tmp_path / "white.png")  # grey with sensor noise: still one flat colour
     Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
     Image.new("RGB", (640, 4)).save(tmp_path / "strip.png")
     scene = sorted((labelled_world / "images").glob("*.png"))[0]

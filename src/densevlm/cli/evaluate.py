@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.vocab import load_vocabulary
 
     check_outputs(args)
+    if not args.inspection and (args.score_method != "window" or args.min_area is not None):
+        from densevlm.errors import DenseVLMError
+
+        raise DenseVLMError("--score-method and --min-area set how --inspection scores defects; add --inspection")
     device = default_device(args.device)
     rank, world = init_distributed(device)
     model = load_model_arg(args.model, args.pretrained, device, size=args.size)

@@ -8,7 +8,7 @@ a threshold that was never calibrated on your line would give an unknown false-a
 
 Writes DIR/verdicts.csv, one row per image:
   image, verdict (OK | UNSURE | NG; ERROR for a file that cannot be read or is too small to
-  inspect; a blank frame of one flat colour is UNSURE, not OK), score (the NG score: the
+  inspect; a blank frame of one flat colour is UNSURE), score (the NG score: the
   largest defect score), defects ("name score [x1,y1,x2,y2] AREApx; ..." in original pixels,
   every defect at or above the lowest threshold), reason
   overlay (the overlay's path relative to DIR)
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     images = image_inputs(args.inputs, exclude=out)
     model = load_model_arg(args.model or op.model_name, args.pretrained, default_device(args.device))
     verdicts = inspect(model, [im.path for im in images], op, vocab=args.vocab, batch_size=args.batch_size)
-    for old in sorted((out / "overlays").glob("*.png")) if (out / "overlays").is_dir() else []:
+    for old in sorted((out / "overlays").glob("*.overlay.png")) if (out / "overlays").is_dir() else []:
         old.unlink()  # an earlier run's, which the new verdicts.csv would not list
     if not args.no_overlays:
         from densevlm.imaging import open_image

@@ -81,14 +81,17 @@ def verdict_of(analysis: ImageAnalysis, op: OperatingPoint, defects: Sequence[st
 
 
 BLANK_STDDEV = 2.0
-"""Grey levels (0-255) of luma standard deviation below which a frame is blank: one flat colour."""
+"""Grey levels (0-255) of luma standard deviation, over the image shrunk to 16 x 16 (box means,
+which average sensor noise away), below which a frame is blank: one flat colour."""
 
 
 def _blank(image: Image.Image) -> bool:
-    """True for a frame of one flat colour (a covered lens, a dead light, a black or white frame)."""
+    """True for a frame of one flat colour, sensor noise aside (a covered lens, a dead light, a black
+    or white frame)."""
     from PIL import ImageStat
 
-    return ImageStat.Stat(image.convert("L")).stddev[0] < BLANK_STDDEV
+    small = image.convert("L").resize((16, 16), Image.BOX)
+    return ImageStat.Stat(small).stddev[0] < BLANK_STDDEV
 
 
 def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Path,
@@ -103,8 +106,8 @@ def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Pat
 
     Returns:
         One :class:`Verdict` per image, in order; unreadable files and images too small to
-        inspect get verdict ``ERROR``, and a blank frame (one flat colour, luma standard deviation
-        under :data:`BLANK_STDDEV` grey levels) that would be OK is ``UNSURE`` with a reason.
+        inspect get verdict ``ERROR``, and a blank frame (one flat colour: :data:`BLANK_STDDEV`)
+        is ``UNSURE`` with a reason, whatever its score.
 
     Raises:
         DenseVLMError: the operating point was made for another model or vocabulary.
@@ -134,7 +137,7 @@ def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Pat
             out.append(Verdict(file, "ERROR", reason=errors[i]))
             continue
         verdict = verdict_of(next(good), op, vocab.defects, file)
-        if next(flat) and verdict.verdict == "OK":
+        if next(flat):  # nothing to judge: neither a pass nor a reject
             verdict.verdict = "UNSURE"
             verdict.reason = "blank frame: one flat colour (covered lens, lighting or camera fault?)"
         out.append(verdict)
