@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
              len(vocab), ", boxes from " + str(args.boxes) if boxes is not None else "")
     summary = segment_files(model, images, vocab, out, config, boxes=boxes)
     ok, skipped, errors = summary.count("ok"), summary.count("skipped"), summary.count("error")
-    print(f"segmented {ok} images ({skipped} skipped with existing outputs, {errors} failed, see summary.csv) in {summary.seconds:.2f} s")
+    print(f"segmented {ok} images ({skipped} skipped with existing outputs, {errors} failed, see summary.csv) "
+          f"in {summary.seconds:.2f} s")
     print(f"outputs: {out} (summary: {out / 'summary.csv'})")
     return 1 if errors and not ok and not skipped else 0
