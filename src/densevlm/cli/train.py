@@ -94,9 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "prototypes of the reviewed regions; for words the text tower cannot read)")
     p.add_argument("--device", default=d, help="cpu, cuda ... (default: cuda if available)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/state.pt exactly where it stopped, with the run's settings (OUT/config.yaml; "
-                        "other values for them are refused, except --steps (to go on longer), --workers, --device, "
-                        "--log-every, --save-every and the --val-* flags)")
+                   help="continue from OUT/state.pt exactly where it stopped, with the run's settings "
+                        "(OUT/config.yaml; other values for them are refused, except --steps (to go on longer), "
+                        "--workers, --device, --log-every, --save-every and the --val-* flags)")
     p.add_argument("--overwrite", action="store_true",
                    help="start again in an --out that holds an earlier run (its run files are removed first)")
 

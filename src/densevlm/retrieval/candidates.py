@@ -134,7 +134,8 @@ def write_candidates(
                 if given is not None:
                     boxes_in = plan.to_input(torch.as_tensor(np.asarray(given, np.float32)))
                 elif region_source == "segments":
-                    raw = torch.from_numpy(np.asarray(image.resize((plan.width, plan.height)), dtype=np.float32) / 255.0).permute(2, 0, 1)
+                    raw = np.asarray(image.resize((plan.width, plan.height)), dtype=np.float32) / 255.0
+                    raw = torch.from_numpy(raw).permute(2, 0, 1)
                     boxes_in, masks = segment_regions(raw)
                     if max_boxes is not None:
                         boxes_in, masks = boxes_in[:max_boxes], masks[:max_boxes]
@@ -155,7 +156,8 @@ def write_candidates(
                         "box": [round(v, 2) for v in box],
                         "mask": None,
                         "candidates": [
-                            {"category": vocab.names[int(k)], "prob": round(float(p), 4), "thing": bool(vocab.is_thing[int(k)])}
+                            {"category": vocab.names[int(k)], "prob": round(float(p), 4),
+                             "thing": bool(vocab.is_thing[int(k)])}
                             for p, k in zip(top_probs[j], top_classes[j])
                         ],
                         "confidence": round(float(r.confidence[j]), 4),
@@ -163,7 +165,8 @@ def write_candidates(
                         "kept": bool(r.kept[j]),
                     }
                     if masks is not None:
-                        full = torch.nn.functional.interpolate(masks[j][None, None].float(), size=(image.height, image.width), mode="nearest")
+                        full = torch.nn.functional.interpolate(masks[j][None, None].float(),
+                                                               size=(image.height, image.width), mode="nearest")
                         record["mask"] = encode_rle(full[0, 0].numpy() > 0.5)
                     if full_logits or len(vocab) <= max_logits:
                         record["logits"] = [round(float(v), 3) for v in r.logits[j]]
