@@ -173,6 +173,6 @@ def write_candidates(
                     f.write(json.dumps(record) + "\n")
 
     atomic_write(out, write)
-    summary = {**stats.summary(), "images": n - skipped - without_boxes, "skipped": skipped, "wall_s": time.perf_counter() - started,
-               "logit_scale": logit_scale, "out": str(out)}
+    summary = {**stats.summary(), "images": n - skipped - without_boxes, "skipped": skipped,
+               "wall_s": time.perf_counter() - started, "logit_scale": logit_scale, "out": str(out)}
     return summary

@@ -56,11 +56,13 @@ def import_candidates(db_path: str | Path, candidates_path: str | Path,
         import_id = cur.lastrowid
         image_ids: dict[str, int] = {}
         for region in regions:
-            existing = conn.execute("SELECT * FROM regions WHERE key = ?", (region.key,)).fetchone()
+            existing = conn.execute(
+                "SELECT r.*, i.root AS image_root, i.file_name AS image_file FROM regions r"
+                " JOIN images i ON i.id = r.image_id WHERE r.key = ?", (region.key,)).fetchone()
             if existing is not None:
                 present += 1
-                _check_same_folder(conn, existing, region, root, path)
-                if not _same_region(conn, existing, region, class_ids, root):
+                _check_same_folder(existing, region, root, path)
+                if not _same_region(conn, existing, region, class_ids):
                     differing += 1
                 continue
             image_id = image_ids.get(region.image)
@@ -154,11 +156,10 @@ def _image_id(conn: sqlite3.Connection, root: Path, region: CandidateRegion, siz
     return cur.lastrowid, True
 
 
-def _check_same_folder(conn: sqlite3.Connection, row: sqlite3.Row, region: CandidateRegion, root: Path,
-                       path: Path) -> None:
-    """Refuse a region whose key the database holds for an image of another folder (two folders
-    with the same file names): its verdicts would be taken for this one's."""
-    other = conn.execute("SELECT root FROM images WHERE id = ?", (row["image_id"],)).fetchone()["root"]
+def _check_same_folder(row: sqlite3.Row, region: CandidateRegion, root: Path, path: Path) -> None:
+    """Refuse a region whose key the database holds (``row``, with its ``image_root``) for an image
+    of another folder (two folders with the same file names): its verdicts would be taken for this one's."""
+    other = row["image_root"]
     if other != str(root):
         raise DenseVLMError(
             f"{path}:{region.line}: region '{region.key}' is already in this database for an image in {other}, "
@@ -166,17 +167,16 @@ def _check_same_folder(conn: sqlite3.Connection, row: sqlite3.Row, region: Candi
         )
 
 
-def _same_region(conn: sqlite3.Connection, row: sqlite3.Row, region: CandidateRegion, class_ids: list[int],
-                 root: Path) -> bool:
-    image = conn.execute("SELECT root, file_name FROM images WHERE id = ?", (row["image_id"],)).fetchone()
+def _same_region(conn: sqlite3.Connection, row: sqlite3.Row, region: CandidateRegion, class_ids: list[int]) -> bool:
+    """Whether the stored region ``row`` (of an image in the same folder, :func:`_check_same_folder`)
+    is ``region``: the same image, box, mask and candidates."""
     cands = [
         (r["class_id"], r["prob"])
         for r in conn.execute("SELECT class_id, prob FROM candidates WHERE region_id = ? ORDER BY rank", (row["id"],))
     ]
     mask = json.loads(row["mask"]) if row["mask"] else None
     return (
-        image["root"] == str(root)
-        and image["file_name"] == region.image
+        row["image_file"] == region.image
         and (row["x1"], row["y1"], row["x2"], row["y2"]) == region.box
         and mask == region.mask
         and cands == [(class_ids[i], p) for i, p in region.candidates]

@@ -141,8 +141,9 @@ def fit_embeddings(text: np.ndarray, feats: np.ndarray, labels: np.ndarray, nega
         max_iter: L-BFGS iterations at most.
 
     Raises:
-        DenseVLMError: shapes disagree, a label is not a reviewed class, no class is left
-            the model can read while negatives are given, or ``anchor``/``distill``/``weights`` are out of range.
+        DenseVLMError: shapes disagree, a label is not a reviewed class, or
+            ``anchor``/``distill``/``distill_labelled``/``weights`` are out of range. (When no class is
+            left that the model can read, the negatives are dropped: there is no prediction to keep.)
     """
     text = np.asarray(text, np.float64)
     feats, negatives = np.asarray(feats, np.float64), np.asarray(negatives, np.float64).reshape(-1, text.shape[1])
