@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from densevlm.data.synth import write_world
+from densevlm.errors import DenseVLMError
 from densevlm.model import load_model
 from densevlm.review.importing import import_candidates
 
@@ -70,7 +71,7 @@ def test_segments_carry_masks(tmp_path):
         assert x1 <= xs.min() and xs.max() < x2 + 1e-6 and y1 <= ys.min() and ys.max() < y2 + 1e-6
 
 
-def test_images_too_thin_are_skipped_and_an_interrupted_run_leaves_no_file(tmp_path, monkeypatch, caplog):
+def test_images_too_thin_are_skipped(tmp_path, caplog):
     import densevlm.retrieval.candidates as candidates
     from PIL import Image
 
@@ -86,17 +87,73 @@ def test_images_too_thin_are_skipped_and_an_interrupted_run_leaves_no_file(tmp_p
     summary = candidates.write_candidates(teacher, open_image_source(str(folder)), vocab, out, RetrievalConfig(),
                                           region_source="segments", progress=False)
     assert (summary["images"], summary["skipped"]) == (1, 1) and "strip.png: image is 3840x64 px" in caplog.text
-    real = candidates.teacher_region_features
+
+
+def _interrupt_after(monkeypatch, calls: int) -> None:
+    """Make the teacher's region features raise KeyboardInterrupt on call number ``calls + 1``."""
+    import densevlm.retrieval.candidates as candidates
+
+    real, seen = candidates.teacher_region_features, []
 
     def interrupted(*args, **kwargs):
-        real(*args, **kwargs)
-        raise KeyboardInterrupt
+        if len(seen) == calls:
+            raise KeyboardInterrupt
+        seen.append(1)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(candidates, "teacher_region_features", interrupted)
-    before = out.read_bytes()
+
+
+def test_an_interrupted_run_resumes_to_the_file_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from densevlm.data.images import open_image_source
+    from densevlm.data.synth import default_vocabulary
+    from densevlm.retrieval.candidates import partial_path, write_candidates
+    from densevlm.retrieval.teacher import RetrievalConfig
+
+    world = write_world(tmp_path / "world", 5, seed=14, progress=False)
+    (world / "images" / "000001b.png").write_bytes(b"not an image")  # skipped before the interrupt, and counted
+    Image.new("RGB", (3840, 64)).save(world / "images" / "000004b.png")  # skipped after it
+    teacher, vocab, cfg = load_model("tiny-vit"), default_vocabulary(), RetrievalConfig()
+    source = open_image_source(str(world))
+    whole = write_candidates(teacher, source, vocab, tmp_path / "whole.jsonl", cfg, max_boxes=4, seed=3,
+                             progress=False)
+    out = tmp_path / "cand.jsonl"
+    out.write_text("an earlier result")
+    _interrupt_after(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        candidates.write_candidates(teacher, open_image_source(str(folder)), vocab, out, RetrievalConfig(), progress=False)
-    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["cand.jsonl", "photos"]
+        write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=3, progress=False)
+    partial = partial_path(out)
+    assert out.read_text() == "an earlier result" and partial.name == "cand.jsonl.partial"
+    with open(partial, "ab") as f:
+        f.write(b'{"kind": "region", "id": "000003.png#0", "im')  # a line cut off by a power cut
+    monkeypatch.undo()
+    with pytest.raises(DenseVLMError, match=r"cand.jsonl.partial: was started with other seed; resume"):
+        write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=4, progress=False, resume=True)
+    resumed = write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=3, progress=False, resume=True)
+    assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes() and not partial.exists()
+    drop = ("wall_s", "out")
+    assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in whole.items() if k not in drop}
+    assert (whole["images"], whole["skipped"]) == (5, 2)
+    with pytest.raises(DenseVLMError, match="no interrupted retrieve to resume"):
+        write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=3, progress=False, resume=True)
+
+
+def test_the_command_refuses_to_start_over_an_interrupted_run(tmp_path):
+    world = write_world(tmp_path / "world", 2, seed=15, progress=False)
+    out = tmp_path / "cand.jsonl"
+    (tmp_path / "cand.jsonl.partial").write_text("{}\n")
+    command = [sys.executable, "-m", "densevlm", "retrieve", "--teacher", "tiny-vit", "--images", str(world),
+               "--out", str(out), "-q"]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    assert proc.returncode == 2 and "cand.jsonl.partial: holds an interrupted retrieve; --resume" in proc.stderr
+    proc = subprocess.run(command + ["--resume"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "was started with other" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(command + ["--overwrite"], capture_output=True, text=True)
+    assert proc.returncode == 0 and out.is_file() and not (tmp_path / "cand.jsonl.partial").exists(), proc.stderr
+    proc = subprocess.run(command + ["--resume"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "cand.jsonl.partial: no interrupted retrieve to resume" in proc.stderr
 
 
 def test_boxes_are_the_regions_and_only_their_images_are_labelled(tmp_path, capsys):

@@ -11,6 +11,9 @@ Object boxes are what teaches `densevlm vocab adapt` most: an expert who confirm
 boxes of each known class besides the new words keeps the known classes' accuracy; grid cells
 and colour segments are mostly surfaces and do not (BENCHMARKS.md, "Plant words / Stop 23").
 
+An interrupted run leaves OUT.partial with the images done so far; the same command with
+--resume goes on from there.
+
 Example:
   densevlm retrieve --images world/unlabeled --out candidates.jsonl
   densevlm retrieve --images photos/ --boxes boxes.json --out candidates.jsonl
@@ -45,13 +48,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the grid splits (default: 0)")
     p.add_argument("--full-logits", action="store_true", help="store the full logit vector even for large vocabularies")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run (OUT.partial) with the same settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file (and start an interrupted one again)")
 
 
 def run(args: argparse.Namespace) -> int:
     from densevlm.cli._common import default_device, load_model_arg
     from densevlm.data.images import open_image_source
-    from densevlm.retrieval.candidates import write_candidates
+    from densevlm.errors import DenseVLMError
+    from densevlm.retrieval.candidates import partial_path, write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
     from densevlm.data.synth import default_vocabulary
     from densevlm.vocab import load_vocabulary
@@ -61,10 +68,16 @@ def run(args: argparse.Namespace) -> int:
 
     image_inputs = [part.split("=", 1)[-1] for part in args.images.split(",")]  # json=FILE,images=DIR too
     inputs = existing_paths(args.vocab, args.teacher, args.teacher_pretrained, args.boxes, *image_inputs)
-    check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite)
+    partial = partial_path(args.out)
+    if args.resume and args.overwrite:
+        raise DenseVLMError("--resume continues an interrupted run and --overwrite starts again; give one")
+    if args.resume and not partial.is_file():
+        raise DenseVLMError(f"{partial}: no interrupted retrieve to resume (leave out --resume)")
+    if partial.exists() and not (args.resume or args.overwrite):
+        raise DenseVLMError(f"{partial}: holds an interrupted retrieve; --resume continues it, --overwrite starts again")
+    # the interrupted run was allowed to replace --out (it did not exist, or --overwrite was given)
+    check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite or args.resume)
     if args.limit is not None and args.limit < 1:
-        from densevlm.errors import DenseVLMError
-
         raise DenseVLMError(f"--limit {args.limit}: give at least 1 image (or leave it out for all)")
     source = open_image_source(args.images)
     boxes = _boxes(args, source) if args.boxes else None
@@ -74,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                           top_k=args.top_k)
     summary = write_candidates(teacher, source, vocab, args.out, cfg, region_source=args.regions or "grid",
                                max_boxes=args.max_boxes, size=args.size, seed=args.seed, limit=args.limit,
-                               full_logits=args.full_logits, boxes=boxes)
+                               full_logits=args.full_logits, boxes=boxes, resume=args.resume)
     top = ", ".join(f"{n} ({c})" for n, c in summary["top_categories"][:5])
     print(f"{summary['images']} images, {summary['regions']} regions (logit scale {summary['logit_scale']:.1f}): "
           f"kept {100 * summary['kept_frac']:.1f}%, things {100 * summary['thing_frac']:.1f}% of kept; top: {top}")

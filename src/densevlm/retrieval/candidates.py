@@ -5,22 +5,26 @@ per region::
 
     {"kind": "header", "version": 1, "teacher": ..., "images": "/abs/dir", "vocabulary":
      {"things": [["bolt"], ["scratch", "scuff"]], "stuff": [...], "defects": ["scratch"]}, "tau": 14.3,
-     "threshold": 0.3, "region_source": "grid" | "segments" | "boxes", "features": "crop"}
+     "threshold": 0.3, "region_source": "grid" | "segments" | "boxes", "features": "crop",
+     "settings": {"size": 64, "seed": 0, "max_boxes": null, "limit": null, "top_k": 5, "context": 1.0,
+                  "logits": true, "boxes": null | "<hash of the given boxes>"}}
     {"kind": "region", "id": "000012.png#3", "image": "000012.png", "width": 64, "height": 64,
      "box": [x1, y1, x2, y2], "mask": null | {"size": [h, w], "counts": "..."},
      "candidates": [{"category": "bolt", "prob": 0.81, "thing": true}, ...],
      "confidence": 0.81, "thing": true, "kept": true, "logits": [...]}
 
 Boxes are XYXY in original image pixels. The header's ``tau`` is the logit scale the teacher
-used (the key keeps its version-1 name). ``logits`` (``logit_scale * cos`` over the whole
-vocabulary) is written when the vocabulary has at most ``max_logits`` classes, or always with
-``full_logits``.
+used (the key keeps its version-1 name); its ``settings`` are what a resumed run must repeat.
+``logits`` (``logit_scale * cos`` over the whole vocabulary) is written when the vocabulary has
+at most ``max_logits`` classes, or always with ``full_logits``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -30,14 +34,13 @@ import torch
 
 from densevlm.data.images import FileListSource, ImageSource
 from densevlm.errors import DenseVLMError
-from densevlm.fileio import atomic_write
 from densevlm.regions import similarity
 from densevlm.regions.rle import encode_rle
 from densevlm.regions.sources import grid_boxes, segment_regions
 from densevlm.retrieval.teacher import RetrievalConfig, RetrievalStats, classify_regions, teacher_region_features
 from densevlm.vocab.vocabulary import Vocabulary
 
-__all__ = ["write_candidates", "header_record"]
+__all__ = ["write_candidates", "header_record", "partial_path"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,12 @@ def header_record(teacher, vocab: Vocabulary, images_root: Optional[str], cfg: R
     }
 
 
+def partial_path(out: str | Path) -> Path:
+    """Where ``write_candidates`` keeps the lines of an unfinished run of ``out``: ``OUT.partial``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
 def write_candidates(
     teacher,
     source: ImageSource,
@@ -77,8 +86,15 @@ def write_candidates(
     max_logits: int = 64,
     progress: bool = True,
     boxes: Optional[Mapping[str, np.ndarray]] = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Label the regions of every image with the teacher; returns the retrieval statistics.
+
+    The lines go to ``OUT.partial`` (:func:`partial_path`) as each image is done, and the file
+    becomes ``out`` when every image is; an interrupted or failed run leaves ``OUT.partial``,
+    which ``resume=True`` continues. A resumed run redoes the last image of the partial file
+    (its lines may be incomplete) and goes on from there; grid splits are seeded per image, so
+    the result is the file an uninterrupted run writes.
 
     Args:
         teacher: a frozen :class:`~densevlm.model.DenseModel`.
@@ -89,6 +105,11 @@ def write_candidates(
         boxes: ``{source.name(i): [N, 4] XYXY original pixels}``: the regions are these boxes
             (e.g. objects from a labelling tool or a detector, checked against their image by
             the caller), and only images with boxes are labelled.
+        resume: continue ``OUT.partial``.
+
+    Raises:
+        DenseVLMError: ``resume`` without an ``OUT.partial``, or one written with other
+            settings, teacher, vocabulary or images (named in one line); a write that fails.
     """
     from tqdm import tqdm
 
@@ -102,77 +123,151 @@ def write_candidates(
     n = len(source) if limit is None else min(limit, len(source))
     if boxes is not None:
         region_source = "boxes"
+    header = header_record(teacher, vocab, root, cfg, logit_scale, region_source)
+    header["settings"] = {"size": size, "seed": seed, "max_boxes": max_boxes, "limit": limit, "top_k": cfg.top_k,
+                          "context": cfg.context, "logits": bool(full_logits or len(vocab) <= max_logits),
+                          "boxes": None if boxes is None else _fingerprint(boxes)}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    skipped = without_boxes = 0
+    partial = partial_path(out)
+    first = written = done = 0
+    if resume:
+        first, written, done = _resume(partial, header, source, n, stats)
     started = time.perf_counter()
-
-    def write(tmp: str) -> None:
-        nonlocal skipped, without_boxes
-        with open(tmp, "w", encoding="utf-8") as f, torch.inference_mode():
-            f.write(json.dumps(header_record(teacher, vocab, root, cfg, logit_scale, region_source)) + "\n")
-            for index in tqdm(range(n), desc="retrieve", unit="img", disable=None if progress else True):
+    try:
+        f = open(partial, "r+b" if resume else "wb")
+    except OSError as e:
+        raise DenseVLMError(f"{partial}: cannot write ({e.strerror or type(e).__name__})") from None
+    images = done
+    try:
+        with f, torch.inference_mode():
+            if resume:
+                f.seek(written)
+                f.truncate()
+            else:
+                f.write(json.dumps(header).encode("ascii") + b"\n")
+            for index in tqdm(range(first, n), desc="retrieve", unit="img", initial=first, total=n,
+                              disable=None if progress else True):
                 given = None if boxes is None else boxes.get(source.name(index))
                 if boxes is not None and (given is None or not len(given)):
-                    without_boxes += 1
                     continue
                 try:
                     image = source.load(index)  # its errors name the file
                 except Exception as e:  # unreadable images are reported and skipped
                     log.warning("skipped: %s", e)
-                    skipped += 1
                     continue
-                try:
-                    x, plan = teacher.prepare(image, size=size, square=True)
-                except DenseVLMError as e:  # too small or thin to recognise
-                    log.warning("skipped %s: %s", source.name(index), e)
-                    skipped += 1
+                records = _image_records(teacher, image, source.name(index), vocab, text, class_is_thing, cfg,
+                                         logit_scale, region_source, size, np.random.default_rng([seed, index]),
+                                         max_boxes, given, header["settings"]["logits"], stats)
+                if records is None:
                     continue
-                content = x[:, : plan.height, : plan.width]
-                rng = np.random.default_rng([seed, index])
-                masks = None
-                if given is not None:
-                    boxes_in = plan.to_input(torch.as_tensor(np.asarray(given, np.float32)))
-                elif region_source == "segments":
-                    raw = np.asarray(image.resize((plan.width, plan.height)), dtype=np.float32) / 255.0
-                    raw = torch.from_numpy(raw).permute(2, 0, 1)
-                    boxes_in, masks = segment_regions(raw)
-                    if max_boxes is not None:
-                        boxes_in, masks = boxes_in[:max_boxes], masks[:max_boxes]
-                else:
-                    boxes_in = grid_boxes(content.shape[-1], content.shape[-2], rng, max_boxes)
-                feats = teacher_region_features(teacher, x[None].to(teacher.device), [boxes_in.to(teacher.device)],
-                                                cfg.features, cfg.context)
-                r = classify_regions(feats, text, class_is_thing, logit_scale, cfg.threshold, cfg.features)
-                stats.update(r)
-                name = source.name(index)
-                top_probs, top_classes = similarity.top_k(r.probs, cfg.top_k)
-                for j in range(boxes_in.shape[0]):
-                    box = plan.to_original(boxes_in[j]).tolist()
-                    box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
-                    record = {
-                        "kind": "region", "id": f"{name}#{_key(region_source, j, given)}", "image": name,
-                        "width": image.width, "height": image.height,
-                        "box": [round(v, 2) for v in box],
-                        "mask": None,
-                        "candidates": [
-                            {"category": vocab.names[int(k)], "prob": round(float(p), 4),
-                             "thing": bool(vocab.is_thing[int(k)])}
-                            for p, k in zip(top_probs[j], top_classes[j])
-                        ],
-                        "confidence": round(float(r.confidence[j]), 4),
-                        "thing": bool(r.is_thing[j]),
-                        "kept": bool(r.kept[j]),
-                    }
-                    if masks is not None:
-                        full = torch.nn.functional.interpolate(masks[j][None, None].float(),
-                                                               size=(image.height, image.width), mode="nearest")
-                        record["mask"] = encode_rle(full[0, 0].numpy() > 0.5)
-                    if full_logits or len(vocab) <= max_logits:
-                        record["logits"] = [round(float(v), 3) for v in r.logits[j]]
-                    f.write(json.dumps(record) + "\n")
+                f.write("".join(json.dumps(r) + "\n" for r in records).encode("ascii"))
+                f.flush()
+                images += 1
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise DenseVLMError(f"{partial}: cannot write ({e.strerror or type(e).__name__})") from None
+    except BaseException:
+        log.warning("%s: the images done so far are in %s; --resume continues from there", out, partial)
+        raise
+    os.replace(partial, out)
+    boxed = n if boxes is None else sum(len(boxes.get(source.name(i), ())) > 0 for i in range(n))
+    skipped = boxed - images  # every image with regions to label is labelled or skipped
+    return {**stats.summary(), "images": images, "skipped": skipped,
+            "wall_s": time.perf_counter() - started, "logit_scale": logit_scale, "out": str(out)}
 
-    atomic_write(out, write)
-    summary = {**stats.summary(), "images": n - skipped - without_boxes, "skipped": skipped,
-               "wall_s": time.perf_counter() - started, "logit_scale": logit_scale, "out": str(out)}
-    return summary
+
+def _fingerprint(boxes: Mapping[str, np.ndarray]) -> str:
+    """A short hash of a ``{name: [N, 4]}`` box mapping (what a resumed run must be given again)."""
+    digest = hashlib.sha256()
+    for name in sorted(boxes):
+        digest.update(name.encode("utf-8") + b"\0" + np.asarray(boxes[name], np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _resume(partial: Path, header: dict[str, Any], source: ImageSource, n: int,
+            stats: RetrievalStats) -> tuple[int, int, int]:
+    """``(index of the image to redo, byte offset where its lines begin, images before it)`` in
+    ``partial``; the regions before it are added to ``stats``."""
+    if not partial.is_file():
+        raise DenseVLMError(f"{partial}: no interrupted retrieve to resume (leave out --resume)")
+    with open(partial, "rb") as f:
+        lines = f.read().split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
+    try:
+        old = json.loads(lines[0]) if lines else None
+        regions = [json.loads(line) for line in lines[1:]]
+    except ValueError:
+        raise DenseVLMError(f"{partial}: not a candidates file of densevlm retrieve; "
+                            "pass --overwrite to start again") from None
+    if old != header:
+        keys = sorted(k for k in set(header) | set(old or {}) if (old or {}).get(k) != header.get(k))
+        if "settings" in keys:
+            keys.remove("settings")
+            keys += sorted(k for k, v in header["settings"].items() if (old or {}).get("settings", {}).get(k) != v)
+        raise DenseVLMError(f"{partial}: was started with other {', '.join(keys)}; resume with the same "
+                            "settings, or pass --overwrite to start again")
+    index = {source.name(i): i for i in range(n)}
+    last = regions[-1]["image"] if regions else None
+    if last is not None and last not in index:
+        raise DenseVLMError(f"{partial}: holds {last}, which is not among the images; pass --overwrite to start again")
+    keep = [r for r in regions if r["image"] != last]
+    for r in keep:  # the label is the best candidate of the region's section (split features: maybe not the first)
+        label = next((c for c in r["candidates"] if c["thing"] == r["thing"]), r["candidates"][0])["category"]
+        stats.count(r["kept"], r["thing"], label)
+    offset = sum(len(line) + 1 for line in lines[: 1 + len(keep)])
+    done = len({r["image"] for r in keep})
+    log.info("resuming %s: %d images done", partial, done)
+    return (0 if last is None else index[last]), offset, done
+
+
+def _image_records(teacher, image, name: str, vocab: Vocabulary, text: torch.Tensor, class_is_thing: torch.Tensor,
+                   cfg: RetrievalConfig, logit_scale: float, region_source: str, size: int, rng: np.random.Generator,
+                   max_boxes: Optional[int], given: Optional[np.ndarray], logits: bool,
+                   stats: RetrievalStats) -> Optional[list[dict[str, Any]]]:
+    """The candidates lines of one image (None, with a warning, when it is too small or thin)."""
+    try:
+        x, plan = teacher.prepare(image, size=size, square=True)
+    except DenseVLMError as e:  # too small or thin to recognise
+        log.warning("skipped %s: %s", name, e)
+        return None
+    content = x[:, : plan.height, : plan.width]
+    masks = None
+    if given is not None:
+        boxes_in = plan.to_input(torch.as_tensor(np.asarray(given, np.float32)))
+    elif region_source == "segments":
+        raw = np.asarray(image.resize((plan.width, plan.height)), dtype=np.float32) / 255.0
+        raw = torch.from_numpy(raw).permute(2, 0, 1)
+        boxes_in, masks = segment_regions(raw)
+        if max_boxes is not None:
+            boxes_in, masks = boxes_in[:max_boxes], masks[:max_boxes]
+    else:
+        boxes_in = grid_boxes(content.shape[-1], content.shape[-2], rng, max_boxes)
+    feats = teacher_region_features(teacher, x[None].to(teacher.device), [boxes_in.to(teacher.device)],
+                                    cfg.features, cfg.context)
+    r = classify_regions(feats, text, class_is_thing, logit_scale, cfg.threshold, cfg.features)
+    stats.update(r)
+    top_probs, top_classes = similarity.top_k(r.probs, cfg.top_k)
+    records = []
+    for j in range(boxes_in.shape[0]):
+        box = plan.to_original(boxes_in[j]).tolist()
+        box = [min(max(v, 0.0), lim) for v, lim in zip(box, (image.width, image.height) * 2)]
+        record = {
+            "kind": "region", "id": f"{name}#{_key(region_source, j, given)}", "image": name,
+            "width": image.width, "height": image.height,
+            "box": [round(v, 2) for v in box],
+            "mask": None,
+            "candidates": [
+                {"category": vocab.names[int(k)], "prob": round(float(p), 4), "thing": bool(vocab.is_thing[int(k)])}
+                for p, k in zip(top_probs[j], top_classes[j])
+            ],
+            "confidence": round(float(r.confidence[j]), 4),
+            "thing": bool(r.is_thing[j]),
+            "kept": bool(r.kept[j]),
+        }
+        if masks is not None:
+            full = torch.nn.functional.interpolate(masks[j][None, None].float(), size=(image.height, image.width),
+                                                   mode="nearest")
+            record["mask"] = encode_rle(full[0, 0].numpy() > 0.5)
+        if logits:
+            record["logits"] = [round(float(v), 3) for v in r.logits[j]]
+        records.append(record)
+    return records

@@ -258,6 +258,14 @@ class RetrievalStats:
         self.categories.update(self.names[i] for i in r.label[r.kept].tolist())
         return {"kept_frac": k / n if n else 0.0, "thing_frac": t / k if k else 0.0}
 
+    def count(self, kept: bool, thing: bool, label: str) -> None:
+        """Add one region already classified (e.g. read back from a candidates file)."""
+        self.total += 1
+        if kept:
+            self.kept += 1
+            self.things += int(thing)
+            self.categories[label] += 1
+
     def summary(self, top: int = 8) -> dict:
         return {
             "regions": self.total,
