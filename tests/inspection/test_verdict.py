@@ -134,3 +134,45 @@ def test_blank_frames_are_unsure_and_too_small_images_are_errors(labelled_world,
     assert verdicts[2].reason == f"{files[2]}: image is 1x1 px, too small to recognise anything (at least 8 px on each side)"
     assert verdicts[3].reason.startswith(f"{files[3]}: image is 640x4 px, too small")
     assert verdicts[4].verdict != "ERROR" and not verdicts[4].reason.startswith(blank)
+
+
+def test_an_interrupted_inspect_resumes_where_it_stopped(labelled_world, tmp_path, monkeypatch, capsys):
+    import densevlm.cli.inspect as command
+    import densevlm.inspection.verdict as verdict
+
+    op, other = tmp_path / "op.json", tmp_path / "other.json"
+    for path, rate in ((op, "0.1"), (other, "0.2")):
+        assert main(["calibrate", "--model", "tiny-student", "--data", str(labelled_world), "--max-false-alarm",
+                     rate, "--out", str(path), "--bootstrap", "10"]) == 0
+    whole, out = tmp_path / "whole", tmp_path / "v"
+    assert main(["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(whole)]) == 0
+    monkeypatch.setattr(command, "CHUNK", 5)
+    real, seen = verdict.inspect, []
+
+    def interrupted(model, images, *args, **kwargs):
+        if len(seen) == 2 * 5:  # two chunks done
+            raise KeyboardInterrupt
+        seen.extend(images)
+        return real(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(verdict, "inspect", interrupted)
+    run = ["inspect", str(labelled_world), "--operating-point", str(op), "--out", str(out)]
+    assert main(run) == 130
+    assert "10 of 24 verdicts are in" in capsys.readouterr().err
+    partial = out / command.PARTIAL
+    assert not (out / "verdicts.csv").exists() and len(partial.read_text().splitlines()) == 1 + 10
+    capsys.readouterr()
+    assert main(run) == 2
+    assert "verdicts.partial.jsonl: holds an interrupted inspect; --resume continues it" in capsys.readouterr().err
+    assert main(["inspect", str(labelled_world), "--operating-point", str(other), "--out", str(out), "--resume"]) == 2
+    assert "was started with another operating point" in capsys.readouterr().err
+    monkeypatch.setattr(verdict, "inspect", real)
+    done = list(seen)
+    seen.clear()
+    monkeypatch.setattr(verdict, "inspect", lambda model, images, *a, **k: seen.extend(images) or real(model, images, *a, **k))
+    assert main(run + ["--resume"]) == 0
+    assert len(seen) == 24 - 10 and not set(map(str, seen)) & set(map(str, done))
+    assert (out / "verdicts.csv").read_text() == (whole / "verdicts.csv").read_text() and not partial.exists()
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(p.name for p in (whole / "overlays").iterdir())
+    assert main(run + ["--resume"]) == 2
+    assert "no interrupted inspect to resume" in capsys.readouterr().err

@@ -16,6 +16,9 @@ and DIR/overlays/NAME.overlay.png (verdict banner and defect boxes) unless --no-
 the image's path below its input folder with '/' written '__' (as in `densevlm segment`), so
 a.jpg and a.png, or two folders' 001.png, get overlays of their own.
 
+The verdicts are recorded in DIR/verdicts.partial.jsonl as they are made; an interrupted run
+leaves it, and the same command with --resume inspects only the images not done yet.
+
 Exit status: 0, or 1 with --fail-on-ng when any image is NG or unreadable (for a line PLC or CI).
 
 Examples:
@@ -47,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-overlays", action="store_true", help="write verdicts.csv only")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a DIR that is not empty (replaces an earlier verdicts.csv; removes its overlays)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in DIR (the same inputs, model and operating point)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
@@ -59,36 +64,126 @@ def image_inputs(specs: list[str], exclude: Path | None = None) -> list:
     return collect_inputs(expanded, exclude=exclude)
 
 
+PARTIAL = "verdicts.partial.jsonl"
+CHUNK = 64  # images inspected (and recorded in PARTIAL) at a time
+
+
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from densevlm.cli._common import default_device, existing_paths, load_model_arg
     from densevlm.errors import DenseVLMError
-    from densevlm.fileio import atomic_write, check_output
+    from densevlm.fileio import check_output
     from densevlm.inspection.operating_point import OperatingPoint
     from densevlm.inspection.verdict import inspect, write_verdicts
+    from densevlm.vocab import load_vocabulary
 
     inputs = existing_paths(*args.inputs, args.operating_point, args.vocab, args.model, args.pretrained)
-    out = check_output(args.out, "dir", inputs=inputs, overwrite=args.overwrite)
+    partial = Path(args.out) / PARTIAL
+    if args.resume and args.overwrite:
+        raise DenseVLMError("--resume continues an interrupted run and --overwrite starts again; give one")
+    if args.resume and not partial.is_file():
+        raise DenseVLMError(f"{partial}: no interrupted inspect to resume (leave out --resume)")
+    if partial.exists() and not (args.resume or args.overwrite):
+        raise DenseVLMError(f"{partial}: holds an interrupted inspect; --resume continues it, --overwrite starts again")
+    out = check_output(args.out, "dir", inputs=inputs, overwrite=args.overwrite or args.resume)
     if args.batch_size < 1:
         raise DenseVLMError(f"--batch-size must be at least 1, got {args.batch_size}")
     op = OperatingPoint.load(args.operating_point)
     images = image_inputs(args.inputs, exclude=out)
     model = load_model_arg(args.model or op.model_name, args.pretrained, default_device(args.device))
-    verdicts = inspect(model, [im.path for im in images], op, vocab=args.vocab, batch_size=args.batch_size)
-    for old in sorted((out / "overlays").glob("*.overlay.png")) if (out / "overlays").is_dir() else []:
-        old.unlink()  # an earlier run's, which the new verdicts.csv would not list
-    if not args.no_overlays:
-        from densevlm.imaging import open_image
-        from densevlm.inspection.overlay import render_verdict
-
-        for image, verdict in zip(images, verdicts):
-            if verdict.verdict == "ERROR":
-                continue
-            drawn = render_verdict(open_image(image.path), verdict)
-            verdict.overlay = f"overlays/{image.name}.overlay.png"
-            atomic_write(out / verdict.overlay, lambda tmp: drawn.save(tmp, format="PNG"))
-    write_verdicts(out / "verdicts.csv", verdicts)
-    counts = {k: sum(v.verdict == k for v in verdicts) for k in ("OK", "UNSURE", "NG", "ERROR")}
-    print(", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "ERROR") + f" of {len(verdicts)} images "
+    vocab = load_vocabulary(args.vocab) if args.vocab else op.vocab
+    op.check(model.backbone.weights_sha256(), vocab)  # before anything is written
+    header = {"kind": "header", "model": model.backbone.weights_sha256(), "operating_point": _sha256(args.operating_point),
+              "vocab": _sha256(args.vocab) if args.vocab else None, "overlays": not args.no_overlays}
+    if args.resume:
+        rows = _done(partial, header, images)
+    else:
+        rows = {}
+        for old in sorted((out / "overlays").glob("*.overlay.png")) if (out / "overlays").is_dir() else []:
+            old.unlink()  # an earlier run's, which the new verdicts.csv would not list
+        out.mkdir(parents=True, exist_ok=True)
+        _append(partial, [header], "w")
+    todo = [im for im in images if str(im.path) not in rows]
+    quiet = not logging.getLogger("densevlm").isEnabledFor(logging.INFO)
+    try:
+        with tqdm(total=len(images), initial=len(images) - len(todo), desc="inspect", unit="img",
+                  disable=True if quiet else None) as bar:
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start:start + CHUNK]
+                verdicts = inspect(model, [im.path for im in chunk], op, vocab=vocab, batch_size=args.batch_size)
+                if not args.no_overlays:
+                    _overlays(out, chunk, verdicts)
+                new = [v.csv_row() for v in verdicts]
+                _append(partial, new, "a")
+                rows.update((r["image"], r) for r in new)
+                bar.update(len(chunk))
+    except BaseException:
+        log.warning("%d of %d verdicts are in %s; the same command with --resume inspects the others",
+                    len(rows), len(images), partial)
+        raise
+    write_verdicts(out / "verdicts.csv", [rows[str(im.path)] for im in images])
+    partial.unlink()
+    counts = {k: sum(rows[str(im.path)]["verdict"] == k for im in images) for k in ("OK", "UNSURE", "NG", "ERROR")}
+    print(", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "ERROR") + f" of {len(images)} images "
           f"(NG at score >= {op.ng_threshold:.4f}, calibrated for {op.target_false_alarm:.1%} false alarms)")
     print(f"verdicts: {out / 'verdicts.csv'}")
     return 1 if args.fail_on_ng and (counts["NG"] or counts["ERROR"]) else 0
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _append(path: Path, records: list[dict], mode: str) -> None:
+    """Write ``records`` as JSON lines to ``path`` and flush them to the disk."""
+    import json
+    import os
+
+    from densevlm.errors import DenseVLMError
+
+    try:
+        with open(path, mode + "b") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise DenseVLMError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
+
+
+def _done(partial: Path, header: dict, images: list) -> dict[str, dict]:
+    """The rows of ``partial`` (an interrupted run's, checked against this run's ``header``) by image."""
+    import json
+
+    from densevlm.errors import DenseVLMError
+
+    lines = partial.read_bytes().split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
+    try:
+        records = [json.loads(line) for line in lines]
+    except ValueError:
+        raise DenseVLMError(f"{partial}: not the record of an inspect run; pass --overwrite to start again") from None
+    if not records or records[0] != header:
+        what = [k for k in ("model", "operating_point", "vocab", "overlays") if (records or [{}])[0].get(k) != header[k]]
+        raise DenseVLMError(f"{partial}: was started with another {', '.join(what).replace('_', ' ') or 'header'} "
+                            "(model, --operating-point, --vocab, --no-overlays); resume with the same ones, "
+                            "or pass --overwrite to start again")
+    wanted = {str(im.path) for im in images}
+    rows = {r["image"]: r for r in records[1:] if r["image"] in wanted}
+    log.info("resuming %s: %d of %d images done", partial, len(rows), len(images))
+    return rows
+
+
+def _overlays(out: Path, images: list, verdicts: list) -> None:
+    """Write each readable image's overlay as ``out/overlays/NAME.overlay.png`` and note it in its verdict."""
+    from densevlm.fileio import atomic_write
+    from densevlm.imaging import open_image
+    from densevlm.inspection.overlay import render_verdict
+
+    for image, verdict in zip(images, verdicts):
+        if verdict.verdict == "ERROR":
+            continue
+        drawn = render_verdict(open_image(image.path), verdict)
+        verdict.overlay = f"overlays/{image.name}.overlay.png"
+        atomic_write(out / verdict.overlay, lambda tmp: drawn.save(tmp, format="PNG"))

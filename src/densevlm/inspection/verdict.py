@@ -144,13 +144,14 @@ def inspect(model: Any, images: Any, operating_point: OperatingPoint | str | Pat
     return out
 
 
-def write_verdicts(path: str | Path, verdicts: Sequence[Verdict]) -> Path:
-    """``verdicts.csv``: image, verdict, score, defects (``name score [x1,y1,x2,y2] areapx; ...``), reason, overlay."""
+def write_verdicts(path: str | Path, verdicts: Sequence[Verdict | dict[str, str]]) -> Path:
+    """``verdicts.csv``: image, verdict, score, defects (``name score [x1,y1,x2,y2] areapx; ...``), reason,
+    overlay; from verdicts or their :meth:`Verdict.csv_row` rows."""
     from densevlm.fileio import atomic_write_text
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for v in verdicts:
-        writer.writerow(v.csv_row())
+        writer.writerow(v if isinstance(v, dict) else v.csv_row())
     return atomic_write_text(path, buf.getvalue())
