@@ -14,12 +14,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Optional
 
 from densevlm.errors import DenseVLMError
 
 __all__ = ["check_output", "decode_utf8", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "atomic_torch_save"]
+           "atomic_torch_save", "open_exclusive"]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -215,3 +215,32 @@ def decode_utf8(data: bytes, path: str | Path) -> str:
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise DenseVLMError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
                             "save the file as UTF-8") from None
+
+
+def open_exclusive(path: str | Path, what: str) -> BinaryIO:
+    """``path`` opened for reading and writing (created if missing, never truncated), with an
+    exclusive lock that the process holds until the file is closed: the in-progress file of a
+    resumable command, which a second run of the command must not write at the same time.
+
+    The lock is ``fcntl.flock`` (Linux, macOS); where there is none (Windows), no lock is taken.
+
+    Raises:
+        DenseVLMError: another process holds the lock (``what`` names the command), or the file
+            cannot be opened (one line naming ``path``).
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise DenseVLMError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
+    f = os.fdopen(fd, "r+b")
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise DenseVLMError(f"{path}: another {what} is writing it now; wait for it to finish") from None
+    return f

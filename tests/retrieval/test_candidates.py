@@ -11,6 +11,7 @@ import pytest
 
 from densevlm.data.synth import write_world
 from densevlm.errors import DenseVLMError
+from densevlm.fileio import open_exclusive
 from densevlm.model import load_model
 from densevlm.review.importing import import_candidates
 
@@ -129,15 +130,40 @@ def test_an_interrupted_run_resumes_to_the_file_of_an_uninterrupted_one(tmp_path
     with open(partial, "ab") as f:
         f.write(b'{"kind": "region", "id": "000003.png#0", "im')  # a line cut off by a power cut
     monkeypatch.undo()
-    with pytest.raises(DenseVLMError, match=r"cand.jsonl.partial: was started with other seed; resume"):
+    with pytest.raises(DenseVLMError, match=r"cand.jsonl.partial: the interrupted run had other --seed \(3 then, 4 now\)"):
         write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=4, progress=False, resume=True)
+    added = world / "images" / "000000a.png"  # an image added before the resume would shift the grids
+    added.write_bytes((world / "images" / "000000.png").read_bytes())
+    with pytest.raises(DenseVLMError, match=r"other images in --images; resume with the same settings and images"):
+        write_candidates(teacher, open_image_source(str(world)), vocab, out, cfg, max_boxes=4, seed=3, progress=False,
+                         resume=True)
+    added.unlink()
+    with open_exclusive(partial, "retrieve"), pytest.raises(DenseVLMError, match="another retrieve is writing it now"):
+        write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=3, progress=False, resume=True)
     resumed = write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=3, progress=False, resume=True)
     assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes() and not partial.exists()
     drop = ("wall_s", "out")
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in whole.items() if k not in drop}
     assert (whole["images"], whole["skipped"]) == (5, 2)
-    with pytest.raises(DenseVLMError, match="no interrupted retrieve to resume"):
-        write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=3, progress=False, resume=True)
+    partial.write_bytes(b'{"kind": "header", "teacher"')  # stopped while writing its header: starts again
+    write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=3, progress=False, resume=True)
+    assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes() and not partial.exists()
+
+
+def test_a_folder_without_one_readable_image_is_an_error(tmp_path):
+    from densevlm.data.images import open_image_source
+    from densevlm.data.synth import default_vocabulary
+    from densevlm.retrieval.candidates import write_candidates
+    from densevlm.retrieval.teacher import RetrievalConfig
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"not an image")
+    out = tmp_path / "new" / "cand.jsonl"
+    with pytest.raises(DenseVLMError, match=r"none of the 1 images could be labelled .*; nothing written to"):
+        write_candidates(load_model("tiny-vit"), open_image_source(str(folder)), default_vocabulary(), out,
+                         RetrievalConfig(), progress=False)
+    assert sorted(p.name for p in out.parent.iterdir()) == []
 
 
 def test_the_command_refuses_to_start_over_an_interrupted_run(tmp_path):
@@ -149,7 +175,7 @@ def test_the_command_refuses_to_start_over_an_interrupted_run(tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True)
     assert proc.returncode == 2 and "cand.jsonl.partial: holds an interrupted retrieve; --resume" in proc.stderr
     proc = subprocess.run(command + ["--resume"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "was started with other" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "not a candidates file of densevlm retrieve" in proc.stderr, proc.stderr
     proc = subprocess.run(command + ["--overwrite"], capture_output=True, text=True)
     assert proc.returncode == 0 and out.is_file() and not (tmp_path / "cand.jsonl.partial").exists(), proc.stderr
     proc = subprocess.run(command + ["--resume"], capture_output=True, text=True)

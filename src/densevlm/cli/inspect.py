@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import BinaryIO, Optional
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from densevlm.cli._common import default_device, existing_paths, load_model_arg
     from densevlm.errors import DenseVLMError
-    from densevlm.fileio import check_output
+    from densevlm.fileio import check_output, open_exclusive
     from densevlm.inspection.operating_point import OperatingPoint
     from densevlm.inspection.verdict import inspect, write_verdicts
     from densevlm.vocab import load_vocabulary
@@ -96,34 +97,35 @@ def run(args: argparse.Namespace) -> int:
     op.check(model.backbone.weights_sha256(), vocab)  # before anything is written
     header = {"kind": "header", "model": model.backbone.weights_sha256(), "operating_point": _sha256(args.operating_point),
               "vocab": _sha256(args.vocab) if args.vocab else None, "overlays": not args.no_overlays}
-    if args.resume:
-        rows = _done(partial, header, images)
-    else:
-        rows = {}
-        for old in sorted((out / "overlays").glob("*.overlay.png")) if (out / "overlays").is_dir() else []:
-            old.unlink()  # an earlier run's, which the new verdicts.csv would not list
-        out.mkdir(parents=True, exist_ok=True)
-        _append(partial, [header], "w")
-    todo = [im for im in images if str(im.path) not in rows]
-    quiet = not logging.getLogger("densevlm").isEnabledFor(logging.INFO)
-    try:
-        with tqdm(total=len(images), initial=len(images) - len(todo), desc="inspect", unit="img",
-                  disable=True if quiet else None) as bar:
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start:start + CHUNK]
-                verdicts = inspect(model, [im.path for im in chunk], op, vocab=vocab, batch_size=args.batch_size)
-                if not args.no_overlays:
-                    _overlays(out, chunk, verdicts)
-                new = [v.csv_row() for v in verdicts]
-                _append(partial, new, "a")
-                rows.update((r["image"], r) for r in new)
-                bar.update(len(chunk))
-    except BaseException:
-        log.warning("%d of %d verdicts are in %s; the same command with --resume inspects the others",
-                    len(rows), len(images), partial)
-        raise
-    write_verdicts(out / "verdicts.csv", [rows[str(im.path)] for im in images])
-    partial.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    with open_exclusive(partial, "inspect") as f:
+        rows = _done(f.read(), partial, header, images) if args.resume else None
+        if rows is None:  # a new run
+            for old in sorted((out / "overlays").glob("*.overlay.png")) if (out / "overlays").is_dir() else []:
+                old.unlink()  # an earlier run's, which the new verdicts.csv would not list
+            f.truncate(0)
+            _append(f, partial, [header])
+            rows = {}
+        todo = [im for im in images if str(im.path) not in rows]
+        quiet = not logging.getLogger("densevlm").isEnabledFor(logging.INFO)
+        try:
+            with tqdm(total=len(images), initial=len(images) - len(todo), desc="inspect", unit="img",
+                      disable=True if quiet else None) as bar:
+                for start in range(0, len(todo), CHUNK):
+                    chunk = todo[start:start + CHUNK]
+                    verdicts = inspect(model, [im.path for im in chunk], op, vocab=vocab, batch_size=args.batch_size)
+                    if not args.no_overlays:
+                        _overlays(out, chunk, verdicts)
+                    new = [v.csv_row() for v in verdicts]
+                    _append(f, partial, new)
+                    rows.update((r["image"], r) for r in new)
+                    bar.update(len(chunk))
+        except BaseException:
+            log.warning("%d of %d verdicts are in %s; the same command with --resume inspects the others",
+                        len(rows), len(images), partial)
+            raise
+        write_verdicts(out / "verdicts.csv", [rows[str(im.path)] for im in images])
+        partial.unlink()
     counts = {k: sum(rows[str(im.path)]["verdict"] == k for im in images) for k in ("OK", "UNSURE", "NG", "ERROR")}
     print(", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "ERROR") + f" of {len(images)} images "
           f"(NG at score >= {op.ng_threshold:.4f}, calibrated for {op.target_false_alarm:.1%} false alarms)")
@@ -137,35 +139,39 @@ def _sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _append(path: Path, records: list[dict], mode: str) -> None:
-    """Write ``records`` as JSON lines to ``path`` and flush them to the disk."""
+def _append(f: BinaryIO, partial: Path, records: list[dict]) -> None:
+    """Write ``records`` as JSON lines at the end of ``f`` (``partial``) and flush them to the disk."""
     import json
     import os
 
     from densevlm.errors import DenseVLMError
 
     try:
-        with open(path, mode + "b") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
+        f.seek(0, os.SEEK_END)
+        f.write("".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
     except OSError as e:
-        raise DenseVLMError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
+        raise DenseVLMError(f"{partial}: cannot write ({e.strerror or type(e).__name__})") from None
 
 
-def _done(partial: Path, header: dict, images: list) -> dict[str, dict]:
-    """The rows of ``partial`` (an interrupted run's, checked against this run's ``header``) by image."""
+def _done(data: bytes, partial: Path, header: dict, images: list) -> Optional[dict[str, dict]]:
+    """The rows of an interrupted run's ``data`` (checked against this run's ``header``) by image;
+    None when it stopped before writing its header (start again)."""
     import json
 
     from densevlm.errors import DenseVLMError
 
-    lines = partial.read_bytes().split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
+    lines = data.split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
+    if not lines:
+        return None
     try:
         records = [json.loads(line) for line in lines]
     except ValueError:
         raise DenseVLMError(f"{partial}: not the record of an inspect run; pass --overwrite to start again") from None
-    if not records or records[0] != header:
-        what = [k for k in ("model", "operating_point", "vocab", "overlays") if (records or [{}])[0].get(k) != header[k]]
+    if records[0] != header:
+        old = records[0] if isinstance(records[0], dict) else {}
+        what = [k for k in ("model", "operating_point", "vocab", "overlays") if old.get(k) != header[k]]
         raise DenseVLMError(f"{partial}: was started with another {', '.join(what).replace('_', ' ') or 'header'} "
                             "(model, --operating-point, --vocab, --no-overlays); resume with the same ones, "
                             "or pass --overwrite to start again")

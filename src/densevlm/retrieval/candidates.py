@@ -34,6 +34,7 @@ import torch
 
 from densevlm.data.images import FileListSource, ImageSource
 from densevlm.errors import DenseVLMError
+from densevlm.fileio import open_exclusive
 from densevlm.regions import similarity
 from densevlm.regions.rle import encode_rle
 from densevlm.regions.sources import grid_boxes, segment_regions
@@ -124,30 +125,27 @@ def write_candidates(
     if boxes is not None:
         region_source = "boxes"
     header = header_record(teacher, vocab, root, cfg, logit_scale, region_source)
+    names = [source.name(i) for i in range(n)]
     header["settings"] = {"size": size, "seed": seed, "max_boxes": max_boxes, "limit": limit, "top_k": cfg.top_k,
                           "context": cfg.context, "logits": bool(full_logits or len(vocab) <= max_logits),
-                          "boxes": None if boxes is None else _fingerprint(boxes)}
+                          "boxes": None if boxes is None else _fingerprint(boxes),
+                          "image_list": _digest("\0".join(names).encode("utf-8"))}
     out = Path(out)
     partial = partial_path(out)
-    first = written = done = 0
-    if resume:
-        first, written, done = _resume(partial, header, source, n, stats)
+    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    try:
-        f = open(partial, "r+b" if resume else "wb")
-    except OSError as e:
-        raise DenseVLMError(f"{partial}: cannot write ({e.strerror or type(e).__name__})") from None
-    images = done
+    f = open_exclusive(partial, "retrieve")
     try:
         with f, torch.inference_mode():
-            if resume:
-                f.seek(written)
-                f.truncate()
-            else:
+            done = _resume(f.read(), partial, header, names, stats) if resume else None
+            first, written, images = done or (0, 0, 0)
+            f.seek(written)
+            f.truncate()
+            if done is None:
                 f.write(json.dumps(header).encode("ascii") + b"\n")
             for index in tqdm(range(first, n), desc="retrieve", unit="img", initial=first, total=n,
                               disable=None if progress else True):
-                given = None if boxes is None else boxes.get(source.name(index))
+                given = None if boxes is None else boxes.get(names[index])
                 if boxes is not None and (given is None or not len(given)):
                     continue
                 try:
@@ -155,7 +153,7 @@ def write_candidates(
                 except Exception as e:  # unreadable images are reported and skipped
                     log.warning("skipped: %s", e)
                     continue
-                records = _image_records(teacher, image, source.name(index), vocab, text, class_is_thing, cfg,
+                records = _image_records(teacher, image, names[index], vocab, text, class_is_thing, cfg,
                                          logit_scale, region_source, size, np.random.default_rng([seed, index]),
                                          max_boxes, given, header["settings"]["logits"], stats)
                 if records is None:
@@ -164,51 +162,68 @@ def write_candidates(
                 f.flush()
                 images += 1
             os.fsync(f.fileno())
+            if images:
+                os.replace(partial, out)
     except OSError as e:
         raise DenseVLMError(f"{partial}: cannot write ({e.strerror or type(e).__name__})") from None
     except BaseException:
         log.warning("%s: the images done so far are in %s; --resume continues from there", out, partial)
         raise
-    os.replace(partial, out)
-    boxed = n if boxes is None else sum(len(boxes.get(source.name(i), ())) > 0 for i in range(n))
-    skipped = boxed - images  # every image with regions to label is labelled or skipped
-    return {**stats.summary(), "images": images, "skipped": skipped,
+    boxed = n if boxes is None else sum(len(boxes.get(name, ())) > 0 for name in names)
+    if not images:
+        partial.unlink()
+        raise DenseVLMError(f"{source.root}: none of the {boxed} images could be labelled (each named above); "
+                            f"nothing written to {out}")
+    return {**stats.summary(), "images": images, "skipped": boxed - images,  # labelled or skipped, each
             "wall_s": time.perf_counter() - started, "logit_scale": logit_scale, "out": str(out)}
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _fingerprint(boxes: Mapping[str, np.ndarray]) -> str:
     """A short hash of a ``{name: [N, 4]}`` box mapping (what a resumed run must be given again)."""
-    digest = hashlib.sha256()
-    for name in sorted(boxes):
-        digest.update(name.encode("utf-8") + b"\0" + np.asarray(boxes[name], np.float64).tobytes())
-    return digest.hexdigest()[:16]
+    return _digest(b"".join(name.encode("utf-8") + b"\0" + np.asarray(boxes[name], np.float64).tobytes()
+                            for name in sorted(boxes)))
 
 
-def _resume(partial: Path, header: dict[str, Any], source: ImageSource, n: int,
-            stats: RetrievalStats) -> tuple[int, int, int]:
-    """``(index of the image to redo, byte offset where its lines begin, images before it)`` in
-    ``partial``; the regions before it are added to ``stats``."""
-    if not partial.is_file():
-        raise DenseVLMError(f"{partial}: no interrupted retrieve to resume (leave out --resume)")
-    with open(partial, "rb") as f:
-        lines = f.read().split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
+# the option behind each header key, for the message of a resume with other settings
+_FLAGS = {"teacher": "--teacher", "images": "--images", "vocabulary": "--vocab", "tau": "--logit-scale",
+          "threshold": "--threshold", "region_source": "--regions / --boxes", "features": "--features",
+          "size": "--size", "seed": "--seed", "max_boxes": "--max-boxes", "limit": "--limit", "top_k": "--top-k",
+          "logits": "--full-logits", "boxes": "--boxes", "image_list": "images in --images"}
+
+
+def _resume(data: bytes, partial: Path, header: dict[str, Any], names: list[str],
+            stats: RetrievalStats) -> Optional[tuple[int, int, int]]:
+    """``(index of the image to redo, byte offset where its lines begin, images before it)`` in the
+    interrupted run's ``data``, whose regions before that image are added to ``stats``; None
+    when it holds no finished line (stopped before its first image: start again)."""
+    lines = data.split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
+    if not lines:
+        log.info("%s: stopped before its first image; starting again", partial)
+        return None
     try:
-        old = json.loads(lines[0]) if lines else None
+        old = json.loads(lines[0])
         regions = [json.loads(line) for line in lines[1:]]
     except ValueError:
         raise DenseVLMError(f"{partial}: not a candidates file of densevlm retrieve; "
                             "pass --overwrite to start again") from None
-    if old != header:
-        keys = sorted(k for k in set(header) | set(old or {}) if (old or {}).get(k) != header.get(k))
-        if "settings" in keys:
-            keys.remove("settings")
-            keys += sorted(k for k, v in header["settings"].items() if (old or {}).get("settings", {}).get(k) != v)
-        raise DenseVLMError(f"{partial}: was started with other {', '.join(keys)}; resume with the same "
-                            "settings, or pass --overwrite to start again")
-    index = {source.name(i): i for i in range(n)}
+    if not isinstance(old, dict) or old.get("kind") != "header":
+        raise DenseVLMError(f"{partial}: not a candidates file of densevlm retrieve; pass --overwrite to start again")
+    flat_old = {**old, **old.get("settings", {})}
+    flat_new = {**header, **header["settings"]}
+    changed = [k for k in flat_new if k != "settings" and flat_old.get(k) != flat_new[k]]
+    if changed:
+        said = [f"{_FLAGS.get(k, k)}" + (f" ({flat_old.get(k)} then, {flat_new[k]} now)"
+                                         if isinstance(flat_new[k], (int, float, str)) and k in _FLAGS
+                                         and k not in ("boxes", "image_list", "images", "teacher") else "")
+                for k in changed]
+        raise DenseVLMError(f"{partial}: the interrupted run had other {'; '.join(said)}; resume with the same "
+                            "settings and images, or pass --overwrite to start again")
+    index = {name: i for i, name in enumerate(names)}
     last = regions[-1]["image"] if regions else None
-    if last is not None and last not in index:
-        raise DenseVLMError(f"{partial}: holds {last}, which is not among the images; pass --overwrite to start again")
     keep = [r for r in regions if r["image"] != last]
     for r in keep:  # the label is the best candidate of the region's section (split features: maybe not the first)
         label = next((c for c in r["candidates"] if c["thing"] == r["thing"]), r["candidates"][0])["category"]
