@@ -216,3 +216,14 @@ def test_an_input_size_below_one_patch_is_one_line_before_any_image(inputs, segm
     assert status == 2 and lines[-1] == ("densevlm segment: error: input size 7 is smaller than one patch of the "
                                          "model (8 px); use --size 8 or more")
     assert "unreadable" not in err + out and not list((tmp_path / "small").glob("*.json"))
+
+
+def test_an_input_named_like_an_output_is_refused_before_any_work(segment, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _scene(1).save(folder / "p.png")
+    _scene(2).save(folder / "p.png.overlay.png")  # a photo, not an earlier output (no p.png.json beside it)
+    before = (folder / "p.png.overlay.png").read_bytes()
+    status, out, err = segment(folder, str(folder))
+    assert status == 2 and f"{folder / 'p.png.overlay.png'}: an input image, and the name of an output for" in err
+    assert (folder / "p.png.overlay.png").read_bytes() == before and not (folder / "p.png.json").exists()

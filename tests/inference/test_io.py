@@ -47,6 +47,17 @@ def test_folders_are_searched_recursively_and_names_never_collide(tmp_path):
     assert len({output_paths(tmp_path, n)["json"] for n in names.values()}) == 4
 
 
+def test_a_world_folder_means_its_images_and_a_file_named_twice_is_used_once(tmp_path, caplog):
+    world = tmp_path / "world"
+    _png(world / "images" / "000000.png")
+    _png(world / "panoptic" / "000000.png")  # ground-truth masks, not photos
+    (world / "panoptic.json").write_text("{}")
+    (tmp_path / "link.png").symlink_to(world / "images" / "000000.png")
+    images = collect_inputs([str(world), str(tmp_path / "link.png")])
+    assert [im.path for im in images] == [world / "images" / "000000.png"]
+    assert f"{tmp_path / 'link.png'}: the same file as {world / 'images' / '000000.png'}; used once" in caplog.text
+
+
 def test_globs_and_files(tmp_path):
     _png(tmp_path / "cam" / "day1" / "0001.jpg")
     _png(tmp_path / "cam" / "day2" / "0001.jpg")

@@ -125,3 +125,6 @@ def test_empty_and_missing_files(tmp_path):
         read_candidates(empty)
     with pytest.raises(DenseVLMError, match="candidates file not found"):
         read_candidates(tmp_path / "nope.jsonl")
+    with pytest.raises(DenseVLMError, match=r"cand.jsonl.partial: the unfinished file of an interrupted `densevlm "
+                                            r"retrieve`; finish it .* then use cand.jsonl"):
+        read_candidates(tmp_path / "cand.jsonl.partial")

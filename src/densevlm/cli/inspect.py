@@ -57,14 +57,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
-def image_inputs(specs: list[str], exclude: Path | None = None) -> list:
-    """Input images of a command; a folder holding panoptic.json stands for its images/ folder."""
-    from densevlm.inference.io import collect_inputs
-
-    expanded = [str(Path(s) / "images") if (Path(s) / "panoptic.json").is_file() else s for s in specs]
-    return collect_inputs(expanded, exclude=exclude)
-
-
 PARTIAL = "verdicts.partial.jsonl"
 CHUNK = 64  # images inspected (and recorded in PARTIAL) at a time
 
@@ -75,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from densevlm.cli._common import default_device, existing_paths, load_model_arg
     from densevlm.errors import DenseVLMError
     from densevlm.fileio import check_output, open_exclusive
+    from densevlm.inference.io import collect_inputs
     from densevlm.inspection.operating_point import OperatingPoint
     from densevlm.inspection.verdict import inspect, write_verdicts
     from densevlm.vocab import load_vocabulary
@@ -91,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise DenseVLMError(f"--batch-size must be at least 1, got {args.batch_size}")
     op = OperatingPoint.load(args.operating_point)
-    images = image_inputs(args.inputs, exclude=out)
+    images = collect_inputs(args.inputs, exclude=out)
     model = load_model_arg(args.model or op.model_name, args.pretrained, default_device(args.device))
     vocab = load_vocabulary(args.vocab) if args.vocab else op.vocab
     op.check(model.backbone.weights_sha256(), vocab)  # before anything is written

@@ -68,12 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _stats(model, specs: list[str], vocab, cfg, batch_size: int):
-    from densevlm.cli.inspect import image_inputs
+    from densevlm.inference.io import collect_inputs
     from densevlm.errors import DenseVLMError
     from densevlm.inspection.monitor import BatchStats
     from densevlm.inspection.scores import analyse_images, readable_images
 
-    images = image_inputs(specs)
+    images = collect_inputs(specs)
     errors: dict[int, str] = {}
     analyses = list(analyse_images(model, readable_images([im.path for im in images], cfg.size, errors), vocab, cfg,
                                    batch_size))

@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = existing_paths(args.vocab, args.boxes, args.model, args.pretrained)
     out = check_output(args.out, "dir", inputs=inputs, overwrite=True)
     images = collect_inputs(args.inputs, exclude=out)
+    _check_outputs_are_not_inputs(images, out)
     boxes = assign_boxes(load_boxes(args.boxes), images, args.boxes) if args.boxes else None
 
     from densevlm.errors import DenseVLMError
@@ -205,3 +206,18 @@ def run(args: argparse.Namespace) -> int:
           f"in {summary.seconds:.2f} s")
     print(f"outputs: {out} (summary: {out / 'summary.csv'})")
     return 1 if errors and not ok and not skipped else 0
+
+
+def _check_outputs_are_not_inputs(images: list, out: Path) -> None:
+    """Refuse, before any work, an input image that one of the outputs would replace (an image of
+    the --out folder named like another image's NAME.overlay.png, NAME.labels.png or NAME.json)."""
+    from densevlm.errors import DenseVLMError
+    from densevlm.inference.io import output_paths
+
+    inputs = {im.path.resolve(): im for im in images}
+    for im in images:
+        for path in output_paths(out, im.name).values():
+            hit = inputs.get(path.resolve())
+            if hit is not None:
+                raise DenseVLMError(f"{hit.path}: an input image, and the name of an output for {im.path}; "
+                                    "give another --out (or rename the image)")

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -36,6 +37,8 @@ __all__ = [
     "write_summary",
 ]
 
+log = logging.getLogger(__name__)
+
 SUMMARY_FIELDS = ("file", "name", "status", "reason", "segments", "top_classes", "seconds")
 
 
@@ -57,7 +60,9 @@ def collect_inputs(inputs: Sequence[str], exclude: Optional[str | Path] = None) 
 
     Args:
         inputs: as typed on the command line, each resolved by
-            :func:`~densevlm.data.images.find_images` (hidden files and folders skipped).
+            :func:`~densevlm.data.images.find_images` (hidden files and folders skipped); a
+            folder holding ``panoptic.json`` (a ``densevlm synth`` world) stands for its ``images/``.
+            A file named twice (e.g. through a symbolic link) is used once, with a warning.
         exclude: a folder never to descend into (the output folder).
 
     Raises:
@@ -65,15 +70,20 @@ def collect_inputs(inputs: Sequence[str], exclude: Optional[str | Path] = None) 
     """
     found: list[tuple[Path, str]] = []
     for spec in inputs:
+        if (Path(spec) / "panoptic.json").is_file():  # a labelled world: its photos, not its masks
+            spec = str(Path(spec) / "images")
         root, files = find_images(spec, exclude=exclude)
         found += [(f, f.relative_to(root).as_posix()) for f in files]
     unique: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
+    seen: dict[Path, Path] = {}
     for path, rel in found:
         key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append((path, rel))
+        if key in seen:
+            if path != seen[key]:
+                log.warning("%s: the same file as %s; used once", path, seen[key])
+            continue
+        seen[key] = path
+        unique.append((path, rel))
     if not unique:
         raise DenseVLMError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {' '.join(inputs)}")
     groups: dict[str, int] = {}
