@@ -161,6 +161,8 @@ def test_an_interrupted_inspect_resumes_where_it_stopped(labelled_world, tmp_pat
     assert "10 of 24 verdicts are in" in capsys.readouterr().err
     partial = out / command.PARTIAL
     assert not (out / "verdicts.csv").exists() and len(partial.read_text().splitlines()) == 1 + 10
+    with open(partial, "ab") as f:
+        f.write(b'{"image": "cut off by a power c')
     capsys.readouterr()
     assert main(run) == 2
     assert "verdicts.partial.jsonl: holds an interrupted inspect; --resume continues it" in capsys.readouterr().err

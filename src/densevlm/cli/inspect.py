@@ -92,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
               "vocab": _sha256(args.vocab) if args.vocab else None, "overlays": not args.no_overlays}
     out.mkdir(parents=True, exist_ok=True)
     with open_exclusive(partial, "inspect") as f:
-        rows = _done(f.read(), partial, header, images) if args.resume else None
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)  # a line cut off mid-way by a crash goes
+        rows = _done(data, partial, header, images) if args.resume else None
         if rows is None:  # a new run
             for old in sorted((out / "overlays").glob("*.overlay.png")) if (out / "overlays").is_dir() else []:
                 old.unlink()  # an earlier run's, which the new verdicts.csv would not list

@@ -110,7 +110,8 @@ def write_candidates(
 
     Raises:
         DenseVLMError: ``resume`` without an ``OUT.partial``, or one written with other
-            settings, teacher, vocabulary or images (named in one line); a write that fails.
+            settings, teacher, vocabulary or images (named in one line); another process writing
+            ``OUT.partial``; no image that could be labelled; a write that fails.
     """
     from tqdm import tqdm
 
@@ -133,6 +134,8 @@ def write_candidates(
     out = Path(out)
     partial = partial_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if resume and not partial.is_file():
+        raise DenseVLMError(f"{partial}: no interrupted retrieve to resume (leave out --resume)")
     started = time.perf_counter()
     f = open_exclusive(partial, "retrieve")
     try:
@@ -202,7 +205,7 @@ def _resume(data: bytes, partial: Path, header: dict[str, Any], names: list[str]
     when it holds no finished line (stopped before its first image: start again)."""
     lines = data.split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
     if not lines:
-        log.info("%s: stopped before its first image; starting again", partial)
+        log.info("%s: stopped before its header was written; starting again", partial)
         return None
     try:
         old = json.loads(lines[0])
