@@ -279,3 +279,14 @@ def test_segment_with_the_onnx_engine_matches_torch(model, onnx_model):
     assert a.labels.shape == b.labels.shape == (64, 64)
     assert (a.labels == b.labels).mean() > 0.999
     assert [s.category for s in a.segments] == [s.category for s in b.segments]
+
+
+def test_a_moved_calibration_folder_is_named_as_the_exports_own(tmp_path):
+    from densevlm.export.build import gate_inputs
+
+    record = {"source": str(tmp_path / "moved"), "heldout_names": ["a.png"]}
+    with pytest.raises(DenseVLMError, match=r"moved: the calibration images recorded in the export cannot be opened "
+                                            r"there any more; pass --calibration"):
+        gate_inputs(None, record)
+    with pytest.raises(DenseVLMError, match=r"no such file or folder"):  # a --calibration given: its own message
+        gate_inputs(None, record, spec=str(tmp_path / "typo"))

@@ -53,8 +53,11 @@ def test_a_world_folder_means_its_images_and_a_file_named_twice_is_used_once(tmp
     _png(world / "panoptic" / "000000.png")  # ground-truth masks, not photos
     (world / "panoptic.json").write_text("{}")
     (tmp_path / "link.png").symlink_to(world / "images" / "000000.png")
-    images = collect_inputs([str(world), str(tmp_path / "link.png")])
+    (tmp_path / "hard").mkdir()
+    (tmp_path / "hard" / "same.png").hardlink_to(world / "images" / "000000.png")
+    images = collect_inputs([str(world), str(tmp_path / "link.png"), str(tmp_path / "hard")])
     assert [im.path for im in images] == [world / "images" / "000000.png"]
+    assert "same.png: the same file as" in caplog.text
     assert f"{tmp_path / 'link.png'}: the same file as {world / 'images' / '000000.png'}; used once" in caplog.text
 
 

@@ -167,7 +167,9 @@ def test_an_interrupted_inspect_resumes_where_it_stopped(labelled_world, tmp_pat
     assert main(run) == 2
     assert "verdicts.partial.jsonl: holds an interrupted inspect; --resume continues it" in capsys.readouterr().err
     assert main(["inspect", str(labelled_world), "--operating-point", str(other), "--out", str(out), "--resume"]) == 2
-    assert "was started with another operating point" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the interrupted run had other --operating-point (another file content); resume" in err
+    assert err.count("\n") == 1, "a refused resume is one line (no 'verdicts are in' warning)"
     monkeypatch.setattr(verdict, "inspect", real)
     done = list(seen)
     seen.clear()

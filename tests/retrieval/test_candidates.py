@@ -132,9 +132,14 @@ def test_an_interrupted_run_resumes_to_the_file_of_an_uninterrupted_one(tmp_path
     monkeypatch.undo()
     with pytest.raises(DenseVLMError, match=r"cand.jsonl.partial: the interrupted run had other --seed \(3 then, 4 now\)"):
         write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=4, progress=False, resume=True)
+    with pytest.raises(DenseVLMError, match=r"other --teacher; resume"):  # not its logit scale too
+        write_candidates(load_model("tiny-student"), source, vocab, out, cfg, max_boxes=4, seed=3, progress=False,
+                         resume=True)
+    with pytest.raises(DenseVLMError, match=r"other --limit \(not given then, 2 now\)"):
+        write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=3, progress=False, resume=True, limit=2)
     added = world / "images" / "000000a.png"  # an image added before the resume would shift the grids
     added.write_bytes((world / "images" / "000000.png").read_bytes())
-    with pytest.raises(DenseVLMError, match=r"other images in --images; resume with the same settings and images"):
+    with pytest.raises(DenseVLMError, match=r"other image files \(some were added to or removed from --images"):
         write_candidates(teacher, open_image_source(str(world)), vocab, out, cfg, max_boxes=4, seed=3, progress=False,
                          resume=True)
     added.unlink()

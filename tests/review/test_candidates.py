@@ -128,3 +128,7 @@ def test_empty_and_missing_files(tmp_path):
     with pytest.raises(DenseVLMError, match=r"cand.jsonl.partial: the unfinished file of an interrupted `densevlm "
                                             r"retrieve`; finish it .* then use cand.jsonl"):
         read_candidates(tmp_path / "cand.jsonl.partial")
+    (tmp_path / "r.JSONL.PARTIAL").write_text("{}\n")
+    (tmp_path / "r.jsonl").symlink_to(tmp_path / "r.JSONL.PARTIAL")
+    with pytest.raises(DenseVLMError, match=r"r.jsonl: the unfinished file of an interrupted"):
+        read_candidates(tmp_path / "r.jsonl")

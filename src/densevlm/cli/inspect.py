@@ -166,10 +166,12 @@ def _done(data: bytes, partial: Path, header: dict, images: list) -> Optional[di
         raise DenseVLMError(f"{partial}: not the record of an inspect run; pass --overwrite to start again") from None
     if records[0] != header:
         old = records[0] if isinstance(records[0], dict) else {}
-        what = [k for k in ("model", "operating_point", "vocab", "overlays") if old.get(k) != header[k]]
-        raise DenseVLMError(f"{partial}: was started with another {', '.join(what).replace('_', ' ') or 'header'} "
-                            "(model, --operating-point, --vocab, --no-overlays); resume with the same ones, "
-                            "or pass --overwrite to start again")
+        flags = {"model": "--model (other weights)", "operating_point": "--operating-point (another file content)",
+                 "vocab": "--vocab (another file content)",
+                 "overlays": "--no-overlays (given then)" if header["overlays"] else "--no-overlays (not given then)"}
+        what = [flags[k] for k in flags if old.get(k) != header[k]] or ["settings"]
+        raise DenseVLMError(f"{partial}: the interrupted run had other {'; '.join(what)}; resume with the same "
+                            "ones, or pass --overwrite to start again")
     wanted = {str(im.path) for im in images}
     rows = {r["image"]: r for r in records[1:] if r["image"] in wanted}
     log.info("resuming %s: %d of %d images done", partial, len(rows), len(images))

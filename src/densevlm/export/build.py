@@ -72,8 +72,15 @@ def gate_inputs(model: Any, calibration: dict[str, Any], spec: Optional[str] = N
     from densevlm.data.images import open_image_source
     from densevlm.export.calibration import prepare_images
 
+    recorded = spec is None
     spec = spec or calibration["source"]
-    source = open_image_source(spec)
+    try:
+        source = open_image_source(spec)
+    except DenseVLMError:
+        if not recorded:
+            raise
+        raise DenseVLMError(f"{spec}: the calibration images recorded in the export cannot be opened there any "
+                            "more; pass --calibration with the images the export was made from") from None
     index = {source.name(i): i for i in range(len(source))}
     names = calibration["heldout_names"]
     missing = [n for n in names if n not in index]

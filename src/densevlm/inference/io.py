@@ -62,7 +62,7 @@ def collect_inputs(inputs: Sequence[str], exclude: Optional[str | Path] = None) 
         inputs: as typed on the command line, each resolved by
             :func:`~densevlm.data.images.find_images` (hidden files and folders skipped); a
             folder holding ``panoptic.json`` (a ``densevlm synth`` world) stands for its ``images/``.
-            A file named twice (e.g. through a symbolic link) is used once, with a warning.
+            A file named twice (e.g. through a symbolic or hard link) is used once, with a warning.
         exclude: a folder never to descend into (the output folder).
 
     Raises:
@@ -75,9 +75,13 @@ def collect_inputs(inputs: Sequence[str], exclude: Optional[str | Path] = None) 
         root, files = find_images(spec, exclude=exclude)
         found += [(f, f.relative_to(root).as_posix()) for f in files]
     unique: list[tuple[Path, str]] = []
-    seen: dict[Path, Path] = {}
+    seen: dict[Any, Path] = {}
     for path, rel in found:
-        key = path.resolve()
+        try:
+            st = path.stat()
+            key: Any = (st.st_dev, st.st_ino)  # a symbolic or hard link is the same file
+        except OSError:  # a dangling link: reported when it is read
+            key = path.resolve()
         if key in seen:
             if path != seen[key]:
                 log.warning("%s: the same file as %s; used once", path, seen[key])

@@ -139,8 +139,12 @@ def write_candidates(
     started = time.perf_counter()
     f = open_exclusive(partial, "retrieve")
     try:
+        done = _resume(f.read(), partial, header, names, stats) if resume else None
+    except BaseException:
+        f.close()
+        raise
+    try:
         with f, torch.inference_mode():
-            done = _resume(f.read(), partial, header, names, stats) if resume else None
             first, written, images = done or (0, 0, 0)
             f.seek(written)
             f.truncate()
@@ -195,7 +199,14 @@ def _fingerprint(boxes: Mapping[str, np.ndarray]) -> str:
 _FLAGS = {"teacher": "--teacher", "images": "--images", "vocabulary": "--vocab", "tau": "--logit-scale",
           "threshold": "--threshold", "region_source": "--regions / --boxes", "features": "--features",
           "size": "--size", "seed": "--seed", "max_boxes": "--max-boxes", "limit": "--limit", "top_k": "--top-k",
-          "logits": "--full-logits", "boxes": "--boxes", "image_list": "images in --images"}
+          "logits": "--full-logits", "boxes": "--boxes",
+          "image_list": "image files (some were added to or removed from --images since)"}
+# the settings whose old and new values the message shows (the others are paths or hashes)
+_VALUED = {"tau", "threshold", "region_source", "features", "size", "seed", "max_boxes", "limit", "top_k", "logits"}
+
+
+def _shown(value: Any) -> str:
+    return "not given" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _resume(data: bytes, partial: Path, header: dict[str, Any], names: list[str],
@@ -215,13 +226,13 @@ def _resume(data: bytes, partial: Path, header: dict[str, Any], names: list[str]
                             "pass --overwrite to start again") from None
     if not isinstance(old, dict) or old.get("kind") != "header":
         raise DenseVLMError(f"{partial}: not a candidates file of densevlm retrieve; pass --overwrite to start again")
-    flat_old = {**old, **old.get("settings", {})}
+    flat_old = {**old, **(old.get("settings") or {})}
     flat_new = {**header, **header["settings"]}
     changed = [k for k in flat_new if k != "settings" and flat_old.get(k) != flat_new[k]]
+    if "teacher" in changed and "tau" in changed:
+        changed.remove("tau")  # the logit scale is the teacher's own unless given
     if changed:
-        said = [f"{_FLAGS.get(k, k)}" + (f" ({flat_old.get(k)} then, {flat_new[k]} now)"
-                                         if isinstance(flat_new[k], (int, float, str)) and k in _FLAGS
-                                         and k not in ("boxes", "image_list", "images", "teacher") else "")
+        said = [_FLAGS.get(k, k) + (f" ({_shown(flat_old.get(k))} then, {_shown(flat_new[k])} now)" if k in _VALUED else "")
                 for k in changed]
         raise DenseVLMError(f"{partial}: the interrupted run had other {'; '.join(said)}; resume with the same "
                             "settings and images, or pass --overwrite to start again")

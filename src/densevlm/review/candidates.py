@@ -236,9 +236,10 @@ def _parse_region(
 def read_candidates(path: str | Path) -> tuple[CandidatesHeader, list[CandidateRegion]]:
     """Parse and check a candidates JSONL file; any problem is a one-line DenseVLMError with the line number."""
     path = Path(path)
-    if path.name.endswith(".partial"):  # retrieval.candidates.partial_path
+    real = path.resolve().name  # a link to it too
+    if real.lower().endswith(".partial"):  # retrieval.candidates.partial_path
         raise DenseVLMError(f"{path}: the unfinished file of an interrupted `densevlm retrieve`; finish it with "
-                            f"the same command and --resume, then use {path.name[:-len('.partial')]}")
+                            f"the same command and --resume, then use {real[:-len('.partial')]}")
     try:
         text = decode_utf8(path.read_bytes(), path)
     except FileNotFoundError:
