@@ -66,3 +66,16 @@ def load_model_arg(name: str, pretrained: Optional[str], device: str, input_size
     if size is not None:
         check_input_size(size, model.patch_size)
     return model
+
+
+def check_resume(partial: Path, resume: bool, overwrite: bool, command: str) -> None:
+    """Before any work: ``--resume`` needs the in-progress file ``partial`` of an interrupted run,
+    and a run without ``--resume`` or ``--overwrite`` must not start over one (one line each)."""
+    from densevlm.errors import DenseVLMError
+
+    if resume and overwrite:
+        raise DenseVLMError("--resume continues an interrupted run and --overwrite starts again; give one")
+    if resume and not partial.is_file():
+        raise DenseVLMError(f"{partial}: no interrupted {command} to resume (leave out --resume)")
+    if partial.exists() and not (resume or overwrite):
+        raise DenseVLMError(f"{partial}: holds an interrupted {command}; --resume continues it, --overwrite starts again")

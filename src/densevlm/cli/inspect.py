@@ -64,7 +64,7 @@ CHUNK = 64  # images inspected (and recorded in PARTIAL) at a time
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from densevlm.cli._common import default_device, existing_paths, load_model_arg
+    from densevlm.cli._common import check_resume, default_device, existing_paths, load_model_arg
     from densevlm.errors import DenseVLMError
     from densevlm.fileio import check_output, open_exclusive
     from densevlm.inference.io import collect_inputs
@@ -74,12 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = existing_paths(*args.inputs, args.operating_point, args.vocab, args.model, args.pretrained)
     partial = Path(args.out) / PARTIAL
-    if args.resume and args.overwrite:
-        raise DenseVLMError("--resume continues an interrupted run and --overwrite starts again; give one")
-    if args.resume and not partial.is_file():
-        raise DenseVLMError(f"{partial}: no interrupted inspect to resume (leave out --resume)")
-    if partial.exists() and not (args.resume or args.overwrite):
-        raise DenseVLMError(f"{partial}: holds an interrupted inspect; --resume continues it, --overwrite starts again")
+    check_resume(partial, args.resume, args.overwrite, "inspect")
     out = check_output(args.out, "dir", inputs=inputs, overwrite=args.overwrite or args.resume)
     if args.batch_size < 1:
         raise DenseVLMError(f"--batch-size must be at least 1, got {args.batch_size}")

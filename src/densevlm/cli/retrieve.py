@@ -55,26 +55,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevlm.cli._common import default_device, load_model_arg
+    from densevlm.cli._common import check_resume, default_device, existing_paths, load_model_arg
     from densevlm.data.images import open_image_source
+    from densevlm.data.synth import default_vocabulary
     from densevlm.errors import DenseVLMError
+    from densevlm.fileio import check_output
     from densevlm.retrieval.candidates import partial_path, write_candidates
     from densevlm.retrieval.teacher import RetrievalConfig
-    from densevlm.data.synth import default_vocabulary
     from densevlm.vocab import load_vocabulary
-
-    from densevlm.cli._common import existing_paths
-    from densevlm.fileio import check_output
 
     image_inputs = [part.split("=", 1)[-1] for part in args.images.split(",")]  # json=FILE,images=DIR too
     inputs = existing_paths(args.vocab, args.teacher, args.teacher_pretrained, args.boxes, *image_inputs)
     partial = partial_path(args.out)
-    if args.resume and args.overwrite:
-        raise DenseVLMError("--resume continues an interrupted run and --overwrite starts again; give one")
-    if args.resume and not partial.is_file():
-        raise DenseVLMError(f"{partial}: no interrupted retrieve to resume (leave out --resume)")
-    if partial.exists() and not (args.resume or args.overwrite):
-        raise DenseVLMError(f"{partial}: holds an interrupted retrieve; --resume continues it, --overwrite starts again")
+    check_resume(partial, args.resume, args.overwrite, "retrieve")
     # the interrupted run was allowed to replace --out (it did not exist, or --overwrite was given)
     check_output(args.out, "file", inputs=inputs, overwrite=args.overwrite or args.resume)
     if args.limit is not None and args.limit < 1:
