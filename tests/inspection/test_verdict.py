@@ -173,10 +173,12 @@ def test_an_interrupted_inspect_resumes_where_it_stopped(labelled_world, tmp_pat
     monkeypatch.setattr(verdict, "inspect", real)
     done = list(seen)
     seen.clear()
-    monkeypatch.setattr(verdict, "inspect", lambda model, images, *a, **k: seen.extend(images) or real(model, images, *a, **k))
+    monkeypatch.setattr(verdict, "inspect",
+                        lambda model, images, *a, **k: seen.extend(images) or real(model, images, *a, **k))
     assert main(run + ["--resume"]) == 0
     assert len(seen) == 24 - 10 and not set(map(str, seen)) & set(map(str, done))
     assert (out / "verdicts.csv").read_text() == (whole / "verdicts.csv").read_text() and not partial.exists()
-    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(p.name for p in (whole / "overlays").iterdir())
+    drawn = sorted(p.name for p in (out / "overlays").iterdir())
+    assert drawn == sorted(p.name for p in (whole / "overlays").iterdir())
     assert main(run + ["--resume"]) == 2
     assert "no interrupted inspect to resume" in capsys.readouterr().err

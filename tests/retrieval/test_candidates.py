@@ -130,7 +130,7 @@ def test_an_interrupted_run_resumes_to_the_file_of_an_uninterrupted_one(tmp_path
     with open(partial, "ab") as f:
         f.write(b'{"kind": "region", "id": "000003.png#0", "im')  # a line cut off by a power cut
     monkeypatch.undo()
-    with pytest.raises(DenseVLMError, match=r"cand.jsonl.partial: the interrupted run had other --seed \(3 then, 4 now\)"):
+    with pytest.raises(DenseVLMError, match=r"cand.jsonl.partial: the interrupted run had other --seed \(3 then, 4 now"):
         write_candidates(teacher, source, vocab, out, cfg, max_boxes=4, seed=4, progress=False, resume=True)
     with pytest.raises(DenseVLMError, match=r"other --teacher; resume"):  # not its logit scale too
         write_candidates(load_model("tiny-student"), source, vocab, out, cfg, max_boxes=4, seed=3, progress=False,

@@ -78,4 +78,5 @@ def check_resume(partial: Path, resume: bool, overwrite: bool, command: str) -> 
     if resume and not partial.is_file():
         raise DenseVLMError(f"{partial}: no interrupted {command} to resume (leave out --resume)")
     if partial.exists() and not (resume or overwrite):
-        raise DenseVLMError(f"{partial}: holds an interrupted {command}; --resume continues it, --overwrite starts again")
+        raise DenseVLMError(f"{partial}: holds an interrupted {command}; --resume continues it, "
+                            "--overwrite starts again")

@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_arg(args.model or op.model_name, args.pretrained, default_device(args.device))
     vocab = load_vocabulary(args.vocab) if args.vocab else op.vocab
     op.check(model.backbone.weights_sha256(), vocab)  # before anything is written
-    header = {"kind": "header", "model": model.backbone.weights_sha256(), "operating_point": _sha256(args.operating_point),
+    header = {"kind": "header", "model": model.backbone.weights_sha256(),
+              "operating_point": _sha256(args.operating_point),
               "vocab": _sha256(args.vocab) if args.vocab else None, "overlays": not args.no_overlays}
     out.mkdir(parents=True, exist_ok=True)
     with open_exclusive(partial, "inspect") as f:

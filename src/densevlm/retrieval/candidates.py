@@ -7,7 +7,7 @@ per region::
      {"things": [["bolt"], ["scratch", "scuff"]], "stuff": [...], "defects": ["scratch"]}, "tau": 14.3,
      "threshold": 0.3, "region_source": "grid" | "segments" | "boxes", "features": "crop",
      "settings": {"size": 64, "seed": 0, "max_boxes": null, "limit": null, "top_k": 5, "context": 1.0,
-                  "logits": true, "boxes": null | "<hash of the given boxes>"}}
+                  "logits": true, "boxes": null | "<hash of the given boxes>", "image_list": "<hash>"}}
     {"kind": "region", "id": "000012.png#3", "image": "000012.png", "width": 64, "height": 64,
      "box": [x1, y1, x2, y2], "mask": null | {"size": [h, w], "counts": "..."},
      "candidates": [{"category": "bolt", "prob": 0.81, "thing": true}, ...],
@@ -213,7 +213,7 @@ def _resume(data: bytes, partial: Path, header: dict[str, Any], names: list[str]
             stats: RetrievalStats) -> Optional[tuple[int, int, int]]:
     """``(index of the image to redo, byte offset where its lines begin, images before it)`` in the
     interrupted run's ``data``, whose regions before that image are added to ``stats``; None
-    when it holds no finished line (stopped before its first image: start again)."""
+    when it holds no finished line (stopped before its header was written: start again)."""
     lines = data.split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
     if not lines:
         log.info("%s: stopped before its header was written; starting again", partial)
@@ -232,16 +232,20 @@ def _resume(data: bytes, partial: Path, header: dict[str, Any], names: list[str]
     if "teacher" in changed and "tau" in changed:
         changed.remove("tau")  # the logit scale is the teacher's own unless given
     if changed:
-        said = [_FLAGS.get(k, k) + (f" ({_shown(flat_old.get(k))} then, {_shown(flat_new[k])} now)" if k in _VALUED else "")
-                for k in changed]
+        said = [_FLAGS.get(k, k) + (f" ({_shown(flat_old.get(k))} then, {_shown(flat_new[k])} now)"
+                                    if k in _VALUED else "") for k in changed]
         raise DenseVLMError(f"{partial}: the interrupted run had other {'; '.join(said)}; resume with the same "
                             "settings and images, or pass --overwrite to start again")
     index = {name: i for i, name in enumerate(names)}
-    last = regions[-1]["image"] if regions else None
-    keep = [r for r in regions if r["image"] != last]
-    for r in keep:  # the label is the best candidate of the region's section (split features: maybe not the first)
-        label = next((c for c in r["candidates"] if c["thing"] == r["thing"]), r["candidates"][0])["category"]
-        stats.count(r["kept"], r["thing"], label)
+    try:
+        last = regions[-1]["image"] if regions else None
+        keep = [r for r in regions if r["image"] != last]
+        for r in keep:  # the label is the best candidate of the region's section (split features: maybe not the first)
+            label = next((c for c in r["candidates"] if c["thing"] == r["thing"]), r["candidates"][0])["category"]
+            stats.count(r["kept"], r["thing"], label)
+    except (KeyError, TypeError, IndexError):
+        raise DenseVLMError(f"{partial}: holds a region line retrieve did not write; "
+                            "pass --overwrite to start again") from None
     offset = sum(len(line) + 1 for line in lines[: 1 + len(keep)])
     done = len({r["image"] for r in keep})
     log.info("resuming %s: %d images done", partial, done)
