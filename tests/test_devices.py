@@ -31,6 +31,8 @@ def test_bf16_is_fast_only_when_the_probe_beats_fp32_by_the_margin(probe):
     assert fast and why == "bf16 matrix products run 4.0x as fast as fp32 here (bf16 from 2x)"
     probe(1e-3, 2e-3)  # AVX-512 BF16 without AMX: 2x slower
     assert devices.cpu_bf16_verdict()[0] is False
+    probe(1e-3, 4e-2)  # no bf16 units at all (AMD Zen 3): emulated, 40x slower
+    assert devices.cpu_bf16_verdict() == (False, "bf16 matrix products run 0.025x as fast as fp32 here (bf16 from 2x)")
     probe(1e-3, 1e-3 / (devices.MIN_SPEEDUP * 0.9))  # faster, but by less than the margin
     assert devices.cpu_bf16_fast() is False
     probe(1e-3, 1e-3 / devices.MIN_SPEEDUP)

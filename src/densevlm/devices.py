@@ -144,7 +144,9 @@ def cpu_bf16_verdict() -> tuple[bool, str]:
                             "(measure once)")
     fp32, bf16 = probe_cpu_matmul()
     fast = bf16 * MIN_SPEEDUP <= fp32
-    return fast, f"bf16 matrix products run {fp32 / bf16:.1f}x as fast as fp32 here (bf16 from {MIN_SPEEDUP:g}x)"
+    ratio = fp32 / bf16
+    shown = f"{ratio:.1f}" if ratio >= 0.1 else f"{ratio:.2g}"  # a CPU without bf16 units: 0.012x, not 0.0x
+    return fast, f"bf16 matrix products run {shown}x as fast as fp32 here (bf16 from {MIN_SPEEDUP:g}x)"
 
 
 def cpu_bf16_fast() -> bool:
