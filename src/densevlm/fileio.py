@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Optional
 from densevlm.errors import DenseVLMError
 
 __all__ = ["check_output", "decode_utf8", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "atomic_torch_save", "open_exclusive"]
+           "atomic_torch_save", "open_exclusive", "read_progress"]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -244,3 +244,22 @@ def open_exclusive(path: str | Path, what: str) -> BinaryIO:
             f.close()
             raise DenseVLMError(f"{path}: another {what} is writing it now; wait for it to finish") from None
     return f
+
+
+def read_progress(data: bytes, path: str | Path, what: str) -> tuple[list[Any], list[int]]:
+    """The records of ``data``, the bytes of the JSON-lines in-progress file ``path`` of an
+    interrupted ``what`` (e.g. ``retrieve``), and the byte offset just past each record's line.
+
+    A last line without its newline (cut off by a crash) is left out: truncating the file to
+    ``ends[-1]`` (0 when no line is complete) removes it before appending.
+
+    Raises:
+        DenseVLMError: a complete line that is not JSON (one line naming ``path``).
+    """
+    lines = data.split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line, or empty
+    try:
+        records = [json.loads(line) for line in lines]
+    except ValueError:
+        raise DenseVLMError(f"{path}: not the in-progress file of an interrupted {what}; "
+                            "pass --overwrite to start again") from None
+    return records, list(itertools.accumulate(len(line) + 1 for line in lines))

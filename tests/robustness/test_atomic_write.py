@@ -54,3 +54,15 @@ def test_a_read_only_folder_is_one_line(tmp_path):
     finally:
         folder.chmod(0o700)
     assert (folder / "old.txt").read_text() == "earlier"
+
+
+def test_read_progress_keeps_complete_lines_and_where_each_ends(tmp_path):
+    from densevlm.fileio import read_progress
+
+    data = b'{"kind": "header"}\n{"image": "a.png"}\n{"image": "b.p'  # cut off by a crash
+    records, ends = read_progress(data, tmp_path / "x.partial", "retrieve")
+    assert records == [{"kind": "header"}, {"image": "a.png"}] and ends == [19, 38]
+    assert data[:ends[-1]].endswith(b'"a.png"}\n')
+    assert read_progress(b"", tmp_path / "x.partial", "retrieve") == ([], [])
+    with pytest.raises(DenseVLMError, match=r"x.partial: not the in-progress file of an interrupted inspect; pass"):
+        read_progress(b'{"kind": "header"}\nnot json\n', tmp_path / "x.partial", "inspect")

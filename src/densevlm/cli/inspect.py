@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from densevlm.cli._common import check_resume, default_device, existing_paths, load_model_arg
     from densevlm.errors import DenseVLMError
-    from densevlm.fileio import check_output, open_exclusive
+    from densevlm.fileio import check_output, open_exclusive, read_progress
     from densevlm.inference.io import collect_inputs
     from densevlm.inspection.operating_point import OperatingPoint
     from densevlm.inspection.verdict import inspect, write_verdicts
@@ -88,15 +88,16 @@ def run(args: argparse.Namespace) -> int:
               "vocab": _sha256(args.vocab) if args.vocab else None, "overlays": not args.no_overlays}
     out.mkdir(parents=True, exist_ok=True)
     with open_exclusive(partial, "inspect") as f:
-        data = f.read()
-        f.truncate(data.rfind(b"\n") + 1)  # a line cut off mid-way by a crash goes
-        rows = _done(data, partial, header, images) if args.resume else None
+        records, ends = read_progress(f.read(), partial, "inspect") if args.resume else ([], [])
+        rows = _done(records, partial, header, images) if records else None
         if rows is None:  # a new run
             for old in sorted((out / "overlays").glob("*.overlay.png")) if (out / "overlays").is_dir() else []:
                 old.unlink()  # an earlier run's, which the new verdicts.csv would not list
             f.truncate(0)
             _append(f, partial, [header])
             rows = {}
+        else:
+            f.truncate(ends[-1])  # a line cut off mid-way by a crash goes
         todo = [im for im in images if str(im.path) not in rows]
         quiet = not logging.getLogger("densevlm").isEnabledFor(logging.INFO)
         try:
@@ -146,20 +147,11 @@ def _append(f: BinaryIO, partial: Path, records: list[dict]) -> None:
         raise DenseVLMError(f"{partial}: cannot write ({e.strerror or type(e).__name__})") from None
 
 
-def _done(data: bytes, partial: Path, header: dict, images: list) -> Optional[dict[str, dict]]:
-    """The rows of an interrupted run's ``data`` (checked against this run's ``header``) by image;
-    None when it stopped before writing its header (start again)."""
-    import json
-
+def _done(records: list, partial: Path, header: dict, images: list) -> dict[str, dict]:
+    """The rows of an interrupted run's ``records`` (its header checked against this run's ``header``)
+    by image."""
     from densevlm.errors import DenseVLMError
 
-    lines = data.split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
-    if not lines:
-        return None
-    try:
-        records = [json.loads(line) for line in lines]
-    except ValueError:
-        raise DenseVLMError(f"{partial}: not the record of an inspect run; pass --overwrite to start again") from None
     if records[0] != header:
         old = records[0] if isinstance(records[0], dict) else {}
         flags = {"model": "--model (other weights)", "operating_point": "--operating-point (another file content)",
@@ -169,7 +161,7 @@ def _done(data: bytes, partial: Path, header: dict, images: list) -> Optional[di
         raise DenseVLMError(f"{partial}: the interrupted run had other {'; '.join(what)}; resume with the same "
                             "ones, or pass --overwrite to start again")
     wanted = {str(im.path) for im in images}
-    rows = {r["image"]: r for r in records[1:] if r["image"] in wanted}
+    rows = {r["image"]: r for r in records[1:] if isinstance(r, dict) and r.get("image") in wanted}
     log.info("resuming %s: %d of %d images done", partial, len(rows), len(images))
     return rows
 

@@ -108,7 +108,6 @@ def float_operations(ov_model: Any, keep_float: str = DEFAULT_KEEP_FLOAT) -> lis
     return FLOAT_SCOPES[check_keep_float(keep_float)](_ordered(ov_model))
 
 
-
 def quantize_openvino(
     ov_model: Any, inputs: Sequence[np.ndarray], keep_float: str = DEFAULT_KEEP_FLOAT
 ) -> tuple[Any, dict[str, Any]]:
@@ -149,5 +148,4 @@ def quantize_openvino(
     return quantized, {"method": "nncf.quantize", "model_type": "transformer", "preset": "mixed",
                        "smooth_quant_alpha": SMOOTH_QUANT_ALPHA, "activation_ranges": "minmax",
                        "bias_correction": "fast", "overflow_fix": "enable", "subset_size": len(inputs),
-                       "keep_float": keep_float,
-                       "fp32_operations": keep}
+                       "keep_float": keep_float, "fp32_operations": keep}

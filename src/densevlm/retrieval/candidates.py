@@ -34,7 +34,7 @@ import torch
 
 from densevlm.data.images import FileListSource, ImageSource
 from densevlm.errors import DenseVLMError
-from densevlm.fileio import open_exclusive
+from densevlm.fileio import open_exclusive, read_progress
 from densevlm.regions import similarity
 from densevlm.regions.rle import encode_rle
 from densevlm.regions.sources import grid_boxes, segment_regions
@@ -214,16 +214,11 @@ def _resume(data: bytes, partial: Path, header: dict[str, Any], names: list[str]
     """``(index of the image to redo, byte offset where its lines begin, images before it)`` in the
     interrupted run's ``data``, whose regions before that image are added to ``stats``; None
     when it holds no finished line (stopped before its header was written: start again)."""
-    lines = data.split(b"\n")[:-1]  # the last piece has no newline: cut off mid-line
-    if not lines:
+    records, ends = read_progress(data, partial, "retrieve")
+    if not records:
         log.info("%s: stopped before its header was written; starting again", partial)
         return None
-    try:
-        old = json.loads(lines[0])
-        regions = [json.loads(line) for line in lines[1:]]
-    except ValueError:
-        raise DenseVLMError(f"{partial}: not a candidates file of densevlm retrieve; "
-                            "pass --overwrite to start again") from None
+    old, regions = records[0], records[1:]
     if not isinstance(old, dict) or old.get("kind") != "header":
         raise DenseVLMError(f"{partial}: not a candidates file of densevlm retrieve; pass --overwrite to start again")
     flat_old = {**old, **(old.get("settings") or {})}
@@ -246,7 +241,7 @@ def _resume(data: bytes, partial: Path, header: dict[str, Any], names: list[str]
     except (KeyError, TypeError, IndexError):
         raise DenseVLMError(f"{partial}: holds a region line retrieve did not write; "
                             "pass --overwrite to start again") from None
-    offset = sum(len(line) + 1 for line in lines[: 1 + len(keep)])
+    offset = ends[len(keep)]  # past the header and the kept regions
     done = len({r["image"] for r in keep})
     log.info("resuming %s: %d images done", partial, done)
     return (0 if last is None else index[last]), offset, done
